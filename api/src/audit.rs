@@ -1,0 +1,45 @@
+//! Writing audit rows in the contract's shape.
+
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
+use serde_json::Value;
+
+use crate::Error;
+use crate::db::entities::audit_log;
+
+/// One audit event before it is stored.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// Who acted (a user id, or the presented CN / `unknown` on the node channel).
+    pub actor: String,
+    /// What, e.g. `node.connect`.
+    pub action: String,
+    /// On what.
+    pub target: Option<String>,
+    /// `accepted` or `rejected: <reason>`, and the like.
+    pub outcome: String,
+    /// The peer address.
+    pub ip: Option<String>,
+    /// Details as a JSON object; never secrets.
+    pub details: Value,
+    /// The tenant, `None` for platform-wide events.
+    pub tenant_id: Option<String>,
+}
+
+/// Appends `event` to the audit log.
+pub async fn record(db: &DatabaseConnection, event: AuditEvent) -> Result<(), Error> {
+    audit_log::ActiveModel {
+        id: Set(uuid::Uuid::new_v4().to_string()),
+        at: Set(Utc::now()),
+        actor: Set(event.actor),
+        action: Set(event.action),
+        target: Set(event.target),
+        outcome: Set(event.outcome),
+        ip: Set(event.ip),
+        details: Set(event.details),
+        tenant_id: Set(event.tenant_id),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! The `api` command line: `serve`, `migrate` and the `node` commands. Node changes go to the
+//! database; a running panel sees them within a second and drops affected streams.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::db::entities::node;
+use crate::{Error, db, nodes::store};
+
+#[derive(Parser)]
+#[command(
+    name = "api",
+    version,
+    about = "Mamba Host Panel: REST API and node channel"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the panel (REST on PANEL_HTTP_ADDR, node channel on PANEL_GRPC_ADDR).
+    Serve,
+    /// Create or upgrade the database schema and exit.
+    Migrate,
+    /// Manage nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Register a node; its certificate's CN must equal <id>.
+    Add {
+        /// The node id, [a-z0-9][a-z0-9-]{0,62}.
+        id: String,
+        /// The node's fully qualified domain name.
+        fqdn: String,
+        /// A display name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List nodes with online state, last_seen and fingerprint.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse the node's connections and drop its live stream.
+    Disable {
+        /// The node id.
+        id: String,
+    },
+    /// Accept the node's connections again.
+    Enable {
+        /// The node id.
+        id: String,
+    },
+    /// Forget the pinned fingerprint; the next valid certificate is pinned.
+    ResetFingerprint {
+        /// The node id.
+        id: String,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    security::tls::install_default_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("api: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("api: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Serve => {
+            let config = Config::from_env()
+                .map_err(|errors| Error::Config(format!("\n  {}", errors.join("\n  "))))?;
+            crate::run(config).await
+        }
+        Command::Migrate => {
+            db::connect_and_migrate(&Config::database_url_from_env()).await?;
+            println!("database schema is up to date");
+            Ok(())
+        }
+        Command::Node { command } => {
+            let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
+            match command {
+                NodeCommand::Add { id, fqdn, name } => {
+                    let node = store::add(&db, &id, &fqdn, name.as_deref()).await?;
+                    println!(
+                        "node {} added ({}); its certificate's CN must be {}",
+                        node.id, node.fqdn, node.id
+                    );
+                }
+                NodeCommand::List { json } => {
+                    let nodes = store::list(&db).await?;
+                    if json {
+                        let rows: Vec<_> = nodes.iter().map(node_json).collect();
+                        println!("{}", serde_json::Value::Array(rows));
+                    } else {
+                        print_table(&nodes);
+                    }
+                }
+                NodeCommand::Disable { id } => {
+                    store::set_enabled(&db, &id, false).await?;
+                    println!(
+                        "node {id} disabled; a running panel drops its stream within a second"
+                    );
+                }
+                NodeCommand::Enable { id } => {
+                    store::set_enabled(&db, &id, true).await?;
+                    println!("node {id} enabled");
+                }
+                NodeCommand::ResetFingerprint { id } => {
+                    store::reset_fingerprint(&db, &id).await?;
+                    println!(
+                        "node {id}: fingerprint reset; the next valid certificate will be pinned"
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A node as the contract shows it.
+pub fn node_json(node: &node::Model) -> serde_json::Value {
+    json!({
+        "id": node.id,
+        "fqdn": node.fqdn,
+        "name": node.name,
+        "enabled": node.enabled,
+        "fingerprint": node.fingerprint,
+        "online": node.online,
+        "last_seen": node.last_seen.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "cert_not_after": node.cert_not_after.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    })
+}
+
+fn print_table(nodes: &[node::Model]) {
+    println!(
+        "{:<24} {:<8} {:<7} {:<20} FINGERPRINT",
+        "ID", "ENABLED", "ONLINE", "LAST SEEN"
+    );
+    for n in nodes {
+        let seen = n
+            .last_seen
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into());
+        let fp = n
+            .fingerprint
+            .as_deref()
+            .map(|f| f.get(..16).unwrap_or(f))
+            .unwrap_or("-");
+        println!(
+            "{:<24} {:<8} {:<7} {:<20} {fp}",
+            n.id, n.enabled, n.online, seen
+        );
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sea_orm_migration=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

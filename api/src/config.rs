@@ -1,0 +1,161 @@
+//! The panel's configuration: every environment variable is a named constant, parsed once at
+//! start-up into [`Config`], and every problem is reported together before exiting. Tests
+//! build [`Config`] directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Database URL (`sqlite://…` or `postgres://…`).
+pub const DATABASE_URL: &str = "DATABASE_URL";
+/// Address of the REST listener.
+pub const PANEL_HTTP_ADDR: &str = "PANEL_HTTP_ADDR";
+/// Address of the gRPC (node channel) listener.
+pub const PANEL_GRPC_ADDR: &str = "PANEL_GRPC_ADDR";
+/// The CA that node certificates must chain to.
+pub const PANEL_CA_CERT: &str = "PANEL_CA_CERT";
+/// The panel's gRPC server certificate.
+pub const PANEL_TLS_CERT_FILE: &str = "PANEL_TLS_CERT_FILE";
+/// The panel's gRPC server key.
+pub const PANEL_TLS_KEY_FILE: &str = "PANEL_TLS_KEY_FILE";
+/// `development` (default) or `production`.
+pub const PANEL_ENV: &str = "PANEL_ENV";
+
+/// The default database: a SQLite file under `data/`.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/panel.db?mode=rwc";
+
+/// Where the panel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Embedded defaults, warnings instead of refusals.
+    Development,
+    /// The preflight gate is on.
+    Production,
+}
+
+/// Everything `api serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Development or production.
+    pub environment: Environment,
+    /// Database URL.
+    pub database_url: String,
+    /// REST listener address (port 0 picks a free one).
+    pub http_addr: SocketAddr,
+    /// gRPC listener address (port 0 picks a free one).
+    pub grpc_addr: SocketAddr,
+    /// CA certificate file for node certificates.
+    pub ca_cert: PathBuf,
+    /// Server certificate file.
+    pub tls_cert: PathBuf,
+    /// Server key file.
+    pub tls_key: PathBuf,
+    /// How often the panel re-reads node rows to drop streams of nodes disabled or reset by
+    /// another process.
+    pub node_watch_interval: Duration,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Config {
+    /// Reads the environment. On failure, returns every problem found, one per line.
+    pub fn from_env() -> Result<Config, Vec<String>> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, in production).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let environment = match get(PANEL_ENV).as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                errors.push(format!(
+                    "{PANEL_ENV}: {other:?} is neither \"development\" nor \"production\""
+                ));
+                Environment::Development
+            }
+        };
+        let mut addr = |name: &str, default: &str| {
+            let raw = get(name).unwrap_or_else(|| default.to_owned());
+            raw.parse::<SocketAddr>().unwrap_or_else(|_| {
+                errors.push(format!(
+                    "{name}: {raw:?} is not an address like 127.0.0.1:8080"
+                ));
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            })
+        };
+        let http_addr = addr(PANEL_HTTP_ADDR, "127.0.0.1:8080");
+        let grpc_addr = addr(PANEL_GRPC_ADDR, "127.0.0.1:3001");
+        let database_url = get(DATABASE_URL).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            errors.push(format!(
+                "{DATABASE_URL}: must start with sqlite:, postgres:// or postgresql://"
+            ));
+        }
+        let path = |name: &str, default: &str| {
+            PathBuf::from(get(name).unwrap_or_else(|| default.to_owned()))
+        };
+        let config = Config {
+            environment,
+            database_url,
+            http_addr,
+            grpc_addr,
+            ca_cert: path(PANEL_CA_CERT, "certs/ca/ca-cert.pem"),
+            tls_cert: path(PANEL_TLS_CERT_FILE, "certs/server/panel-cert.pem"),
+            tls_key: path(PANEL_TLS_KEY_FILE, "certs/server/panel-key.pem"),
+            node_watch_interval: Duration::from_millis(500),
+            handshake_timeout: Duration::from_secs(10),
+        };
+        for (name, file) in [
+            (PANEL_CA_CERT, &config.ca_cert),
+            (PANEL_TLS_CERT_FILE, &config.tls_cert),
+            (PANEL_TLS_KEY_FILE, &config.tls_key),
+        ] {
+            if let Err(e) = std::fs::File::open(file) {
+                errors.push(format!(
+                    "{name}: cannot read {}: {e} (make certificates with scripts/dev-ca.sh)",
+                    file.display()
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The database URL alone, for CLI commands that need nothing else.
+    pub fn database_url_from_env() -> String {
+        std::env::var(DATABASE_URL)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errors = Config::from_lookup(|name| match name {
+            PANEL_ENV => Some("staging".into()),
+            PANEL_GRPC_ADDR => Some("not-an-address".into()),
+            DATABASE_URL => Some("mysql://x".into()),
+            PANEL_CA_CERT => Some("/nonexistent/ca.pem".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        let all = errors.join("\n");
+        for name in [PANEL_ENV, PANEL_GRPC_ADDR, DATABASE_URL, PANEL_CA_CERT] {
+            assert!(all.contains(name), "{name} missing from {all}");
+        }
+    }
+}

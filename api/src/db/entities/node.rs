@@ -1,0 +1,35 @@
+//! `nodes`: the Wings nodes the panel knows. The id is the CN of the node's certificate.
+
+use sea_orm::entity::prelude::*;
+use serde::Serialize;
+
+/// One node.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+#[sea_orm(table_name = "nodes")]
+pub struct Model {
+    /// The node id, equal to the CN of its certificate.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    /// The node's fully qualified domain name.
+    pub fqdn: String,
+    /// A display name.
+    pub name: String,
+    /// Disabled nodes are refused on the node channel.
+    pub enabled: bool,
+    /// SHA-256 of the pinned certificate (lowercase hex); `None` until the first connection.
+    pub fingerprint: Option<String>,
+    /// The pinned certificate's expiry.
+    pub cert_not_after: Option<DateTimeUtc>,
+    /// When the node was last heard from.
+    pub last_seen: Option<DateTimeUtc>,
+    /// Whether a live, authenticated stream is open.
+    pub online: bool,
+    /// When the node was added.
+    pub created_at: DateTimeUtc,
+}
+
+/// No relations yet.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,82 @@
+//! The panel's database: sea-orm entities, migrations and connecting. SQLite by default
+//! (a file under `data/`), PostgreSQL in production; the same entities and migrations serve both.
+
+pub mod entities;
+mod migration;
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm_migration::MigratorTrait;
+
+pub use migration::Migrator;
+
+use crate::Error;
+
+/// Opens the database named by `url`, creating a SQLite file's directory when needed.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
+    if let Some(path) = sqlite_path(url) {
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Config(format!(
+                    "DATABASE_URL: cannot create {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(16)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let db = Database::connect(options).await.map_err(Error::Db)?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        // WAL lets the CLI write while a running panel reads; the busy timeout makes writers
+        // from two processes wait for each other instead of failing.
+        db.execute_unprepared(
+            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA synchronous=NORMAL;",
+        )
+        .await
+        .map_err(Error::Db)?;
+    }
+    Ok(db)
+}
+
+/// Connects and brings the schema up to date.
+pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, Error> {
+    let db = connect(url).await?;
+    Migrator::up(&db, None).await.map_err(Error::Db)?;
+    Ok(db)
+}
+
+/// The file path of a `sqlite:` URL, without its query string; `None` for other databases and
+/// in-memory SQLite.
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_path;
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(
+            sqlite_path("sqlite://data/panel.db?mode=rwc"),
+            Some("data/panel.db")
+        );
+        assert_eq!(sqlite_path("sqlite:/tmp/x.db"), Some("/tmp/x.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://u@h/db"), None);
+    }
+}

@@ -1,0 +1,57 @@
+//! The one error type of the panel, and its mapping to gRPC status (the REST mapping joins it
+//! here when the REST API grows).
+
+/// Everything the panel's services can fail with. Internal details are logged, never sent to
+/// the peer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Configuration is invalid; the message names the variable or file.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// A security primitive failed (certificates, keys).
+    #[error(transparent)]
+    Security(#[from] security::Error),
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The thing already exists or is in the wrong state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Input failed validation.
+    #[error("{0}")]
+    Invalid(String),
+    /// An I/O failure, e.g. binding a port.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The gRPC status a node sees for this error: short and free of internal detail.
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            Error::NotFound(what) => tonic::Status::not_found(format!("{what} not found")),
+            Error::Conflict(msg) => tonic::Status::failed_precondition(msg.clone()),
+            Error::Invalid(msg) => tonic::Status::invalid_argument(msg.clone()),
+            other => {
+                tracing::error!(error = %other, "internal error on the node channel");
+                tonic::Status::unavailable("the panel cannot serve this request right now")
+            }
+        }
+    }
+}

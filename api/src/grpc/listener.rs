@@ -1,0 +1,263 @@
+//! The accept loop of the node channel: TLS handshake, admission (CN, enabled, pinned
+//! fingerprint) and only then HTTP/2 + tonic, one task per connection.
+//!
+//! Admission runs on every connection, resumed TLS sessions included (a resumed session
+//! restores the client chain without re-verifying it, so the database check is what keeps a
+//! disabled node out).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use proto::node::v1::node_control_server::NodeControlServer;
+use rustls_pki_types::CertificateDer;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::Rejection;
+use super::service::{NodeControlService, NodeIdentity};
+use super::tls::{Captured, TlsSetup, classify};
+use crate::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::nodes::store::{self, Admission};
+
+/// How long a rejected (but TLS-authenticated) connection is kept to deliver its gRPC status.
+const REJECT_LINGER: Duration = Duration::from_secs(5);
+/// How long a dropped connection may take to flush its final status.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Accepts node connections until `shutdown` is cancelled.
+pub async fn serve(
+    state: Arc<AppState>,
+    tls: Arc<TlsSetup>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "gRPC accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (state, tls, shutdown) = (state.clone(), tls.clone(), shutdown.clone());
+        tokio::spawn(async move { handle(state, tls, tcp, peer, shutdown).await });
+    }
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    tls: Arc<TlsSetup>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let captured: Captured = Arc::new(Mutex::new(None));
+    let config = match tls.for_connection(captured.clone()) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build TLS configuration");
+            return;
+        }
+    };
+    let handshake = tokio::time::timeout(
+        state.handshake_timeout,
+        TlsAcceptor::from(config).accept(tcp),
+    )
+    .await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let presented = captured.lock().ok().and_then(|c| c.clone());
+            reject(
+                &state,
+                classify(&e),
+                peer,
+                presented.as_ref(),
+                Some(e.to_string()),
+            )
+            .await;
+            return;
+        }
+        Err(_) => {
+            let presented = captured.lock().ok().and_then(|c| c.clone());
+            reject(
+                &state,
+                Rejection::HandshakeTimeout,
+                peer,
+                presented.as_ref(),
+                None,
+            )
+            .await;
+            return;
+        }
+    };
+    // Never trust a connection without a verified certificate, whatever the reason.
+    let Some(cert) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned()
+    else {
+        reject(&state, Rejection::NoClientCertificate, peer, None, None).await;
+        return;
+    };
+    let info = match security::pki::inspect(&cert) {
+        Ok(info) => info,
+        Err(e) => {
+            let rejection = Rejection::InvalidCommonName;
+            reject(&state, rejection, peer, Some(&cert), Some(e.to_string())).await;
+            linger_with_status(stream, rejection.status()).await;
+            return;
+        }
+    };
+    let not_after =
+        DateTime::<Utc>::from_timestamp(info.not_after.unix_timestamp(), 0).unwrap_or_default();
+    let admission =
+        match store::admit(&state.db, &info.common_name, &info.fingerprint, not_after).await {
+            Ok(Ok(admission)) => admission,
+            Ok(Err(refusal)) => {
+                let rejection = Rejection::from(refusal);
+                reject(&state, rejection, peer, Some(&cert), None).await;
+                linger_with_status(stream, rejection.status()).await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot check node");
+                let rejection = Rejection::PanelUnavailable;
+                reject(&state, rejection, peer, Some(&cert), None).await;
+                linger_with_status(stream, rejection.status()).await;
+                return;
+            }
+        };
+    state.metrics.node_accepted.inc();
+    record(&state, AuditEvent {
+        actor: info.common_name.clone(),
+        action: "node.connect".into(),
+        target: Some(info.common_name.clone()),
+        outcome: "accepted".into(),
+        ip: Some(peer.ip().to_string()),
+        details: json!({ "fingerprint": info.fingerprint, "pinned_now": admission == Admission::Pinned }),
+        tenant_id: None,
+    })
+    .await;
+    tracing::info!(node = %info.common_name, %peer, pinned_now = admission == Admission::Pinned, "node authenticated");
+
+    let kick = CancellationToken::new();
+    let identity = Arc::new(NodeIdentity {
+        node_id: info.common_name,
+        fingerprint: info.fingerprint,
+        peer,
+        kick: kick.clone(),
+    });
+    let service = NodeControlServer::new(NodeControlService::new(state.clone(), identity));
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let connection =
+        builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "node connection ended with an error");
+            }
+        }
+        _ = kick.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, connection.as_mut()).await;
+        }
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, connection.as_mut()).await;
+        }
+    }
+    // The stream task watches this token: the connection is gone, so is the stream.
+    kick.cancel();
+}
+
+/// Audits and counts a rejection.
+async fn reject(
+    state: &AppState,
+    rejection: Rejection,
+    peer: SocketAddr,
+    presented: Option<&CertificateDer<'static>>,
+    detail: Option<String>,
+) {
+    state
+        .metrics
+        .node_rejections
+        .with_label_values(&[rejection.reason()])
+        .inc();
+    let common_name = presented.and_then(|c| security::pki::common_name(c).ok());
+    let fingerprint = presented.map(|c| security::pki::fingerprint(c));
+    tracing::warn!(
+        reason = rejection.reason(),
+        %peer,
+        cn = common_name.as_deref().unwrap_or("unknown"),
+        detail = detail.as_deref().unwrap_or(""),
+        "node connection rejected"
+    );
+    record(state, AuditEvent {
+        actor: common_name.clone().unwrap_or_else(|| "unknown".into()),
+        action: "node.connect".into(),
+        target: common_name,
+        outcome: format!("rejected: {}", rejection.reason()),
+        ip: Some(peer.ip().to_string()),
+        details: json!({ "fingerprint": fingerprint, "reason": rejection.reason(), "detail": detail }),
+        tenant_id: None,
+    })
+    .await;
+}
+
+async fn record(state: &AppState, event: AuditEvent) {
+    if let Err(e) = audit::record(&state.db, event).await {
+        tracing::error!(error = %e, "cannot write audit row");
+    }
+}
+
+/// Serves HTTP/2 on an authenticated-but-refused connection, answering every request with
+/// `status`, so that the node learns why; then closes it.
+async fn linger_with_status<S>(stream: S, status: tonic::Status)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(Refuse(status));
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(REJECT_LINGER, connection).await;
+}
+
+/// A service that answers every request with one gRPC status.
+#[derive(Clone)]
+struct Refuse(tonic::Status);
+
+impl<B> tower::Service<http::Request<B>> for Refuse {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: http::Request<B>) -> Self::Future {
+        std::future::ready(Ok(self.0.clone().into_http()))
+    }
+}

@@ -1,0 +1,100 @@
+//! The node channel's server side: a tokio-rustls accept loop that authenticates every
+//! connection before tonic sees a byte of it ([`listener`]), the TLS set-up ([`tls`]) and the
+//! `NodeControl` service that runs the stream ([`service`]).
+//!
+//! tonic's built-in TLS would drop failed handshakes silently; accepting connections ourselves
+//! lets every rejection — at the TLS layer or after it — be audited, counted and explained.
+
+pub mod listener;
+pub mod service;
+pub mod tls;
+
+/// Why a connection was turned away; the `reason` label of audit rows and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The client presented no certificate.
+    NoClientCertificate,
+    /// The certificate does not chain to the panel's CA.
+    UnknownCa,
+    /// The certificate has expired.
+    CertificateExpired,
+    /// The certificate is not valid yet.
+    CertificateNotYetValid,
+    /// The certificate is otherwise unacceptable (usage, encoding, signature).
+    BadCertificate,
+    /// The handshake failed for a reason other than the certificate.
+    HandshakeFailed,
+    /// The handshake did not finish in time.
+    HandshakeTimeout,
+    /// The certificate's subject does not hold exactly one UTF-8 CN.
+    InvalidCommonName,
+    /// No node has the certificate's CN as id.
+    UnknownNode,
+    /// The node is disabled.
+    NodeDisabled,
+    /// The node has another certificate pinned.
+    FingerprintMismatch,
+    /// The panel could not check the node (database down).
+    PanelUnavailable,
+}
+
+impl Rejection {
+    /// The reason label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::NoClientCertificate => "no_client_certificate",
+            Rejection::UnknownCa => "unknown_ca",
+            Rejection::CertificateExpired => "certificate_expired",
+            Rejection::CertificateNotYetValid => "certificate_not_yet_valid",
+            Rejection::BadCertificate => "bad_certificate",
+            Rejection::HandshakeFailed => "handshake_failed",
+            Rejection::HandshakeTimeout => "handshake_timeout",
+            Rejection::InvalidCommonName => "invalid_common_name",
+            Rejection::UnknownNode => "unknown_node",
+            Rejection::NodeDisabled => "node_disabled",
+            Rejection::FingerprintMismatch => "fingerprint_mismatch",
+            Rejection::PanelUnavailable => "panel_unavailable",
+        }
+    }
+
+    /// The sentence the node sees in the gRPC status.
+    pub fn message(self) -> &'static str {
+        match self {
+            Rejection::InvalidCommonName => {
+                "certificate subject must hold exactly one UTF-8 common name (the node id)"
+            }
+            Rejection::UnknownNode => {
+                "no node with this certificate's CN is registered in the panel"
+            }
+            Rejection::NodeDisabled => "this node is disabled in the panel",
+            Rejection::FingerprintMismatch => {
+                "another certificate is pinned for this node; an operator must reset its fingerprint"
+            }
+            Rejection::PanelUnavailable => "the panel cannot check this node right now",
+            _ => "TLS handshake rejected",
+        }
+    }
+
+    /// The gRPC status for rejections decided after the handshake.
+    pub fn status(self) -> tonic::Status {
+        let message = format!("{}: {}", self.reason(), self.message());
+        match self {
+            Rejection::PanelUnavailable => tonic::Status::unavailable(message),
+            Rejection::InvalidCommonName | Rejection::UnknownNode => {
+                tonic::Status::unauthenticated(message)
+            }
+            _ => tonic::Status::permission_denied(message),
+        }
+    }
+}
+
+impl From<crate::nodes::store::Refusal> for Rejection {
+    fn from(refusal: crate::nodes::store::Refusal) -> Self {
+        use crate::nodes::store::Refusal;
+        match refusal {
+            Refusal::UnknownNode => Rejection::UnknownNode,
+            Refusal::Disabled => Rejection::NodeDisabled,
+            Refusal::FingerprintMismatch => Rejection::FingerprintMismatch,
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `NodeControl`: the one long-lived stream of an authenticated node.
+//!
+//! The connection was admitted before this runs; the identity comes from our own accept loop
+//! ([`NodeIdentity`]), never from request metadata. The first message must be `Hello`; the
+//! node is then online until its stream ends, three heartbeats are missed, or it is kicked.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::Stream;
+use proto::node::v1::node_control_server::NodeControl;
+use proto::node::v1::{NodeMessage, PanelMessage, Welcome, node_message, panel_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::AppState;
+use crate::nodes::store;
+use crate::nodes::{Kick, Session};
+
+/// How long a node has, after the handshake, to send `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A node is dropped after this many heartbeat intervals without a message.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// Who is on the other end of a connection, as established by the accept loop.
+#[derive(Debug)]
+pub struct NodeIdentity {
+    /// The node id (the certificate's CN), admitted against the database.
+    pub node_id: String,
+    /// The admitted certificate's fingerprint.
+    pub fingerprint: String,
+    /// The peer address.
+    pub peer: SocketAddr,
+    /// Cancelled to drop this connection.
+    pub kick: CancellationToken,
+}
+
+/// The service for one connection.
+pub struct NodeControlService {
+    state: Arc<AppState>,
+    identity: Arc<NodeIdentity>,
+}
+
+impl NodeControlService {
+    /// A service bound to one authenticated connection.
+    pub fn new(state: Arc<AppState>, identity: Arc<NodeIdentity>) -> Self {
+        NodeControlService { state, identity }
+    }
+}
+
+type PanelStream = Pin<Box<dyn Stream<Item = Result<PanelMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeControl for NodeControlService {
+    type ConnectStream = PanelStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<NodeMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let identity = &self.identity;
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(NodeMessage {
+                kind: Some(node_message::Kind::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(Some(_))) => {
+                return Err(Status::invalid_argument("the first message must be Hello"));
+            }
+            Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
+        };
+        let interval = Duration::from_secs(u64::from(hello.heartbeat_interval_secs.clamp(1, 60)));
+        let session = self.state.registry.register(
+            &identity.node_id,
+            &identity.fingerprint,
+            identity.kick.clone(),
+        );
+        self.state
+            .metrics
+            .nodes_connected
+            .set(self.state.registry.len() as i64);
+        if let Err(e) = store::mark(&self.state.db, &identity.node_id, true, Utc::now()).await {
+            self.state.registry.unregister(&session);
+            return Err(e.to_status());
+        }
+        tracing::info!(
+            node = %identity.node_id,
+            peer = %identity.peer,
+            version = %hello.version,
+            hostname = %hello.hostname,
+            heartbeat_secs = interval.as_secs(),
+            "node online"
+        );
+        let (tx, rx) = mpsc::channel(64);
+        let welcome = PanelMessage {
+            kind: Some(panel_message::Kind::Welcome(Welcome {
+                node_id: identity.node_id.clone(),
+                server_time_unix_ms: Utc::now().timestamp_millis(),
+            })),
+        };
+        // The channel is new and empty: this cannot fail for lack of room.
+        let _ = tx.try_send(Ok(welcome));
+        tokio::spawn(pump(self.state.clone(), session, inbound, tx, interval));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Reads the node's messages until the stream ends, heartbeats stop, or the node is kicked;
+/// then tells the node why (when it still listens) and marks it offline.
+async fn pump(
+    state: Arc<AppState>,
+    session: Session,
+    mut inbound: Streaming<NodeMessage>,
+    tx: mpsc::Sender<Result<PanelMessage, Status>>,
+    interval: Duration,
+) {
+    let deadline = interval * MISSED_HEARTBEATS;
+    let end = loop {
+        let next = tokio::select! {
+            _ = session.kick.cancelled() => break session.kick_reason().map(Kick::status),
+            next = tokio::time::timeout(deadline, inbound.message()) => next,
+        };
+        match next {
+            Err(_) => {
+                break Some(Status::deadline_exceeded(format!(
+                    "heartbeat_timeout: no message for {} s",
+                    deadline.as_secs()
+                )));
+            }
+            Ok(Ok(None)) => break None,
+            Ok(Err(status)) => {
+                tracing::debug!(node = %session.node_id, %status, "node stream error");
+                break None;
+            }
+            Ok(Ok(Some(message))) => match message.kind {
+                Some(node_message::Kind::Heartbeat(_)) => {
+                    if let Err(e) = store::touch(&state.db, &session.node_id, Utc::now()).await {
+                        tracing::warn!(node = %session.node_id, error = %e, "cannot record heartbeat");
+                    }
+                }
+                Some(node_message::Kind::Hello(_)) | None => {
+                    tracing::debug!(node = %session.node_id, "ignoring unexpected message");
+                }
+            },
+        }
+    };
+    let reason = end.as_ref().map_or("stream closed", |s| s.message());
+    tracing::info!(node = %session.node_id, reason, "node offline");
+    if let Some(status) = end {
+        let _ = tx.try_send(Err(status));
+    }
+    drop(tx);
+    if state.registry.unregister(&session) {
+        if let Err(e) = store::mark(&state.db, &session.node_id, false, Utc::now()).await {
+            tracing::warn!(node = %session.node_id, error = %e, "cannot mark node offline");
+        }
+        // A new stream of the same node may have registered while we wrote: keep the truth.
+        if state.registry.is_online(&session.node_id) {
+            let _ = store::mark(&state.db, &session.node_id, true, Utc::now()).await;
+        }
+    }
+    state
+        .metrics
+        .nodes_connected
+        .set(state.registry.len() as i64);
+    // Close the connection once the final status has been flushed.
+    session.kick.cancel();
+}

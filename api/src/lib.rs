@@ -1,0 +1,173 @@
+//! The Mamba panel: the REST API tenant admins drive and the mTLS gRPC server Wings agents dial.
+//!
+//! [`Panel::start`] binds both listeners from a [`Config`] and returns their addresses, so the
+//! binary and the tests start the very same thing; `main.rs` only parses the command line.
+//! Crypto and certificate work is delegated to the `security` crate.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod db;
+mod error;
+pub mod grpc;
+mod http;
+pub mod metrics;
+pub mod nodes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::Error;
+
+use crate::metrics::Metrics;
+use crate::nodes::{Kick, NodeRegistry};
+
+/// State shared by every request and connection.
+pub struct AppState {
+    /// The database.
+    pub db: DatabaseConnection,
+    /// Live node streams.
+    pub registry: NodeRegistry,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+/// A running panel.
+pub struct Panel {
+    /// Where the REST API listens.
+    pub http_addr: SocketAddr,
+    /// Where the node channel listens.
+    pub grpc_addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Panel {
+    /// Connects to the database, migrates it, loads TLS material and binds both listeners.
+    pub async fn start(config: Config) -> Result<Panel, Error> {
+        let tls = Arc::new(grpc::tls::TlsSetup::load(
+            &config.ca_cert,
+            &config.tls_cert,
+            &config.tls_key,
+        )?);
+        let db = db::connect_and_migrate(&config.database_url).await?;
+        nodes::store::mark_all_offline(&db).await?;
+        let state = Arc::new(AppState {
+            db,
+            registry: NodeRegistry::default(),
+            metrics: Metrics::new(),
+            handshake_timeout: config.handshake_timeout,
+        });
+        let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "{}: cannot listen on {}",
+                        config::PANEL_GRPC_ADDR,
+                        config.grpc_addr
+                    ),
+                    e,
+                )
+            })?;
+        let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "{}: cannot listen on {}",
+                        config::PANEL_HTTP_ADDR,
+                        config.http_addr
+                    ),
+                    e,
+                )
+            })?;
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(|e| Error::io("gRPC listener", e))?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|e| Error::io("HTTP listener", e))?;
+        let shutdown = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(grpc::listener::serve(
+                state.clone(),
+                tls,
+                grpc_listener,
+                shutdown.clone(),
+            )),
+            tokio::spawn(http::serve(state.clone(), http_listener, shutdown.clone())),
+            tokio::spawn(nodes::watch::run(
+                state.clone(),
+                config.node_watch_interval,
+                shutdown.clone(),
+            )),
+        ];
+        tracing::info!(%grpc_addr, %http_addr, "panel listening");
+        Ok(Panel {
+            http_addr,
+            grpc_addr,
+            state,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The shared state (database, registry, metrics).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Stops accepting, tells every node to reconnect at once, and waits for the tasks.
+    pub async fn shutdown(self) {
+        self.state.registry.kick_all(Kick::Shutdown);
+        // Give the streams a moment to deliver their final status.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.state.registry.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Runs the panel until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), Error> {
+    let panel = Panel::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    panel.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,9 @@
+//! Nodes: their rows in the database ([`store`]), the live streams of connected nodes
+//! ([`registry`]), and the watcher that drops a stream when its node is disabled or its
+//! fingerprint reset, also by another process ([`watch`]).
+
+pub mod registry;
+pub mod store;
+pub mod watch;
+
+pub use registry::{Kick, NodeRegistry, Session};

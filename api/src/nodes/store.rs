@@ -1,0 +1,210 @@
+//! Database operations on nodes, including the atomic first-connection pin.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+};
+
+use crate::Error;
+use crate::db::entities::node::{self, Column, Entity as Node, Model};
+
+/// Adds a node; its id must be a valid node id and unused.
+pub async fn add(
+    db: &DatabaseConnection,
+    id: &str,
+    fqdn: &str,
+    name: Option<&str>,
+) -> Result<Model, Error> {
+    security::pki::validate_node_id(id).map_err(|e| Error::Invalid(e.to_string()))?;
+    if fqdn.is_empty()
+        || fqdn.len() > 253
+        || fqdn.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::Invalid(format!("invalid fqdn {fqdn:?}")));
+    }
+    if Node::find_by_id(id).one(db).await?.is_some() {
+        return Err(Error::Conflict(format!("node {id} already exists")));
+    }
+    let model = node::ActiveModel {
+        id: Set(id.to_owned()),
+        fqdn: Set(fqdn.to_owned()),
+        name: Set(name.unwrap_or(id).to_owned()),
+        enabled: Set(true),
+        fingerprint: Set(None),
+        cert_not_after: Set(None),
+        last_seen: Set(None),
+        online: Set(false),
+        created_at: Set(Utc::now()),
+    }
+    .insert(db)
+    .await
+    .map_err(|e| match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+            Error::Conflict(format!("node {id} already exists"))
+        }
+        _ => Error::Db(e),
+    })?;
+    Ok(model)
+}
+
+/// Every node, by id.
+pub async fn list(db: &DatabaseConnection) -> Result<Vec<Model>, Error> {
+    Ok(Node::find().order_by_asc(Column::Id).all(db).await?)
+}
+
+/// One node.
+pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<Model>, Error> {
+    Ok(Node::find_by_id(id).one(db).await?)
+}
+
+/// Enables or disables a node. A running panel drops a disabled node's stream (see `watch`).
+pub async fn set_enabled(db: &DatabaseConnection, id: &str, enabled: bool) -> Result<Model, Error> {
+    update_one(db, id, Column::Enabled, Expr::value(enabled)).await
+}
+
+/// Forgets the pinned fingerprint: the next valid certificate for this node is pinned.
+pub async fn reset_fingerprint(db: &DatabaseConnection, id: &str) -> Result<Model, Error> {
+    update_one(
+        db,
+        id,
+        Column::Fingerprint,
+        Expr::value(Option::<String>::None),
+    )
+    .await
+}
+
+async fn update_one(
+    db: &DatabaseConnection,
+    id: &str,
+    column: Column,
+    value: sea_orm::sea_query::SimpleExpr,
+) -> Result<Model, Error> {
+    let result = Node::update_many()
+        .col_expr(column, value)
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(Error::NotFound(format!("node {id}")));
+    }
+    get(db, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("node {id}")))
+}
+
+/// Why a node's certificate is not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No node has this id.
+    UnknownNode,
+    /// The node is disabled.
+    Disabled,
+    /// Another certificate is pinned for this node.
+    FingerprintMismatch,
+}
+
+impl Refusal {
+    /// The reason as it appears in audit rows, metrics and the gRPC status.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::UnknownNode => "unknown_node",
+            Refusal::Disabled => "node_disabled",
+            Refusal::FingerprintMismatch => "fingerprint_mismatch",
+        }
+    }
+}
+
+/// How a node's certificate was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The fingerprint equals the pinned one.
+    Matched,
+    /// No fingerprint was pinned; this one is pinned now.
+    Pinned,
+}
+
+/// Admits a certificate for node `id`: the node must exist and be enabled, and the fingerprint
+/// must equal the pinned one — or, when none is pinned, it is pinned now with one conditional
+/// `UPDATE … WHERE fingerprint IS NULL`, so of two racing first connections exactly one wins.
+pub async fn admit(
+    db: &DatabaseConnection,
+    id: &str,
+    fingerprint: &str,
+    cert_not_after: DateTime<Utc>,
+) -> Result<Result<Admission, Refusal>, Error> {
+    let Some(row) = get(db, id).await? else {
+        return Ok(Err(Refusal::UnknownNode));
+    };
+    if !row.enabled {
+        return Ok(Err(Refusal::Disabled));
+    }
+    let admission = match row.fingerprint.as_deref() {
+        Some(pinned) if pinned == fingerprint => Admission::Matched,
+        Some(_) => return Ok(Err(Refusal::FingerprintMismatch)),
+        None => {
+            let pinned = Node::update_many()
+                .col_expr(Column::Fingerprint, Expr::value(fingerprint))
+                .filter(Column::Id.eq(id))
+                .filter(Column::Enabled.eq(true))
+                .filter(Column::Fingerprint.is_null())
+                .exec(db)
+                .await?;
+            if pinned.rows_affected == 1 {
+                Admission::Pinned
+            } else {
+                // Lost a race (or the node changed meanwhile): decide on the row as it is now.
+                return match get(db, id).await? {
+                    None => Ok(Err(Refusal::UnknownNode)),
+                    Some(r) if !r.enabled => Ok(Err(Refusal::Disabled)),
+                    Some(r) if r.fingerprint.as_deref() == Some(fingerprint) => {
+                        Ok(Ok(Admission::Matched))
+                    }
+                    Some(_) => Ok(Err(Refusal::FingerprintMismatch)),
+                };
+            }
+        }
+    };
+    Node::update_many()
+        .col_expr(Column::CertNotAfter, Expr::value(cert_not_after))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(Ok(admission))
+}
+
+/// Records a node as online or offline, and when it was last heard from.
+pub async fn mark(
+    db: &DatabaseConnection,
+    id: &str,
+    online: bool,
+    seen: DateTime<Utc>,
+) -> Result<(), Error> {
+    Node::update_many()
+        .col_expr(Column::Online, Expr::value(online))
+        .col_expr(Column::LastSeen, Expr::value(seen))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Records a heartbeat.
+pub async fn touch(db: &DatabaseConnection, id: &str, seen: DateTime<Utc>) -> Result<(), Error> {
+    Node::update_many()
+        .col_expr(Column::LastSeen, Expr::value(seen))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks every node offline: at start-up no stream is open yet.
+pub async fn mark_all_offline(db: &DatabaseConnection) -> Result<(), Error> {
+    Node::update_many()
+        .col_expr(Column::Online, Expr::value(false))
+        .filter(Column::Online.eq(true))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Compiles the `.proto` files with `protox` (pure Rust), so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let files = protox::compile(["mamba/node/v1/node.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
+        .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
+        .compile_fds(files)?;
+    Ok(())
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The whole test suite against real servers: installs redis-server and PostgreSQL when missing,
+# starts both on loopback in a temporary directory (PostgreSQL as an unprivileged user), runs
+# every test, and stops them again even when a test fails.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+if ! command -v redis-server >/dev/null || [ -z "$(pg_bin)" ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: redis-server and PostgreSQL are needed; run as root once to install them" >&2
+    exit 1
+  fi
+  echo "test.sh: installing redis-server and postgresql"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql >/dev/null
+fi
+PG_BIN="$(pg_bin)"
+
+tmp="$(mktemp -d /tmp/mamba-test.XXXXXX)"
+chmod 755 "$tmp"
+redis_pid=""
+pg_user="$(id -un)"
+run_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+cleanup() {
+  set +e
+  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  [ -f "$tmp/pg/postmaster.pid" ] && run_pg "$PG_BIN/pg_ctl" -D "$tmp/pg" -m immediate stop >/dev/null 2>&1
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
+  done
+}
+
+redis_port="$(free_port)"
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
+  --dir "$tmp" --logfile "$tmp/redis.log" &
+redis_pid=$!
+
+pg_port="$(free_port)"
+if [ "$(id -u)" -eq 0 ]; then pg_user=postgres; fi
+mkdir -p "$tmp/pg" "$tmp/pgsock"
+[ "$(id -u)" -eq 0 ] && chown postgres "$tmp/pg" "$tmp/pgsock"
+run_pg "$PG_BIN/initdb" -D "$tmp/pg" -U "$pg_user" --auth=trust -E UTF8 >/dev/null
+run_pg "$PG_BIN/pg_ctl" -D "$tmp/pg" -l "$tmp/pgsock/pg.log" -w \
+  -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $tmp/pgsock -c fsync=off" start >/dev/null
+
+for _ in $(seq 1 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
+  sleep 0.1
+done
+
+export TEST_POSTGRES_URL="postgres://$pg_user@127.0.0.1:$pg_port/postgres"
+export TEST_REDIS_URL="redis://127.0.0.1:$redis_port/"
+echo "test.sh: PostgreSQL on 127.0.0.1:$pg_port, Redis on 127.0.0.1:$redis_port"
+
+cargo fmt --all -- --check
+# One debug build shared by the binaries the tests start, the tests and the benchmarks.
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked -- --test-threads 2

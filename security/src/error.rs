@@ -1,0 +1,70 @@
+//! The one error type of the `security` crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `security`. Messages are safe to show to an operator: they
+/// never contain key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A node id outside `[a-z0-9][a-z0-9-]{0,62}`.
+    #[error("invalid node id {0:?}: it must match [a-z0-9][a-z0-9-]{{0,62}}")]
+    InvalidNodeId(String),
+    /// A host name that cannot go into a certificate's subject alternative names.
+    #[error("invalid host name {0:?}")]
+    InvalidHostname(String),
+    /// Key or certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A PEM file held no usable item of the expected kind.
+    #[error("{what}: {reason}")]
+    Pem {
+        /// What was being read (usually a path).
+        what: String,
+        /// Why it could not be used.
+        reason: String,
+    },
+    /// A DER certificate could not be parsed.
+    #[error("certificate does not parse: {0}")]
+    Parse(String),
+    /// The subject does not hold exactly one UTF-8 common name.
+    #[error("certificate subject must hold exactly one UTF-8 common name: {0}")]
+    CommonName(&'static str),
+    /// The certificate's common name is not the expected one.
+    #[error("certificate CN is {found:?}, expected {expected:?}")]
+    CommonNameMismatch {
+        /// The CN the certificate carries.
+        found: String,
+        /// The CN it should carry.
+        expected: String,
+    },
+    /// The chain, validity window or usage check failed.
+    #[error("certificate rejected: {0}")]
+    Verify(rustls::Error),
+    /// The private key is not the one the certificate was issued for.
+    #[error("the private key does not match the certificate's public key")]
+    KeyMismatch,
+    /// A file operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Refused to overwrite an existing file.
+    #[error("{} already exists (use --force to replace it)", .0.display())]
+    AlreadyExists(PathBuf),
+    /// A TLS configuration could not be built.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

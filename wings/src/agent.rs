@@ -1,0 +1,184 @@
+//! The agent loop: connect, say hello, keep heartbeats flowing, and when the stream ends for
+//! any reason, log the panel's reason once and reconnect with backoff — forever, until shut
+//! down. A panel that is shutting down asks for an immediate reconnect.
+
+use std::time::{Duration, Instant};
+
+use proto::node::v1::{Capacity, Heartbeat, Hello, NodeMessage, node_message, panel_message};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::tls;
+
+/// What the agent is doing, for `wings` logs and for tests that embed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// Dialling the panel.
+    Connecting,
+    /// The panel welcomed us; heartbeats are flowing.
+    Online,
+    /// The last attempt or stream ended; waiting before the next one.
+    Retrying {
+        /// Why, as the panel or the network said it.
+        reason: String,
+    },
+}
+
+/// How a stream ended.
+struct Ended {
+    reason: String,
+    /// The panel asked for an immediate reconnect (it is restarting).
+    reconnect_now: bool,
+    /// The stream had been up long enough to count as healthy.
+    was_online: bool,
+}
+
+/// Runs until `shutdown` is cancelled, publishing progress on `status`.
+pub async fn run(config: Config, status: watch::Sender<AgentStatus>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::default();
+    loop {
+        let _ = status.send(AgentStatus::Connecting);
+        let ended = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ended = session(&config, &status) => ended,
+        };
+        if ended.was_online {
+            backoff.reset();
+        }
+        let delay = if ended.reconnect_now {
+            backoff.reset();
+            Duration::from_millis(50 + u64::from(rand::random::<u8>()))
+        } else {
+            backoff.next_delay()
+        };
+        tracing::warn!(reason = %ended.reason, retry_in_ms = delay.as_millis() as u64, "not connected to the panel");
+        let _ = status.send(AgentStatus::Retrying {
+            reason: ended.reason,
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn session(config: &Config, status: &watch::Sender<AgentStatus>) -> Ended {
+    let started = Instant::now();
+    let failed = |reason: String| Ended {
+        reason,
+        reconnect_now: false,
+        was_online: false,
+    };
+    let tls = match tls::load(config) {
+        Ok(tls) => tls,
+        Err(e) => return failed(format!("cannot load credentials: {e}")),
+    };
+    let (mut client, io_error) =
+        match tls::connect(&config.panel_host, config.panel_port, tls).await {
+            Ok(connected) => connected,
+            Err(e) => return failed(e.to_string()),
+        };
+    let explain = |status: &tonic::Status| {
+        let text = describe(status);
+        match io_error.get() {
+            Some(io) if !text.contains(&io) => format!("{text} ({io})"),
+            _ => text,
+        }
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let hello = NodeMessage {
+        kind: Some(node_message::Kind::Hello(Hello {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname: hostname(),
+            capacity: Some(capacity()),
+            heartbeat_interval_secs: config.heartbeat.as_secs() as u32,
+        })),
+    };
+    // The channel is new and empty: this cannot fail for lack of room.
+    let _ = tx.try_send(hello);
+    let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return failed(explain(&status)),
+    };
+    let mut ticker = tokio::time::interval(config.heartbeat);
+    ticker.tick().await;
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                seq += 1;
+                let beat = NodeMessage {
+                    kind: Some(node_message::Kind::Heartbeat(Heartbeat {
+                        seq,
+                        sent_at_unix_ms: unix_ms(),
+                    })),
+                };
+                if tx.send(beat).await.is_err() {
+                    return Ended { reason: "stream closed".into(), reconnect_now: false, was_online: started.elapsed() > Duration::from_secs(30) };
+                }
+            }
+            message = inbound.message() => match message {
+                Ok(Some(message)) => match message.kind {
+                    Some(panel_message::Kind::Welcome(welcome)) => {
+                        tracing::info!(node = %welcome.node_id, "connected to the panel");
+                        let _ = status.send(AgentStatus::Online);
+                    }
+                    None => {}
+                },
+                Ok(None) => {
+                    return Ended { reason: "the panel closed the stream".into(), reconnect_now: false, was_online: true };
+                }
+                Err(status) => {
+                    return Ended {
+                        reason: explain(&status),
+                        reconnect_now: status.code() == tonic::Code::Unavailable && status.message().starts_with("shutting_down"),
+                        was_online: true,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// A status with its whole source chain (TLS alerts hide in the sources).
+fn describe(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(": ");
+        text.push_str(&crate::error_chain(source));
+    }
+    text
+}
+
+fn capacity() -> Capacity {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024);
+    Capacity {
+        cpus,
+        memory_bytes,
+        disk_bytes: 0,
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,262 @@
+//! Wings' configuration: the `WINGS_*` variables, parsed once, every problem reported together,
+//! and the certificate checks `wings check` prints (and the agent runs before it starts).
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use security::pki;
+
+/// This node's id; must equal its certificate's CN.
+pub const WINGS_NODE_ID: &str = "WINGS_NODE_ID";
+/// The panel's gRPC URL, `https://host:port`.
+pub const WINGS_API_URL: &str = "WINGS_API_URL";
+/// The node's certificate.
+pub const WINGS_TLS_CERT_FILE: &str = "WINGS_TLS_CERT_FILE";
+/// The node's private key.
+pub const WINGS_TLS_KEY_FILE: &str = "WINGS_TLS_KEY_FILE";
+/// The CA that signed the panel's server certificate.
+pub const WINGS_API_CA_CERT: &str = "WINGS_API_CA_CERT";
+/// Where servers and backups live.
+pub const WINGS_DATA_DIR: &str = "WINGS_DATA_DIR";
+/// Seconds between heartbeats (default 5).
+pub const WINGS_HEARTBEAT_SECS: &str = "WINGS_HEARTBEAT_SECS";
+
+/// Everything the agent needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node id.
+    pub node_id: String,
+    /// The panel's host (for SNI and server certificate verification).
+    pub panel_host: String,
+    /// The panel's port.
+    pub panel_port: u16,
+    /// Certificate file.
+    pub cert_file: PathBuf,
+    /// Key file.
+    pub key_file: PathBuf,
+    /// CA file for the panel's certificate.
+    pub ca_file: PathBuf,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+/// What `wings check` found out about the credentials.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// The certificate's CN.
+    pub common_name: String,
+    /// Its SHA-256 fingerprint.
+    pub fingerprint: String,
+    /// Days until it expires.
+    pub days_left: i64,
+}
+
+impl Config {
+    /// Reads the environment; on failure returns every problem, each naming its variable.
+    pub fn from_env() -> Result<Config, Vec<String>> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut required = |name: &str| match lookup(name).filter(|v| !v.trim().is_empty()) {
+            Some(v) => v,
+            None => {
+                errors.push(format!(
+                    "{name} is not set (print the values with `scripts/dev-ca.sh env <node-id>`)"
+                ));
+                String::new()
+            }
+        };
+        let node_id = required(WINGS_NODE_ID);
+        let url = required(WINGS_API_URL);
+        let cert_file = PathBuf::from(required(WINGS_TLS_CERT_FILE));
+        let key_file = PathBuf::from(required(WINGS_TLS_KEY_FILE));
+        let ca_file = PathBuf::from(required(WINGS_API_CA_CERT));
+        if !node_id.is_empty() {
+            if let Err(e) = pki::validate_node_id(&node_id) {
+                errors.push(format!("{WINGS_NODE_ID}: {e}"));
+            }
+        }
+        let (panel_host, panel_port) = if url.is_empty() {
+            (String::new(), 0)
+        } else {
+            parse_url(&url).unwrap_or_else(|e| {
+                errors.push(format!("{WINGS_API_URL}: {e}"));
+                (String::new(), 0)
+            })
+        };
+        let data_dir = lookup(WINGS_DATA_DIR)
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(format!("data/wings/{node_id}")));
+        let heartbeat = match lookup(WINGS_HEARTBEAT_SECS).filter(|v| !v.trim().is_empty()) {
+            None => Duration::from_secs(5),
+            Some(raw) => {
+                match raw.parse::<u64>() {
+                    Ok(secs @ 1..=60) => Duration::from_secs(secs),
+                    _ => {
+                        errors.push(format!("{WINGS_HEARTBEAT_SECS}: {raw:?} is not a number of seconds from 1 to 60"));
+                        Duration::from_secs(5)
+                    }
+                }
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Config {
+            node_id,
+            panel_host,
+            panel_port,
+            cert_file,
+            key_file,
+            ca_file,
+            data_dir,
+            heartbeat,
+        })
+    }
+
+    /// Checks the credentials at `now`: every file readable and parseable, the certificate
+    /// inside its validity window, its CN equal to the node id, the key matching it.
+    pub fn check(&self, now: SystemTime) -> Result<CheckReport, Vec<String>> {
+        let mut errors = Vec::new();
+        if let Err(e) = security::tls::read_certs(&self.ca_file) {
+            errors.push(format!("{WINGS_API_CA_CERT}: {e}"));
+        }
+        let key_pem = std::fs::read_to_string(&self.key_file)
+            .map_err(|e| {
+                errors.push(format!(
+                    "{WINGS_TLS_KEY_FILE}: {}: {e}",
+                    self.key_file.display()
+                ))
+            })
+            .ok();
+        let cert = match security::tls::read_certs(&self.cert_file) {
+            Ok(mut certs) => Some(certs.swap_remove(0)),
+            Err(e) => {
+                errors.push(format!("{WINGS_TLS_CERT_FILE}: {e}"));
+                None
+            }
+        };
+        let mut report = None;
+        if let Some(cert) = &cert {
+            match pki::inspect(cert) {
+                Err(e) => errors.push(format!("{WINGS_TLS_CERT_FILE}: {e}")),
+                Ok(info) => {
+                    let now = time::OffsetDateTime::from(now);
+                    if info.not_after < now {
+                        errors.push(format!(
+                            "{WINGS_TLS_CERT_FILE}: certificate expired at {}",
+                            info.not_after
+                        ));
+                    }
+                    if info.not_before > now {
+                        errors.push(format!(
+                            "{WINGS_TLS_CERT_FILE}: certificate not valid until {}",
+                            info.not_before
+                        ));
+                    }
+                    if info.common_name != self.node_id {
+                        errors.push(format!(
+                            "{WINGS_TLS_CERT_FILE}: certificate CN is {:?} but {WINGS_NODE_ID} is {:?}",
+                            info.common_name, self.node_id
+                        ));
+                    }
+                    report = Some(CheckReport {
+                        days_left: info.days_left(now),
+                        common_name: info.common_name,
+                        fingerprint: info.fingerprint,
+                    });
+                }
+            }
+            if let Some(key_pem) = &key_pem {
+                match pki::key_matches_cert(key_pem, cert) {
+                    Ok(true) => {}
+                    Ok(false) => errors.push(format!(
+                        "{WINGS_TLS_KEY_FILE}: the key does not match the certificate in {WINGS_TLS_CERT_FILE}"
+                    )),
+                    Err(e) => errors.push(format!("{WINGS_TLS_KEY_FILE}: {e}")),
+                }
+            }
+        }
+        match report {
+            Some(report) if errors.is_empty() => Ok(report),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Splits `https://host:port` (port defaults to 3001; IPv6 hosts in brackets).
+fn parse_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        format!("{url:?} must start with https:// (the node channel is always TLS)")
+    })?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+        return Err(format!("{url:?} must be https://host:port with no path"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed ["))?;
+        (host.to_owned(), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host.to_owned(), Some(port)),
+            None => (authority.to_owned(), None),
+        }
+    };
+    let port = match port {
+        None => 3001,
+        Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?}: no host"));
+    }
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("https://127.0.0.1:3001").unwrap(),
+            ("127.0.0.1".into(), 3001)
+        );
+        assert_eq!(
+            parse_url("https://panel.example.com/").unwrap(),
+            ("panel.example.com".into(), 3001)
+        );
+        assert_eq!(parse_url("https://[::1]:9").unwrap(), ("::1".into(), 9));
+        for bad in [
+            "http://x:1",
+            "https://",
+            "https://x:port",
+            "https://x/path",
+            "https://u@x",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_variables_are_all_named() {
+        let errors = Config::from_lookup(|_| None).unwrap_err().join("\n");
+        for name in [
+            WINGS_NODE_ID,
+            WINGS_API_URL,
+            WINGS_TLS_CERT_FILE,
+            WINGS_TLS_KEY_FILE,
+            WINGS_API_CA_CERT,
+        ] {
+            assert!(errors.contains(name), "{name}");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The `wings` binary: `wings` runs the agent, `wings check` validates configuration and
+//! certificates and exits. Everything else is in the library.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use wings::agent::{self, AgentStatus};
+
+#[derive(Parser)]
+#[command(
+    name = "wings",
+    version,
+    about = "Mamba Wings node agent (configured by WINGS_* variables)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate configuration and certificates, print what was found, and exit.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    security::tls::install_default_provider();
+
+    let config = match wings::Config::from_env() {
+        Ok(config) => config,
+        Err(errors) => return refuse("configuration", &errors),
+    };
+    let report = match config.check(SystemTime::now()) {
+        Ok(report) => report,
+        Err(errors) => return refuse("certificate check", &errors),
+    };
+    if matches!(cli.command, Some(Command::Check)) {
+        println!("wings check: OK");
+        println!("  node id:     {}", config.node_id);
+        println!("  panel:       {}:{}", config.panel_host, config.panel_port);
+        println!(
+            "  certificate: {} (CN {})",
+            config.cert_file.display(),
+            report.common_name
+        );
+        println!("  fingerprint: {}", report.fingerprint);
+        println!("  expires in:  {} days", report.days_left);
+        return ExitCode::SUCCESS;
+    }
+    tracing::info!(node = %config.node_id, fingerprint = %report.fingerprint, days_left = report.days_left, "starting");
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wings: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let (status, _) = tokio::sync::watch::channel(AgentStatus::Connecting);
+        let agent = tokio::spawn(agent::run(config, status, shutdown.clone()));
+        wait_for_signal().await;
+        shutdown.cancel();
+        let _ = agent.await;
+    });
+    ExitCode::SUCCESS
+}
+
+fn refuse(what: &str, errors: &[String]) -> ExitCode {
+    eprintln!("wings: refusing to start, {what} failed:");
+    for e in errors {
+        eprintln!("  - {e}");
+    }
+    ExitCode::FAILURE
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
