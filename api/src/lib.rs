@@ -48,6 +48,9 @@ pub struct Panel {
     /// Where the node channel listens.
     pub grpc_addr: SocketAddr,
     state: Arc<AppState>,
+    /// Cancelled first: the listeners stop accepting.
+    stop_accepting: CancellationToken,
+    /// Cancelled last: open connections and background tasks end.
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -98,15 +101,21 @@ impl Panel {
         let http_addr = http_listener
             .local_addr()
             .map_err(|e| Error::io("HTTP listener", e))?;
+        let stop_accepting = CancellationToken::new();
         let shutdown = CancellationToken::new();
         let tasks = vec![
             tokio::spawn(grpc::listener::serve(
                 state.clone(),
                 tls,
                 grpc_listener,
+                stop_accepting.clone(),
                 shutdown.clone(),
             )),
-            tokio::spawn(http::serve(state.clone(), http_listener, shutdown.clone())),
+            tokio::spawn(http::serve(
+                state.clone(),
+                http_listener,
+                stop_accepting.clone(),
+            )),
             tokio::spawn(nodes::watch::run(
                 state.clone(),
                 config.node_watch_interval,
@@ -118,6 +127,7 @@ impl Panel {
             http_addr,
             grpc_addr,
             state,
+            stop_accepting,
             shutdown,
             tasks,
         })
@@ -128,8 +138,10 @@ impl Panel {
         &self.state
     }
 
-    /// Stops accepting, tells every node to reconnect at once, and waits for the tasks.
+    /// Stops accepting, tells every node to reconnect at once (to the next panel, not this
+    /// one), and waits for the tasks.
     pub async fn shutdown(self) {
+        self.stop_accepting.cancel();
         self.state.registry.kick_all(Kick::Shutdown);
         // Give the streams a moment to deliver their final status.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);

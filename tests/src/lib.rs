@@ -1,3 +1,113 @@
-//! Black-box test harness for Mamba: boots the real panel and Wings on loopback ports with real
-//! certificates. The integration tests live in `tests/it/`.
+//! Black-box test harness for Mamba: real certificates from the project's own PKI, the real
+//! panel (in-process through `api::Panel`, or the `api` binary), real Wings agents (the `wings`
+//! binary) and a raw node client for forged connections, all on loopback ports. The
+//! integration tests live in `tests/it/`; the `node-load` benchmark in `src/bin/`.
 #![forbid(unsafe_code)]
+
+mod client;
+mod pki;
+mod process;
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub use client::{NodeClient, dial};
+pub use pki::{NodeCert, TestPki};
+pub use process::{Proc, bin_path, run};
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// A SQLite file in the test's temporary directory.
+    Sqlite,
+    /// A fresh database in the PostgreSQL server named by `TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+/// The admin URL of the test PostgreSQL server (set by `scripts/test.sh`).
+pub const TEST_POSTGRES_URL: &str = "TEST_POSTGRES_URL";
+
+/// A database URL of `kind`, fresh for this test.
+pub async fn database_url(kind: DbKind, dir: &Path) -> String {
+    match kind {
+        DbKind::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("panel.db").display()),
+        DbKind::Postgres => {
+            use sea_orm::ConnectionTrait;
+            let admin_url = std::env::var(TEST_POSTGRES_URL).unwrap_or_else(|_| {
+                panic!("{TEST_POSTGRES_URL} is not set: run the suite with scripts/test.sh, which starts PostgreSQL")
+            });
+            let name = format!("mamba_test_{}", uuid_simple());
+            let admin = sea_orm::Database::connect(&admin_url)
+                .await
+                .expect("connect to the test PostgreSQL");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create a test database");
+            let _ = admin.close().await;
+            let base = admin_url
+                .rsplit_once('/')
+                .map_or(admin_url.as_str(), |(base, _)| base);
+            format!("{base}/{name}")
+        }
+    }
+}
+
+/// A panel configuration on ephemeral loopback ports with the test PKI's files.
+pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
+    api::Config {
+        environment: api::config::Environment::Development,
+        database_url,
+        http_addr: "127.0.0.1:0".parse().expect("literal address"),
+        grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
+        ca_cert: pki.layout.ca_cert(),
+        tls_cert: pki.layout.server_cert(),
+        tls_key: pki.layout.server_key(),
+        node_watch_interval: Duration::from_millis(200),
+        handshake_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Polls `check` until it returns true; panics naming `what` after `cap`. Returns how long it
+/// took, for the figures in the notes.
+pub async fn eventually<F, Fut>(what: &str, cap: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        if start.elapsed() > cap {
+            panic!("not true within {cap:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn uuid_simple() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A plain HTTP/1.0 GET to the panel's REST port; returns (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the REST port");
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("send request");
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).await.expect("read response");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}

@@ -76,10 +76,10 @@ impl Config {
         let cert_file = PathBuf::from(required(WINGS_TLS_CERT_FILE));
         let key_file = PathBuf::from(required(WINGS_TLS_KEY_FILE));
         let ca_file = PathBuf::from(required(WINGS_API_CA_CERT));
-        if !node_id.is_empty() {
-            if let Err(e) = pki::validate_node_id(&node_id) {
-                errors.push(format!("{WINGS_NODE_ID}: {e}"));
-            }
+        if !node_id.is_empty()
+            && let Err(e) = pki::validate_node_id(&node_id)
+        {
+            errors.push(format!("{WINGS_NODE_ID}: {e}"));
         }
         let (panel_host, panel_port) = if url.is_empty() {
             (String::new(), 0)

@@ -69,6 +69,9 @@ pub async fn connect(
 ) -> Result<(NodeControlClient<Channel>, FirstIoError), Error> {
     let first_error = FirstIoError::default();
     let recorder = first_error.clone();
+    // One attempt, one connection: tonic's channel would silently re-dial after the panel
+    // closes the first one, doubling every refusal. The agent loop reconnects, with backoff.
+    let dialled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server_name = ServerName::try_from(host.to_owned())
         .map_err(|_| Error::Tls(format!("invalid server name {host:?}")))?;
     let addr = if host.contains(':') {
@@ -80,7 +83,14 @@ pub async fn connect(
     let connect = tower::service_fn(move |_: http::Uri| {
         let (addr, connector, server_name) = (addr.clone(), connector.clone(), server_name.clone());
         let errors = recorder.clone();
+        let again = dialled.swap(true, std::sync::atomic::Ordering::SeqCst);
         async move {
+            if again {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "connection to the panel closed",
+                ));
+            }
             let tcp = TcpStream::connect(&addr).await?;
             tcp.set_nodelay(true)?;
             let tls = connector.connect(server_name, tcp).await?;

@@ -15,18 +15,17 @@ use crate::Error;
 
 /// Opens the database named by `url`, creating a SQLite file's directory when needed.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
-    if let Some(path) = sqlite_path(url) {
-        if let Some(dir) = std::path::Path::new(path)
+    if let Some(path) = sqlite_path(url)
+        && let Some(dir) = std::path::Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Config(format!(
-                    "DATABASE_URL: cannot create {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Config(format!(
+                "DATABASE_URL: cannot create {}: {e}",
+                dir.display()
+            ))
+        })?;
     }
     let mut options = ConnectOptions::new(url.to_owned());
     options

@@ -32,16 +32,18 @@ const REJECT_LINGER: Duration = Duration::from_secs(5);
 /// How long a dropped connection may take to flush its final status.
 const DRAIN: Duration = Duration::from_secs(1);
 
-/// Accepts node connections until `shutdown` is cancelled.
+/// Accepts node connections until `stop_accepting` is cancelled; open connections end when
+/// `shutdown` is.
 pub async fn serve(
     state: Arc<AppState>,
     tls: Arc<TlsSetup>,
     listener: TcpListener,
+    stop_accepting: CancellationToken,
     shutdown: CancellationToken,
 ) {
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = stop_accepting.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {

@@ -80,7 +80,7 @@ pub fn common_name(der: &[u8]) -> Result<String, Error> {
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, Error> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(Error::Parse("trailing bytes after the certificate".into())),
         Err(e) => Err(Error::Parse(e.to_string())),
     }

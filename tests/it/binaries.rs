@@ -1,0 +1,229 @@
+//! The real `api` and `wings` binaries, started as the README starts them: a Wings agent comes
+//! online, survives a panel restart, and agents with bad credentials refuse to start or are
+//! told why they are turned away.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tests::{DbKind, NodeCert, Proc, TestPki, database_url, eventually, run};
+
+const CAP: Duration = Duration::from_secs(20);
+
+fn panel_env(pki: &TestPki, db_url: &str, grpc: &str) -> Vec<(String, String)> {
+    vec![
+        ("DATABASE_URL".into(), db_url.to_owned()),
+        ("PANEL_GRPC_ADDR".into(), grpc.to_owned()),
+        ("PANEL_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        (
+            "PANEL_CA_CERT".into(),
+            pki.layout.ca_cert().display().to_string(),
+        ),
+        (
+            "PANEL_TLS_CERT_FILE".into(),
+            pki.layout.server_cert().display().to_string(),
+        ),
+        (
+            "PANEL_TLS_KEY_FILE".into(),
+            pki.layout.server_key().display().to_string(),
+        ),
+    ]
+}
+
+fn wings_env(
+    pki: &TestPki,
+    cert: &NodeCert,
+    node_id: &str,
+    grpc: &str,
+    data: &Path,
+) -> Vec<(String, String)> {
+    vec![
+        ("WINGS_NODE_ID".into(), node_id.to_owned()),
+        ("WINGS_API_URL".into(), format!("https://{grpc}")),
+        (
+            "WINGS_TLS_CERT_FILE".into(),
+            cert.cert_path.display().to_string(),
+        ),
+        (
+            "WINGS_TLS_KEY_FILE".into(),
+            cert.key_path.display().to_string(),
+        ),
+        (
+            "WINGS_API_CA_CERT".into(),
+            pki.layout.ca_cert().display().to_string(),
+        ),
+        ("WINGS_DATA_DIR".into(), data.display().to_string()),
+        ("WINGS_HEARTBEAT_SECS".into(), "1".into()),
+    ]
+}
+
+/// Starts `api serve` and returns it with its gRPC address, read from its log.
+async fn start_panel(dir: &Path, env: &[(String, String)]) -> (Proc, String) {
+    let panel = Proc::start("api", &["serve"], env, dir);
+    let line = panel.wait_for_line("panel listening", CAP).await;
+    let grpc = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("grpc_addr="))
+        .expect("grpc_addr in the log line")
+        .to_owned();
+    (panel, grpc)
+}
+
+async fn node_list(dir: &Path, db_url: &str) -> serde_json::Value {
+    let env = [("DATABASE_URL".to_owned(), db_url.to_owned())];
+    let (ok, out, err) = run("api", &["node", "list", "--json"], &env, dir);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).expect("node list --json")
+}
+
+async fn wings_online_and_reconnects_after_panel_restart(kind: DbKind) {
+    security::tls::install_default_provider();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let pki = TestPki::new(dir);
+    let db_url = database_url(kind, dir).await;
+    let db_env = [("DATABASE_URL".to_owned(), db_url.clone())];
+    let (ok, _, err) = run(
+        "api",
+        &["node", "add", "node-1", "node1.example.com"],
+        &db_env,
+        dir,
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        "api",
+        &["node", "add", "node-1", "node1.example.com"],
+        &db_env,
+        dir,
+    );
+    assert!(
+        !ok && err.contains("already exists"),
+        "duplicate node refused: {err}"
+    );
+
+    let (mut panel, grpc) = start_panel(dir, &panel_env(&pki, &db_url, "127.0.0.1:0")).await;
+    let cert = pki.node("node-1");
+    let wings = Proc::start(
+        "wings",
+        &[],
+        &wings_env(&pki, &cert, "node-1", &grpc, &dir.join("wings")),
+        dir,
+    );
+    eventually("node-1 online in `api node list --json`", CAP, || async {
+        node_list(dir, &db_url).await[0]["online"] == true
+    })
+    .await;
+    let listed = node_list(dir, &db_url).await;
+    assert_eq!(listed[0]["id"], "node-1");
+    assert_eq!(listed[0]["fingerprint"], cert.fingerprint.as_str());
+    assert!(
+        listed[0]["last_seen"].is_string() && listed[0]["cert_not_after"].is_string(),
+        "{listed}"
+    );
+
+    // Restart the panel on the same port: Wings comes back by itself.
+    panel.terminate();
+    eventually("node-1 offline while the panel is down", CAP, || async {
+        node_list(dir, &db_url).await[0]["online"] == false
+    })
+    .await;
+    let restarted_at = Instant::now();
+    let (_panel, _) = start_panel(dir, &panel_env(&pki, &db_url, &grpc)).await;
+    eventually("node-1 online again after the restart", CAP, || async {
+        node_list(dir, &db_url).await[0]["online"] == true
+    })
+    .await;
+    println!(
+        "panel restart -> Wings online again: {:?}",
+        restarted_at.elapsed()
+    );
+    eventually("Wings logs its second welcome", CAP, || async {
+        wings.log().matches("connected to the panel node=").count() == 2
+    })
+    .await;
+}
+
+async fn turned_away_agents_log_the_reason(kind: DbKind) {
+    security::tls::install_default_provider();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let pki = TestPki::new(dir);
+    let db_url = database_url(kind, dir).await;
+    let (_panel, grpc) = start_panel(dir, &panel_env(&pki, &db_url, "127.0.0.1:0")).await;
+    let rogue = pki.node("rogue-node");
+    let wings = Proc::start(
+        "wings",
+        &[],
+        &wings_env(&pki, &rogue, "rogue-node", &grpc, &dir.join("w")),
+        dir,
+    );
+    let line = wings.wait_for_line("not connected to the panel", CAP).await;
+    assert!(line.contains("unknown_node"), "{line}");
+}
+
+crate::on_both_databases!(
+    wings_online_and_reconnects_after_panel_restart,
+    turned_away_agents_log_the_reason
+);
+
+#[test]
+fn wings_refuses_bad_credentials_naming_the_problem() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let pki = TestPki::new(dir);
+    let data = dir.join("w");
+    let good = pki.node("node-1");
+
+    let (ok, out, err) = run(
+        "wings",
+        &["check"],
+        &wings_env(&pki, &good, "node-1", "127.0.0.1:1", &data),
+        dir,
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&good.fingerprint));
+
+    let (ok, _, err) = run(
+        "wings",
+        &["check"],
+        &wings_env(&pki, &good, "node-2", "127.0.0.1:1", &data),
+        dir,
+    );
+    assert!(
+        !ok && err.contains("CN is \"node-1\"") && err.contains("WINGS_NODE_ID"),
+        "{err}"
+    );
+
+    let expired = pki.expired_node("node-1");
+    let (ok, _, err) = run(
+        "wings",
+        &[],
+        &wings_env(&pki, &expired, "node-1", "127.0.0.1:1", &data),
+        dir,
+    );
+    assert!(!ok && err.contains("expired"), "{err}");
+
+    let mut missing = wings_env(&pki, &good, "node-1", "127.0.0.1:1", &data);
+    missing.retain(|(k, _)| k != "WINGS_TLS_KEY_FILE");
+    missing.push((
+        "WINGS_TLS_KEY_FILE".into(),
+        dir.join("nope.pem").display().to_string(),
+    ));
+    let (ok, _, err) = run("wings", &[], &missing, dir);
+    assert!(!ok && err.contains("WINGS_TLS_KEY_FILE"), "{err}");
+
+    let other = pki.node("node-1");
+    let mut mismatched = wings_env(&pki, &good, "node-1", "127.0.0.1:1", &data);
+    mismatched.retain(|(k, _)| k != "WINGS_TLS_KEY_FILE");
+    mismatched.push((
+        "WINGS_TLS_KEY_FILE".into(),
+        other.key_path.display().to_string(),
+    ));
+    let (ok, _, err) = run("wings", &["check"], &mismatched, dir);
+    assert!(!ok && err.contains("does not match"), "{err}");
+
+    let (ok, _, err) = run("wings", &[], &[], dir);
+    assert!(
+        !ok && err.contains("WINGS_NODE_ID") && err.contains("WINGS_API_URL"),
+        "{err}"
+    );
+}

@@ -1,0 +1,25 @@
+//! The one integration-test binary: every black-box test of the workspace, by area.
+
+mod binaries;
+mod dev_ca;
+mod node_channel;
+
+/// Runs an async test body once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(tests::DbKind::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(tests::DbKind::Postgres).await
+                }
+            }
+        )*
+    };
+}

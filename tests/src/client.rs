@@ -1,0 +1,93 @@
+//! A raw node client: Wings' own TLS and channel code, driven step by step, so tests can
+//! present any certificate (or none) and watch exactly what the panel answers.
+
+use std::net::SocketAddr;
+
+use proto::node::v1::{
+    Heartbeat, Hello, NodeMessage, PanelMessage, Welcome, node_message, panel_message,
+};
+use rustls_pki_types::CertificateDer;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+/// An open, welcomed node stream.
+pub struct NodeClient {
+    tx: mpsc::Sender<NodeMessage>,
+    inbound: Streaming<PanelMessage>,
+    /// What the panel said on admission.
+    pub welcome: Welcome,
+}
+
+/// Connects to the panel's node channel at `addr` trusting `ca`, presenting `identity`, sends
+/// `Hello` and waits for `Welcome`. The error text carries the gRPC status and any TLS alert.
+pub async fn dial(
+    addr: SocketAddr,
+    ca: &[CertificateDer<'static>],
+    identity: Option<wings::tls::Identity>,
+    heartbeat_secs: u32,
+) -> Result<NodeClient, String> {
+    let config = wings::tls::client_config(ca, identity).map_err(|e| e.to_string())?;
+    let (mut client, io_error) = wings::tls::connect("127.0.0.1", addr.port(), config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let describe = |status: tonic::Status| {
+        format!(
+            "{:?}: {} [{}]",
+            status.code(),
+            status.message(),
+            io_error.get().unwrap_or_default()
+        )
+    };
+    let (tx, rx) = mpsc::channel(8);
+    let hello = NodeMessage {
+        kind: Some(node_message::Kind::Hello(Hello {
+            version: "test".into(),
+            hostname: "test-host".into(),
+            capacity: None,
+            heartbeat_interval_secs: heartbeat_secs,
+        })),
+    };
+    tx.send(hello).await.map_err(|e| e.to_string())?;
+    let mut inbound = client
+        .connect(ReceiverStream::new(rx))
+        .await
+        .map_err(describe)?
+        .into_inner();
+    match inbound.message().await {
+        Ok(Some(PanelMessage {
+            kind: Some(panel_message::Kind::Welcome(welcome)),
+        })) => Ok(NodeClient {
+            tx,
+            inbound,
+            welcome,
+        }),
+        Ok(other) => Err(format!("expected Welcome, got {other:?}")),
+        Err(status) => Err(describe(status)),
+    }
+}
+
+impl NodeClient {
+    /// Sends one heartbeat; false once the stream is gone.
+    pub async fn heartbeat(&self, seq: u64) -> bool {
+        let beat = NodeMessage {
+            kind: Some(node_message::Kind::Heartbeat(Heartbeat {
+                seq,
+                sent_at_unix_ms: 0,
+            })),
+        };
+        self.tx.send(beat).await.is_ok()
+    }
+
+    /// Waits until the panel ends the stream; returns its final status (`None`: closed
+    /// without one).
+    pub async fn closed(&mut self) -> Option<tonic::Status> {
+        loop {
+            match self.inbound.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    }
+}
