@@ -5,29 +5,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tests::{DbKind, NodeCert, Proc, TestPki, database_url, eventually, run};
+use tests::{
+    DbKind, NodeCert, Proc, TestPki, database_url, eventually, panel_env, run, start_panel,
+};
 
 const CAP: Duration = Duration::from_secs(20);
-
-fn panel_env(pki: &TestPki, db_url: &str, grpc: &str) -> Vec<(String, String)> {
-    vec![
-        ("DATABASE_URL".into(), db_url.to_owned()),
-        ("PANEL_GRPC_ADDR".into(), grpc.to_owned()),
-        ("PANEL_HTTP_ADDR".into(), "127.0.0.1:0".into()),
-        (
-            "PANEL_CA_CERT".into(),
-            pki.layout.ca_cert().display().to_string(),
-        ),
-        (
-            "PANEL_TLS_CERT_FILE".into(),
-            pki.layout.server_cert().display().to_string(),
-        ),
-        (
-            "PANEL_TLS_KEY_FILE".into(),
-            pki.layout.server_key().display().to_string(),
-        ),
-    ]
-}
 
 fn wings_env(
     pki: &TestPki,
@@ -54,18 +36,6 @@ fn wings_env(
         ("WINGS_DATA_DIR".into(), data.display().to_string()),
         ("WINGS_HEARTBEAT_SECS".into(), "1".into()),
     ]
-}
-
-/// Starts `api serve` and returns it with its gRPC address, read from its log.
-async fn start_panel(dir: &Path, env: &[(String, String)]) -> (Proc, String) {
-    let panel = Proc::start("api", &["serve"], env, dir);
-    let line = panel.wait_for_line("panel listening", CAP).await;
-    let grpc = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("grpc_addr="))
-        .expect("grpc_addr in the log line")
-        .to_owned();
-    (panel, grpc)
 }
 
 async fn node_list(dir: &Path, db_url: &str) -> serde_json::Value {

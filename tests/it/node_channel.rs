@@ -406,6 +406,60 @@ async fn reset_fingerprint_while_connected(kind: DbKind) {
     );
 }
 
+async fn resumed_session_is_still_checked(kind: DbKind) {
+    let f = Fixture::start(kind).await;
+    f.add_node("node-1").await;
+    let cert = f.pki.node("node-1");
+    let config = wings::tls::client_config(&f.pki.ca_certs(), Some(cert.identity())).unwrap();
+    let first = tests::dial_with(f.addr(), config.clone(), 5)
+        .await
+        .expect("admitted");
+    drop(first);
+    eventually("offline", CAP, || async { !f.node("node-1").await.online }).await;
+    store::set_enabled(&f.panel.state().db, "node-1", false)
+        .await
+        .unwrap();
+    let err = tests::dial_with(f.addr(), config, 5)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("node_disabled"), "{err}");
+    f.assert_rejected("node-1", "node_disabled", Some(&cert.fingerprint))
+        .await;
+    let rows = f.audit().await;
+    let accepted = rows.iter().find(|r| r.outcome == "accepted").unwrap();
+    let refused = rows
+        .iter()
+        .find(|r| r.outcome == "rejected: node_disabled")
+        .unwrap();
+    assert_eq!(accepted.details["resumed"], serde_json::json!(false));
+    assert_eq!(
+        refused.details["resumed"],
+        serde_json::json!(true),
+        "the second connection resumed TLS"
+    );
+}
+
+async fn wings_refuses_a_panel_certificate_from_another_ca(kind: DbKind) {
+    let f = Fixture::start(kind).await;
+    f.add_node("node-1").await;
+    let other = TestPki::new(&f.dir.path().join("other"));
+    let cert = f.pki.node("node-1");
+    // The node trusts another CA for the panel: the panel's certificate is refused.
+    let err = dial(f.addr(), &other.ca_certs(), Some(cert.identity()), 5)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("BadSignature"),
+        "{err}"
+    );
+    assert!(
+        f.node("node-1").await.fingerprint.is_none(),
+        "the panel admitted nothing"
+    );
+}
+
 async fn metrics_count_rejections(kind: DbKind) {
     let f = Fixture::start(kind).await;
     for _ in 0..3 {
@@ -439,5 +493,7 @@ crate::on_both_databases!(
     heartbeats_stop,
     disable_while_connected_from_another_process,
     reset_fingerprint_while_connected,
+    resumed_session_is_still_checked,
+    wings_refuses_a_panel_certificate_from_another_ca,
     metrics_count_rejections,
 );

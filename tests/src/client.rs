@@ -28,6 +28,16 @@ pub async fn dial(
     heartbeat_secs: u32,
 ) -> Result<NodeClient, String> {
     let config = wings::tls::client_config(ca, identity).map_err(|e| e.to_string())?;
+    dial_with(addr, config, heartbeat_secs).await
+}
+
+/// Like [`dial`] with a ready client configuration; reusing one reuses its TLS session cache,
+/// so a second connection resumes the first one's session.
+pub async fn dial_with(
+    addr: SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    heartbeat_secs: u32,
+) -> Result<NodeClient, String> {
     let (mut client, io_error) = wings::tls::connect("127.0.0.1", addr.port(), config)
         .await
         .map_err(|e| e.to_string())?;

@@ -12,9 +12,9 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use client::{NodeClient, dial};
+pub use client::{NodeClient, dial, dial_with};
 pub use pki::{NodeCert, TestPki};
-pub use process::{Proc, bin_path, run};
+pub use process::{Proc, bin_path, panel_env, rss_kib, run, start_panel};
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 /// The path of a workspace binary built next to the test binary (`target/<profile>/<name>`).
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/it-<hash> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    let mut dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -66,6 +69,16 @@ impl Proc {
     /// Everything the process wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory (VmRSS) in KiB, from `/proc`.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
     }
 
     /// Waits until a stderr line contains `needle`; returns that line.
@@ -132,4 +145,51 @@ pub fn run(
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The environment of `api serve` for the test PKI, a database and a gRPC address (`:0` picks
+/// a free port).
+pub fn panel_env(pki: &crate::TestPki, db_url: &str, grpc: &str) -> Vec<(String, String)> {
+    vec![
+        ("DATABASE_URL".into(), db_url.to_owned()),
+        ("PANEL_GRPC_ADDR".into(), grpc.to_owned()),
+        ("PANEL_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        (
+            "PANEL_CA_CERT".into(),
+            pki.layout.ca_cert().display().to_string(),
+        ),
+        (
+            "PANEL_TLS_CERT_FILE".into(),
+            pki.layout.server_cert().display().to_string(),
+        ),
+        (
+            "PANEL_TLS_KEY_FILE".into(),
+            pki.layout.server_key().display().to_string(),
+        ),
+    ]
+}
+
+/// Starts `api serve` and returns it with its gRPC address, read from its log.
+pub async fn start_panel(dir: &Path, env: &[(String, String)]) -> (Proc, String) {
+    let panel = Proc::start("api", &["serve"], env, dir);
+    let line = panel
+        .wait_for_line("panel listening", Duration::from_secs(30))
+        .await;
+    let grpc = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("grpc_addr="))
+        .expect("grpc_addr in the log line")
+        .to_owned();
+    (panel, grpc)
+}
+
+/// Resident memory (VmRSS) of a process in KiB, from `/proc/<pid>/status`; 0 if unknown.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
 }

@@ -84,45 +84,53 @@ async fn handle(
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             let presented = captured.lock().ok().and_then(|c| c.clone());
-            reject(
-                &state,
-                classify(&e),
+            let attempt = Attempt {
                 peer,
-                presented.as_ref(),
-                Some(e.to_string()),
-            )
-            .await;
+                presented: presented.as_ref(),
+                resumed: false,
+            };
+            reject(&state, classify(&e), &attempt, Some(e.to_string())).await;
             return;
         }
         Err(_) => {
             let presented = captured.lock().ok().and_then(|c| c.clone());
-            reject(
-                &state,
-                Rejection::HandshakeTimeout,
+            let attempt = Attempt {
                 peer,
-                presented.as_ref(),
-                None,
-            )
-            .await;
+                presented: presented.as_ref(),
+                resumed: false,
+            };
+            reject(&state, Rejection::HandshakeTimeout, &attempt, None).await;
             return;
         }
     };
+    // A resumed session restores the client chain without re-verifying it: everything below
+    // runs for resumed sessions too, which the audit row records.
+    let tls_state = stream.get_ref().1;
+    let resumed = tls_state.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     // Never trust a connection without a verified certificate, whatever the reason.
-    let Some(cert) = stream
-        .get_ref()
-        .1
+    let Some(cert) = tls_state
         .peer_certificates()
         .and_then(|c| c.first())
         .cloned()
     else {
-        reject(&state, Rejection::NoClientCertificate, peer, None, None).await;
+        let attempt = Attempt {
+            peer,
+            presented: None,
+            resumed,
+        };
+        reject(&state, Rejection::NoClientCertificate, &attempt, None).await;
         return;
+    };
+    let attempt = Attempt {
+        peer,
+        presented: Some(&cert),
+        resumed,
     };
     let info = match security::pki::inspect(&cert) {
         Ok(info) => info,
         Err(e) => {
             let rejection = Rejection::InvalidCommonName;
-            reject(&state, rejection, peer, Some(&cert), Some(e.to_string())).await;
+            reject(&state, rejection, &attempt, Some(e.to_string())).await;
             linger_with_status(stream, rejection.status()).await;
             return;
         }
@@ -134,28 +142,35 @@ async fn handle(
             Ok(Ok(admission)) => admission,
             Ok(Err(refusal)) => {
                 let rejection = Rejection::from(refusal);
-                reject(&state, rejection, peer, Some(&cert), None).await;
+                reject(&state, rejection, &attempt, None).await;
                 linger_with_status(stream, rejection.status()).await;
                 return;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot check node");
                 let rejection = Rejection::PanelUnavailable;
-                reject(&state, rejection, peer, Some(&cert), None).await;
+                reject(&state, rejection, &attempt, None).await;
                 linger_with_status(stream, rejection.status()).await;
                 return;
             }
         };
     state.metrics.node_accepted.inc();
-    record(&state, AuditEvent {
-        actor: info.common_name.clone(),
-        action: "node.connect".into(),
-        target: Some(info.common_name.clone()),
-        outcome: "accepted".into(),
-        ip: Some(peer.ip().to_string()),
-        details: json!({ "fingerprint": info.fingerprint, "pinned_now": admission == Admission::Pinned }),
-        tenant_id: None,
-    })
+    record(
+        &state,
+        AuditEvent {
+            actor: info.common_name.clone(),
+            action: "node.connect".into(),
+            target: Some(info.common_name.clone()),
+            outcome: "accepted".into(),
+            ip: Some(peer.ip().to_string()),
+            details: json!({
+                "fingerprint": info.fingerprint,
+                "pinned_now": admission == Admission::Pinned,
+                "resumed": resumed,
+            }),
+            tenant_id: None,
+        },
+    )
     .await;
     tracing::info!(node = %info.common_name, %peer, pinned_now = admission == Admission::Pinned, "node authenticated");
 
@@ -194,12 +209,20 @@ async fn handle(
     kick.cancel();
 }
 
+/// One connection attempt, as far as it got.
+struct Attempt<'a> {
+    peer: SocketAddr,
+    /// The certificate the client presented, verified or not.
+    presented: Option<&'a CertificateDer<'static>>,
+    /// Whether TLS resumed an earlier session.
+    resumed: bool,
+}
+
 /// Audits and counts a rejection.
 async fn reject(
     state: &AppState,
     rejection: Rejection,
-    peer: SocketAddr,
-    presented: Option<&CertificateDer<'static>>,
+    attempt: &Attempt<'_>,
     detail: Option<String>,
 ) {
     state
@@ -207,8 +230,11 @@ async fn reject(
         .node_rejections
         .with_label_values(&[rejection.reason()])
         .inc();
-    let common_name = presented.and_then(|c| security::pki::common_name(c).ok());
-    let fingerprint = presented.map(|c| security::pki::fingerprint(c));
+    let common_name = attempt
+        .presented
+        .and_then(|c| security::pki::common_name(c).ok());
+    let fingerprint = attempt.presented.map(|c| security::pki::fingerprint(c));
+    let peer = attempt.peer;
     tracing::warn!(
         reason = rejection.reason(),
         %peer,
@@ -216,15 +242,23 @@ async fn reject(
         detail = detail.as_deref().unwrap_or(""),
         "node connection rejected"
     );
-    record(state, AuditEvent {
-        actor: common_name.clone().unwrap_or_else(|| "unknown".into()),
-        action: "node.connect".into(),
-        target: common_name,
-        outcome: format!("rejected: {}", rejection.reason()),
-        ip: Some(peer.ip().to_string()),
-        details: json!({ "fingerprint": fingerprint, "reason": rejection.reason(), "detail": detail }),
-        tenant_id: None,
-    })
+    record(
+        state,
+        AuditEvent {
+            actor: common_name.clone().unwrap_or_else(|| "unknown".into()),
+            action: "node.connect".into(),
+            target: common_name,
+            outcome: format!("rejected: {}", rejection.reason()),
+            ip: Some(peer.ip().to_string()),
+            details: json!({
+                "fingerprint": fingerprint,
+                "reason": rejection.reason(),
+                "detail": detail,
+                "resumed": attempt.resumed,
+            }),
+            tenant_id: None,
+        },
+    )
     .await;
 }
 

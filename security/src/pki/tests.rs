@@ -61,6 +61,15 @@ fn node_cert_chains_to_its_ca() {
     assert_eq!(info.fingerprint.len(), 64);
     assert_eq!(info.days_left(now()), i64::from(LEAF_DAYS) - 1);
     assert!(key_matches_cert(&leaf.key_pem, &leaf.cert_der).unwrap());
+    // Node certificates carry server auth too, for their own host names.
+    verify_issued_by(
+        ca.cert_der(),
+        &leaf.cert_der,
+        LeafKind::Server,
+        Some("node1.example.com"),
+        SystemTime::now(),
+    )
+    .unwrap();
     assert!(inspect(ca.cert_der()).unwrap().is_ca);
 }
 

@@ -1,0 +1,401 @@
+//! `node-load`: the node channel under load, measured side by side in one run.
+//!
+//! 1. Resident memory of the real `api serve` process per connected node: this separate load
+//!    process opens `--nodes` real mTLS streams over loopback, one dev-CA certificate per node,
+//!    each sending heartbeats, and reads the panel's VmRSS before and after.
+//! 2. Full mTLS handshakes per second (session resumption off) against a bare rustls server
+//!    (this binary in `--bare-server` mode, a separate process) and against the panel's gRPC
+//!    port, where each connection also passes the CN + pinned-fingerprint check and gets its
+//!    `Welcome`. The ratio is the cost of admission.
+//!
+//! Run by hand (see the README): `cargo run --release -p tests --bin node-load`.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use proto::node::v1::{Heartbeat, Hello, NodeMessage, node_message};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    about = "Node-channel load: handshakes/s (bare rustls vs panel) and RSS per connected node"
+)]
+struct Args {
+    /// Simulated Wings streams held open for the memory measurement.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Handshakes per server in the throughput measurement.
+    #[arg(long, default_value_t = 2000)]
+    handshakes: usize,
+    /// Concurrent clients in the throughput measurement.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Internal: serve bare rustls with the certificates under this directory.
+    #[arg(long, hide = true)]
+    bare_server: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    security::tls::install_default_provider();
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match &args.bare_server {
+        Some(dir) => runtime.block_on(bare_server(dir.clone())),
+        None => runtime.block_on(bench(args)),
+    }
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let needed = (args.nodes + args.concurrency + 256) as u64;
+    if let Some(limit) = open_files_limit() {
+        anyhow::ensure!(
+            limit >= needed,
+            "open-files limit {limit} < {needed}: run `ulimit -n {}` first",
+            needed * 2
+        );
+    }
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let pki = tests::TestPki::new(dir);
+    let db_url = format!("sqlite://{}?mode=rwc", dir.join("panel.db").display());
+    let db = api::db::connect_and_migrate(&db_url).await?;
+    eprintln!("issuing {} node certificates…", args.nodes);
+    let mut certs = Vec::with_capacity(args.nodes);
+    for i in 0..args.nodes {
+        let id = format!("load-node-{i:05}");
+        api::nodes::store::add(&db, &id, "load.example.com", None).await?;
+        certs.push(pki.node(&id));
+    }
+    let ca = pki.ca_certs();
+    let configs: Vec<Arc<ClientConfig>> = certs
+        .iter()
+        .map(|c| full_handshake_config(wings::tls::client_config(&ca, Some(c.identity()))))
+        .collect::<Result<_, _>>()?;
+
+    let (panel, grpc) =
+        tests::start_panel(dir, &tests::panel_env(&pki, &db_url, "127.0.0.1:0")).await;
+    let grpc: std::net::SocketAddr = grpc.parse()?;
+    let bare = tests::Proc::start(
+        "node-load",
+        &["--bare-server", &pki.layout.root().display().to_string()],
+        &[],
+        dir,
+    );
+    let bare_addr: std::net::SocketAddr = bare
+        .wait_for_line("bare listening addr=", Duration::from_secs(30))
+        .await
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .parse()?;
+
+    // 1. Memory per connected node.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle = panel.rss_kib();
+    eprintln!("opening {} streams…", args.nodes);
+    let hold = CancellationToken::new();
+    let welcomed = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(64));
+    let opened_at = Instant::now();
+    for config in &configs {
+        let (config, hold, welcomed, gate) =
+            (config.clone(), hold.clone(), welcomed.clone(), gate.clone());
+        tokio::spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let stream = open_stream(grpc, config, 5).await;
+            drop(permit);
+            match stream {
+                Ok(tx) => {
+                    welcomed.fetch_add(1, Ordering::Relaxed);
+                    heartbeat_until(tx, 5, hold).await;
+                }
+                Err(e) => eprintln!("stream failed: {e}"),
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while welcomed.load(Ordering::Relaxed) < args.nodes && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connected = welcomed.load(Ordering::Relaxed);
+    let open_time = opened_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(6)).await; // one heartbeat round on every stream
+    let rss_loaded = panel.rss_kib();
+    let online = api::nodes::store::list(&db)
+        .await?
+        .iter()
+        .filter(|n| n.online)
+        .count();
+    let load_rss = tests::rss_kib(std::process::id());
+    hold.cancel();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 2. Handshakes per second.
+    eprintln!("handshakes against the bare rustls server…");
+    let bare_run = run_handshakes(args.handshakes, args.concurrency, &configs, move |config| {
+        bare_handshake(bare_addr, config)
+    })
+    .await;
+    eprintln!("handshakes + admission against the panel…");
+    let panel_run = run_handshakes(
+        args.handshakes,
+        args.concurrency,
+        &configs,
+        move |config| async move { open_stream(grpc, config, 5).await.map(drop) },
+    )
+    .await;
+
+    let per_node = rss_loaded.saturating_sub(rss_idle) as f64 / connected.max(1) as f64;
+    println!();
+    println!(
+        "node channel under load: {} cores, loopback, {} build",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    println!();
+    println!("| measure | bare rustls | panel gRPC port (CN + fingerprint check) |");
+    println!("|---|---:|---:|");
+    println!(
+        "| full mTLS handshakes/s ({} × {} clients) | {:.0} | {:.0} |",
+        args.handshakes,
+        args.concurrency,
+        bare_run.rate(),
+        panel_run.rate()
+    );
+    println!(
+        "| latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} |",
+        bare_run.pct(50.0),
+        bare_run.pct(99.0),
+        panel_run.pct(50.0),
+        panel_run.pct(99.0)
+    );
+    println!("| errors | {} | {} |", bare_run.errors, panel_run.errors);
+    println!();
+    println!(
+        "ratio panel / bare handshakes per second: {:.2}",
+        panel_run.rate() / bare_run.rate().max(f64::MIN_POSITIVE)
+    );
+    println!();
+    println!(
+        "| memory with {} simulated Wings streams (heartbeat 5 s) | value |",
+        args.nodes
+    );
+    println!("|---|---:|");
+    println!("| streams welcomed / nodes online in the DB | {connected} / {online} |");
+    println!(
+        "| time to open them (64 at a time) | {:.1} s |",
+        open_time.as_secs_f64()
+    );
+    println!("| panel RSS idle | {:.1} MiB |", rss_idle as f64 / 1024.0);
+    println!(
+        "| panel RSS with the streams | {:.1} MiB |",
+        rss_loaded as f64 / 1024.0
+    );
+    println!("| panel RSS per connected node | {per_node:.1} KiB |");
+    println!(
+        "| load process RSS (client side, for scale) | {:.1} MiB |",
+        load_rss as f64 / 1024.0
+    );
+    drop(bare);
+    drop(panel);
+    Ok(())
+}
+
+/// A client configuration that never resumes: every connection is a full handshake.
+fn full_handshake_config(
+    config: Result<Arc<ClientConfig>, wings::Error>,
+) -> anyhow::Result<Arc<ClientConfig>> {
+    let mut config = (*config?).clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// Opens a node stream, sends Hello and waits for Welcome; returns the sender for heartbeats.
+async fn open_stream(
+    addr: std::net::SocketAddr,
+    config: Arc<ClientConfig>,
+    heartbeat_secs: u32,
+) -> anyhow::Result<mpsc::Sender<NodeMessage>> {
+    let (mut client, _) = wings::tls::connect("127.0.0.1", addr.port(), config).await?;
+    let (tx, rx) = mpsc::channel(4);
+    let hello = Hello {
+        version: "load".into(),
+        hostname: "load".into(),
+        capacity: None,
+        heartbeat_interval_secs: heartbeat_secs,
+    };
+    tx.send(NodeMessage {
+        kind: Some(node_message::Kind::Hello(hello)),
+    })
+    .await?;
+    let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
+    inbound
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("stream closed before Welcome"))?;
+    // Keep the response stream alive as long as the sender lives.
+    tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
+    Ok(tx)
+}
+
+async fn heartbeat_until(tx: mpsc::Sender<NodeMessage>, secs: u64, hold: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(secs));
+    let mut seq = 0;
+    loop {
+        tokio::select! {
+            _ = hold.cancelled() => return,
+            _ = ticker.tick() => {
+                seq += 1;
+                let beat = NodeMessage { kind: Some(node_message::Kind::Heartbeat(Heartbeat { seq, sent_at_unix_ms: 0 })) };
+                if tx.send(beat).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn bare_handshake(
+    addr: std::net::SocketAddr,
+    config: Arc<ClientConfig>,
+) -> anyhow::Result<()> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut tls = TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    // TLS 1.3 finishes on the client first: the server's byte proves it verified us.
+    let mut ack = [0u8; 1];
+    tls.read_exact(&mut ack).await?;
+    Ok(())
+}
+
+struct Run {
+    elapsed: Duration,
+    latencies_ms: Vec<f64>,
+    errors: usize,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.latencies_ms.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies_ms.is_empty() {
+            return 0.0;
+        }
+        let i = ((p / 100.0) * (self.latencies_ms.len() - 1) as f64).round() as usize;
+        self.latencies_ms[i.min(self.latencies_ms.len() - 1)]
+    }
+}
+
+async fn run_handshakes<F, Fut>(
+    total: usize,
+    concurrency: usize,
+    configs: &[Arc<ClientConfig>],
+    op: F,
+) -> Run
+where
+    F: Fn(Arc<ClientConfig>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    // Warm-up, not counted.
+    for config in configs.iter().take(20) {
+        let _ = op(config.clone()).await;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let configs: Arc<Vec<_>> = Arc::new(configs.to_vec());
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (next, configs, op) = (next.clone(), configs.clone(), op.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return (latencies, errors);
+                }
+                let t = Instant::now();
+                match op(configs[i % configs.len()].clone()).await {
+                    Ok(()) => latencies.push(t.elapsed().as_secs_f64() * 1000.0),
+                    Err(_) => errors += 1,
+                }
+            }
+        }));
+    }
+    let (mut latencies_ms, mut errors) = (Vec::new(), 0);
+    for worker in workers {
+        if let Ok((l, e)) = worker.await {
+            latencies_ms.extend(l);
+            errors += e;
+        }
+    }
+    let elapsed = start.elapsed();
+    latencies_ms.sort_by(f64::total_cmp);
+    Run {
+        elapsed,
+        latencies_ms,
+        errors,
+    }
+}
+
+/// The bare rustls server: the same CA, server certificate and client verification as the
+/// panel, and nothing else — it writes one byte after each handshake and closes.
+async fn bare_server(dir: PathBuf) -> anyhow::Result<()> {
+    let layout = security::pki::CertLayout::new(dir);
+    let roots = Arc::new(security::tls::root_store(&security::tls::read_certs(
+        &layout.ca_cert(),
+    )?)?);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots,
+        security::tls::provider(),
+    )
+    .build()?;
+    let config = rustls::ServerConfig::builder_with_provider(security::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            security::tls::read_certs(&layout.server_cert())?,
+            security::tls::read_key(&layout.server_key())?,
+        )?;
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    eprintln!("bare listening addr={}", listener.local_addr()?);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            if let Ok(mut tls) = acceptor.accept(tcp).await {
+                let _ = tls.write_all(b"k").await;
+                let _ = tls.shutdown().await;
+            }
+        });
+    }
+}
+
+/// The soft open-files limit from `/proc/self/limits`.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
