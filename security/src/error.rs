@@ -55,6 +55,15 @@ pub enum Error {
     /// Refused to overwrite an existing file.
     #[error("{} already exists (use --force to replace it)", .0.display())]
     AlreadyExists(PathBuf),
+    /// A password does not meet the rules.
+    #[error("weak password: {0}")]
+    WeakPassword(String),
+    /// Hashing, signing or key generation failed.
+    #[error("{0}")]
+    Hash(String),
+    /// The rate limiter's store failed (Redis unreachable, script error).
+    #[error("rate limiter: {0}")]
+    Limiter(String),
     /// A TLS configuration could not be built.
     #[error("TLS configuration: {0}")]
     Tls(String),

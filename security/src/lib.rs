@@ -3,12 +3,18 @@
 //! - [`pki`]: the certificate authority behind the node channel — issuing CA, node and panel
 //!   certificates, inspecting and verifying them, SHA-256 fingerprints, the `certs/` layout.
 //! - [`tls`]: the one rustls crypto provider of the workspace and PEM loading.
+//! - [`password`]: argon2id password hashing with upgrade-on-login.
+//! - [`limiter`]: sliding-window rate limits, in Redis and in memory, with a block list.
+//! - [`jwt`]: access tokens (`at+jwt`, EdDSA or ES256, `kid` thumbprints, key rotation).
 //!
 //! Functions take plain values and, where time matters, the current time as an argument, so
 //! tests can move the clock.
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod jwt;
+pub mod limiter;
+pub mod password;
 pub mod pki;
 pub mod tls;
 

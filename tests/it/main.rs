@@ -1,7 +1,9 @@
 //! The one integration-test binary: every black-box test of the workspace, by area.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
 mod binaries;
 mod dev_ca;
+mod limiter;
 mod node_channel;
 
 /// Runs an async test body once on SQLite and once on PostgreSQL.

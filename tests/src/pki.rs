@@ -75,42 +75,38 @@ impl TestPki {
     /// A valid node certificate (fresh key) for `node_id`.
     pub fn node(&self, node_id: &str) -> NodeCert {
         let now = OffsetDateTime::now_utc();
-        self.issue(LeafSpec::new(
-            LeafKind::Node,
+        self.node_valid(
             node_id,
-            &["node.example.com".into()],
-            now,
-            90,
-        ))
+            now - Duration::minutes(5),
+            now + Duration::days(90),
+        )
     }
 
     /// A node certificate whose validity ended yesterday.
     pub fn expired_node(&self, node_id: &str) -> NodeCert {
         let now = OffsetDateTime::now_utc();
-        let mut spec = LeafSpec::new(
-            LeafKind::Node,
-            node_id,
-            &["node.example.com".into()],
-            now,
-            1,
-        );
-        spec.not_before = now - Duration::days(10);
-        spec.not_after = now - Duration::days(1);
-        self.issue(spec)
+        self.node_valid(node_id, now - Duration::days(10), now - Duration::days(1))
     }
 
     /// A node certificate valid only from tomorrow.
     pub fn future_node(&self, node_id: &str) -> NodeCert {
         let now = OffsetDateTime::now_utc();
-        let mut spec = LeafSpec::new(
-            LeafKind::Node,
-            node_id,
-            &["node.example.com".into()],
-            now,
-            10,
-        );
-        spec.not_before = now + Duration::days(1);
-        self.issue(spec)
+        self.node_valid(node_id, now + Duration::days(1), now + Duration::days(10))
+    }
+
+    fn node_valid(
+        &self,
+        node_id: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> NodeCert {
+        self.issue(LeafSpec {
+            kind: LeafKind::Node,
+            common_name: node_id.to_owned(),
+            hostnames: vec!["node.example.com".into()],
+            not_before,
+            not_after,
+        })
     }
 
     /// Issues `spec` and writes it under a unique name.

@@ -1,0 +1,356 @@
+//! Sliding-window rate limits: one [`Limiter`] trait, a Redis implementation (one Lua script,
+//! atomic, one round trip per check, keys expire with their window) and an in-memory one (for a
+//! single process, and as the fallback when Redis is unreachable — never "unlimited").
+//!
+//! A window is a log of the times of admitted requests: a request is admitted when fewer than
+//! `limit` entries are younger than `window`; the slot of an entry frees exactly `window` after
+//! it was admitted. Both implementations take the current time from the caller, so they agree
+//! on every edge and tests can move the clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::Error;
+
+/// A boxed future, so the trait can be used as `dyn Limiter`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// `limit` requests per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// Requests admitted per window (at least 1).
+    pub limit: u32,
+    /// The window.
+    pub window: Duration,
+}
+
+impl Rule {
+    /// Parses `5/15m`, `3/1h`, `100/1m`, `10/30s`. A zero count or window is refused:
+    /// limits cannot be turned off.
+    pub fn parse(text: &str) -> Result<Rule, String> {
+        let (count, window) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not <count>/<window>"))?;
+        let limit: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: bad count"))?;
+        let window = window.trim();
+        let split = window
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(window.len());
+        let (n, unit) = window.split_at(split);
+        let n: u64 = if n.is_empty() {
+            1
+        } else {
+            n.parse().map_err(|_| format!("{text:?}: bad window"))?
+        };
+        let secs = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86_400,
+            _ => return Err(format!("{text:?}: window unit must be s, m, h or d")),
+        };
+        if limit == 0 || secs == 0 {
+            return Err(format!("{text:?}: limits cannot be zero"));
+        }
+        Ok(Rule {
+            limit,
+            window: Duration::from_secs(secs),
+        })
+    }
+
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// The verdict on one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request is admitted.
+    pub allowed: bool,
+    /// The rule's limit.
+    pub limit: u32,
+    /// Requests still admitted in the current window after this one.
+    pub remaining: u32,
+    /// When the oldest entry ages out and a slot frees (Unix milliseconds).
+    pub reset_at_ms: i64,
+}
+
+impl Decision {
+    /// Whole seconds until a slot frees (at least 1), for `Retry-After`.
+    pub fn retry_after_secs(&self, now_ms: i64) -> u64 {
+        let ms = (self.reset_at_ms - now_ms).max(0) as u64;
+        ms.div_ceil(1000).max(1)
+    }
+}
+
+/// A rate limiter with a block list.
+pub trait Limiter: Send + Sync {
+    /// Counts a request under `key` at `now_ms` against `rule`.
+    fn check<'a>(
+        &'a self,
+        key: &'a str,
+        rule: Rule,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Decision, Error>>;
+    /// Blocks `id` for `duration` from `now_ms`.
+    fn block<'a>(
+        &'a self,
+        id: &'a str,
+        duration: Duration,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+    /// Whether `id` is blocked at `now_ms`.
+    fn is_blocked<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, Error>>;
+}
+
+/// The in-memory limiter.
+#[derive(Debug, Default)]
+pub struct MemoryLimiter {
+    windows: Mutex<HashMap<String, VecDeque<i64>>>,
+    blocks: Mutex<HashMap<String, i64>>,
+}
+
+impl MemoryLimiter {
+    /// An empty limiter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn check_now(&self, key: &str, rule: Rule, now_ms: i64) -> Decision {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget idle keys now and then so memory stays bounded by the active ones.
+        if windows.len() > 10_000 {
+            windows.retain(|_, log| log.back().is_some_and(|&t| t > now_ms - 86_400_000));
+        }
+        let log = windows.entry(key.to_owned()).or_default();
+        let horizon = now_ms - rule.window_ms();
+        while log.front().is_some_and(|&t| t <= horizon) {
+            log.pop_front();
+        }
+        let allowed = (log.len() as u64) < u64::from(rule.limit);
+        if allowed {
+            log.push_back(now_ms);
+        }
+        let used = u32::try_from(log.len()).unwrap_or(u32::MAX);
+        Decision {
+            allowed,
+            limit: rule.limit,
+            remaining: rule.limit.saturating_sub(used),
+            reset_at_ms: log.front().copied().unwrap_or(now_ms) + rule.window_ms(),
+        }
+    }
+}
+
+impl Limiter for MemoryLimiter {
+    fn check<'a>(
+        &'a self,
+        key: &'a str,
+        rule: Rule,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Decision, Error>> {
+        Box::pin(async move { Ok(self.check_now(key, rule, now_ms)) })
+    }
+
+    fn block<'a>(
+        &'a self,
+        id: &'a str,
+        duration: Duration,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let until = now_ms + i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2);
+            self.blocks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_owned(), until);
+            Ok(())
+        })
+    }
+
+    fn is_blocked<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+            match blocks.get(id) {
+                Some(&until) if until > now_ms => Ok(true),
+                Some(_) => {
+                    blocks.remove(id);
+                    Ok(false)
+                }
+                None => Ok(false),
+            }
+        })
+    }
+}
+
+/// The sliding window in one atomic script: drop entries that aged out, admit if there is
+/// room, refresh the key's expiry, and report what is left and when the oldest entry leaves.
+const SLIDING_WINDOW: &str = r#"
+local key, now, window, limit, member = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local count = redis.call('ZCARD', key)
+local allowed = 0
+if count < limit then
+  redis.call('ZADD', key, now, member)
+  count = count + 1
+  allowed = 1
+end
+redis.call('PEXPIRE', key, window)
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+local reset = now + window
+if oldest[2] then reset = tonumber(oldest[2]) + window end
+return {allowed, limit - count, reset}
+"#;
+
+/// The Redis limiter.
+#[derive(Clone)]
+pub struct RedisLimiter {
+    connection: redis::aio::ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Connects to `url` (`redis://…`); keys are named `<prefix>rl:<key>` and `<prefix>block:<id>`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisLimiter, Error> {
+        let client = redis::Client::open(url).map_err(|e| Error::Limiter(e.to_string()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_millis(500))
+            .set_response_timeout(Duration::from_millis(500))
+            .set_number_of_retries(1);
+        let connection = redis::aio::ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| Error::Limiter(e.to_string()))?;
+        Ok(RedisLimiter {
+            connection,
+            script: redis::Script::new(SLIDING_WINDOW),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// PING.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(|e| Error::Limiter(e.to_string()))
+    }
+}
+
+impl Limiter for RedisLimiter {
+    fn check<'a>(
+        &'a self,
+        key: &'a str,
+        rule: Rule,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Decision, Error>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let member = format!("{now_ms}-{:016x}", rand::random::<u64>());
+            let (allowed, remaining, reset_at_ms): (i64, i64, i64) = self
+                .script
+                .key(format!("{}rl:{key}", self.prefix))
+                .arg(now_ms)
+                .arg(rule.window_ms())
+                .arg(rule.limit)
+                .arg(member)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|e| Error::Limiter(e.to_string()))?;
+            Ok(Decision {
+                allowed: allowed == 1,
+                limit: rule.limit,
+                remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
+                reset_at_ms,
+            })
+        })
+    }
+
+    fn block<'a>(
+        &'a self,
+        id: &'a str,
+        duration: Duration,
+        _now_ms: i64,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let ms = u64::try_from(duration.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            redis::cmd("SET")
+                .arg(format!("{}block:{id}", self.prefix))
+                .arg(1)
+                .arg("PX")
+                .arg(ms)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(|e| Error::Limiter(e.to_string()))
+        })
+    }
+
+    fn is_blocked<'a>(&'a self, id: &'a str, _now_ms: i64) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            redis::cmd("EXISTS")
+                .arg(format!("{}block:{id}", self.prefix))
+                .query_async::<bool>(&mut connection)
+                .await
+                .map_err(|e| Error::Limiter(e.to_string()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_and_cannot_be_zero() {
+        assert_eq!(
+            Rule::parse("5/15m").unwrap(),
+            Rule {
+                limit: 5,
+                window: Duration::from_secs(900)
+            }
+        );
+        assert_eq!(
+            Rule::parse("3/1h").unwrap().window,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            Rule::parse("100/m").unwrap().window,
+            Duration::from_secs(60)
+        );
+        for bad in ["0/1m", "5/0s", "5", "x/1m", "5/1w", ""] {
+            assert!(Rule::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        let d = Decision {
+            allowed: false,
+            limit: 1,
+            remaining: 0,
+            reset_at_ms: 10_001,
+        };
+        assert_eq!(d.retry_after_secs(9_000), 2);
+        assert_eq!(d.retry_after_secs(10_001), 1);
+    }
+}
