@@ -24,6 +24,35 @@ pub enum Error {
     /// Input failed validation.
     #[error("{0}")]
     Invalid(String),
+    /// A password does not meet the rules.
+    #[error("{0}")]
+    WeakPassword(String),
+    /// Mail could not be built or sent.
+    #[error("mail: {0}")]
+    Mail(String),
+    /// No valid credentials (missing, malformed, expired or revoked token).
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// Wrong email or password.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// A used refresh token was presented again; its family is revoked.
+    #[error("refresh token reused; the session was revoked")]
+    TokenReused,
+    /// Authenticated but not allowed; the code says why.
+    #[error("{message}")]
+    Forbidden {
+        /// `forbidden`, `email_not_verified`.
+        code: &'static str,
+        /// The sentence for the client.
+        message: &'static str,
+    },
+    /// Too many requests.
+    #[error("rate limited")]
+    RateLimited {
+        /// Seconds until a request will be admitted.
+        retry_after_secs: u64,
+    },
     /// An I/O failure, e.g. binding a port.
     #[error("{context}: {source}")]
     Io {

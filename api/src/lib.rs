@@ -11,7 +11,10 @@ pub mod config;
 pub mod db;
 mod error;
 pub mod grpc;
-mod http;
+pub mod http;
+pub mod identity;
+pub mod limits;
+pub mod mailer;
 pub mod metrics;
 pub mod nodes;
 
@@ -31,8 +34,14 @@ use crate::nodes::{Kick, NodeRegistry};
 
 /// State shared by every request and connection.
 pub struct AppState {
+    /// The configuration the panel started with.
+    pub config: Config,
     /// The database.
     pub db: DatabaseConnection,
+    /// Accounts, sessions and tokens.
+    pub identity: identity::Identity,
+    /// Rate limits.
+    pub limits: limits::Limits,
     /// Live node streams.
     pub registry: NodeRegistry,
     /// Prometheus metrics.
@@ -65,11 +74,27 @@ impl Panel {
         )?);
         let db = db::connect_and_migrate(&config.database_url).await?;
         nodes::store::mark_all_offline(&db).await?;
+        let metrics = Metrics::new();
+        let identity = identity::Identity::new(
+            &config.identity,
+            config.environment,
+            db.clone(),
+            metrics.clone(),
+        )?;
+        let limits = limits::Limits::new(
+            config.identity.redis_url.as_deref(),
+            &config.identity.redis_key_prefix,
+            metrics.clone(),
+        )
+        .await;
         let state = Arc::new(AppState {
             db,
+            identity,
+            limits,
             registry: NodeRegistry::default(),
-            metrics: Metrics::new(),
+            metrics,
             handshake_timeout: config.handshake_timeout,
+            config: config.clone(),
         });
         let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
             .await

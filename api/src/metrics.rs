@@ -12,6 +12,12 @@ pub struct Metrics {
     pub node_accepted: IntCounter,
     /// Nodes with a live stream.
     pub nodes_connected: IntGauge,
+    /// Refresh tokens presented again (families revoked).
+    pub refresh_reuse: IntCounter,
+    /// Rate-limit checks answered in memory because Redis failed.
+    pub limiter_fallbacks: IntCounter,
+    /// Password hashings waiting for a slot.
+    pub argon2_queue: IntGauge,
 }
 
 impl Metrics {
@@ -33,10 +39,28 @@ impl Metrics {
         .expect("static metric definition is valid");
         let nodes_connected = IntGauge::new("mamba_nodes_connected", "Nodes with a live stream")
             .expect("static metric definition is valid");
+        let refresh_reuse = IntCounter::new(
+            "mamba_refresh_token_reuse_total",
+            "Refresh tokens presented again; each revoked a session",
+        )
+        .expect("static metric definition is valid");
+        let limiter_fallbacks = IntCounter::new(
+            "mamba_limiter_fallbacks_total",
+            "Rate-limit checks answered in memory because Redis failed",
+        )
+        .expect("static metric definition is valid");
+        let argon2_queue = IntGauge::new(
+            "mamba_argon2_queue_depth",
+            "Password hashings waiting for a slot",
+        )
+        .expect("static metric definition is valid");
         for metric in [
             Box::new(node_rejections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(node_accepted.clone()),
             Box::new(nodes_connected.clone()),
+            Box::new(refresh_reuse.clone()),
+            Box::new(limiter_fallbacks.clone()),
+            Box::new(argon2_queue.clone()),
         ] {
             registry
                 .register(metric)
@@ -47,6 +71,9 @@ impl Metrics {
             node_rejections,
             node_accepted,
             nodes_connected,
+            refresh_reuse,
+            limiter_fallbacks,
+            argon2_queue,
         }
     }
 

@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod identity;
+
+pub use identity::*;
+
 /// Database URL (`sqlite://…` or `postgres://…`).
 pub const DATABASE_URL: &str = "DATABASE_URL";
 /// Address of the REST listener.
@@ -55,6 +59,8 @@ pub struct Config {
     pub node_watch_interval: Duration,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// Accounts, tokens, mail and rate limits.
+    pub identity: IdentityConfig,
 }
 
 impl Config {
@@ -110,6 +116,7 @@ impl Config {
             tls_key: path(PANEL_TLS_KEY_FILE, "certs/server/panel-key.pem"),
             node_watch_interval: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
+            identity: IdentityConfig::from_lookup(&get, &mut errors),
         };
         for (name, file) in [
             (PANEL_CA_CERT, &config.ca_cert),

@@ -3,13 +3,18 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+mod identity;
+
 /// All migrations, in order.
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateNodesAndAudit)]
+        vec![
+            Box::new(CreateNodesAndAudit),
+            Box::new(identity::CreateIdentity),
+        ]
     }
 }
 

@@ -1,0 +1,240 @@
+//! `/api/auth/*` and `/.well-known/jwks.json`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use security::limiter::Rule;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ApiJson};
+use super::guard::ClientIp;
+use crate::db::entities::user;
+use crate::identity::{ACCESS_TTL, Origin, Principal, TokenPair};
+use crate::{AppState, Error};
+
+/// Failed logins from one IP within an hour that block it for an hour.
+const FAILED_LOGINS: Rule = Rule {
+    limit: 10,
+    window: Duration::from_secs(3600),
+};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+fn origin(ip: ClientIp) -> Origin {
+    Origin {
+        ip: Some(ip.0.to_string()),
+    }
+}
+
+fn user_json(user: &user::Model) -> Value {
+    json!({ "id": user.id, "email": user.email, "name": user.name, "email_verified": user.email_verified })
+}
+
+fn pair_json(pair: TokenPair) -> Json<Value> {
+    Json(json!({
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TTL.as_secs(),
+    }))
+}
+
+/// `{email, password, name?}`.
+#[derive(Deserialize)]
+pub struct Register {
+    email: String,
+    password: String,
+    name: Option<String>,
+}
+
+/// POST /api/auth/register.
+pub async fn register(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    ApiJson(body): ApiJson<Register>,
+) -> Result<Response> {
+    let user = state
+        .identity
+        .register(
+            &body.email,
+            &body.password,
+            body.name.as_deref(),
+            &origin(ip),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "user": user_json(&user) })),
+    )
+        .into_response())
+}
+
+/// `{token}`.
+#[derive(Deserialize)]
+pub struct TokenBody {
+    token: String,
+}
+
+/// POST /api/auth/verify-email.
+pub async fn verify_email(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<Json<Value>> {
+    let user = state
+        .identity
+        .verify_email(&body.token, &origin(ip))
+        .await?;
+    Ok(Json(json!({ "user": user_json(&user) })))
+}
+
+/// `{email}`.
+#[derive(Deserialize)]
+pub struct EmailBody {
+    email: String,
+}
+
+/// POST /api/auth/resend-verification: 202 whatever the email.
+pub async fn resend_verification(
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<EmailBody>,
+) -> Result<StatusCode> {
+    state.identity.resend_verification(&body.email).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `{email, password, tenant_id?}`.
+#[derive(Deserialize)]
+pub struct Login {
+    email: String,
+    password: String,
+    tenant_id: Option<String>,
+}
+
+/// POST /api/auth/login. Ten failures from one IP within an hour block it for an hour.
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    ApiJson(body): ApiJson<Login>,
+) -> Result<Json<Value>> {
+    let blocked_key = format!("login:{}", ip.0);
+    if state.limits.is_blocked(&blocked_key).await {
+        return Err(Error::RateLimited {
+            retry_after_secs: 3600,
+        }
+        .into());
+    }
+    match state
+        .identity
+        .login(&body.email, &body.password, body.tenant_id, &origin(ip))
+        .await
+    {
+        Ok(pair) => Ok(pair_json(pair)),
+        Err(Error::InvalidCredentials) => {
+            let failures = state
+                .limits
+                .check(&format!("login-failures:{}", ip.0), FAILED_LOGINS)
+                .await;
+            if !failures.allowed || failures.remaining == 0 {
+                state.limits.block(&blocked_key, FAILED_LOGINS.window).await;
+                tracing::warn!(ip = %ip.0, "too many failed logins: blocked for an hour");
+            }
+            Err(Error::InvalidCredentials.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `{refresh_token}`.
+#[derive(Deserialize)]
+pub struct RefreshBody {
+    refresh_token: String,
+}
+
+/// POST /api/auth/refresh.
+pub async fn refresh(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Json<Value>> {
+    Ok(pair_json(
+        state
+            .identity
+            .refresh(&body.refresh_token, &origin(ip))
+            .await?,
+    ))
+}
+
+/// POST /api/auth/logout: revokes the token's family.
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<StatusCode> {
+    state
+        .identity
+        .logout(&body.refresh_token, &origin(ip))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// POST /api/auth/logout-all (authenticated).
+pub async fn logout_all(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    Extension(principal): Extension<Principal>,
+) -> Result<StatusCode> {
+    state
+        .identity
+        .logout_all(&principal.user.id, &origin(ip))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// POST /api/auth/password-reset: 202 whatever the email.
+pub async fn password_reset(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    ApiJson(body): ApiJson<EmailBody>,
+) -> Result<StatusCode> {
+    state
+        .identity
+        .request_password_reset(&body.email, &origin(ip))
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `{token, new_password}`.
+#[derive(Deserialize)]
+pub struct ResetConfirm {
+    token: String,
+    new_password: String,
+}
+
+/// POST /api/auth/password-reset/confirm.
+pub async fn password_reset_confirm(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    ApiJson(body): ApiJson<ResetConfirm>,
+) -> Result<StatusCode> {
+    state
+        .identity
+        .confirm_password_reset(&body.token, &body.new_password, &origin(ip))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// GET /api/auth/me (authenticated).
+pub async fn me(Extension(principal): Extension<Principal>) -> Json<Value> {
+    Json(json!({ "user": user_json(&principal.user), "memberships": [] }))
+}
+
+/// GET /.well-known/jwks.json.
+pub async fn jwks(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(state.identity.jwks())
+}

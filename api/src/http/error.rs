@@ -1,0 +1,117 @@
+//! The error body of the contract, `{"error": {"code", "message"}}`, produced in one place from
+//! the panel's [`Error`], and a JSON extractor whose rejections use it too.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::Error;
+
+/// An HTTP error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with an explicit status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> ApiError {
+        use StatusCode as S;
+        let (status, code) = match &error {
+            Error::Invalid(_) => (S::BAD_REQUEST, "invalid_request"),
+            Error::WeakPassword(_) => (S::BAD_REQUEST, "weak_password"),
+            Error::NotFound(_) => (S::NOT_FOUND, "not_found"),
+            Error::Conflict(_) => (S::CONFLICT, "conflict"),
+            Error::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated"),
+            Error::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
+            Error::TokenReused => (S::UNAUTHORIZED, "token_reused"),
+            Error::Forbidden { code, .. } => (S::FORBIDDEN, *code),
+            Error::RateLimited { retry_after_secs } => {
+                return ApiError {
+                    status: S::TOO_MANY_REQUESTS,
+                    code: "rate_limited",
+                    message: "too many requests; retry later".into(),
+                    retry_after: Some(*retry_after_secs),
+                };
+            }
+            Error::Db(_) | Error::Mail(_) => {
+                tracing::error!(error = %error, "dependency failed");
+                return ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "a dependency is unavailable; retry later",
+                );
+            }
+            _ => {
+                tracing::error!(error = %error, "internal error");
+                return ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error");
+            }
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+/// `axum::Json` whose rejections are contract errors: 415 when not JSON, 413 over the body
+/// limit, 400 for malformed JSON or missing/invalid fields.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON (Content-Type: application/json)",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the body is over the 1 MiB limit",
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            rejection.body_text(),
+        ),
+    }
+}

@@ -1,0 +1,199 @@
+//! Request guards: the client IP (`X-Forwarded-For` believed only from `TRUSTED_PROXIES`),
+//! per-class rate limits with `X-RateLimit-*` headers, and bearer authentication.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use security::limiter::{Decision, Rule};
+
+use super::error::ApiError;
+use crate::config::Cidr;
+use crate::{AppState, Error};
+
+/// Classes of limited requests.
+#[derive(Debug, Clone, Copy)]
+pub enum Class {
+    /// Login, per IP.
+    Login,
+    /// Registration, per IP.
+    Register,
+    /// Password reset requests, per IP.
+    PasswordReset,
+    /// Email verification and resend, per IP.
+    Verify,
+}
+
+impl Class {
+    fn name(self) -> &'static str {
+        match self {
+            Class::Login => "login",
+            Class::Register => "register",
+            Class::PasswordReset => "password_reset",
+            Class::Verify => "verify",
+        }
+    }
+
+    fn rule(self, state: &AppState) -> Rule {
+        let limits = &state.config.identity.rate_limits;
+        match self {
+            Class::Login => limits.login,
+            Class::Register => limits.register,
+            Class::PasswordReset => limits.password_reset,
+            Class::Verify => limits.verify,
+        }
+    }
+}
+
+/// The client's address: the peer, or from a trusted proxy the right-most untrusted
+/// `X-Forwarded-For` entry.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        Ok(ClientIp(from_forwarded(
+            peer,
+            &parts.headers,
+            &state.config.identity.trusted_proxies,
+        )))
+    }
+}
+
+fn from_forwarded(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .copied()
+        .find(|&ip| !is_trusted(ip))
+        .or(hops.first().copied())
+        .unwrap_or(peer)
+}
+
+/// Middleware: counts the request against `class` for the client IP; answers 429 when over.
+pub async fn limit(
+    state: Arc<AppState>,
+    class: Class,
+    ClientIp(ip): ClientIp,
+    request: Request,
+    next: Next,
+) -> Response {
+    let decision = state
+        .limits
+        .check(&format!("{}:{ip}", class.name()), class.rule(&state))
+        .await;
+    respond_limited(decision, request, next).await
+}
+
+/// Middleware: requires a valid access token of a live session, then applies the per-user API
+/// limit.
+pub async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let bearer = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(bearer) = bearer else {
+        return ApiError::from(Error::Unauthenticated("missing bearer token")).into_response();
+    };
+    let principal = match state.identity.authenticate(bearer).await {
+        Ok(principal) => principal,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let key = format!("api:{}", principal.user.id);
+    request.extensions_mut().insert(principal);
+    let decision = state
+        .limits
+        .check(&key, state.config.identity.rate_limits.api)
+        .await;
+    respond_limited(decision, request, next).await
+}
+
+async fn respond_limited(decision: Decision, request: Request, next: Next) -> Response {
+    let mut response = if decision.allowed {
+        next.run(request).await
+    } else {
+        let now = Utc::now().timestamp_millis();
+        ApiError::from(Error::RateLimited {
+            retry_after_secs: decision.retry_after_secs(now),
+        })
+        .into_response()
+    };
+    let reset = DateTime::<Utc>::from_timestamp_millis(decision.reset_at_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true);
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-ratelimit-limit", decision.limit.to_string()),
+        ("x-ratelimit-remaining", decision.remaining.to_string()),
+        ("x-ratelimit-reset", reset),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_peers() {
+        let trusted = vec![
+            Cidr::parse("127.0.0.1/32").unwrap(),
+            Cidr::parse("10.0.0.0/8").unwrap(),
+        ];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 198.51.100.1, 10.1.1.1"),
+        );
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.5".parse().unwrap();
+        assert_eq!(
+            from_forwarded(local, &headers, &trusted),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(from_forwarded(stranger, &headers, &trusted), stranger);
+        assert_eq!(
+            from_forwarded(local, &headers, &[]),
+            local,
+            "no trusted proxies: header ignored"
+        );
+        assert_eq!(from_forwarded(local, &HeaderMap::new(), &trusted), local);
+    }
+}

@@ -1,0 +1,571 @@
+//! Accounts and sessions: registration with email verification, login, access tokens, refresh
+//! tokens rotated in families with reuse detection, logout, password reset.
+//!
+//! Crypto lives in `security` (argon2id, JWT); this module keeps the state. Password hashing
+//! runs on the blocking pool behind a semaphore, so a burst of logins queues instead of
+//! starving the runtime.
+
+mod refresh;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use security::jwt::{Claims, KeyRing, SigningKey};
+use security::password::{self, Verdict};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::Error;
+use crate::audit::{self, AuditEvent};
+use crate::config::{Environment, IdentityConfig};
+use crate::db::entities::{email_token, session, user};
+use crate::mailer::Mailer;
+use crate::metrics::Metrics;
+
+/// Access tokens live 15 minutes.
+pub const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+/// Refresh tokens live 30 days.
+pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// Email verification tokens live 24 hours.
+pub const VERIFY_TTL: Duration = Duration::from_secs(86_400);
+/// Password reset tokens live 1 hour.
+pub const RESET_TTL: Duration = Duration::from_secs(3600);
+/// Concurrent argon2 computations (each takes 19 MiB and a core for tens of milliseconds).
+const HASHING_SLOTS: usize = 4;
+
+/// An access and refresh token, as login and refresh return them.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    /// The JWT.
+    pub access_token: String,
+    /// The opaque refresh token.
+    pub refresh_token: String,
+}
+
+/// A caller authenticated by an access token whose session is live.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The user, as the database has it now.
+    pub user: user::Model,
+    /// The session (`sid`).
+    pub session_id: String,
+    /// The token's claims.
+    pub claims: Claims,
+}
+
+/// Who is asking, for audit rows.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The client IP.
+    pub ip: Option<String>,
+}
+
+/// The identity service.
+pub struct Identity {
+    db: DatabaseConnection,
+    keys: KeyRing,
+    issuer: String,
+    audiences: Vec<String>,
+    grace: Duration,
+    public_url: String,
+    mailer: Mailer,
+    hashing: Arc<Semaphore>,
+    metrics: Metrics,
+}
+
+impl Identity {
+    /// Loads the signing keys (generating a development key when none is configured outside
+    /// production) and the mailer.
+    pub fn new(
+        config: &IdentityConfig,
+        environment: Environment,
+        db: DatabaseConnection,
+        metrics: Metrics,
+    ) -> Result<Identity, Error> {
+        let keys = load_keys(config, environment)?;
+        let mailer = Mailer::new(config.smtp_url.as_deref(), &config.outbox_dir)?;
+        Ok(Identity {
+            db,
+            keys,
+            issuer: config.jwt_issuer.clone(),
+            audiences: config.jwt_audiences.clone(),
+            grace: config.refresh_grace,
+            public_url: config.public_url.clone(),
+            mailer,
+            hashing: Arc::new(Semaphore::new(HASHING_SLOTS)),
+            metrics,
+        })
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.keys.jwks()
+    }
+
+    /// Creates an unverified account and mails a verification link.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        name: Option<&str>,
+        origin: &Origin,
+    ) -> Result<user::Model, Error> {
+        let email = normalise_email(email)?;
+        password::check_strength(password).map_err(|e| Error::WeakPassword(e.to_string()))?;
+        if find_user(&self.db, &email).await?.is_some() {
+            return Err(Error::Conflict(
+                "an account with this email already exists".into(),
+            ));
+        }
+        let hash = self.hash(password.to_owned()).await?;
+        let user = user::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            email: Set(email.clone()),
+            name: Set(name.map(|n| n.chars().take(255).collect())),
+            password_hash: Set(hash),
+            email_verified: Set(false),
+            is_platform_admin: Set(false),
+            created_at: Set(Utc::now()),
+        }
+        .insert(&self.db)
+        .await
+        .map_err(|e| match e.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                Error::Conflict("an account with this email already exists".into())
+            }
+            _ => Error::Db(e),
+        })?;
+        self.audit(&user.id, "auth.register", "success", origin)
+            .await;
+        self.send_verification(&user).await?;
+        Ok(user)
+    }
+
+    /// Marks the account of a valid, unused verification token as verified.
+    pub async fn verify_email(&self, token: &str, origin: &Origin) -> Result<user::Model, Error> {
+        let user_id = self
+            .consume_email_token(Purpose::VerifyEmail, token)
+            .await?;
+        user::Entity::update_many()
+            .col_expr(user::Column::EmailVerified, Expr::value(true))
+            .filter(user::Column::Id.eq(&user_id))
+            .exec(&self.db)
+            .await?;
+        self.audit(&user_id, "auth.verify_email", "success", origin)
+            .await;
+        user::Entity::find_by_id(&user_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| Error::NotFound("user".into()))
+    }
+
+    /// Mails a new verification link if the account exists and is unverified; says nothing either way.
+    pub async fn resend_verification(&self, email: &str) -> Result<(), Error> {
+        let Ok(email) = normalise_email(email) else {
+            return Ok(());
+        };
+        if let Some(user) = find_user(&self.db, &email).await?
+            && !user.email_verified
+        {
+            self.send_verification(&user).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks credentials and opens a session. Unknown emails cost a dummy verification, so the
+    /// answer and its timing are the same as for a wrong password.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        tenant_id: Option<String>,
+        origin: &Origin,
+    ) -> Result<TokenPair, Error> {
+        let user = match normalise_email(email) {
+            Ok(email) => find_user(&self.db, &email).await?,
+            Err(_) => None,
+        };
+        let Some(user) = user else {
+            let password = password.to_owned();
+            self.blocking(move || password::dummy_verify(&password))
+                .await?;
+            self.audit(
+                "unknown",
+                "auth.login",
+                "failure: invalid_credentials",
+                origin,
+            )
+            .await;
+            return Err(Error::InvalidCredentials);
+        };
+        let (phc, attempt) = (user.password_hash.clone(), password.to_owned());
+        match self
+            .blocking(move || password::verify(&phc, &attempt))
+            .await?
+        {
+            Verdict::Mismatch => {
+                self.audit(
+                    &user.id,
+                    "auth.login",
+                    "failure: invalid_credentials",
+                    origin,
+                )
+                .await;
+                return Err(Error::InvalidCredentials);
+            }
+            Verdict::Match { rehash } => {
+                if rehash {
+                    let hash = self.hash(password.to_owned()).await?;
+                    user::Entity::update_many()
+                        .col_expr(user::Column::PasswordHash, Expr::value(hash))
+                        .filter(user::Column::Id.eq(&user.id))
+                        .exec(&self.db)
+                        .await?;
+                }
+            }
+        }
+        let session = session::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            user_id: Set(user.id.clone()),
+            tenant_id: Set(tenant_id),
+            created_at: Set(Utc::now()),
+            revoked_at: Set(None),
+            revoked_reason: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        let refresh_token = refresh::issue(&self.db, &session.id, None).await?;
+        self.audit(&user.id, "auth.login", "success", origin).await;
+        Ok(TokenPair {
+            access_token: self.access_token(&user, &session)?,
+            refresh_token,
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair (see [`refresh`] for reuse detection).
+    pub async fn refresh(&self, token: &str, origin: &Origin) -> Result<TokenPair, Error> {
+        refresh::exchange(self, token, origin).await
+    }
+
+    /// Revokes the session of a refresh token. Unknown tokens are ignored.
+    pub async fn logout(&self, token: &str, origin: &Origin) -> Result<(), Error> {
+        if let Some(row) = refresh::find(&self.db, token).await? {
+            revoke_sessions(&self.db, session::Column::Id.eq(&row.session_id), "logout").await?;
+            if let Some(s) = session::Entity::find_by_id(&row.session_id)
+                .one(&self.db)
+                .await?
+            {
+                self.audit(&s.user_id, "auth.logout", "success", origin)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Revokes every session of `user_id`: every refresh and access token stops working.
+    pub async fn logout_all(&self, user_id: &str, origin: &Origin) -> Result<(), Error> {
+        revoke_sessions(&self.db, session::Column::UserId.eq(user_id), "logout-all").await?;
+        self.audit(user_id, "auth.logout_all", "success", origin)
+            .await;
+        Ok(())
+    }
+
+    /// Mails a reset link if the account exists; says nothing either way.
+    pub async fn request_password_reset(&self, email: &str, origin: &Origin) -> Result<(), Error> {
+        let Ok(email) = normalise_email(email) else {
+            return Ok(());
+        };
+        if let Some(user) = find_user(&self.db, &email).await? {
+            let token = self
+                .new_email_token(&user.id, Purpose::PasswordReset)
+                .await?;
+            let link = format!("{}/reset-password?token={token}", self.public_url);
+            let body = format!(
+                "Someone asked to reset the password of this account.\n\nReset it within an hour: {link}\n\nIf it was not you, ignore this mail.\n"
+            );
+            self.mailer
+                .send(&user.email, "Reset your Mamba password", body)
+                .await?;
+            self.audit(&user.id, "auth.password_reset_requested", "success", origin)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Sets a new password with a valid, unused reset token and revokes every session.
+    pub async fn confirm_password_reset(
+        &self,
+        token: &str,
+        new_password: &str,
+        origin: &Origin,
+    ) -> Result<(), Error> {
+        password::check_strength(new_password).map_err(|e| Error::WeakPassword(e.to_string()))?;
+        let user_id = self
+            .consume_email_token(Purpose::PasswordReset, token)
+            .await?;
+        let hash = self.hash(new_password.to_owned()).await?;
+        user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(hash))
+            .filter(user::Column::Id.eq(&user_id))
+            .exec(&self.db)
+            .await?;
+        revoke_sessions(
+            &self.db,
+            session::Column::UserId.eq(&user_id),
+            "password reset",
+        )
+        .await?;
+        self.audit(&user_id, "auth.password_reset", "success", origin)
+            .await;
+        Ok(())
+    }
+
+    /// Verifies an access token and that its session is still live; reads the user afresh.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, Error> {
+        let claims = self
+            .keys
+            .verify(
+                bearer,
+                Utc::now().timestamp(),
+                &self.issuer,
+                &self.audiences,
+            )
+            .map_err(|e| {
+                tracing::debug!(reason = %e, "access token refused");
+                Error::Unauthenticated("invalid or expired access token")
+            })?;
+        let session = session::Entity::find_by_id(&claims.sid)
+            .one(&self.db)
+            .await?;
+        match session {
+            Some(s) if s.revoked_at.is_none() && s.user_id == claims.sub => {}
+            _ => {
+                return Err(Error::Unauthenticated(
+                    "the session of this token has ended",
+                ));
+            }
+        }
+        let user = user::Entity::find_by_id(&claims.sub)
+            .one(&self.db)
+            .await?
+            .ok_or(Error::Unauthenticated("the account of this token is gone"))?;
+        Ok(Principal {
+            user,
+            session_id: claims.sid.clone(),
+            claims,
+        })
+    }
+
+    fn access_token(&self, user: &user::Model, session: &session::Model) -> Result<String, Error> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: user.id.clone(),
+            sid: session.id.clone(),
+            email: user.email.clone(),
+            tenant_id: session.tenant_id.clone(),
+            role: None,
+            iss: self.issuer.clone(),
+            aud: self.audiences.first().cloned().unwrap_or_default(),
+            iat: now,
+            exp: now + ACCESS_TTL.as_secs() as i64,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        Ok(self.keys.sign(&claims)?)
+    }
+
+    async fn send_verification(&self, user: &user::Model) -> Result<(), Error> {
+        let token = self.new_email_token(&user.id, Purpose::VerifyEmail).await?;
+        let link = format!("{}/verify-email?token={token}", self.public_url);
+        let body = format!(
+            "Welcome to Mamba Host Panel.\n\nConfirm your email address within 24 hours: {link}\n"
+        );
+        self.mailer
+            .send(&user.email, "Verify your Mamba account", body)
+            .await
+    }
+
+    async fn new_email_token(&self, user_id: &str, purpose: Purpose) -> Result<String, Error> {
+        let token = tokens::new_secret();
+        let now = Utc::now();
+        email_token::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            user_id: Set(user_id.to_owned()),
+            purpose: Set(purpose.as_str().to_owned()),
+            token_hash: Set(tokens::hash(&token)),
+            created_at: Set(now),
+            expires_at: Set(now + chrono::Duration::from_std(purpose.ttl()).unwrap_or_default()),
+            used_at: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(token)
+    }
+
+    /// Marks a token used in one conditional update (so it works once, even under races) and
+    /// returns its user.
+    async fn consume_email_token(&self, purpose: Purpose, token: &str) -> Result<String, Error> {
+        let hash = tokens::hash(token);
+        let now = Utc::now();
+        let consumed = email_token::Entity::update_many()
+            .col_expr(email_token::Column::UsedAt, Expr::value(now))
+            .filter(email_token::Column::TokenHash.eq(&hash))
+            .filter(email_token::Column::Purpose.eq(purpose.as_str()))
+            .filter(email_token::Column::UsedAt.is_null())
+            .filter(email_token::Column::ExpiresAt.gt(now))
+            .exec(&self.db)
+            .await?;
+        if consumed.rows_affected != 1 {
+            return Err(Error::Invalid(
+                "the token is invalid, expired or already used".into(),
+            ));
+        }
+        email_token::Entity::find()
+            .filter(email_token::Column::TokenHash.eq(&hash))
+            .one(&self.db)
+            .await?
+            .map(|row| row.user_id)
+            .ok_or_else(|| Error::Invalid("the token is invalid".into()))
+    }
+
+    async fn hash(&self, password: String) -> Result<String, Error> {
+        self.blocking(move || password::hash(&password))
+            .await?
+            .map_err(Error::from)
+    }
+
+    /// Runs CPU-heavy work on the blocking pool, at most [`HASHING_SLOTS`] at a time.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        self.metrics.argon2_queue.inc();
+        let permit = self.hashing.clone().acquire_owned().await;
+        self.metrics.argon2_queue.dec();
+        let _permit = permit.map_err(|_| Error::Config("hashing pool closed".into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::Config(format!("hashing task failed: {e}")))
+    }
+
+    async fn audit(&self, actor: &str, action: &str, outcome: &str, origin: &Origin) {
+        let event = AuditEvent {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: (actor != "unknown").then(|| actor.to_owned()),
+            outcome: outcome.to_owned(),
+            ip: origin.ip.clone(),
+            details: json!({}),
+            tenant_id: None,
+        };
+        if let Err(e) = audit::record(&self.db, event).await {
+            tracing::error!(error = %e, "cannot write audit row");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    VerifyEmail,
+    PasswordReset,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::VerifyEmail => "verify_email",
+            Purpose::PasswordReset => "password_reset",
+        }
+    }
+
+    fn ttl(self) -> Duration {
+        match self {
+            Purpose::VerifyEmail => VERIFY_TTL,
+            Purpose::PasswordReset => RESET_TTL,
+        }
+    }
+}
+
+/// Trims and lower-cases an email, and checks its shape loosely (one `@`, no spaces).
+pub fn normalise_email(email: &str) -> Result<String, Error> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 320
+        && email.split('@').count() == 2
+        && email.split('@').all(|part| !part.is_empty())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(Error::Invalid("email is not a valid address".into()))
+    }
+}
+
+async fn find_user(db: &DatabaseConnection, email: &str) -> Result<Option<user::Model>, Error> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Email.eq(email))
+        .one(db)
+        .await?)
+}
+
+/// Revokes the live sessions matching `which`.
+async fn revoke_sessions(
+    db: &DatabaseConnection,
+    which: sea_orm::sea_query::SimpleExpr,
+    reason: &str,
+) -> Result<u64, Error> {
+    let result = session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
+        .col_expr(session::Column::RevokedReason, Expr::value(reason))
+        .filter(which)
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+fn load_keys(config: &IdentityConfig, environment: Environment) -> Result<KeyRing, Error> {
+    use crate::config::{JWT_PRIVATE_KEY_FILE, JWT_RETIRED_KEY_FILES};
+    let read = |path: &std::path::Path, var: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{var}: cannot read {}: {e}", path.display())))
+            .and_then(|pem| {
+                SigningKey::from_pem(&pem)
+                    .map_err(|e| Error::Config(format!("{var}: {}: {e}", path.display())))
+            })
+    };
+    let active = match &config.jwt_key_file {
+        Some(path) => read(path, JWT_PRIVATE_KEY_FILE)?,
+        None if environment == Environment::Production => {
+            return Err(Error::Config(format!(
+                "{JWT_PRIVATE_KEY_FILE} is required in production"
+            )));
+        }
+        None => {
+            let path = config.data_dir.join("jwt-signing-key.pem");
+            if !path.exists() {
+                let pem = SigningKey::generate_ed25519_pem()?;
+                security::pki::write_private(&path, &pem)?;
+                tracing::warn!(path = %path.display(), "DEVELOPMENT ONLY: generated a JWT signing key; set {JWT_PRIVATE_KEY_FILE} in production");
+            }
+            read(&path, JWT_PRIVATE_KEY_FILE)?
+        }
+    };
+    let retired = config
+        .jwt_retired_key_files
+        .iter()
+        .map(|p| read(p, JWT_RETIRED_KEY_FILES))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(KeyRing::new(active, retired))
+}
+
+/// When a used refresh token may still be re-presented (see [`refresh`]).
+fn within(used_at: DateTime<Utc>, now: DateTime<Utc>, grace: Duration) -> bool {
+    !grace.is_zero()
+        && now
+            .signed_duration_since(used_at)
+            .to_std()
+            .is_ok_and(|elapsed| elapsed <= grace)
+}

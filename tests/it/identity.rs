@@ -1,0 +1,779 @@
+//! Identity through the real REST API (in-process panel on an ephemeral port), with the real
+//! redis-server as the limiter and both databases: registration, mail, verification, login,
+//! refresh rotation and reuse detection, logout, password reset, limits, and JWT rotation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use api::Panel;
+use api::config::RateLimits;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tests::{DbKind, TestPki, database_url, mail};
+
+const PASSWORD: &str = "correct horse battery";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    panel: Panel,
+    outbox: PathBuf,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Fixture {
+    async fn start(kind: DbKind, tune: impl FnOnce(&mut api::Config)) -> Fixture {
+        security::tls::install_default_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::new(dir.path());
+        let mut config = tests::panel_config(&pki, database_url(kind, dir.path()).await);
+        config.identity.redis_url =
+            Some(std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL (run scripts/test.sh)"));
+        config.identity.redis_key_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+        // Not a test of limits: roomy ones (they cannot be turned off).
+        config.identity.rate_limits = RateLimits::parse(
+            "login=1000/1m,register=1000/1m,password_reset=1000/1m,verify=1000/1m,api=10000/1m",
+        )
+        .unwrap();
+        tune(&mut config);
+        let outbox = config.identity.outbox_dir.clone();
+        let panel = Panel::start(config).await.unwrap();
+        let base = format!("http://{}", panel.http_addr);
+        Fixture {
+            _dir: dir,
+            panel,
+            outbox,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    async fn get_with(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(token),
+        )
+        .await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Registers and verifies `email` through the mailed link; returns the user id.
+    async fn verified_user(&self, email: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/auth/register",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let token = mail::outbox_for(&self.outbox, email)
+            .last()
+            .and_then(mail::Mail::token)
+            .expect("verification mail");
+        let (status, body) = self
+            .post("/api/auth/verify-email", json!({"token": token}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["user"]["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
+        self.post(
+            "/api/auth/login",
+            json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    async fn audit_outcomes(&self, action: &str) -> Vec<String> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        api::db::entities::audit_log::Entity::find()
+            .filter(api::db::entities::audit_log::Column::Action.eq(action))
+            .all(&self.panel.state().db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.outcome)
+            .collect()
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+async fn register_verify_login_refresh_reuse(kind: DbKind) {
+    let f = Fixture::start(kind, |_| {}).await;
+    let (status, body) = f
+        .post(
+            "/api/auth/register",
+            json!({"email": "Ada@Example.com", "password": PASSWORD, "name": "Ada"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["user"]["email"], "ada@example.com");
+    assert_eq!(body["user"]["email_verified"], false);
+
+    let mails = mail::outbox_for(&f.outbox, "ada@example.com");
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0]
+            .body
+            .contains("http://127.0.0.1:8080/verify-email?token="),
+        "{}",
+        mails[0].body
+    );
+    let token = mails[0].token().unwrap();
+    let (status, body) = f
+        .post("/api/auth/verify-email", json!({"token": token}))
+        .await;
+    assert_eq!(
+        (status, body["user"]["email_verified"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let (status, body) = f
+        .post("/api/auth/verify-email", json!({"token": token}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "one-time"
+    );
+
+    let (wrong_status, wrong) = f.login("ada@example.com", "not the password").await;
+    let (unknown_status, unknown) = f.login("nobody@example.com", PASSWORD).await;
+    assert_eq!(
+        (wrong_status, unknown_status),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(
+        wrong, unknown,
+        "same answer for unknown email and wrong password"
+    );
+    assert_eq!(error_code(&wrong), "invalid_credentials");
+
+    let (status, first) = f.login("ada@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(
+        (first["token_type"].clone(), first["expires_in"].clone()),
+        (json!("Bearer"), json!(900))
+    );
+    let access = first["access_token"].as_str().unwrap();
+    let (status, me) = f.get_with("/api/auth/me", access).await;
+    assert_eq!(
+        (status, me["user"]["email"].clone()),
+        (StatusCode::OK, json!("ada@example.com"))
+    );
+
+    let (status, second) = f
+        .post(
+            "/api/auth/refresh",
+            json!({"refresh_token": first["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_ne!(second["refresh_token"], first["refresh_token"], "rotated");
+    let (status, third) = f
+        .post(
+            "/api/auth/refresh",
+            json!({"refresh_token": second["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+
+    // The first token again: reuse. The family is revoked, the newest token dies with it.
+    let (status, body) = f
+        .post(
+            "/api/auth/refresh",
+            json!({"refresh_token": first["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "token_reused")
+    );
+    let (status, _) = f
+        .post(
+            "/api/auth/refresh",
+            json!({"refresh_token": third["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "family revoked");
+    let (status, _) = f
+        .get_with("/api/auth/me", third["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "access tokens of the session end too"
+    );
+    assert!(
+        f.audit_outcomes("auth.refresh")
+            .await
+            .contains(&"rejected: token_reused".to_owned())
+    );
+    assert_eq!(f.panel.state().metrics.refresh_reuse.get(), 1);
+    // A new login still works.
+    assert_eq!(f.login("ada@example.com", PASSWORD).await.0, StatusCode::OK);
+}
+
+async fn concurrent_refresh_has_one_winner(kind: DbKind) {
+    let f = Fixture::start(kind, |_| {}).await;
+    f.verified_user("bob@example.com").await;
+    let (_, pair) = f.login("bob@example.com", PASSWORD).await;
+    let token = pair["refresh_token"].clone();
+    let attempts = (0..20).map(|_| f.post("/api/auth/refresh", json!({"refresh_token": token})));
+    let results = futures::future::join_all(attempts).await;
+    let ok = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let reused = results
+        .iter()
+        .filter(|(s, b)| *s == StatusCode::UNAUTHORIZED && error_code(b) == "token_reused")
+        .count();
+    assert_eq!((ok, reused), (1, 19), "{results:?}");
+}
+
+async fn refresh_grace_tolerates_two_tabs_then_expires(kind: DbKind) {
+    let f = Fixture::start(kind, |c| c.identity.refresh_grace = Duration::from_secs(2)).await;
+    f.verified_user("tabs@example.com").await;
+    let (_, pair) = f.login("tabs@example.com", PASSWORD).await;
+    let token = pair["refresh_token"].clone();
+    let attempts = (0..20).map(|_| f.post("/api/auth/refresh", json!({"refresh_token": token})));
+    let results = futures::future::join_all(attempts).await;
+    assert!(
+        results.iter().all(|(s, _)| *s == StatusCode::OK),
+        "no revocation inside the grace: {results:?}"
+    );
+    let newest = results[0].1["refresh_token"].clone();
+    assert_eq!(
+        f.get_with(
+            "/api/auth/me",
+            results[5].1["access_token"].as_str().unwrap()
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let (status, body) = f
+        .post("/api/auth/refresh", json!({"refresh_token": token}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "token_reused"),
+        "after the grace: reuse"
+    );
+    assert_eq!(
+        f.post("/api/auth/refresh", json!({"refresh_token": newest}))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn logout_logout_all_and_password_reset(kind: DbKind) {
+    let f = Fixture::start(kind, |_| {}).await;
+    f.verified_user("cy@example.com").await;
+    let (_, one) = f.login("cy@example.com", PASSWORD).await;
+    let (_, two) = f.login("cy@example.com", PASSWORD).await;
+    let (_, three) = f.login("cy@example.com", PASSWORD).await;
+
+    let (status, _) = f
+        .post(
+            "/api/auth/logout",
+            json!({"refresh_token": one["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        f.post(
+            "/api/auth/refresh",
+            json!({"refresh_token": one["refresh_token"]})
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.get_with("/api/auth/me", one["access_token"].as_str().unwrap())
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.get_with("/api/auth/me", two["access_token"].as_str().unwrap())
+            .await
+            .0,
+        StatusCode::OK,
+        "other sessions live"
+    );
+
+    let response = f
+        .http
+        .post(format!("{}/api/auth/logout-all", f.base))
+        .bearer_auth(two["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    for session in [&two, &three] {
+        assert_eq!(
+            f.get_with("/api/auth/me", session["access_token"].as_str().unwrap())
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            f.post(
+                "/api/auth/refresh",
+                json!({"refresh_token": session["refresh_token"]})
+            )
+            .await
+            .0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    let (_, live) = f.login("cy@example.com", PASSWORD).await;
+    let (status, _) = f
+        .post(
+            "/api/auth/password-reset",
+            json!({"email": "cy@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = f
+        .post(
+            "/api/auth/password-reset",
+            json!({"email": "nobody@example.com"}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "no hint whether the account exists"
+    );
+    let reset = mail::outbox_for(&f.outbox, "cy@example.com")
+        .into_iter()
+        .find(|m| m.body.contains("reset-password?token="))
+        .expect("reset mail");
+    let token = reset.token().unwrap();
+    let (status, body) = f
+        .post(
+            "/api/auth/password-reset/confirm",
+            json!({"token": token, "new_password": "short"}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "weak_password")
+    );
+    let (status, _) = f
+        .post(
+            "/api/auth/password-reset/confirm",
+            json!({"token": token, "new_password": "a brand new passphrase"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = f
+        .post(
+            "/api/auth/password-reset/confirm",
+            json!({"token": token, "new_password": "another new passphrase"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "one-time");
+    assert_eq!(
+        f.get_with("/api/auth/me", live["access_token"].as_str().unwrap())
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.login("cy@example.com", PASSWORD).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.login("cy@example.com", "a brand new passphrase").await.0,
+        StatusCode::OK
+    );
+}
+
+async fn bad_input_gets_contract_errors(kind: DbKind) {
+    let f = Fixture::start(kind, |_| {}).await;
+    let register = |body: Value| f.post("/api/auth/register", body);
+    assert_eq!(
+        error_code(
+            &register(json!({"email": "d@example.com", "password": "short"}))
+                .await
+                .1
+        ),
+        "weak_password"
+    );
+    assert_eq!(
+        error_code(
+            &register(json!({"email": "not-an-email", "password": PASSWORD}))
+                .await
+                .1
+        ),
+        "invalid_request"
+    );
+    assert_eq!(
+        error_code(&register(json!({"password": PASSWORD})).await.1),
+        "invalid_request"
+    );
+    assert_eq!(
+        register(json!({"email": "d@example.com", "password": PASSWORD}))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (status, body) = register(json!({"email": "D@example.com", "password": PASSWORD})).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "conflict")
+    );
+
+    let url = format!("{}/api/auth/login", f.base);
+    let (status, body) = f.send(f.http.post(&url).body("{}")).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+    let (status, body) = f
+        .send(
+            f.http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("{nope"),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    let big = format!(
+        "{{\"email\": \"{}\", \"password\": \"x\"}}",
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let (status, body) = f
+        .send(
+            f.http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(big),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    let (status, body) = f.get_with("/api/auth/me", "not.a.jwt").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
+    );
+    let (status, body) = f.send(f.http.get(format!("{}/api/auth/me", f.base))).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
+    );
+    let (status, body) = f.send(f.http.get(format!("{}/nope", f.base))).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+}
+
+async fn limits_headers_proxies_and_lockout(kind: DbKind) {
+    let f = Fixture::start(kind, |c| {
+        c.identity.rate_limits = RateLimits::parse("register=3/1h,login=50/15m").unwrap();
+        c.identity.trusted_proxies = vec![api::config::Cidr::parse("127.0.0.1").unwrap()];
+    })
+    .await;
+    let register = |n: usize, ip: &'static str| {
+        f.http
+            .post(format!("{}/api/auth/register", f.base))
+            .header("x-forwarded-for", ip)
+            .json(&json!({"email": format!("r{n}@example.com"), "password": PASSWORD}))
+            .send()
+    };
+    for n in 0..3 {
+        let response = register(n, "203.0.113.1").await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{:?}",
+            response.headers()
+        );
+        assert_eq!(response.headers()["x-ratelimit-limit"], "3");
+        assert_eq!(
+            response.headers()["x-ratelimit-remaining"],
+            (2 - n).to_string().as_str()
+        );
+        assert!(
+            response.headers()["x-ratelimit-reset"]
+                .to_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+    }
+    let refused = register(3, "203.0.113.1").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 3500 && retry <= 3600, "{retry}");
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"]["code"],
+        "rate_limited"
+    );
+    assert!(!f.audit_outcomes("auth.register").await.is_empty());
+    // Another client behind the same proxy has its own window.
+    assert_eq!(
+        register(4, "203.0.113.2").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    // Ten failed logins from one address block it, even for the right password.
+    f.verified_user("lock@example.com").await;
+    for _ in 0..10 {
+        let response = f
+            .http
+            .post(format!("{}/api/auth/login", f.base))
+            .header("x-forwarded-for", "198.51.100.9")
+            .json(&json!({"email": "lock@example.com", "password": "wrong password!"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let blocked = f
+        .http
+        .post(format!("{}/api/auth/login", f.base))
+        .header("x-forwarded-for", "198.51.100.9")
+        .json(&json!({"email": "lock@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let elsewhere = f
+        .http
+        .post(format!("{}/api/auth/login", f.base))
+        .header("x-forwarded-for", "198.51.100.10")
+        .json(&json!({"email": "lock@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::OK);
+}
+
+async fn jwks_and_key_rotation_across_restart(kind: DbKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let old_key = dir.path().join("old.pem");
+    let new_key = dir.path().join("new.pem");
+    std::fs::write(
+        &old_key,
+        security::jwt::SigningKey::generate_ed25519_pem().unwrap(),
+    )
+    .unwrap();
+    let p256 = rcgen_free_p256();
+    std::fs::write(&new_key, p256).unwrap();
+
+    let db_dir = tempfile::tempdir().unwrap();
+    let db_url = database_url(kind, db_dir.path()).await;
+    let start = |active: PathBuf, retired: Vec<PathBuf>| {
+        let db_url = db_url.clone();
+        let dir = db_dir.path().to_owned();
+        async move {
+            let pki = TestPki::new(&dir.join(uuid::Uuid::new_v4().to_string()));
+            let mut config = tests::panel_config(&pki, db_url);
+            config.identity.jwt_key_file = Some(active);
+            config.identity.jwt_retired_key_files = retired;
+            config.identity.outbox_dir = dir.join("outbox");
+            Panel::start(config).await.unwrap()
+        }
+    };
+    let http = reqwest::Client::new();
+    let panel = start(old_key.clone(), vec![]).await;
+    let base = format!("http://{}", panel.http_addr);
+    http.post(format!("{base}/api/auth/register"))
+        .json(&json!({"email": "k@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let login: Value = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"email": "k@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old_token = login["access_token"].as_str().unwrap().to_owned();
+    panel.shutdown().await;
+
+    let panel = start(new_key.clone(), vec![old_key.clone()]).await;
+    let base = format!("http://{}", panel.http_addr);
+    let jwks: Value = http
+        .get(format!("{base}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let algs: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["alg"].as_str())
+        .collect();
+    assert_eq!(
+        algs,
+        vec!["ES256", "EdDSA"],
+        "active first, retired after: {jwks}"
+    );
+    let me = http
+        .get(format!("{base}/api/auth/me"))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        me.status(),
+        StatusCode::OK,
+        "a token of the retired key still works"
+    );
+    panel.shutdown().await;
+
+    let panel = start(new_key, vec![]).await;
+    let me = http
+        .get(format!("http://{}/api/auth/me", panel.http_addr))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        me.status(),
+        StatusCode::UNAUTHORIZED,
+        "once the old key is dropped, its tokens are refused"
+    );
+}
+
+async fn redis_killed_mid_test_falls_back_to_memory(kind: DbKind) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/test.sh installs it)");
+    tests::eventually(
+        "redis-server listening",
+        Duration::from_secs(10),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let f = Fixture::start(kind, |c| {
+        c.identity.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
+        c.identity.rate_limits = RateLimits::parse("register=4/1h").unwrap();
+    })
+    .await;
+    let health = |f: &Fixture| {
+        let url = format!("{}/health", f.base);
+        let http = f.http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(health(&f).await["redis"], "ok");
+    let register = |n: usize| {
+        f.post(
+            "/api/auth/register",
+            json!({"email": format!("f{n}@example.com"), "password": PASSWORD}),
+        )
+    };
+    assert_eq!(register(0).await.0, StatusCode::CREATED);
+
+    let _ = redis.kill();
+    let _ = redis.wait();
+    // Still limited (in memory now: a fresh window of 4), never a 500.
+    let statuses: Vec<StatusCode> = futures::future::join_all((1..7).map(register))
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(health(&f).await["redis"], "down");
+    assert!(f.panel.state().metrics.limiter_fallbacks.get() >= 6);
+}
+
+/// A P-256 PKCS#8 key, generated by the same code the PKI uses.
+fn rcgen_free_p256() -> String {
+    let ca = security::pki::CertificateAuthority::generate("k", time::OffsetDateTime::now_utc(), 1)
+        .unwrap();
+    ca.key_pem()
+}
+
+crate::on_both_databases!(
+    register_verify_login_refresh_reuse,
+    concurrent_refresh_has_one_winner,
+    refresh_grace_tolerates_two_tabs_then_expires,
+    logout_logout_all_and_password_reset,
+    bad_input_gets_contract_errors,
+    limits_headers_proxies_and_lockout,
+    jwks_and_key_rotation_across_restart,
+    redis_killed_mid_test_falls_back_to_memory,
+);
