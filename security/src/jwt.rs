@@ -201,7 +201,16 @@ impl SigningKey {
         }
     }
 
-    /// The key id (RFC 7638 thumbprint).
+    /// Replaces the key id (the thumbprint by default), for operators who name their keys.
+    pub fn with_kid(mut self, kid: &str) -> SigningKey {
+        kid.clone_into(&mut self.kid);
+        if let Value::Object(map) = &mut self.jwk {
+            map.insert("kid".into(), json!(kid));
+        }
+        self
+    }
+
+    /// The key id (RFC 7638 thumbprint unless [`SigningKey::with_kid`] named it).
     pub fn kid(&self) -> &str {
         &self.kid
     }

@@ -8,6 +8,8 @@ use security::limiter::Rule;
 
 /// PEM private key (Ed25519 or P-256) that signs access tokens.
 pub const JWT_PRIVATE_KEY_FILE: &str = "JWT_PRIVATE_KEY_FILE";
+/// Names the active key's `kid` (default: its RFC 7638 thumbprint).
+pub const JWT_ACTIVE_KID: &str = "JWT_ACTIVE_KID";
 /// Comma-separated PEM keys still published and accepted, never used to sign.
 pub const JWT_RETIRED_KEY_FILES: &str = "JWT_RETIRED_KEY_FILES";
 /// `iss` of access tokens.
@@ -150,6 +152,8 @@ fn mask_eq(net: &[u8], ip: &[u8], prefix: u8) -> bool {
 pub struct IdentityConfig {
     /// The signing key file; `None` in development: generated under `data_dir`.
     pub jwt_key_file: Option<PathBuf>,
+    /// See [`JWT_ACTIVE_KID`].
+    pub jwt_active_kid: Option<String>,
     /// Retired keys, accepted and published, never used to sign.
     pub jwt_retired_key_files: Vec<PathBuf>,
     /// `iss`.
@@ -182,6 +186,7 @@ impl IdentityConfig {
         let public_url = "http://127.0.0.1:8080".to_owned();
         IdentityConfig {
             jwt_key_file: None,
+            jwt_active_kid: None,
             jwt_retired_key_files: Vec::new(),
             jwt_issuer: public_url.clone(),
             jwt_audiences: vec!["mamba-panel".to_owned()],
@@ -204,6 +209,7 @@ impl IdentityConfig {
     ) -> IdentityConfig {
         let mut config = IdentityConfig::development(PathBuf::from("data"));
         config.jwt_key_file = get(JWT_PRIVATE_KEY_FILE).map(PathBuf::from);
+        config.jwt_active_kid = get(JWT_ACTIVE_KID);
         config.jwt_retired_key_files = get(JWT_RETIRED_KEY_FILES)
             .map(|v| {
                 v.split(',')

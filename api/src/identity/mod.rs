@@ -34,8 +34,11 @@ pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 86_400);
 pub const VERIFY_TTL: Duration = Duration::from_secs(86_400);
 /// Password reset tokens live 1 hour.
 pub const RESET_TTL: Duration = Duration::from_secs(3600);
-/// Concurrent argon2 computations (each takes 19 MiB and a core for tens of milliseconds).
-const HASHING_SLOTS: usize = 4;
+/// Concurrent argon2 computations (each takes 19 MiB and a core for tens of milliseconds):
+/// one core is always left to serve other requests.
+fn hashing_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
 
 /// An access and refresh token, as login and refresh return them.
 #[derive(Debug, Clone)]
@@ -55,6 +58,20 @@ pub struct Principal {
     pub session_id: String,
     /// The token's claims.
     pub claims: Claims,
+}
+
+impl Principal {
+    /// Refuses callers whose email is not verified (creating tenants, servers, secrets).
+    pub fn require_verified(&self) -> Result<(), Error> {
+        if self.user.email_verified {
+            Ok(())
+        } else {
+            Err(Error::Forbidden {
+                code: "email_not_verified",
+                message: "verify your email address first",
+            })
+        }
+    }
 }
 
 /// Who is asking, for audit rows.
@@ -96,7 +113,7 @@ impl Identity {
             grace: config.refresh_grace,
             public_url: config.public_url.clone(),
             mailer,
-            hashing: Arc::new(Semaphore::new(HASHING_SLOTS)),
+            hashing: Arc::new(Semaphore::new(hashing_slots())),
             metrics,
         })
     }
@@ -437,7 +454,7 @@ impl Identity {
             .map_err(Error::from)
     }
 
-    /// Runs CPU-heavy work on the blocking pool, at most [`HASHING_SLOTS`] at a time.
+    /// Runs CPU-heavy work on the blocking pool, at most [`hashing_slots`] at a time.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -552,6 +569,10 @@ fn load_keys(config: &IdentityConfig, environment: Environment) -> Result<KeyRin
             }
             read(&path, JWT_PRIVATE_KEY_FILE)?
         }
+    };
+    let active = match &config.jwt_active_kid {
+        Some(kid) => active.with_kid(kid),
+        None => active,
     };
     let retired = config
         .jwt_retired_key_files

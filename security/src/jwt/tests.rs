@@ -227,3 +227,11 @@ fn non_signing_pem_is_refused() {
     let rsa_like = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
     assert!(SigningKey::from_pem(rsa_like).is_err());
 }
+
+#[test]
+fn a_named_kid_is_used_and_published() {
+    let ring = KeyRing::new(ed_key().with_kid("2026-11"), vec![]);
+    assert_eq!(ring.jwks()["keys"][0]["kid"], "2026-11");
+    let token = ring.sign(&claims(1_000)).unwrap();
+    assert!(ring.verify(&token, 1_000, ISS, &auds()).is_ok());
+}
