@@ -4,10 +4,12 @@
 //! integration tests live in `tests/it/`; the `node-load` benchmark in `src/bin/`.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 mod client;
 pub mod mail;
 mod pki;
 mod process;
+mod redis_server;
 
 use std::future::Future;
 use std::path::Path;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 pub use client::{NodeClient, dial, dial_with};
 pub use pki::{NodeCert, TestPki};
 pub use process::{Proc, bin_path, panel_env, rss_kib, run, start_panel};
+pub use redis_server::RedisServer;
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,26 +33,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let port = free_port()?;
-    let mut redis = std::process::Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let url = format!("redis://127.0.0.1:{port}/");
-    wait_for_port(port).await?;
-    let result = measure(&url, port, tmp.path()).await;
-    let _ = redis.kill();
-    let _ = redis.wait();
-    result
+    let redis = tests::RedisServer::start().await;
+    measure(&redis.url(), redis.port, tmp.path()).await
 }
 
 async fn measure(redis_url: &str, redis_port: u16, dir: &std::path::Path) -> anyhow::Result<()> {
@@ -225,15 +207,7 @@ async fn measure(redis_url: &str, redis_port: u16, dir: &std::path::Path) -> any
     drop(panel);
 
     println!();
-    println!(
-        "identity and limits: {} cores, loopback, {} build",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    );
+    println!("{}", tests::bench::heading("identity and limits"));
     println!();
     println!("| measure | value |");
     println!("|---|---:|");
@@ -251,13 +225,13 @@ async fn measure(redis_url: &str, redis_port: u16, dir: &std::path::Path) -> any
     }
     println!(
         "| /health p50 / p99 alone, 3 s (ms) | {:.2} / {:.2} |",
-        pct(&alone, 50.0),
-        pct(&alone, 99.0)
+        tests::bench::percentile(&alone, 50.0),
+        tests::bench::percentile(&alone, 99.0)
     );
     println!(
         "| /health p50 / p99 during 50 concurrent logins, 3 s (ms) | {:.2} / {:.2} |",
-        pct(&during, 50.0),
-        pct(&during, 99.0)
+        tests::bench::percentile(&during, 50.0),
+        tests::bench::percentile(&during, 99.0)
     );
     println!("| logins/s meanwhile (argon2id m=19 MiB t=2 p=1) | {login_rate:.1} |");
     Ok(())
@@ -286,35 +260,9 @@ async fn health_latencies(
     Ok(latencies)
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
-}
-
 fn p256_pem() -> anyhow::Result<String> {
     Ok(
         security::pki::CertificateAuthority::generate("bench", time::OffsetDateTime::now_utc(), 1)?
             .key_pem(),
     )
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn wait_for_port(port: u16) -> anyhow::Result<()> {
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("redis-server did not start on port {port}")
 }

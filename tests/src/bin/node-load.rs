@@ -160,15 +160,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
     let per_node = rss_loaded.saturating_sub(rss_idle) as f64 / connected.max(1) as f64;
     println!();
-    println!(
-        "node channel under load: {} cores, loopback, {} build",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    );
+    println!("{}", tests::bench::heading("node channel under load"));
     println!();
     println!("| measure | bare rustls | panel gRPC port (CN + fingerprint check) |");
     println!("|---|---:|---:|");
@@ -299,11 +291,7 @@ impl Run {
     }
 
     fn pct(&self, p: f64) -> f64 {
-        if self.latencies_ms.is_empty() {
-            return 0.0;
-        }
-        let i = ((p / 100.0) * (self.latencies_ms.len() - 1) as f64).round() as usize;
-        self.latencies_ms[i.min(self.latencies_ms.len() - 1)]
+        tests::bench::percentile(&self.latencies_ms, p)
     }
 }
 
