@@ -1,5 +1,9 @@
 //! The Mamba panel: the REST API tenant admins drive and the mTLS gRPC server Wings agents dial.
 //!
+//! - [`grpc`] and [`nodes`]: the node channel — admission by certificate, live streams.
+//! - [`identity`], [`http`], [`limits`], [`mailer`]: accounts, sessions and tokens over REST.
+//! - [`db`], [`audit`], [`metrics`]: storage, the audit log, Prometheus.
+//!
 //! [`Panel::start`] binds both listeners from a [`Config`] and returns their addresses, so the
 //! binary and the tests start the very same thing; `main.rs` only parses the command line.
 //! Crypto and certificate work is delegated to the `security` crate.

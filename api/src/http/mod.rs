@@ -80,7 +80,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(auth::logout_all).route_layer(authenticated.clone()),
         )
         .route("/me", get(auth::me).route_layer(authenticated));
+    let authenticated = from_fn_with_state(state.clone(), guard::authenticate);
     Router::new()
+        .route(
+            "/api/permissions",
+            get(permissions).route_layer(authenticated),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(auth::jwks))
@@ -113,6 +118,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// GET /api/permissions: the role → permission table of `authz`.
+async fn permissions() -> Json<serde_json::Value> {
+    let table: serde_json::Map<String, serde_json::Value> = authz::table()
+        .into_iter()
+        .map(|(role, permissions)| (role.as_str().to_owned(), json!(permissions)))
+        .collect();
+    Json(serde_json::Value::Object(table))
 }
 
 async fn not_found() -> ApiError {

@@ -67,7 +67,12 @@ pub async fn exchange(
         .ok_or(Error::Unauthenticated("invalid refresh token"))?;
     if session.revoked_at.is_some() {
         // A used token of a revoked family is still reuse; an unused one just ended with it.
-        return Err(if row.used_at.is_some() {
+        // Read the token again: a concurrent exchange may have used it since `row` was read.
+        let used = refresh_token::Entity::find_by_id(&row.id)
+            .one(db)
+            .await?
+            .is_some_and(|current| current.used_at.is_some());
+        return Err(if used {
             Error::TokenReused
         } else {
             Error::Unauthenticated("this session has ended")
