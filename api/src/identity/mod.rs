@@ -5,6 +5,9 @@
 //! runs on the blocking pool behind a semaphore, so a burst of logins queues instead of
 //! starving the runtime.
 
+mod email;
+use email::Purpose;
+mod keys;
 mod refresh;
 pub mod tokens;
 
@@ -14,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
-use security::jwt::{Claims, KeyRing, SigningKey};
+use security::jwt::{Claims, KeyRing};
 use security::password::{self, Verdict};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -22,7 +25,7 @@ use tokio::sync::Semaphore;
 use crate::Error;
 use crate::audit::{self, AuditEvent};
 use crate::config::{Environment, IdentityConfig};
-use crate::db::entities::{email_token, session, user};
+use crate::db::entities::{session, user};
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 
@@ -103,7 +106,7 @@ impl Identity {
         db: DatabaseConnection,
         metrics: Metrics,
     ) -> Result<Identity, Error> {
-        let keys = load_keys(config, environment)?;
+        let keys = keys::load(config, environment)?;
         let mailer = Mailer::new(config.smtp_url.as_deref(), &config.outbox_dir)?;
         Ok(Identity {
             db,
@@ -394,60 +397,6 @@ impl Identity {
         Ok(self.keys.sign(&claims)?)
     }
 
-    async fn send_verification(&self, user: &user::Model) -> Result<(), Error> {
-        let token = self.new_email_token(&user.id, Purpose::VerifyEmail).await?;
-        let link = format!("{}/verify-email?token={token}", self.public_url);
-        let body = format!(
-            "Welcome to Mamba Host Panel.\n\nConfirm your email address within 24 hours: {link}\n"
-        );
-        self.mailer
-            .send(&user.email, "Verify your Mamba account", body)
-            .await
-    }
-
-    async fn new_email_token(&self, user_id: &str, purpose: Purpose) -> Result<String, Error> {
-        let token = tokens::new_secret();
-        let now = Utc::now();
-        email_token::ActiveModel {
-            id: Set(uuid::Uuid::new_v4().to_string()),
-            user_id: Set(user_id.to_owned()),
-            purpose: Set(purpose.as_str().to_owned()),
-            token_hash: Set(tokens::hash(&token)),
-            created_at: Set(now),
-            expires_at: Set(now + chrono::Duration::from_std(purpose.ttl()).unwrap_or_default()),
-            used_at: Set(None),
-        }
-        .insert(&self.db)
-        .await?;
-        Ok(token)
-    }
-
-    /// Marks a token used in one conditional update (so it works once, even under races) and
-    /// returns its user.
-    async fn consume_email_token(&self, purpose: Purpose, token: &str) -> Result<String, Error> {
-        let hash = tokens::hash(token);
-        let now = Utc::now();
-        let consumed = email_token::Entity::update_many()
-            .col_expr(email_token::Column::UsedAt, Expr::value(now))
-            .filter(email_token::Column::TokenHash.eq(&hash))
-            .filter(email_token::Column::Purpose.eq(purpose.as_str()))
-            .filter(email_token::Column::UsedAt.is_null())
-            .filter(email_token::Column::ExpiresAt.gt(now))
-            .exec(&self.db)
-            .await?;
-        if consumed.rows_affected != 1 {
-            return Err(Error::Invalid(
-                "the token is invalid, expired or already used".into(),
-            ));
-        }
-        email_token::Entity::find()
-            .filter(email_token::Column::TokenHash.eq(&hash))
-            .one(&self.db)
-            .await?
-            .map(|row| row.user_id)
-            .ok_or_else(|| Error::Invalid("the token is invalid".into()))
-    }
-
     async fn hash(&self, password: String) -> Result<String, Error> {
         self.blocking(move || password::hash(&password))
             .await?
@@ -480,28 +429,6 @@ impl Identity {
         };
         if let Err(e) = audit::record(&self.db, event).await {
             tracing::error!(error = %e, "cannot write audit row");
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Purpose {
-    VerifyEmail,
-    PasswordReset,
-}
-
-impl Purpose {
-    fn as_str(self) -> &'static str {
-        match self {
-            Purpose::VerifyEmail => "verify_email",
-            Purpose::PasswordReset => "password_reset",
-        }
-    }
-
-    fn ttl(self) -> Duration {
-        match self {
-            Purpose::VerifyEmail => VERIFY_TTL,
-            Purpose::PasswordReset => RESET_TTL,
         }
     }
 }
@@ -541,45 +468,6 @@ async fn revoke_sessions(
         .exec(db)
         .await?;
     Ok(result.rows_affected)
-}
-
-fn load_keys(config: &IdentityConfig, environment: Environment) -> Result<KeyRing, Error> {
-    use crate::config::{JWT_PRIVATE_KEY_FILE, JWT_RETIRED_KEY_FILES};
-    let read = |path: &std::path::Path, var: &str| {
-        std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("{var}: cannot read {}: {e}", path.display())))
-            .and_then(|pem| {
-                SigningKey::from_pem(&pem)
-                    .map_err(|e| Error::Config(format!("{var}: {}: {e}", path.display())))
-            })
-    };
-    let active = match &config.jwt_key_file {
-        Some(path) => read(path, JWT_PRIVATE_KEY_FILE)?,
-        None if environment == Environment::Production => {
-            return Err(Error::Config(format!(
-                "{JWT_PRIVATE_KEY_FILE} is required in production"
-            )));
-        }
-        None => {
-            let path = config.data_dir.join("jwt-signing-key.pem");
-            if !path.exists() {
-                let pem = SigningKey::generate_ed25519_pem()?;
-                security::pki::write_private(&path, &pem)?;
-                tracing::warn!(path = %path.display(), "DEVELOPMENT ONLY: generated a JWT signing key; set {JWT_PRIVATE_KEY_FILE} in production");
-            }
-            read(&path, JWT_PRIVATE_KEY_FILE)?
-        }
-    };
-    let active = match &config.jwt_active_kid {
-        Some(kid) => active.with_kid(kid),
-        None => active,
-    };
-    let retired = config
-        .jwt_retired_key_files
-        .iter()
-        .map(|p| read(p, JWT_RETIRED_KEY_FILES))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(KeyRing::new(active, retired))
 }
 
 /// When a used refresh token may still be re-presented (see [`refresh`]).

@@ -1,0 +1,99 @@
+//! One-time email tokens (verification 24 h, password reset 1 h): made, mailed, consumed once.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+
+use super::{Identity, RESET_TTL, VERIFY_TTL, tokens};
+use crate::Error;
+use crate::db::entities::{email_token, user};
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Purpose {
+    /// Proves the address.
+    VerifyEmail,
+    /// Sets a new password.
+    PasswordReset,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::VerifyEmail => "verify_email",
+            Purpose::PasswordReset => "password_reset",
+        }
+    }
+
+    fn ttl(self) -> Duration {
+        match self {
+            Purpose::VerifyEmail => VERIFY_TTL,
+            Purpose::PasswordReset => RESET_TTL,
+        }
+    }
+}
+
+impl Identity {
+    pub(super) async fn send_verification(&self, user: &user::Model) -> Result<(), Error> {
+        let token = self.new_email_token(&user.id, Purpose::VerifyEmail).await?;
+        let link = format!("{}/verify-email?token={token}", self.public_url);
+        let body = format!(
+            "Welcome to Mamba Host Panel.\n\nConfirm your email address within 24 hours: {link}\n"
+        );
+        self.mailer
+            .send(&user.email, "Verify your Mamba account", body)
+            .await
+    }
+
+    pub(super) async fn new_email_token(
+        &self,
+        user_id: &str,
+        purpose: Purpose,
+    ) -> Result<String, Error> {
+        let token = tokens::new_secret();
+        let now = Utc::now();
+        email_token::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            user_id: Set(user_id.to_owned()),
+            purpose: Set(purpose.as_str().to_owned()),
+            token_hash: Set(tokens::hash(&token)),
+            created_at: Set(now),
+            expires_at: Set(now + chrono::Duration::from_std(purpose.ttl()).unwrap_or_default()),
+            used_at: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(token)
+    }
+
+    /// Marks a token used in one conditional update (so it works once, even under races) and
+    /// returns its user.
+    pub(super) async fn consume_email_token(
+        &self,
+        purpose: Purpose,
+        token: &str,
+    ) -> Result<String, Error> {
+        let hash = tokens::hash(token);
+        let now = Utc::now();
+        let consumed = email_token::Entity::update_many()
+            .col_expr(email_token::Column::UsedAt, Expr::value(now))
+            .filter(email_token::Column::TokenHash.eq(&hash))
+            .filter(email_token::Column::Purpose.eq(purpose.as_str()))
+            .filter(email_token::Column::UsedAt.is_null())
+            .filter(email_token::Column::ExpiresAt.gt(now))
+            .exec(&self.db)
+            .await?;
+        if consumed.rows_affected != 1 {
+            return Err(Error::Invalid(
+                "the token is invalid, expired or already used".into(),
+            ));
+        }
+        email_token::Entity::find()
+            .filter(email_token::Column::TokenHash.eq(&hash))
+            .one(&self.db)
+            .await?
+            .map(|row| row.user_id)
+            .ok_or_else(|| Error::Invalid("the token is invalid".into()))
+    }
+}
