@@ -48,6 +48,14 @@ impl Fixture {
         }
     }
 
+    async fn refresh(&self, refresh_token: &Value) -> (StatusCode, Value) {
+        self.post(
+            "/api/auth/refresh",
+            json!({ "refresh_token": refresh_token }),
+        )
+        .await
+    }
+
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
             .await
@@ -197,39 +205,19 @@ async fn register_verify_login_refresh_reuse(kind: DbKind) {
         "the table is for signed-in users"
     );
 
-    let (status, second) = f
-        .post(
-            "/api/auth/refresh",
-            json!({"refresh_token": first["refresh_token"]}),
-        )
-        .await;
+    let (status, second) = f.refresh(&first["refresh_token"]).await;
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_ne!(second["refresh_token"], first["refresh_token"], "rotated");
-    let (status, third) = f
-        .post(
-            "/api/auth/refresh",
-            json!({"refresh_token": second["refresh_token"]}),
-        )
-        .await;
+    let (status, third) = f.refresh(&second["refresh_token"]).await;
     assert_eq!(status, StatusCode::OK, "{third}");
 
     // The first token again: reuse. The family is revoked, the newest token dies with it.
-    let (status, body) = f
-        .post(
-            "/api/auth/refresh",
-            json!({"refresh_token": first["refresh_token"]}),
-        )
-        .await;
+    let (status, body) = f.refresh(&first["refresh_token"]).await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::UNAUTHORIZED, "token_reused")
     );
-    let (status, _) = f
-        .post(
-            "/api/auth/refresh",
-            json!({"refresh_token": third["refresh_token"]}),
-        )
-        .await;
+    let (status, _) = f.refresh(&third["refresh_token"]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "family revoked");
     let (status, _) = f
         .get_with("/api/auth/me", third["access_token"].as_str().unwrap())
@@ -254,7 +242,7 @@ async fn concurrent_refresh_has_one_winner(kind: DbKind) {
     f.verified_user("bob@example.com").await;
     let (_, pair) = f.login("bob@example.com", PASSWORD).await;
     let token = pair["refresh_token"].clone();
-    let attempts = (0..20).map(|_| f.post("/api/auth/refresh", json!({"refresh_token": token})));
+    let attempts = (0..20).map(|_| f.refresh(&token));
     let results = futures::future::join_all(attempts).await;
     let ok = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
     let reused = results
@@ -269,7 +257,7 @@ async fn refresh_grace_tolerates_two_tabs_then_expires(kind: DbKind) {
     f.verified_user("tabs@example.com").await;
     let (_, pair) = f.login("tabs@example.com", PASSWORD).await;
     let token = pair["refresh_token"].clone();
-    let attempts = (0..20).map(|_| f.post("/api/auth/refresh", json!({"refresh_token": token})));
+    let attempts = (0..20).map(|_| f.refresh(&token));
     let results = futures::future::join_all(attempts).await;
     assert!(
         results.iter().all(|(s, _)| *s == StatusCode::OK),
@@ -287,20 +275,13 @@ async fn refresh_grace_tolerates_two_tabs_then_expires(kind: DbKind) {
     );
 
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    let (status, body) = f
-        .post("/api/auth/refresh", json!({"refresh_token": token}))
-        .await;
+    let (status, body) = f.refresh(&token).await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::UNAUTHORIZED, "token_reused"),
         "after the grace: reuse"
     );
-    assert_eq!(
-        f.post("/api/auth/refresh", json!({"refresh_token": newest}))
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(f.refresh(&newest).await.0, StatusCode::UNAUTHORIZED);
 }
 
 async fn logout_logout_all_and_password_reset(kind: DbKind) {
@@ -318,12 +299,7 @@ async fn logout_logout_all_and_password_reset(kind: DbKind) {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
-        f.post(
-            "/api/auth/refresh",
-            json!({"refresh_token": one["refresh_token"]})
-        )
-        .await
-        .0,
+        f.refresh(&one["refresh_token"]).await.0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
@@ -356,12 +332,7 @@ async fn logout_logout_all_and_password_reset(kind: DbKind) {
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
-            f.post(
-                "/api/auth/refresh",
-                json!({"refresh_token": session["refresh_token"]})
-            )
-            .await
-            .0,
+            f.refresh(&session["refresh_token"]).await.0,
             StatusCode::UNAUTHORIZED
         );
     }
