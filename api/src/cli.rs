@@ -32,6 +32,20 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Platform administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Make an existing user a platform administrator (nodes, templates, platform audit).
+    Grant {
+        /// The user's email.
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +117,14 @@ async fn run(command: Command) -> Result<(), Error> {
         Command::Migrate => {
             db::connect_and_migrate(&Config::database_url_from_env()).await?;
             println!("database schema is up to date");
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::Grant { email },
+        } => {
+            let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
+            let user = crate::identity::grant_platform_admin(&db, &email).await?;
+            println!("{} is now a platform administrator", user.email);
             Ok(())
         }
         Command::Node { command } => {

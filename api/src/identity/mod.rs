@@ -447,6 +447,37 @@ pub fn normalise_email(email: &str) -> Result<String, Error> {
     }
 }
 
+/// Makes the user with `email` a platform administrator (the `api admin grant` command; there is
+/// deliberately no endpoint for it). Audited.
+pub async fn grant_platform_admin(
+    db: &DatabaseConnection,
+    email: &str,
+) -> Result<user::Model, Error> {
+    let email = normalise_email(email)?;
+    let user = find_user(db, &email)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("user {email}")))?;
+    user::Entity::update_many()
+        .col_expr(user::Column::IsPlatformAdmin, Expr::value(true))
+        .filter(user::Column::Id.eq(&user.id))
+        .exec(db)
+        .await?;
+    let event = AuditEvent {
+        actor: "cli".into(),
+        action: "admin.grant".into(),
+        target: Some(user.id.clone()),
+        outcome: "success".into(),
+        ip: None,
+        details: json!({ "email": email }),
+        tenant_id: None,
+    };
+    audit::record(db, event).await?;
+    Ok(user::Model {
+        is_platform_admin: true,
+        ..user
+    })
+}
+
 async fn find_user(db: &DatabaseConnection, email: &str) -> Result<Option<user::Model>, Error> {
     Ok(user::Entity::find()
         .filter(user::Column::Email.eq(email))
