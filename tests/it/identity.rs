@@ -52,6 +52,13 @@ impl Fixture {
         }
     }
 
+    /// The status of `GET /api/auth/me` with the access token of a login or refresh response.
+    async fn me_status(&self, pair: &Value) -> StatusCode {
+        self.get_with("/api/auth/me", pair["access_token"].as_str().unwrap())
+            .await
+            .0
+    }
+
     async fn refresh(&self, refresh_token: &Value) -> (StatusCode, Value) {
         self.post(
             "/api/auth/refresh",
@@ -306,16 +313,9 @@ async fn logout_logout_all_and_password_reset(kind: DbKind) {
         f.refresh(&one["refresh_token"]).await.0,
         StatusCode::UNAUTHORIZED
     );
+    assert_eq!(f.me_status(&one).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        f.get_with("/api/auth/me", one["access_token"].as_str().unwrap())
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        f.get_with("/api/auth/me", two["access_token"].as_str().unwrap())
-            .await
-            .0,
+        f.me_status(&two).await,
         StatusCode::OK,
         "other sessions live"
     );
@@ -329,12 +329,7 @@ async fn logout_logout_all_and_password_reset(kind: DbKind) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     for session in [&two, &three] {
-        assert_eq!(
-            f.get_with("/api/auth/me", session["access_token"].as_str().unwrap())
-                .await
-                .0,
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(f.me_status(session).await, StatusCode::UNAUTHORIZED);
         assert_eq!(
             f.refresh(&session["refresh_token"]).await.0,
             StatusCode::UNAUTHORIZED
@@ -389,12 +384,7 @@ async fn logout_logout_all_and_password_reset(kind: DbKind) {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "one-time");
-    assert_eq!(
-        f.get_with("/api/auth/me", live["access_token"].as_str().unwrap())
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(f.me_status(&live).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
         f.login("cy@example.com", PASSWORD).await.0,
         StatusCode::UNAUTHORIZED

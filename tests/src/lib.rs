@@ -97,22 +97,11 @@ fn uuid_simple() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// A plain HTTP/1.0 GET to the panel's REST port; returns (status, body).
+/// GETs `path` from the panel's REST port; returns (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr)
+    let response = reqwest::get(format!("http://{addr}{path}"))
         .await
-        .expect("connect to the REST port");
-    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .expect("send request");
-    let mut raw = String::new();
-    tcp.read_to_string(&mut raw).await.expect("read response");
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+        .expect("GET from the REST port");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("response body"))
 }

@@ -196,11 +196,8 @@ async fn handle(
                 tracing::debug!(error = %e, %peer, "node connection ended with an error");
             }
         }
-        _ = kick.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(DRAIN, connection.as_mut()).await;
-        }
-        _ = shutdown.cancelled() => {
+        // Kicked or shutting down: let the final status out, then close.
+        _ = async { tokio::select! { _ = kick.cancelled() => {}, _ = shutdown.cancelled() => {} } } => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN, connection.as_mut()).await;
         }

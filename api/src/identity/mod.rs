@@ -14,7 +14,7 @@ pub mod tokens;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use security::jwt::{Claims, KeyRing};
@@ -499,13 +499,4 @@ async fn revoke_sessions(
         .exec(db)
         .await?;
     Ok(result.rows_affected)
-}
-
-/// When a used refresh token may still be re-presented (see [`refresh`]).
-fn within(used_at: DateTime<Utc>, now: DateTime<Utc>, grace: Duration) -> bool {
-    !grace.is_zero()
-        && now
-            .signed_duration_since(used_at)
-            .to_std()
-            .is_ok_and(|elapsed| elapsed <= grace)
 }

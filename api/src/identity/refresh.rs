@@ -6,14 +6,16 @@
 //! grace (`REFRESH_REUSE_GRACE_SECS`): within it, re-presenting the *immediate parent* of a
 //! child not yet used (two tabs refreshing at once) gets a fresh pair in the same family.
 
-use chrono::Utc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
 };
 use serde_json::json;
 
-use super::{Identity, Origin, TokenPair, tokens, within};
+use super::{Identity, Origin, TokenPair, tokens};
 use crate::Error;
 use crate::audit::{self, AuditEvent};
 use crate::db::entities::{refresh_token, session, user};
@@ -145,4 +147,13 @@ async fn grace_applies(identity: &Identity, row: &refresh_token::Model) -> Resul
         .one(&identity.db)
         .await?;
     Ok(newest_child.is_none_or(|child| child.used_at.is_none()))
+}
+
+/// Whether `used_at` is within `grace` of `now` (a zero grace is strict).
+fn within(used_at: DateTime<Utc>, now: DateTime<Utc>, grace: Duration) -> bool {
+    !grace.is_zero()
+        && now
+            .signed_duration_since(used_at)
+            .to_std()
+            .is_ok_and(|elapsed| elapsed <= grace)
 }

@@ -139,38 +139,43 @@ pub async fn admit(
     if !row.enabled {
         return Ok(Err(Refusal::Disabled));
     }
-    let admission = match row.fingerprint.as_deref() {
-        Some(pinned) if pinned == fingerprint => Admission::Matched,
-        Some(_) => return Ok(Err(Refusal::FingerprintMismatch)),
+    match row.fingerprint.as_deref() {
+        Some(pinned) if pinned == fingerprint => {
+            // The expiry only changes with the certificate; skip the write on reconnects.
+            if row.cert_not_after != Some(cert_not_after) {
+                Node::update_many()
+                    .col_expr(Column::CertNotAfter, Expr::value(cert_not_after))
+                    .filter(Column::Id.eq(id))
+                    .exec(db)
+                    .await?;
+            }
+            Ok(Ok(Admission::Matched))
+        }
+        Some(_) => Ok(Err(Refusal::FingerprintMismatch)),
         None => {
             let pinned = Node::update_many()
                 .col_expr(Column::Fingerprint, Expr::value(fingerprint))
+                .col_expr(Column::CertNotAfter, Expr::value(cert_not_after))
                 .filter(Column::Id.eq(id))
                 .filter(Column::Enabled.eq(true))
                 .filter(Column::Fingerprint.is_null())
                 .exec(db)
                 .await?;
             if pinned.rows_affected == 1 {
-                Admission::Pinned
+                Ok(Ok(Admission::Pinned))
             } else {
                 // Lost a race (or the node changed meanwhile): decide on the row as it is now.
-                return match get(db, id).await? {
+                match get(db, id).await? {
                     None => Ok(Err(Refusal::UnknownNode)),
                     Some(r) if !r.enabled => Ok(Err(Refusal::Disabled)),
                     Some(r) if r.fingerprint.as_deref() == Some(fingerprint) => {
                         Ok(Ok(Admission::Matched))
                     }
                     Some(_) => Ok(Err(Refusal::FingerprintMismatch)),
-                };
+                }
             }
         }
-    };
-    Node::update_many()
-        .col_expr(Column::CertNotAfter, Expr::value(cert_not_after))
-        .filter(Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(Ok(admission))
+    }
 }
 
 /// Records a node as online or offline, and when it was last heard from.
