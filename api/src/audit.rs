@@ -29,7 +29,7 @@ pub struct AuditEvent {
 /// Appends `event` to the audit log.
 pub async fn record(db: &DatabaseConnection, event: AuditEvent) -> Result<(), Error> {
     audit_log::ActiveModel {
-        id: Set(uuid::Uuid::new_v4().to_string()),
+        id: Set(uuid::Uuid::now_v7().to_string()),
         at: Set(Utc::now()),
         actor: Set(event.actor),
         action: Set(event.action),
@@ -42,4 +42,13 @@ pub async fn record(db: &DatabaseConnection, event: AuditEvent) -> Result<(), Er
     .insert(db)
     .await?;
     Ok(())
+}
+
+/// Appends `event`, logging (not failing) when the database refuses: used where the action
+/// itself already happened or was already refused.
+pub async fn record_or_log(db: &DatabaseConnection, event: AuditEvent) {
+    let action = event.action.clone();
+    if let Err(e) = record(db, event).await {
+        tracing::error!(action, error = %e, "cannot write an audit row");
+    }
 }

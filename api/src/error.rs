@@ -39,6 +39,9 @@ pub enum Error {
     /// A used refresh token was presented again; its family is revoked.
     #[error("refresh token reused; the session was revoked")]
     TokenReused,
+    /// The node has no live stream, so the command cannot reach it.
+    #[error("node {0} is not connected")]
+    NodeOffline(String),
     /// Authenticated but not allowed; the code says why.
     #[error("{message}")]
     Forbidden {

@@ -2,7 +2,9 @@
 //!
 //! - [`grpc`] and [`nodes`]: the node channel — admission by certificate, live streams.
 //! - [`identity`], [`http`], [`limits`], [`mailer`]: accounts, sessions and tokens over REST.
-//! - [`db`], [`audit`], [`metrics`]: storage, the audit log, Prometheus.
+//! - [`tenancy`], [`templates`], [`servers`]: tenants and members, what servers run, servers on
+//!   nodes driven over the node channel, and their live events.
+//! - [`db`], [`audit`], [`metrics`], [`pagination`]: storage, the audit log, Prometheus, lists.
 //!
 //! [`Panel::start`] binds both listeners from a [`Config`] and returns their addresses, so the
 //! binary and the tests start the very same thing; `main.rs` only parses the command line.
@@ -21,6 +23,10 @@ pub mod limits;
 pub mod mailer;
 pub mod metrics;
 pub mod nodes;
+pub mod pagination;
+pub mod servers;
+pub mod templates;
+pub mod tenancy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +58,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// Live server events for SSE subscribers.
+    pub events: servers::Events,
+    /// Cancelled when the panel stops: long-lived responses (SSE) end.
+    pub stopping: CancellationToken,
 }
 
 /// A running panel.
@@ -98,6 +108,8 @@ impl Panel {
             registry: NodeRegistry::default(),
             metrics,
             handshake_timeout: config.handshake_timeout,
+            events: servers::Events::default(),
+            stopping: CancellationToken::new(),
             config: config.clone(),
         });
         let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
@@ -171,6 +183,7 @@ impl Panel {
     /// one), and waits for the tasks.
     pub async fn shutdown(self) {
         self.stop_accepting.cancel();
+        self.state.stopping.cancel();
         self.state.registry.kick_all(Kick::Shutdown);
         // Give the streams a moment to deliver their final status.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);

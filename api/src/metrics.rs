@@ -18,6 +18,8 @@ pub struct Metrics {
     pub limiter_fallbacks: IntCounter,
     /// Password hashings waiting for a slot.
     pub argon2_queue: IntGauge,
+    /// Commands sent to nodes, by action.
+    pub commands: IntCounterVec,
 }
 
 impl Metrics {
@@ -54,6 +56,14 @@ impl Metrics {
             "Password hashings waiting for a slot",
         )
         .expect("static metric definition is valid");
+        let commands = IntCounterVec::new(
+            Opts::new(
+                "mamba_node_commands_total",
+                "Commands sent to nodes, by action",
+            ),
+            &["action"],
+        )
+        .expect("static metric definition is valid");
         for metric in [
             Box::new(node_rejections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(node_accepted.clone()),
@@ -61,6 +71,7 @@ impl Metrics {
             Box::new(refresh_reuse.clone()),
             Box::new(limiter_fallbacks.clone()),
             Box::new(argon2_queue.clone()),
+            Box::new(commands.clone()),
         ] {
             registry
                 .register(metric)
@@ -74,6 +85,7 @@ impl Metrics {
             refresh_reuse,
             limiter_fallbacks,
             argon2_queue,
+            commands,
         }
     }
 

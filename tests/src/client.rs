@@ -56,6 +56,7 @@ pub async fn dial_with(
             hostname: "test-host".into(),
             capacity: None,
             heartbeat_interval_secs: heartbeat_secs,
+            servers: Vec::new(),
         })),
     };
     tx.send(hello).await.map_err(|e| e.to_string())?;
@@ -87,6 +88,25 @@ impl NodeClient {
             })),
         };
         self.tx.send(beat).await.is_ok()
+    }
+
+    /// Sends any message up the stream; false once the stream is gone.
+    pub async fn send(&self, message: NodeMessage) -> bool {
+        self.tx.send(message).await.is_ok()
+    }
+
+    /// The next command the panel sends, skipping nothing else (there is nothing else after
+    /// `Welcome`); `None` when the stream ends.
+    pub async fn next_command(&mut self) -> Option<proto::node::v1::Command> {
+        loop {
+            match self.inbound.message().await {
+                Ok(Some(PanelMessage {
+                    kind: Some(panel_message::Kind::Command(command)),
+                })) => return Some(command),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
     }
 
     /// Waits until the panel ends the stream; returns its final status (`None`: closed

@@ -70,6 +70,7 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
         tls_key: pki.layout.server_key(),
         node_watch_interval: Duration::from_millis(200),
         handshake_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(10),
         identity: api::config::IdentityConfig::development(pki.layout.root().join("data")),
     }
 }

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use proto::node::v1::{Capacity, Heartbeat, Hello, NodeMessage, node_message, panel_message};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -11,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::tls;
+use crate::supervisor::{Supervisor, Uplink};
+use crate::{tls, unix_ms};
 
 /// What the agent is doing, for `wings` logs and for tests that embed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +39,21 @@ struct Ended {
     was_online: bool,
 }
 
-/// Runs until `shutdown` is cancelled, publishing progress on `status`.
-pub async fn run(config: Config, status: watch::Sender<AgentStatus>, shutdown: CancellationToken) {
+/// Runs until `shutdown` is cancelled, publishing progress on `status`; `supervisor` runs the
+/// servers and `uplink` carries what they report.
+pub async fn run(
+    config: Config,
+    supervisor: Arc<Supervisor>,
+    mut uplink: Uplink,
+    status: watch::Sender<AgentStatus>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Backoff::default();
     loop {
         let _ = status.send(AgentStatus::Connecting);
         let ended = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ended = session(&config, &status) => ended,
+            ended = session(&config, &supervisor, &mut uplink, &status) => ended,
         };
         if ended.was_online {
             backoff.reset();
@@ -65,7 +75,12 @@ pub async fn run(config: Config, status: watch::Sender<AgentStatus>, shutdown: C
     }
 }
 
-async fn session(config: &Config, status: &watch::Sender<AgentStatus>) -> Ended {
+async fn session(
+    config: &Config,
+    supervisor: &Arc<Supervisor>,
+    uplink: &mut Uplink,
+    status: &watch::Sender<AgentStatus>,
+) -> Ended {
     let started = Instant::now();
     let failed = |reason: String| Ended {
         reason,
@@ -88,17 +103,25 @@ async fn session(config: &Config, status: &watch::Sender<AgentStatus>) -> Ended 
             _ => text,
         }
     };
-    let (tx, rx) = mpsc::channel(16);
+    let (tx, rx) = mpsc::channel(256);
+    // What was queued while disconnected is older than this snapshot: drop it, the snapshot
+    // (taken under the same lock as every report) says where things are now.
+    let (servers, backlog) = supervisor.snapshot(|| {
+        while uplink.events.try_recv().is_ok() {}
+        while uplink.console.try_recv().is_ok() {}
+    });
     let hello = NodeMessage {
         kind: Some(node_message::Kind::Hello(Hello {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             hostname: hostname(),
             capacity: Some(capacity()),
             heartbeat_interval_secs: config.heartbeat.as_secs() as u32,
+            servers,
         })),
     };
     // The channel is new and empty: this cannot fail for lack of room.
     let _ = tx.try_send(hello);
+    let mut backlog = backlog.into_iter();
     let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
         Ok(response) => response.into_inner(),
         Err(status) => return failed(explain(&status)),
@@ -106,8 +129,23 @@ async fn session(config: &Config, status: &watch::Sender<AgentStatus>) -> Ended 
     let mut ticker = tokio::time::interval(config.heartbeat);
     ticker.tick().await;
     let mut seq = 0u64;
+    let closed = |started: Instant| Ended {
+        reason: "stream closed".into(),
+        reconnect_now: false,
+        was_online: started.elapsed() > Duration::from_secs(30),
+    };
     loop {
         tokio::select! {
+            Some(message) = uplink.events.recv() => {
+                if tx.send(message).await.is_err() {
+                    return closed(started);
+                }
+            }
+            Some(message) = uplink.console.recv() => {
+                if tx.send(message).await.is_err() {
+                    return closed(started);
+                }
+            }
             _ = ticker.tick() => {
                 seq += 1;
                 let beat = NodeMessage {
@@ -117,7 +155,7 @@ async fn session(config: &Config, status: &watch::Sender<AgentStatus>) -> Ended 
                     })),
                 };
                 if tx.send(beat).await.is_err() {
-                    return Ended { reason: "stream closed".into(), reconnect_now: false, was_online: started.elapsed() > Duration::from_secs(30) };
+                    return closed(started);
                 }
             }
             message = inbound.message() => match message {
@@ -125,6 +163,16 @@ async fn session(config: &Config, status: &watch::Sender<AgentStatus>) -> Ended 
                     Some(panel_message::Kind::Welcome(welcome)) => {
                         tracing::info!(node = %welcome.node_id, "connected to the panel");
                         let _ = status.send(AgentStatus::Online);
+                        for line in backlog.by_ref() {
+                            let message = NodeMessage { kind: Some(node_message::Kind::Console(line)) };
+                            if tx.send(message).await.is_err() {
+                                return closed(started);
+                            }
+                        }
+                    }
+                    Some(panel_message::Kind::Command(command)) => {
+                        tracing::debug!(command = %command.id, server = %command.server_id, "command");
+                        supervisor.handle(command);
                     }
                     None => {}
                 },
@@ -175,10 +223,4 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default()
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

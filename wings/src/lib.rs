@@ -2,13 +2,15 @@
 //!
 //! It proves who it is with a client certificate (CN = node id), checks the panel's server
 //! certificate against its CA, and keeps one long-lived bidirectional stream open: hello,
-//! heartbeats, and later commands and their acks. Anything not received over that
-//! authenticated stream is not trusted. `main.rs` only parses the command line.
+//! heartbeats, server status and console up; commands down, each acknowledged. Anything not received over that
+//! authenticated stream is not trusted: the [`supervisor`] runs servers only as the panel's
+//! commands say. `main.rs` only parses the command line.
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod backoff;
 pub mod config;
+pub mod supervisor;
 pub mod tls;
 
 pub use config::Config;
@@ -26,6 +28,16 @@ pub enum Error {
     /// The panel could not be reached or the handshake failed.
     #[error("cannot connect to the panel: {0}")]
     Connect(String),
+    /// Wings' data directory could not be prepared.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// An error and all its sources, joined by `: ` (TLS alerts hide deep in tonic's chain).

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use wings::agent::{self, AgentStatus};
+use wings::supervisor::Supervisor;
 
 #[derive(Parser)]
 #[command(
@@ -73,12 +74,25 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let (status, _) = tokio::sync::watch::channel(AgentStatus::Connecting);
-        let agent = tokio::spawn(agent::run(config, status, shutdown.clone()));
+        let (supervisor, uplink) = match Supervisor::load(&config.data_dir) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                eprintln!("wings: {}: {e}", wings::config::WINGS_DATA_DIR);
+                return ExitCode::FAILURE;
+            }
+        };
+        let agent = tokio::spawn(agent::run(
+            config,
+            supervisor,
+            uplink,
+            status,
+            shutdown.clone(),
+        ));
         wait_for_signal().await;
         shutdown.cancel();
         let _ = agent.await;
-    });
-    ExitCode::SUCCESS
+        ExitCode::SUCCESS
+    })
 }
 
 fn refuse(what: &str, errors: &[String]) -> ExitCode {

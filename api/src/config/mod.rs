@@ -59,6 +59,8 @@ pub struct Config {
     pub node_watch_interval: Duration,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// How long a node has to acknowledge a command before it is marked failed.
+    pub command_timeout: Duration,
     /// Accounts, tokens, mail and rate limits.
     pub identity: IdentityConfig,
 }
@@ -116,6 +118,7 @@ impl Config {
             tls_key: path(PANEL_TLS_KEY_FILE, "certs/server/panel-key.pem"),
             node_watch_interval: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(10),
             identity: IdentityConfig::from_lookup(&get, &mut errors),
         };
         for (name, file) in [

@@ -1,9 +1,12 @@
 //! `NodeControl`: the one long-lived stream of an authenticated node.
 //!
 //! The connection was admitted before this runs; the identity comes from our own accept loop
-//! ([`NodeIdentity`]), never from request metadata. The first message must be `Hello`; the
-//! node is then online until its stream ends, three heartbeats are missed, or it is kicked.
+//! ([`NodeIdentity`]), never from request metadata. The first message must be `Hello`, whose
+//! server inventory reconciles the panel's records; the node is then online until its stream
+//! ends, three heartbeats are missed, or it is kicked. Acks, server status and console lines
+//! are accepted only for this node's own commands and servers.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,11 +24,14 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::AppState;
 use crate::nodes::store;
 use crate::nodes::{Kick, Session};
+use crate::servers;
 
 /// How long a node has, after the handshake, to send `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A node is dropped after this many heartbeat intervals without a message.
 const MISSED_HEARTBEATS: u32 = 3;
+/// Messages queued for a node before senders wait.
+const OUTBOUND_CAPACITY: usize = 256;
 
 /// Who is on the other end of a connection, as established by the accept loop.
 #[derive(Debug)]
@@ -77,10 +83,12 @@ impl NodeControl for NodeControlService {
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
         };
         let interval = Duration::from_secs(u64::from(hello.heartbeat_interval_secs.clamp(1, 60)));
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let session = self.state.registry.register(
             &identity.node_id,
             &identity.fingerprint,
             identity.kick.clone(),
+            tx.clone(),
         );
         self.state
             .metrics
@@ -98,7 +106,6 @@ impl NodeControl for NodeControlService {
             heartbeat_secs = interval.as_secs(),
             "node online"
         );
-        let (tx, rx) = mpsc::channel(64);
         let welcome = PanelMessage {
             kind: Some(panel_message::Kind::Welcome(Welcome {
                 node_id: identity.node_id.clone(),
@@ -107,6 +114,13 @@ impl NodeControl for NodeControlService {
         };
         // The channel is new and empty: this cannot fail for lack of room.
         let _ = tx.try_send(Ok(welcome));
+        let state = self.state.clone();
+        let node_id = identity.node_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = servers::reconcile(&state, &node_id, hello.servers).await {
+                tracing::warn!(node = %node_id, error = %e, "cannot reconcile the node's servers");
+            }
+        });
         tokio::spawn(pump(self.state.clone(), session, inbound, tx, interval));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -122,6 +136,8 @@ async fn pump(
     interval: Duration,
 ) {
     let deadline = interval * MISSED_HEARTBEATS;
+    // Which server ids this node may speak for, looked up once each.
+    let mut owns: HashMap<String, bool> = HashMap::new();
     let end = loop {
         let next = tokio::select! {
             _ = session.kick.cancelled() => break session.kick_reason().map(Kick::status),
@@ -143,6 +159,34 @@ async fn pump(
                 Some(node_message::Kind::Heartbeat(_)) => {
                     if let Err(e) = store::touch(&state.db, &session.node_id, Utc::now()).await {
                         tracing::warn!(node = %session.node_id, error = %e, "cannot record heartbeat");
+                    }
+                }
+                Some(node_message::Kind::Ack(ack)) => {
+                    if let Err(e) = servers::commands::on_ack(&state, &session.node_id, ack).await {
+                        tracing::warn!(node = %session.node_id, error = %e, "cannot record an ack");
+                    }
+                }
+                Some(node_message::Kind::Status(status)) => {
+                    if let Err(e) = servers::on_status(&state, &session.node_id, &status).await {
+                        tracing::warn!(node = %session.node_id, error = %e, "cannot record a status");
+                    }
+                }
+                Some(node_message::Kind::Console(line)) => {
+                    let owned = match owns.get(&line.server_id) {
+                        Some(&owned) => owned,
+                        None => {
+                            let owned =
+                                servers::belongs_to(&state.db, &session.node_id, &line.server_id)
+                                    .await
+                                    .unwrap_or(false);
+                            if owns.len() < 10_000 {
+                                owns.insert(line.server_id.clone(), owned);
+                            }
+                            owned
+                        }
+                    };
+                    if owned {
+                        servers::on_console(&state, line);
                     }
                 }
                 Some(node_message::Kind::Hello(_)) | None => {

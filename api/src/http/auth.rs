@@ -3,18 +3,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use security::limiter::Rule;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::Caller;
 use super::error::{ApiError, ApiJson};
 use super::guard::ClientIp;
 use crate::db::entities::user;
-use crate::identity::{ACCESS_TTL, Origin, Principal, TokenPair};
+use crate::identity::{ACCESS_TTL, Origin, TokenPair};
 use crate::{AppState, Error};
 
 /// Failed logins from one IP within an hour that block it for an hour.
@@ -187,7 +188,7 @@ pub async fn logout(
 pub async fn logout_all(
     State(state): State<Arc<AppState>>,
     ip: ClientIp,
-    Extension(principal): Extension<Principal>,
+    Caller(principal): Caller,
 ) -> Result<StatusCode> {
     state
         .identity
@@ -230,8 +231,18 @@ pub async fn password_reset_confirm(
 }
 
 /// GET /api/auth/me (authenticated).
-pub async fn me(Extension(principal): Extension<Principal>) -> Json<Value> {
-    Json(json!({ "user": user_json(&principal.user), "memberships": [] }))
+pub async fn me(
+    State(state): State<Arc<AppState>>,
+    Caller(principal): Caller,
+) -> Result<Json<Value>> {
+    let memberships: Vec<Value> = crate::tenancy::memberships_of(&state.db, &principal.user.id)
+        .await?
+        .into_iter()
+        .map(|(tenant_id, role)| json!({ "tenant_id": tenant_id, "role": role.as_str() }))
+        .collect();
+    Ok(Json(
+        json!({ "user": user_json(&principal.user), "memberships": memberships }),
+    ))
 }
 
 /// GET /.well-known/jwks.json.

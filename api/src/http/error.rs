@@ -39,6 +39,7 @@ impl From<Error> for ApiError {
             Error::WeakPassword(_) => (S::BAD_REQUEST, "weak_password"),
             Error::NotFound(_) => (S::NOT_FOUND, "not_found"),
             Error::Conflict(_) => (S::CONFLICT, "conflict"),
+            Error::NodeOffline(_) => (S::CONFLICT, "node_offline"),
             Error::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated"),
             Error::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
             Error::TokenReused => (S::UNAUTHORIZED, "token_reused"),
@@ -113,5 +114,26 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "invalid_request",
             rejection.body_text(),
         ),
+    }
+}
+
+/// `axum::extract::Query` whose rejections are contract errors (400 `invalid_request`).
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                rejection.body_text(),
+            )),
+        }
     }
 }

@@ -1,10 +1,10 @@
 //! Request guards: the client IP (`X-Forwarded-For` believed only from `TRUSTED_PROXIES`),
-//! per-class rate limits with `X-RateLimit-*` headers, and bearer authentication.
+//! and per-class rate limits with `X-RateLimit-*` headers.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use crate::config::Cidr;
 use crate::{AppState, Error};
 
 /// Classes of limited requests.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// Login, per IP.
     Login,
@@ -108,41 +108,10 @@ pub async fn limit(
     respond_limited(decision, request, next).await
 }
 
-/// Middleware: requires a valid access token of a live session, then applies the per-user API
-/// limit.
-pub async fn authenticate(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let bearer = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(bearer) = bearer else {
-        return ApiError::from(Error::Unauthenticated("missing bearer token")).into_response();
-    };
-    let principal = match state.identity.authenticate(bearer).await {
-        Ok(principal) => principal,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let key = format!("api:{}", principal.user.id);
-    request.extensions_mut().insert(principal);
-    let decision = state
-        .limits
-        .check(&key, state.config.identity.rate_limits.api)
-        .await;
-    respond_limited(decision, request, next).await
-}
-
-async fn respond_limited(decision: Decision, request: Request, next: Next) -> Response {
-    let mut response = if decision.allowed {
+/// Runs the request when `decision` allows it (429 otherwise) and adds the `X-RateLimit-*`
+/// headers to the response.
+pub(super) async fn respond_limited(decision: Decision, request: Request, next: Next) -> Response {
+    let response = if decision.allowed {
         next.run(request).await
     } else {
         let now = Utc::now().timestamp_millis();
@@ -151,6 +120,11 @@ async fn respond_limited(decision: Decision, request: Request, next: Next) -> Re
         })
         .into_response()
     };
+    with_limit_headers(&decision, response)
+}
+
+/// Adds the `X-RateLimit-*` headers of `decision` to `response`.
+pub(super) fn with_limit_headers(decision: &Decision, mut response: Response) -> Response {
     let reset = DateTime::<Utc>::from_timestamp_millis(decision.reset_at_ms)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Secs, true);

@@ -1,29 +1,34 @@
-//! The REST listener: public endpoints (`/health`, `/metrics`, JWKS) and `/api/auth/*`.
-//! Errors use the contract's body everywhere, unknown routes included.
+//! The REST listener. Every route is declared in one table with what it requires
+//! ([`routes`]); errors use the contract's body everywhere, unknown routes included.
 
+mod access;
+mod admin;
 mod auth;
 mod error;
 mod guard;
+mod servers;
+mod tenants;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use error::{ApiError, ApiJson};
-pub use guard::ClientIp;
+pub use access::{Access, Caller, TenantCtx};
+pub use error::{ApiError, ApiJson, ApiQuery};
+pub use guard::{Class, ClientIp};
 
 use crate::AppState;
-use guard::Class;
 
 /// Bodies over this are answered 413.
 const BODY_LIMIT: usize = 1024 * 1024;
@@ -39,57 +44,257 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
     }
 }
 
-/// Every route of the REST API.
-pub fn router(state: Arc<AppState>) -> Router {
-    let limited = |class: Class| {
-        let state = state.clone();
-        from_fn_with_state(state.clone(), move |ip, request, next| {
-            guard::limit(state.clone(), class, ip, request, next)
-        })
+/// A route: method, path template, what it requires, and an optional rate-limit class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The HTTP method.
+    pub method: &'static str,
+    /// The path template, axum syntax (`/api/tenants/{tid}`).
+    pub path: &'static str,
+    /// What the caller must be or hold.
+    pub access: Access,
+    /// Rate-limit class (per IP) on top of the per-user API limit.
+    pub limit: Option<Class>,
+}
+
+struct Entry {
+    route: Route,
+    handler: MethodRouter<Arc<AppState>>,
+}
+
+fn at<H, T>(method: &'static str, path: &'static str, access: Access, handler: H) -> Entry
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    let filter = match method {
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "PATCH" => MethodFilter::PATCH,
+        _ => MethodFilter::DELETE,
     };
-    let authenticated = from_fn_with_state(state.clone(), guard::authenticate);
-    let auth = Router::new()
-        .route(
-            "/register",
-            post(auth::register).route_layer(limited(Class::Register)),
+    Entry {
+        route: Route {
+            method,
+            path,
+            access,
+            limit: None,
+        },
+        handler: on(filter, handler),
+    }
+}
+
+impl Entry {
+    fn limited(mut self, class: Class) -> Entry {
+        self.route.limit = Some(class);
+        self
+    }
+}
+
+/// The one table of routes. Nothing is served that is not here, and nothing is here without
+/// its [`Access`].
+fn table() -> Vec<Entry> {
+    use Access::{Authenticated, PlatformAdmin, Public, Tenant, Verified};
+    use authz::Permission as P;
+    vec![
+        at("GET", "/health", Public, health),
+        at("GET", "/metrics", Public, metrics),
+        at("GET", "/.well-known/jwks.json", Public, auth::jwks),
+        at("POST", "/api/auth/register", Public, auth::register).limited(Class::Register),
+        at("POST", "/api/auth/verify-email", Public, auth::verify_email).limited(Class::Verify),
+        at(
+            "POST",
+            "/api/auth/resend-verification",
+            Public,
+            auth::resend_verification,
         )
-        .route(
-            "/verify-email",
-            post(auth::verify_email).route_layer(limited(Class::Verify)),
+        .limited(Class::Verify),
+        at("POST", "/api/auth/login", Public, auth::login).limited(Class::Login),
+        at("POST", "/api/auth/refresh", Public, auth::refresh),
+        at("POST", "/api/auth/logout", Public, auth::logout),
+        at(
+            "POST",
+            "/api/auth/password-reset",
+            Public,
+            auth::password_reset,
         )
-        .route(
-            "/resend-verification",
-            post(auth::resend_verification).route_layer(limited(Class::Verify)),
+        .limited(Class::PasswordReset),
+        at(
+            "POST",
+            "/api/auth/password-reset/confirm",
+            Public,
+            auth::password_reset_confirm,
         )
-        .route(
-            "/login",
-            post(auth::login).route_layer(limited(Class::Login)),
-        )
-        .route("/refresh", post(auth::refresh))
-        .route("/logout", post(auth::logout))
-        .route(
-            "/password-reset",
-            post(auth::password_reset).route_layer(limited(Class::PasswordReset)),
-        )
-        .route(
-            "/password-reset/confirm",
-            post(auth::password_reset_confirm).route_layer(limited(Class::PasswordReset)),
-        )
-        .route(
-            "/logout-all",
-            post(auth::logout_all).route_layer(authenticated.clone()),
-        )
-        .route("/me", get(auth::me).route_layer(authenticated));
-    let authenticated = from_fn_with_state(state.clone(), guard::authenticate);
-    Router::new()
-        .route(
-            "/api/permissions",
-            get(permissions).route_layer(authenticated),
-        )
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/.well-known/jwks.json", get(auth::jwks))
-        .nest("/api/auth", auth)
+        .limited(Class::PasswordReset),
+        at(
+            "POST",
+            "/api/auth/logout-all",
+            Authenticated,
+            auth::logout_all,
+        ),
+        at("GET", "/api/auth/me", Authenticated, auth::me),
+        at("GET", "/api/permissions", Authenticated, permissions),
+        at("GET", "/api/templates", Verified, tenants::templates),
+        at("GET", "/api/nodes", Verified, tenants::nodes),
+        at("POST", "/api/tenants", Verified, tenants::create),
+        at("GET", "/api/tenants", Authenticated, tenants::list),
+        at(
+            "GET",
+            "/api/tenants/{tid}",
+            Tenant(&[P::TenantRead]),
+            tenants::get,
+        ),
+        at(
+            "DELETE",
+            "/api/tenants/{tid}",
+            Tenant(&[P::TenantDelete]),
+            tenants::delete,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/members",
+            Tenant(&[P::MemberRead]),
+            tenants::members,
+        ),
+        at(
+            "POST",
+            "/api/tenants/{tid}/members",
+            Tenant(&[P::MemberManage]),
+            tenants::add_member,
+        ),
+        at(
+            "PATCH",
+            "/api/tenants/{tid}/members/{uid}",
+            Tenant(&[P::MemberManage]),
+            tenants::update_member,
+        ),
+        at(
+            "DELETE",
+            "/api/tenants/{tid}/members/{uid}",
+            Tenant(&[P::MemberManage]),
+            tenants::remove_member,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/audit",
+            Tenant(&[P::AuditRead]),
+            tenants::audit_log,
+        ),
+        at(
+            "POST",
+            "/api/tenants/{tid}/servers",
+            Tenant(&[P::ServerCreate]),
+            servers::create,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/servers",
+            Tenant(&[P::ServerRead]),
+            servers::list,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/servers/{sid}",
+            Tenant(&[P::ServerRead]),
+            servers::get,
+        ),
+        at(
+            "PATCH",
+            "/api/tenants/{tid}/servers/{sid}",
+            Tenant(&[P::ServerUpdate]),
+            servers::update,
+        ),
+        at(
+            "DELETE",
+            "/api/tenants/{tid}/servers/{sid}",
+            Tenant(&[P::ServerDelete]),
+            servers::delete,
+        ),
+        // Which of the two depends on the action; the handler asks for the one it needs.
+        at(
+            "POST",
+            "/api/tenants/{tid}/servers/{sid}/power",
+            Tenant(&[P::ServerStart, P::ServerStop]),
+            servers::power,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/servers/{sid}/commands/{cid}",
+            Tenant(&[P::ServerRead]),
+            servers::command,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/servers/{sid}/events",
+            Tenant(&[P::ServerRead]),
+            servers::events,
+        ),
+        at("POST", "/api/admin/nodes", PlatformAdmin, admin::add_node),
+        at("GET", "/api/admin/nodes", PlatformAdmin, admin::nodes),
+        at("GET", "/api/admin/nodes/{id}", PlatformAdmin, admin::node),
+        at(
+            "POST",
+            "/api/admin/nodes/{id}/disable",
+            PlatformAdmin,
+            admin::disable_node,
+        ),
+        at(
+            "POST",
+            "/api/admin/nodes/{id}/enable",
+            PlatformAdmin,
+            admin::enable_node,
+        ),
+        at(
+            "POST",
+            "/api/admin/nodes/{id}/reset-fingerprint",
+            PlatformAdmin,
+            admin::reset_fingerprint,
+        ),
+        at(
+            "GET",
+            "/api/admin/templates",
+            PlatformAdmin,
+            admin::templates,
+        ),
+        at(
+            "POST",
+            "/api/admin/templates",
+            PlatformAdmin,
+            admin::create_template,
+        ),
+        at("GET", "/api/admin/audit", PlatformAdmin, admin::audit_log),
+    ]
+}
+
+/// Every route with its access, as served (for tests and the OpenAPI document).
+pub fn routes() -> Vec<Route> {
+    table().into_iter().map(|e| e.route).collect()
+}
+
+/// The REST API: every route of [`table`], each behind its access guard.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new();
+    for Entry { route, handler } in table() {
+        let mut handler = handler;
+        if let Some(class) = route.limit {
+            let limit_state = state.clone();
+            handler = handler.route_layer(from_fn_with_state(
+                state.clone(),
+                move |ip, request, next| {
+                    guard::limit(limit_state.clone(), class, ip, request, next)
+                },
+            ));
+        }
+        let access = route.access;
+        let guard_state = state.clone();
+        handler = handler.route_layer(from_fn_with_state(
+            state.clone(),
+            move |ip, request, next| access::guard(guard_state.clone(), access, ip, request, next),
+        ));
+        router = router.route(route.path, handler);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

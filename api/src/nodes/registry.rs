@@ -8,7 +8,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use proto::node::v1::PanelMessage;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// Messages to a node's stream (a status ends it).
+pub type Outbound = mpsc::Sender<Result<PanelMessage, tonic::Status>>;
+
+/// How long a send waits for room in a node's stream before the node counts as gone.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One live, authenticated stream.
 #[derive(Debug, Clone)]
@@ -23,6 +31,8 @@ pub struct Session {
     pub kick: CancellationToken,
     /// Why it was kicked, set before `kick` is cancelled.
     reason: Arc<Mutex<Option<Kick>>>,
+    /// Down the stream.
+    outbound: Outbound,
 }
 
 /// Why the panel drops a node's stream.
@@ -98,13 +108,20 @@ pub struct NodeRegistry {
 impl NodeRegistry {
     /// Registers a new stream for `node_id`, dropping any older one of the same node (a node
     /// has one stream; a reconnect replaces a half-dead one at once).
-    pub fn register(&self, node_id: &str, fingerprint: &str, kick: CancellationToken) -> Session {
+    pub fn register(
+        &self,
+        node_id: &str,
+        fingerprint: &str,
+        kick: CancellationToken,
+        outbound: Outbound,
+    ) -> Session {
         let session = Session {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             node_id: node_id.to_owned(),
             fingerprint: fingerprint.to_owned(),
             kick,
             reason: Arc::default(),
+            outbound,
         };
         let previous = self.lock().insert(node_id.to_owned(), session.clone());
         if let Some(previous) = previous {
@@ -145,6 +162,16 @@ impl NodeRegistry {
         }
     }
 
+    /// Sends `message` down `node_id`'s live stream. False when the node has none, or its
+    /// stream did not take the message in time.
+    pub async fn send(&self, node_id: &str, message: PanelMessage) -> bool {
+        let outbound = self.lock().get(node_id).map(|s| s.outbound.clone());
+        match outbound {
+            Some(tx) => tx.send_timeout(Ok(message), SEND_TIMEOUT).await.is_ok(),
+            None => false,
+        }
+    }
+
     /// Whether `node_id` has a live stream.
     pub fn is_online(&self, node_id: &str) -> bool {
         self.lock().contains_key(node_id)
@@ -179,8 +206,9 @@ mod tests {
     #[test]
     fn a_new_session_replaces_and_kicks_the_old_one() {
         let registry = NodeRegistry::default();
-        let first = registry.register("n1", "aa", CancellationToken::new());
-        let second = registry.register("n1", "aa", CancellationToken::new());
+        let (tx, _rx) = mpsc::channel(1);
+        let first = registry.register("n1", "aa", CancellationToken::new(), tx.clone());
+        let second = registry.register("n1", "aa", CancellationToken::new(), tx);
         assert!(first.kick.is_cancelled());
         assert_eq!(first.kick_reason(), Some(Kick::Replaced));
         assert!(

@@ -232,6 +232,7 @@ async fn open_stream(
         hostname: "load".into(),
         capacity: None,
         heartbeat_interval_secs: heartbeat_secs,
+        servers: Vec::new(),
     };
     tx.send(NodeMessage {
         kind: Some(node_message::Kind::Hello(hello)),

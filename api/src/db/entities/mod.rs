@@ -1,8 +1,13 @@
 //! sea-orm entities, one module per table.
 
 pub mod audit_log;
+pub mod command;
 pub mod email_token;
+pub mod membership;
 pub mod node;
 pub mod refresh_token;
+pub mod server;
 pub mod session;
+pub mod template;
+pub mod tenant;
 pub mod user;

@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
 mod identity;
+mod tenancy;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(CreateNodesAndAudit),
             Box::new(identity::CreateIdentity),
+            Box::new(tenancy::CreateTenancy),
         ]
     }
 }

@@ -1,0 +1,28 @@
+//! `templates`: what a server runs, defined by platform admins.
+
+use sea_orm::entity::prelude::*;
+
+/// One template.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "templates")]
+pub struct Model {
+    /// A UUID.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    /// Unique; what tenants choose by.
+    pub name: String,
+    /// The program, executed directly (never through a shell).
+    pub command: String,
+    /// JSON array of argument strings with `{{VAR}}` placeholders.
+    pub args: Json,
+    /// JSON array of `{name, pattern, default?}`.
+    pub variables: Json,
+    /// When it was made.
+    pub created_at: DateTimeUtc,
+}
+
+/// No relations declared.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,266 @@
+//! Who may call what. Every route is registered through one table ([`super::routes`]) that
+//! carries its [`Access`]; this module's middleware enforces it, so no handler checks access
+//! ad hoc. Tenant routes take the tenant from the path's `{tid}` and the caller's role from the
+//! database on every request: a demoted admin loses access on the very next request.
+//!
+//! A non-member gets 404 (a tenant's existence is not leaked); a member without the permission
+//! gets 403. Both are audited.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use authz::{Permission, Role};
+use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::guard::{self, ClientIp};
+use crate::audit::{self, AuditEvent};
+use crate::identity::Principal;
+use crate::{AppState, Error, tenancy};
+
+/// What a route requires of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Nothing: public endpoints and the ones that obtain tokens.
+    Public,
+    /// A valid access token of a live session.
+    Authenticated,
+    /// As above, with a verified email address.
+    Verified,
+    /// A platform administrator.
+    PlatformAdmin,
+    /// A member of the path's tenant whose role grants one of these permissions (a handler
+    /// needing a particular one of several asks [`TenantCtx::require`]).
+    Tenant(&'static [Permission]),
+}
+
+/// Path parameters that are UUIDs; anything else there is a 400.
+const UUID_PARAMS: [&str; 4] = ["tid", "sid", "uid", "cid"];
+
+/// The caller of a tenant route, as authorised for this request.
+#[derive(Debug, Clone)]
+pub struct TenantCtx {
+    /// The tenant from the path.
+    pub tenant_id: String,
+    /// The caller's role in it, read from the database for this request.
+    pub role: Role,
+    /// The caller.
+    pub principal: Principal,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// `METHOD /path` of the request, for audit rows.
+    pub request: String,
+}
+
+impl TenantCtx {
+    /// Whether the caller's role grants `permission` here.
+    pub fn allows(&self, permission: Permission) -> bool {
+        let principal = authz::Principal::new([(self.tenant_id.clone(), self.role)]);
+        authz::can(&principal, permission, &self.tenant_id)
+    }
+
+    /// Refuses (403, audited) unless the caller's role grants `permission`.
+    pub async fn require(&self, state: &AppState, permission: Permission) -> Result<(), ApiError> {
+        if self.allows(permission) {
+            return Ok(());
+        }
+        deny(state, self, permission).await;
+        Err(forbidden())
+    }
+
+    /// An audit row of this tenant, by this caller.
+    pub fn audit(
+        &self,
+        action: &str,
+        target: Option<&str>,
+        outcome: &str,
+        details: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent {
+            actor: self.principal.user.id.clone(),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            outcome: outcome.to_owned(),
+            ip: Some(self.ip.to_string()),
+            details,
+            tenant_id: Some(self.tenant_id.clone()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<TenantCtx>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "a tenant handler on a route not declared Access::Tenant");
+            ApiError::from(Error::Config("route access misdeclared".into()))
+        })
+    }
+}
+
+/// The authenticated caller of any non-public route.
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| ApiError::from(Error::Unauthenticated("missing bearer token")))
+    }
+}
+
+fn forbidden() -> ApiError {
+    ApiError::from(Error::Forbidden {
+        code: "forbidden",
+        message: "your role does not allow this",
+    })
+}
+
+async fn deny(state: &AppState, ctx: &TenantCtx, permission: Permission) {
+    let permission = serde_json::to_value(permission).unwrap_or_default();
+    let event = ctx.audit(
+        "authz.denied",
+        Some(&ctx.request),
+        "rejected: forbidden",
+        json!({ "permission": permission, "role": ctx.role.as_str() }),
+    );
+    audit::record_or_log(&state.db, event).await;
+}
+
+/// Middleware: enforces `access` for one route.
+pub async fn guard(
+    state: Arc<AppState>,
+    access: Access,
+    ClientIp(ip): ClientIp,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if access == Access::Public {
+        return next.run(request).await;
+    }
+    let principal = match authenticate(&state, request.headers()).await {
+        Ok(principal) => principal,
+        Err(e) => return e.into_response(),
+    };
+    let decision = state
+        .limits
+        .check(
+            &format!("api:{}", principal.user.id),
+            state.config.identity.rate_limits.api,
+        )
+        .await;
+    if decision.allowed
+        && let Err(e) = authorize(&state, access, &principal, ip, &mut request).await
+    {
+        return guard::with_limit_headers(&decision, e.into_response());
+    }
+    request.extensions_mut().insert(principal);
+    guard::respond_limited(decision, request, next).await
+}
+
+async fn authenticate(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Principal, ApiError> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(Error::Unauthenticated("missing bearer token"))?;
+    Ok(state.identity.authenticate(bearer).await?)
+}
+
+async fn authorize(
+    state: &AppState,
+    access: Access,
+    principal: &Principal,
+    ip: IpAddr,
+    request: &mut Request,
+) -> Result<(), ApiError> {
+    let described = format!("{} {}", request.method(), request.uri().path());
+    match access {
+        Access::Public | Access::Authenticated => Ok(()),
+        Access::Verified => Ok(principal.require_verified()?),
+        Access::PlatformAdmin => {
+            if principal.user.is_platform_admin {
+                return Ok(());
+            }
+            let event = AuditEvent {
+                actor: principal.user.id.clone(),
+                action: "authz.denied".into(),
+                target: Some(described),
+                outcome: "rejected: not_platform_admin".into(),
+                ip: Some(ip.to_string()),
+                details: json!({}),
+                tenant_id: None,
+            };
+            audit::record_or_log(&state.db, event).await;
+            Err(ApiError::from(Error::Forbidden {
+                code: "forbidden",
+                message: "platform administrators only",
+            }))
+        }
+        Access::Tenant(permissions) => {
+            let (mut parts, body) = std::mem::take(request).into_parts();
+            let params = RawPathParams::from_request_parts(&mut parts, &()).await;
+            *request = Request::from_parts(parts, body);
+            let params = params.map_err(|_| ApiError::from(Error::Invalid("bad path".into())))?;
+            let mut tenant_id = None;
+            for (name, value) in params.iter() {
+                if UUID_PARAMS.contains(&name) && uuid::Uuid::try_parse(value).is_err() {
+                    return Err(Error::Invalid(format!("{name} is not a UUID")).into());
+                }
+                if name == "tid" {
+                    tenant_id = Some(value.to_ascii_lowercase());
+                }
+            }
+            let tenant_id = tenant_id.ok_or_else(|| {
+                ApiError::from(Error::Config("tenant route without {tid}".into()))
+            })?;
+            let Some(role) = tenancy::role_of(&state.db, &tenant_id, &principal.user.id).await?
+            else {
+                let event = AuditEvent {
+                    actor: principal.user.id.clone(),
+                    action: "authz.denied".into(),
+                    target: Some(described),
+                    outcome: "rejected: not_member".into(),
+                    ip: Some(ip.to_string()),
+                    details: json!({ "tenant_id": tenant_id }),
+                    tenant_id: None,
+                };
+                audit::record_or_log(&state.db, event).await;
+                return Err(Error::NotFound("tenant".into()).into());
+            };
+            let ctx = TenantCtx {
+                tenant_id,
+                role,
+                principal: principal.clone(),
+                ip,
+                request: described,
+            };
+            if !permissions.iter().any(|&p| ctx.allows(p)) {
+                if let Some(&first) = permissions.first() {
+                    deny(state, &ctx, first).await;
+                }
+                return Err(forbidden());
+            }
+            request.extensions_mut().insert(ctx);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! `/api/tenants/{tid}/servers…`: servers, power actions, commands and live events (SSE).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use authz::Permission;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::access::TenantCtx;
+use super::error::{ApiError, ApiJson, ApiQuery};
+use super::tenants::page_json;
+use crate::audit;
+use crate::pagination::PageQuery;
+use crate::servers::{self, Action, Event, NewServer, ServerPatch, ServerView, events};
+use crate::{AppState, Error, tenancy};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// How often an open event stream re-reads the caller's role (and sends a keep-alive).
+const RECHECK: Duration = Duration::from_secs(15);
+
+fn server_json(view: ServerView) -> Value {
+    let s = view.server;
+    json!({
+        "id": s.id,
+        "tenant_id": s.tenant_id,
+        "name": s.name,
+        "node_id": s.node_id,
+        "template": view.template,
+        "variables": s.variables,
+        "port": s.port,
+        "state": s.state,
+        "state_reason": s.state_reason,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+    })
+}
+
+/// POST /api/tenants/{tid}/servers.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiJson(body): ApiJson<NewServer>,
+) -> Result<Response> {
+    ctx.principal.require_verified()?;
+    let view = servers::create(&state, &ctx.tenant_id, body).await?;
+    let event = ctx.audit(
+        "server.create",
+        Some(&view.server.id),
+        "ok",
+        json!({ "node_id": view.server.node_id, "template": view.template }),
+    );
+    audit::record_or_log(&state.db, event).await;
+    Ok((StatusCode::CREATED, Json(server_json(view))).into_response())
+}
+
+/// GET /api/tenants/{tid}/servers.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Value>> {
+    let page = servers::list(&state.db, &ctx.tenant_id, &query).await?;
+    Ok(page_json(page, server_json))
+}
+
+/// GET /api/tenants/{tid}/servers/{sid}.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let view = servers::view(&state.db, &ctx.tenant_id, &server_id).await?;
+    Ok(Json(server_json(view)))
+}
+
+/// PATCH /api/tenants/{tid}/servers/{sid}.
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ServerPatch>,
+) -> Result<Json<Value>> {
+    let fields: Vec<&str> = [
+        body.name.as_ref().map(|_| "name"),
+        body.variables.as_ref().map(|_| "variables"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let view = servers::update(&state.db, &ctx.tenant_id, &server_id, body).await?;
+    let event = ctx.audit(
+        "server.update",
+        Some(&server_id),
+        "ok",
+        json!({ "fields": fields }),
+    );
+    audit::record_or_log(&state.db, event).await;
+    Ok(Json(server_json(view)))
+}
+
+/// DELETE /api/tenants/{tid}/servers/{sid}.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    servers::delete(&state, &server).await?;
+    let event = ctx.audit("server.delete", Some(&server_id), "ok", json!({}));
+    audit::record_or_log(&state.db, event).await;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `{action}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Power {
+    action: String,
+}
+
+/// POST /api/tenants/{tid}/servers/{sid}/power: 202 with the command id.
+pub async fn power(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<Power>,
+) -> Result<Response> {
+    let action = Action::power(&body.action).ok_or_else(|| {
+        ApiError::from(Error::Invalid(
+            "action must be start, stop, restart or kill".into(),
+        ))
+    })?;
+    ctx.require(&state, action.permission()).await?;
+    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let result = servers::power(&state, &server, action).await;
+    let outcome = match &result {
+        Ok(_) => "accepted".to_owned(),
+        Err(e) => format!("rejected: {e}"),
+    };
+    let details = json!({ "action": action.as_str(), "command_id": result.as_ref().ok() });
+    let event = ctx.audit("server.power", Some(&server_id), &outcome, details);
+    audit::record_or_log(&state.db, event).await;
+    let command_id = result?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "command_id": command_id })),
+    )
+        .into_response())
+}
+
+/// GET /api/tenants/{tid}/servers/{sid}/commands/{cid}: what became of a command.
+pub async fn command(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id, command_id)): Path<(String, String, String)>,
+) -> Result<Json<Value>> {
+    servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let row = servers::commands::get(&state, &server_id, &command_id).await?;
+    Ok(Json(json!({
+        "id": row.id,
+        "action": row.action,
+        "state": row.state,
+        "error": row.error,
+        "created_at": row.created_at,
+        "completed_at": row.completed_at,
+    })))
+}
+
+/// GET /api/tenants/{tid}/servers/{sid}/events: `status`, `console` (with `server:console`)
+/// and `command` events as Server-Sent Events. The first event is the current status, then
+/// the last console lines the panel has. The caller's role is re-read every 15 s; a caller
+/// who lost access has the stream closed.
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id)): Path<(String, String)>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
+    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let subscription = state
+        .events
+        .subscribe(&server.id, &ctx.principal.user.id)
+        .map_err(|refused| {
+            let which = match refused {
+                events::Refused::UserCap => format!(
+                    "you have {} event streams open; close one first",
+                    events::STREAMS_PER_USER
+                ),
+                events::Refused::ServerCap => format!(
+                    "this server has {} event streams open",
+                    events::STREAMS_PER_SERVER
+                ),
+            };
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", which)
+        })?;
+    let mut console = ctx.allows(Permission::ServerConsole);
+    let first = Event::Status {
+        state: server.state.clone(),
+        reason: server.state_reason.clone(),
+        at: server.updated_at.to_rfc3339(),
+    };
+    let stream = async_stream::stream! {
+        let mut subscription = subscription;
+        yield Ok(sse(&first));
+        if console {
+            for event in std::mem::take(&mut subscription.backlog) {
+                yield Ok(sse(&event));
+            }
+        }
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
+        loop {
+            tokio::select! {
+                _ = state.stopping.cancelled() => break,
+                _ = recheck.tick() => {
+                    let role = tenancy::role_of(&state.db, &ctx.tenant_id, &ctx.principal.user.id).await;
+                    match role {
+                        Ok(Some(role)) if role.grants(Permission::ServerRead) => {
+                            console = role.grants(Permission::ServerConsole);
+                        }
+                        Ok(_) => break,
+                        Err(_) => {}
+                    }
+                }
+                received = subscription.receiver.recv() => match received {
+                    Ok(event) => {
+                        if console || !matches!(event, Event::Console { .. }) {
+                            yield Ok(sse(&event));
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        yield Ok(SseEvent::default().comment(format!("{missed} events dropped: this client reads too slowly")));
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }
+    };
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn sse(event: &Event) -> SseEvent {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    SseEvent::default().event(event.name()).data(data)
+}

@@ -1,0 +1,234 @@
+//! Commands down a node's stream: each gets an id and a row, is answered by the node's ack,
+//! and is marked failed if no ack arrives in time. A server's `state` is only ever what its
+//! node reported, so a lost command leaves the truth in place.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use proto::node::v1::{
+    Command, CommandAck, Delete, Kill, PanelMessage, Restart, ServerSpec, Stop, command,
+    panel_message,
+};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+
+use super::events::Event;
+use super::{STATE_INSTALLING, STATE_OFFLINE};
+use crate::db::entities::{command as command_row, server};
+use crate::templates::Expanded;
+use crate::{AppState, Error};
+
+/// Seconds a stopping process has between SIGTERM and SIGKILL.
+pub const STOP_GRACE_SECS: u32 = 10;
+
+/// What a command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Make the server on its node.
+    Install,
+    /// Start its process.
+    Start,
+    /// SIGTERM, then SIGKILL after the grace period.
+    Stop,
+    /// Stop, then start.
+    Restart,
+    /// SIGKILL.
+    Kill,
+    /// Remove it from its node.
+    Delete,
+}
+
+impl Action {
+    /// The name used in the API, the commands table and audit rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Install => "install",
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+            Action::Kill => "kill",
+            Action::Delete => "delete",
+        }
+    }
+
+    /// A power action by name: `start`, `stop`, `restart`, `kill`.
+    pub fn power(name: &str) -> Option<Action> {
+        match name {
+            "start" => Some(Action::Start),
+            "stop" => Some(Action::Stop),
+            "restart" => Some(Action::Restart),
+            "kill" => Some(Action::Kill),
+            _ => None,
+        }
+    }
+
+    /// The permission a power action needs.
+    pub fn permission(self) -> authz::Permission {
+        match self {
+            Action::Start => authz::Permission::ServerStart,
+            _ => authz::Permission::ServerStop,
+        }
+    }
+}
+
+fn spec(expanded: Expanded) -> ServerSpec {
+    ServerSpec {
+        program: expanded.program,
+        args: expanded.args,
+        env: expanded.env.into_iter().collect(),
+    }
+}
+
+/// Sends `action` for `server_id` to `node_id` and returns the command id. `spec` is required
+/// for install, start and restart. Answers [`Error::NodeOffline`] when the node has no stream.
+pub async fn dispatch(
+    state: &Arc<AppState>,
+    node_id: &str,
+    server_id: &str,
+    action: Action,
+    expanded: Option<Expanded>,
+) -> Result<String, Error> {
+    if !state.registry.is_online(node_id) {
+        return Err(Error::NodeOffline(node_id.to_owned()));
+    }
+    let id = crate::tenancy::new_id();
+    let payload = match action {
+        Action::Install => command::Action::Install(spec(need(expanded)?)),
+        Action::Start => command::Action::Start(spec(need(expanded)?)),
+        Action::Restart => command::Action::Restart(Restart {
+            grace_secs: STOP_GRACE_SECS,
+            spec: Some(spec(need(expanded)?)),
+        }),
+        Action::Stop => command::Action::Stop(Stop {
+            grace_secs: STOP_GRACE_SECS,
+        }),
+        Action::Kill => command::Action::Kill(Kill {}),
+        Action::Delete => command::Action::Delete(Delete {}),
+    };
+    command_row::ActiveModel {
+        id: Set(id.clone()),
+        server_id: Set(server_id.to_owned()),
+        node_id: Set(node_id.to_owned()),
+        action: Set(action.as_str().to_owned()),
+        state: Set("pending".into()),
+        error: Set(None),
+        created_at: Set(Utc::now()),
+        completed_at: Set(None),
+    }
+    .insert(&state.db)
+    .await?;
+    let message = PanelMessage {
+        kind: Some(panel_message::Kind::Command(Command {
+            id: id.clone(),
+            server_id: server_id.to_owned(),
+            action: Some(payload),
+        })),
+    };
+    if !state.registry.send(node_id, message).await {
+        finish(
+            state,
+            &id,
+            None,
+            false,
+            "the node went offline before it got the command",
+        )
+        .await?;
+        return Err(Error::NodeOffline(node_id.to_owned()));
+    }
+    state
+        .metrics
+        .commands
+        .with_label_values(&[action.as_str()])
+        .inc();
+    let state = state.clone();
+    let timeout = state.config.command_timeout;
+    let command_id = id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let error = format!("no ack from the node within {} s", timeout.as_secs());
+        match finish(&state, &command_id, None, false, &error).await {
+            Ok(true) => tracing::warn!(command = %command_id, "command timed out"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(command = %command_id, error = %e, "cannot fail command"),
+        }
+    });
+    Ok(id)
+}
+
+fn need(expanded: Option<Expanded>) -> Result<Expanded, Error> {
+    expanded.ok_or_else(|| Error::Invalid("this command needs the server's spec".into()))
+}
+
+/// Moves a pending command to `acked` or `failed` (only the node it was sent to may answer,
+/// when `node_id` is given). Returns whether it was still pending.
+async fn finish(
+    state: &AppState,
+    command_id: &str,
+    node_id: Option<&str>,
+    ok: bool,
+    error: &str,
+) -> Result<bool, Error> {
+    let mut update = command_row::Entity::update_many()
+        .col_expr(
+            command_row::Column::State,
+            Expr::value(if ok { "acked" } else { "failed" }),
+        )
+        .col_expr(
+            command_row::Column::Error,
+            Expr::value((!ok).then(|| error.to_owned())),
+        )
+        .col_expr(command_row::Column::CompletedAt, Expr::value(Utc::now()))
+        .filter(command_row::Column::Id.eq(command_id))
+        .filter(command_row::Column::State.eq("pending"));
+    if let Some(node_id) = node_id {
+        update = update.filter(command_row::Column::NodeId.eq(node_id));
+    }
+    if update.exec(&state.db).await?.rows_affected == 0 {
+        return Ok(false);
+    }
+    if let Some(row) = command_row::Entity::find_by_id(command_id)
+        .one(&state.db)
+        .await?
+    {
+        if ok && row.action == Action::Install.as_str() {
+            server::Entity::update_many()
+                .col_expr(server::Column::State, Expr::value(STATE_OFFLINE))
+                .col_expr(server::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(server::Column::Id.eq(&row.server_id))
+                .filter(server::Column::State.eq(STATE_INSTALLING))
+                .exec(&state.db)
+                .await?;
+        }
+        state.events.publish(
+            &row.server_id,
+            Event::Command {
+                command_id: row.id,
+                action: row.action,
+                state: row.state,
+                error: row.error,
+            },
+        );
+    }
+    Ok(true)
+}
+
+/// A node's ack.
+pub async fn on_ack(state: &AppState, node_id: &str, ack: CommandAck) -> Result<(), Error> {
+    if !finish(state, &ack.command_id, Some(node_id), ack.ok, &ack.error).await? {
+        tracing::debug!(node = %node_id, command = %ack.command_id, "ack for no pending command of this node");
+    }
+    Ok(())
+}
+
+/// One command's row, when it acts on `server_id`.
+pub async fn get(
+    state: &AppState,
+    server_id: &str,
+    command_id: &str,
+) -> Result<command_row::Model, Error> {
+    command_row::Entity::find_by_id(command_id)
+        .filter(command_row::Column::ServerId.eq(server_id))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| Error::NotFound("command".into()))
+}

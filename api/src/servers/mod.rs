@@ -1,0 +1,386 @@
+//! Servers: a tenant's process on a node, made from a template. The panel records what the
+//! tenant asked for and what the node reports; commands go down the node's stream
+//! ([`commands`]), state and console come back up, reach the database and SSE subscribers
+//! ([`events`]), and every (re)connect reconciles the records to what the node really has.
+
+pub mod commands;
+pub mod events;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, TimeZone, Utc};
+use proto::node::v1::{ConsoleLine, ConsoleStream, ServerState, ServerStatus};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, Order, QueryFilter, Set,
+};
+use serde::Deserialize;
+
+pub use commands::Action;
+pub use events::{Event, Events};
+
+use crate::db::entities::{node, server};
+use crate::pagination::{self, Page, PageQuery};
+use crate::templates::{self, Expanded, Template};
+use crate::tenancy::{new_id, validate_name};
+use crate::{AppState, Error};
+
+/// Made on the panel, not yet confirmed by its node.
+pub const STATE_INSTALLING: &str = "installing";
+/// Not running.
+pub const STATE_OFFLINE: &str = "offline";
+
+/// The API's name of a node-reported state.
+pub fn state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Installing | ServerState::Unspecified => STATE_INSTALLING,
+        ServerState::Offline => STATE_OFFLINE,
+        ServerState::Starting => "starting",
+        ServerState::Running => "running",
+        ServerState::Stopping => "stopping",
+        ServerState::Crashed => "crashed",
+    }
+}
+
+fn rfc3339_ms(unix_ms: i64) -> String {
+    Utc.timestamp_millis_opt(unix_ms)
+        .single()
+        .unwrap_or_else(Utc::now)
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `POST …/servers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewServer {
+    /// Shown to people.
+    pub name: String,
+    /// The node to place it on.
+    pub node_id: String,
+    /// The template's name.
+    pub template: String,
+    /// Values of the template's variables.
+    #[serde(default)]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `PATCH …/servers/{sid}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPatch {
+    /// A new name.
+    pub name: Option<String>,
+    /// New values; the whole set, validated again. Used from the next start.
+    pub variables: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A server with its template's name, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct ServerView {
+    /// The row.
+    pub server: server::Model,
+    /// The template's name.
+    pub template: String,
+}
+
+async fn template_of(db: &DatabaseConnection, server: &server::Model) -> Result<Template, Error> {
+    templates::by_id(db, &server.template_id)
+        .await?
+        .ok_or_else(|| Error::Config(format!("server {} has no template", server.id)))
+}
+
+/// The program, arguments and environment `server` runs with now.
+pub async fn expanded(db: &DatabaseConnection, server: &server::Model) -> Result<Expanded, Error> {
+    let template = template_of(db, server).await?;
+    let given = server.variables.as_object().cloned().unwrap_or_default();
+    let values = template.resolve(&given)?;
+    let mut expanded = template.expand(&values);
+    expanded
+        .env
+        .insert("SERVER_ID".to_owned(), server.id.clone());
+    Ok(expanded)
+}
+
+/// Creates a server on a connected node and sends it the install command.
+pub async fn create(
+    state: &Arc<AppState>,
+    tenant_id: &str,
+    new: NewServer,
+) -> Result<ServerView, Error> {
+    let name = validate_name("name", &new.name)?;
+    let node = node::Entity::find_by_id(&new.node_id)
+        .one(&state.db)
+        .await?
+        .filter(|n| n.enabled)
+        .ok_or_else(|| Error::Invalid(format!("there is no node {:?}", new.node_id)))?;
+    let template = templates::by_name(&state.db, &new.template)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("there is no template {:?}", new.template)))?;
+    template.resolve(&new.variables)?;
+    if !state.registry.is_online(&node.id) {
+        return Err(Error::NodeOffline(node.id));
+    }
+    let now = Utc::now();
+    let row = server::ActiveModel {
+        id: Set(new_id()),
+        tenant_id: Set(tenant_id.to_owned()),
+        node_id: Set(node.id.clone()),
+        name: Set(name),
+        template_id: Set(template.id.clone()),
+        variables: Set(serde_json::Value::Object(new.variables)),
+        state: Set(STATE_INSTALLING.to_owned()),
+        state_reason: Set(None),
+        port: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&state.db)
+    .await?;
+    let spec = expanded(&state.db, &row).await?;
+    commands::dispatch(state, &node.id, &row.id, Action::Install, Some(spec)).await?;
+    Ok(ServerView {
+        server: row,
+        template: template.name,
+    })
+}
+
+async fn views(
+    db: &DatabaseConnection,
+    rows: Vec<server::Model>,
+) -> Result<Vec<ServerView>, Error> {
+    let names: HashMap<String, String> = templates::list(db)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|server| ServerView {
+            template: names.get(&server.template_id).cloned().unwrap_or_default(),
+            server,
+        })
+        .collect())
+}
+
+/// The tenant's servers, one page.
+pub async fn list(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    query: &PageQuery,
+) -> Result<Page<ServerView>, Error> {
+    let page = pagination::fetch(
+        db,
+        server::Entity::find().filter(server::Column::TenantId.eq(tenant_id)),
+        server::Column::Id,
+        Order::Asc,
+        query,
+        |s| s.id.clone(),
+    )
+    .await?;
+    Ok(Page {
+        items: views(db, page.items).await?,
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// One server of the tenant; another tenant's server is `NotFound`, like a missing one.
+pub async fn get(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    server_id: &str,
+) -> Result<server::Model, Error> {
+    server::Entity::find_by_id(server_id)
+        .filter(server::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::NotFound("server".into()))
+}
+
+/// [`get`] with the template's name.
+pub async fn view(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    server_id: &str,
+) -> Result<ServerView, Error> {
+    let server = get(db, tenant_id, server_id).await?;
+    let mut views = views(db, vec![server]).await?;
+    views.pop().ok_or_else(|| Error::NotFound("server".into()))
+}
+
+/// Renames a server or replaces its variables (validated; used from the next start).
+pub async fn update(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    server_id: &str,
+    patch: ServerPatch,
+) -> Result<ServerView, Error> {
+    let server = get(db, tenant_id, server_id).await?;
+    let mut row: server::ActiveModel = server.clone().into();
+    if let Some(name) = &patch.name {
+        row.name = Set(validate_name("name", name)?);
+    }
+    if let Some(variables) = patch.variables {
+        template_of(db, &server).await?.resolve(&variables)?;
+        row.variables = Set(serde_json::Value::Object(variables));
+    }
+    row.updated_at = Set(Utc::now());
+    row.update(db).await?;
+    view(db, tenant_id, server_id).await
+}
+
+/// Deletes a server: its row goes now; its node removes it now when connected, or when it
+/// next connects and reports a server the panel no longer has.
+pub async fn delete(state: &Arc<AppState>, server: &server::Model) -> Result<(), Error> {
+    server::Entity::delete_by_id(&server.id)
+        .exec(&state.db)
+        .await?;
+    state.events.remove(&server.id);
+    match commands::dispatch(state, &server.node_id, &server.id, Action::Delete, None).await {
+        Ok(_) | Err(Error::NodeOffline(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes every server of a tenant (before the tenant itself goes).
+pub async fn delete_all(state: &Arc<AppState>, tenant_id: &str) -> Result<usize, Error> {
+    let rows = server::Entity::find()
+        .filter(server::Column::TenantId.eq(tenant_id))
+        .all(&state.db)
+        .await?;
+    for row in &rows {
+        delete(state, row).await?;
+    }
+    Ok(rows.len())
+}
+
+/// Checks a power action against the state the node last reported, then sends it.
+pub async fn power(
+    state: &Arc<AppState>,
+    server: &server::Model,
+    action: Action,
+) -> Result<String, Error> {
+    let current = server.state.as_str();
+    let refused = match action {
+        Action::Start => matches!(current, "running" | "starting" | "stopping"),
+        Action::Stop | Action::Kill => matches!(current, STATE_OFFLINE | "crashed"),
+        _ => false,
+    };
+    if current == STATE_INSTALLING || refused {
+        return Err(Error::Conflict(format!(
+            "cannot {} a server that is {current}",
+            action.as_str()
+        )));
+    }
+    let spec = match action {
+        Action::Start | Action::Restart => Some(expanded(&state.db, server).await?),
+        _ => None,
+    };
+    commands::dispatch(state, &server.node_id, &server.id, action, spec).await
+}
+
+/// A node reported a server's state: the record follows (only for that node's own servers).
+pub async fn on_status(
+    state: &AppState,
+    node_id: &str,
+    status: &ServerStatus,
+) -> Result<(), Error> {
+    let name = state_name(status.state());
+    let reason = (!status.reason.is_empty()).then(|| status.reason.clone());
+    let updated = server::Entity::update_many()
+        .col_expr(server::Column::State, Expr::value(name))
+        .col_expr(server::Column::StateReason, Expr::value(reason.clone()))
+        .col_expr(server::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(server::Column::Id.eq(&status.server_id))
+        .filter(server::Column::NodeId.eq(node_id))
+        .exec(&state.db)
+        .await?;
+    if updated.rows_affected == 1 {
+        state.events.publish(
+            &status.server_id,
+            Event::Status {
+                state: name.to_owned(),
+                reason,
+                at: rfc3339_ms(status.at_unix_ms),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// A console line from a node, for a server the caller checked belongs to it.
+pub fn on_console(state: &AppState, line: ConsoleLine) {
+    let stream = match line.stream() {
+        ConsoleStream::Stdout => "stdout",
+        ConsoleStream::Stderr => "stderr",
+    };
+    state.events.publish(
+        &line.server_id.clone(),
+        Event::Console {
+            line: line.line,
+            stream,
+            at: rfc3339_ms(line.at_unix_ms),
+        },
+    );
+}
+
+/// Whether `server_id` is one of `node_id`'s servers.
+pub async fn belongs_to(
+    db: &DatabaseConnection,
+    node_id: &str,
+    server_id: &str,
+) -> Result<bool, Error> {
+    Ok(server::Entity::find_by_id(server_id)
+        .filter(server::Column::NodeId.eq(node_id))
+        .one(db)
+        .await?
+        .is_some())
+}
+
+/// On every (re)connect: the node's report is the truth. Known servers take the reported
+/// state; servers the node lacks are installed again; servers the panel no longer has are
+/// deleted from the node.
+pub async fn reconcile(
+    state: &Arc<AppState>,
+    node_id: &str,
+    reported: Vec<ServerStatus>,
+) -> Result<(), Error> {
+    let rows = server::Entity::find()
+        .filter(server::Column::NodeId.eq(node_id))
+        .all(&state.db)
+        .await?;
+    let mut reported: HashMap<String, ServerStatus> = reported
+        .into_iter()
+        .map(|s| (s.server_id.clone(), s))
+        .collect();
+    let (mut updated, mut installed, mut deleted) = (0, 0, 0);
+    for row in rows {
+        state.events.clear_console(&row.id);
+        match reported.remove(&row.id) {
+            Some(status) => {
+                if state_name(status.state()) != row.state {
+                    updated += 1;
+                }
+                on_status(state, node_id, &status).await?;
+            }
+            None => {
+                let spec = expanded(&state.db, &row).await?;
+                server::Entity::update_many()
+                    .col_expr(server::Column::State, Expr::value(STATE_INSTALLING))
+                    .filter(server::Column::Id.eq(&row.id))
+                    .exec(&state.db)
+                    .await?;
+                commands::dispatch(state, node_id, &row.id, Action::Install, Some(spec)).await?;
+                installed += 1;
+            }
+        }
+    }
+    for orphan in reported.keys() {
+        commands::dispatch(state, node_id, orphan, Action::Delete, None).await?;
+        deleted += 1;
+    }
+    if updated + installed + deleted > 0 {
+        tracing::info!(node = %node_id, updated, installed, deleted, "reconciled servers with the node's report");
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Tenants and their members. Roles are stored per membership and read on every request; the
+//! last owner of a tenant can be neither demoted nor removed.
+
+use authz::Role;
+use chrono::Utc;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Order,
+    PaginatorTrait, QueryFilter, Set, TransactionTrait,
+};
+
+use crate::Error;
+use crate::db::entities::{membership, tenant, user};
+use crate::pagination::{self, Page, PageQuery};
+
+/// A tenant as a member sees it.
+#[derive(Debug, Clone)]
+pub struct TenantView {
+    /// The tenant.
+    pub tenant: tenant::Model,
+    /// The caller's role in it.
+    pub role: Role,
+}
+
+/// A member as the member list shows it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The user.
+    pub user_id: String,
+    /// Their email.
+    pub email: String,
+    /// Their role.
+    pub role: Role,
+}
+
+/// A new id: UUID v7, so ids sort by creation time (keyset pagination relies on it).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Checks a display name: 1 to 100 characters, no control characters.
+pub fn validate_name(what: &str, name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "{what} must be 1 to 100 characters without control characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// The caller's role in `tenant_id` now, or `None` when they are not a member (or there is
+/// no such tenant: the two are not told apart).
+pub async fn role_of(
+    db: &impl ConnectionTrait,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Option<Role>, Error> {
+    let row = membership::Entity::find_by_id((tenant_id.to_owned(), user_id.to_owned()))
+        .one(db)
+        .await?;
+    Ok(row.and_then(|m| Role::parse(&m.role)))
+}
+
+/// Every membership of a user, for `/api/auth/me`.
+pub async fn memberships_of(
+    db: &DatabaseConnection,
+    user_id: &str,
+) -> Result<Vec<(String, Role)>, Error> {
+    let rows = membership::Entity::find()
+        .filter(membership::Column::UserId.eq(user_id))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|m| Role::parse(&m.role).map(|r| (m.tenant_id, r)))
+        .collect())
+}
+
+/// Creates a tenant with `owner_id` as its owner.
+pub async fn create(
+    db: &DatabaseConnection,
+    name: &str,
+    owner_id: &str,
+) -> Result<tenant::Model, Error> {
+    let name = validate_name("name", name)?;
+    let now = Utc::now();
+    let txn = db.begin().await?;
+    let tenant = tenant::ActiveModel {
+        id: Set(new_id()),
+        name: Set(name),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    membership::ActiveModel {
+        tenant_id: Set(tenant.id.clone()),
+        user_id: Set(owner_id.to_owned()),
+        role: Set(Role::Owner.as_str().to_owned()),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(tenant)
+}
+
+/// The tenants `user_id` belongs to, one page.
+pub async fn list_for(
+    db: &DatabaseConnection,
+    user_id: &str,
+    query: &PageQuery,
+) -> Result<Page<TenantView>, Error> {
+    let page = pagination::fetch(
+        db,
+        membership::Entity::find().filter(membership::Column::UserId.eq(user_id)),
+        membership::Column::TenantId,
+        Order::Asc,
+        query,
+        |m| m.tenant_id.clone(),
+    )
+    .await?;
+    let ids: Vec<String> = page.items.iter().map(|m| m.tenant_id.clone()).collect();
+    let tenants = tenant::Entity::find()
+        .filter(tenant::Column::Id.is_in(ids))
+        .all(db)
+        .await?;
+    let items = page
+        .items
+        .into_iter()
+        .filter_map(|m| {
+            let tenant = tenants.iter().find(|t| t.id == m.tenant_id)?.clone();
+            Some(TenantView {
+                tenant,
+                role: Role::parse(&m.role)?,
+            })
+        })
+        .collect();
+    Ok(Page {
+        items,
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// One tenant.
+pub async fn get(db: &DatabaseConnection, tenant_id: &str) -> Result<tenant::Model, Error> {
+    tenant::Entity::find_by_id(tenant_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::NotFound("tenant".into()))
+}
+
+/// Removes the tenant's row and memberships (its servers are the caller's to remove first).
+pub async fn delete(db: &DatabaseConnection, tenant_id: &str) -> Result<(), Error> {
+    let txn = db.begin().await?;
+    membership::Entity::delete_many()
+        .filter(membership::Column::TenantId.eq(tenant_id))
+        .exec(&txn)
+        .await?;
+    tenant::Entity::delete_by_id(tenant_id).exec(&txn).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The members of a tenant, one page.
+pub async fn members(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    query: &PageQuery,
+) -> Result<Page<Member>, Error> {
+    let page = pagination::fetch(
+        db,
+        membership::Entity::find().filter(membership::Column::TenantId.eq(tenant_id)),
+        membership::Column::UserId,
+        Order::Asc,
+        query,
+        |m| m.user_id.clone(),
+    )
+    .await?;
+    let ids: Vec<String> = page.items.iter().map(|m| m.user_id.clone()).collect();
+    let users = user::Entity::find()
+        .filter(user::Column::Id.is_in(ids))
+        .all(db)
+        .await?;
+    let items = page
+        .items
+        .into_iter()
+        .filter_map(|m| {
+            let user = users.iter().find(|u| u.id == m.user_id)?;
+            Some(Member {
+                user_id: m.user_id,
+                email: user.email.clone(),
+                role: Role::parse(&m.role)?,
+            })
+        })
+        .collect();
+    Ok(Page {
+        items,
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// Adds the user with `email` to the tenant. `actor` is the caller's role.
+pub async fn add_member(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    actor: Role,
+    email: &str,
+    role: Role,
+) -> Result<Member, Error> {
+    if !actor.may_assign(role) {
+        return Err(forbidden_owner());
+    }
+    let email = crate::identity::normalise_email(email)?;
+    let user = user::Entity::find()
+        .filter(user::Column::Email.eq(&email))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::NotFound("user".into()))?;
+    if role_of(db, tenant_id, &user.id).await?.is_some() {
+        return Err(Error::Conflict(format!(
+            "{email} is already a member of this tenant"
+        )));
+    }
+    membership::ActiveModel {
+        tenant_id: Set(tenant_id.to_owned()),
+        user_id: Set(user.id.clone()),
+        role: Set(role.as_str().to_owned()),
+        created_at: Set(Utc::now()),
+    }
+    .insert(db)
+    .await
+    .map_err(|e| match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+            Error::Conflict(format!("{email} is already a member of this tenant"))
+        }
+        _ => Error::Db(e),
+    })?;
+    Ok(Member {
+        user_id: user.id,
+        email,
+        role,
+    })
+}
+
+/// Changes a member's role (`Some`) or removes them (`None`), refusing to leave the tenant
+/// without an owner. Serialised per tenant, so two owners cannot demote each other at once.
+pub async fn change_member(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    actor: Role,
+    user_id: &str,
+    new_role: Option<Role>,
+) -> Result<Option<Member>, Error> {
+    let txn = db.begin().await?;
+    // A write to the tenant row: PostgreSQL locks the row, SQLite takes its write lock, so
+    // concurrent membership changes of one tenant run one after the other.
+    tenant::Entity::update_many()
+        .col_expr(tenant::Column::Name, Expr::col(tenant::Column::Name).into())
+        .filter(tenant::Column::Id.eq(tenant_id))
+        .exec(&txn)
+        .await?;
+    let current = role_of(&txn, tenant_id, user_id)
+        .await?
+        .ok_or_else(|| Error::NotFound("member".into()))?;
+    if !actor.may_assign(current) || new_role.is_some_and(|r| !actor.may_assign(r)) {
+        return Err(forbidden_owner());
+    }
+    if current == Role::Owner && new_role != Some(Role::Owner) {
+        let owners = membership::Entity::find()
+            .filter(membership::Column::TenantId.eq(tenant_id))
+            .filter(membership::Column::Role.eq(Role::Owner.as_str()))
+            .count(&txn)
+            .await?;
+        if owners <= 1 {
+            return Err(Error::Conflict(
+                "the last owner of a tenant cannot be demoted or removed".into(),
+            ));
+        }
+    }
+    let key = (tenant_id.to_owned(), user_id.to_owned());
+    match new_role {
+        Some(role) => {
+            membership::Entity::update_many()
+                .col_expr(membership::Column::Role, Expr::value(role.as_str()))
+                .filter(membership::Column::TenantId.eq(tenant_id))
+                .filter(membership::Column::UserId.eq(user_id))
+                .exec(&txn)
+                .await?;
+        }
+        None => {
+            membership::Entity::delete_by_id(key).exec(&txn).await?;
+        }
+    }
+    txn.commit().await?;
+    let Some(role) = new_role else {
+        return Ok(None);
+    };
+    let email = user::Entity::find_by_id(user_id)
+        .one(db)
+        .await?
+        .map(|u| u.email)
+        .unwrap_or_default();
+    Ok(Some(Member {
+        user_id: user_id.to_owned(),
+        email,
+        role,
+    }))
+}
+
+fn forbidden_owner() -> Error {
+    Error::Forbidden {
+        code: "forbidden",
+        message: "only an owner grants, changes or removes the owner role",
+    }
+}

@@ -1,0 +1,39 @@
+//! `ticker`: the long-running program the tests run as a server. Shell-free on purpose: it
+//! prints its pid, its arguments as one JSON array (so a test sees exactly what it got, one
+//! element per argument), the `MOTD` variable from its environment, then `tick N` every
+//! `--interval-ms` (default 100) until it is signalled.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::time::Duration;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let interval = args
+        .iter()
+        .position(|a| a == "--interval-ms")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(100);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ticker pid={}", std::process::id());
+    let _ = writeln!(out, "args={}", serde_json::json!(args));
+    let motd = std::env::var("MOTD").unwrap_or_default();
+    let _ = writeln!(out, "env MOTD={}", serde_json::json!(motd));
+    let _ = writeln!(
+        out,
+        "cwd={}",
+        std::env::current_dir().unwrap_or_default().display()
+    );
+    eprintln!("ticker: started");
+    for n in 1u64.. {
+        std::thread::sleep(Duration::from_millis(interval));
+        if writeln!(out, "tick {n}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            // Nobody reads the console any more (Wings is gone).
+            std::process::exit(1);
+        }
+    }
+}

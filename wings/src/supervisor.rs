@@ -1,0 +1,614 @@
+//! The server supervisor: each server is a child process in its own directory under
+//! `WINGS_DATA_DIR/servers/<id>/`, started from the spec the panel sent (program and
+//! arguments executed directly, never through a shell, with only the spec's environment),
+//! as an unprivileged user when Wings runs as root.
+//!
+//! stdout and stderr go line by line into a ring buffer (the last 1,000 lines) and up the
+//! stream. An exit nobody asked for is `crashed`. Commands for one server run one after the
+//! other, in the order they came; different servers do not wait for each other.
+//!
+//! What Wings knows survives its own restart: `state/<id>.spec` holds each server's spec and
+//! `state/<id>.pid` marks a running process. A pid file found at start-up means Wings died
+//! while the server ran: the process it left (unsupervised, its console pipe gone) is killed
+//! and the server started again, so the panel sees it running as before.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Gid, Pid, Uid};
+use prost::Message;
+use proto::node::v1::{
+    Command, CommandAck, ConsoleLine, ConsoleStream, NodeMessage, ServerSpec, ServerState,
+    ServerStatus, command, node_message,
+};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::Child;
+use tokio::sync::mpsc;
+
+/// Console lines kept per server.
+pub const RING_LINES: usize = 1000;
+/// Console lines of each server sent to the panel on a new stream.
+const BACKLOG_LINES: usize = 200;
+/// Longest console line; longer output is split.
+const MAX_LINE_BYTES: usize = 4096;
+/// The search path given to server processes.
+const SERVER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// How long delete and restart wait for a killed process to be reaped.
+const REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Messages for the panel: statuses and acks (never dropped) and console lines (dropped when
+/// the panel cannot keep up; the ring buffer still has them).
+pub struct Uplink {
+    /// Statuses and acks.
+    pub events: mpsc::UnboundedReceiver<NodeMessage>,
+    /// Console lines.
+    pub console: mpsc::Receiver<NodeMessage>,
+}
+
+struct Slot {
+    spec: Option<ServerSpec>,
+    state: ServerState,
+    reason: String,
+    exit_code: Option<i32>,
+    ring: VecDeque<(ConsoleStream, String, i64)>,
+    pid: Option<u32>,
+    /// Bumped per process, so a late monitor cannot touch its successor.
+    generation: u64,
+    stop_requested: bool,
+    monitor: Option<tokio::task::JoinHandle<()>>,
+    queue: Option<mpsc::UnboundedSender<Command>>,
+}
+
+impl Slot {
+    fn new(spec: Option<ServerSpec>) -> Slot {
+        Slot {
+            spec,
+            state: ServerState::Offline,
+            reason: String::new(),
+            exit_code: None,
+            ring: VecDeque::new(),
+            pid: None,
+            generation: 0,
+            stop_requested: false,
+            monitor: None,
+            queue: None,
+        }
+    }
+
+    fn status(&self, id: &str) -> ServerStatus {
+        ServerStatus {
+            server_id: id.to_owned(),
+            state: self.state as i32,
+            reason: self.reason.clone(),
+            exit_code: self.exit_code,
+            at_unix_ms: crate::unix_ms(),
+        }
+    }
+}
+
+/// The supervisor of one node's servers.
+pub struct Supervisor {
+    data_dir: PathBuf,
+    /// Who server processes run as when Wings is root.
+    run_as: Option<(Uid, Gid)>,
+    slots: Mutex<HashMap<String, Slot>>,
+    events: mpsc::UnboundedSender<NodeMessage>,
+    console: mpsc::Sender<NodeMessage>,
+}
+
+/// Whether `name` is a server id (a UUID) and so safe as a file name.
+fn valid_id(name: &str) -> bool {
+    name.len() == 36 && name.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// The start time of `pid` (field 22 of `/proc/<pid>/stat`), to tell a process from a later
+/// one that reused its pid.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19).map(str::to_owned)
+}
+
+fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> (String, Option<i32>) {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => (format!("exited with status {code}"), Some(code)),
+            (None, Some(signal)) => (format!("killed by signal {signal}"), None),
+            _ => ("exited".into(), None),
+        },
+        Err(e) => (format!("cannot wait for the process: {e}"), None),
+    }
+}
+
+impl Supervisor {
+    /// Reads what Wings had before it (re)started, kills processes a previous Wings left
+    /// behind and starts those servers again.
+    pub fn load(data_dir: &Path) -> Result<(Arc<Supervisor>, Uplink), crate::Error> {
+        let io = |what: &str, e: std::io::Error| crate::Error::Io(format!("{what}: {e}"));
+        for dir in [data_dir.join("servers"), data_dir.join("state")] {
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir.display().to_string(), e))?;
+        }
+        let run_as = if Uid::effective().is_root() {
+            let nobody = nix::unistd::User::from_name("nobody")
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    crate::Error::Io(
+                        "running as root, but there is no user 'nobody' to run servers as".into(),
+                    )
+                })?;
+            // Server processes must be able to reach their directories, not list them.
+            for dir in [data_dir.to_path_buf(), data_dir.join("servers")] {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                    .map_err(|e| io(&dir.display().to_string(), e))?;
+            }
+            std::fs::set_permissions(
+                data_dir.join("state"),
+                std::fs::Permissions::from_mode(0o700),
+            )
+            .map_err(|e| io("state", e))?;
+            Some((nobody.uid, nobody.gid))
+        } else {
+            tracing::warn!("not running as root: servers run as Wings' own user");
+            None
+        };
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (console_tx, console) = mpsc::channel(4096);
+        let supervisor = Arc::new(Supervisor {
+            data_dir: data_dir.to_path_buf(),
+            run_as,
+            slots: Mutex::new(HashMap::new()),
+            events: events_tx,
+            console: console_tx,
+        });
+        let mut resume = Vec::new();
+        let entries = std::fs::read_dir(data_dir.join("servers")).map_err(|e| io("servers", e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !valid_id(&name) {
+                continue;
+            }
+            let spec = std::fs::read(supervisor.spec_file(&name))
+                .ok()
+                .and_then(|bytes| ServerSpec::decode(bytes.as_slice()).ok());
+            if let Ok(marker) = std::fs::read_to_string(supervisor.pid_file(&name)) {
+                let mut parts = marker.split_whitespace();
+                let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+                let started = parts.next().map(str::to_owned);
+                if let Some(pid) = pid
+                    && started.is_some()
+                    && start_time(pid) == started
+                {
+                    tracing::warn!(server = %name, pid, "killing the process a previous Wings left behind");
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+                let _ = std::fs::remove_file(supervisor.pid_file(&name));
+                if spec.is_some() {
+                    resume.push(name.clone());
+                }
+            }
+            supervisor.lock().insert(name, Slot::new(spec));
+        }
+        for id in resume {
+            let spec = supervisor.lock().get(&id).and_then(|s| s.spec.clone());
+            if let Some(spec) = spec {
+                tracing::info!(server = %id, "starting again the server that ran when Wings stopped");
+                if let Err(e) = supervisor.spawn(&id, spec) {
+                    tracing::warn!(server = %id, error = %e, "cannot start the server again");
+                }
+            }
+        }
+        Ok((supervisor, Uplink { events, console }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        // Slots are always left whole; a panic elsewhere does not make them wrong.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn server_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("servers").join(id)
+    }
+
+    fn spec_file(&self, id: &str) -> PathBuf {
+        self.data_dir.join("state").join(format!("{id}.spec"))
+    }
+
+    fn pid_file(&self, id: &str) -> PathBuf {
+        self.data_dir.join("state").join(format!("{id}.pid"))
+    }
+
+    /// Every server's state and the tail of its console, for a new stream. `before` runs
+    /// under the same lock, so nothing reported after the snapshot is also in it.
+    pub fn snapshot(&self, before: impl FnOnce()) -> (Vec<ServerStatus>, Vec<ConsoleLine>) {
+        let slots = self.lock();
+        before();
+        let mut statuses = Vec::with_capacity(slots.len());
+        let mut backlog = Vec::new();
+        for (id, slot) in slots.iter() {
+            statuses.push(slot.status(id));
+            let skip = slot.ring.len().saturating_sub(BACKLOG_LINES);
+            backlog.extend(
+                slot.ring
+                    .iter()
+                    .skip(skip)
+                    .map(|(stream, line, at)| ConsoleLine {
+                        server_id: id.clone(),
+                        line: line.clone(),
+                        stream: *stream as i32,
+                        at_unix_ms: *at,
+                        backlog: true,
+                    }),
+            );
+        }
+        (statuses, backlog)
+    }
+
+    /// The last console lines of a server (tests and diagnostics).
+    pub fn console_tail(&self, id: &str) -> Vec<String> {
+        self.lock()
+            .get(id)
+            .map(|s| s.ring.iter().map(|(_, l, _)| l.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn send(&self, kind: node_message::Kind) {
+        // The receiver lives as long as the agent; if it is gone, Wings is stopping.
+        let _ = self.events.send(NodeMessage { kind: Some(kind) });
+    }
+
+    fn set_state(
+        &self,
+        slots: &mut HashMap<String, Slot>,
+        id: &str,
+        state: ServerState,
+        reason: String,
+    ) {
+        if let Some(slot) = slots.get_mut(id) {
+            slot.state = state;
+            slot.reason = reason;
+            if state != ServerState::Crashed && state != ServerState::Offline {
+                slot.exit_code = None;
+            }
+            self.send(node_message::Kind::Status(slot.status(id)));
+        }
+    }
+
+    /// Queues a command from the panel; commands for one server run in order.
+    pub fn handle(self: &Arc<Self>, command: Command) {
+        let id = command.server_id.clone();
+        if !valid_id(&id) {
+            self.ack(&command.id, Err(format!("{id:?} is not a server id")));
+            return;
+        }
+        let mut slots = self.lock();
+        let slot = slots.entry(id.clone()).or_insert_with(|| Slot::new(None));
+        let queue = match &slot.queue {
+            Some(queue) if !queue.is_closed() => queue.clone(),
+            _ => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(self.clone().worker(id.clone(), rx));
+                slot.queue = Some(tx.clone());
+                tx
+            }
+        };
+        drop(slots);
+        let _ = queue.send(command);
+    }
+
+    async fn worker(self: Arc<Self>, id: String, mut queue: mpsc::UnboundedReceiver<Command>) {
+        while let Some(command) = queue.recv().await {
+            let deleting = matches!(command.action, Some(command::Action::Delete(_)));
+            let result = self.execute(&id, command.action).await;
+            if let Err(e) = &result {
+                tracing::warn!(server = %id, command = %command.id, error = %e, "command failed");
+            }
+            self.ack(&command.id, result);
+            if deleting {
+                break;
+            }
+        }
+    }
+
+    fn ack(&self, command_id: &str, result: Result<(), String>) {
+        self.send(node_message::Kind::Ack(CommandAck {
+            command_id: command_id.to_owned(),
+            ok: result.is_ok(),
+            error: result.err().unwrap_or_default(),
+        }));
+    }
+
+    async fn execute(
+        self: &Arc<Self>,
+        id: &str,
+        action: Option<command::Action>,
+    ) -> Result<(), String> {
+        match action {
+            Some(command::Action::Install(spec)) => self.install(id, spec),
+            Some(command::Action::Start(spec)) => self.spawn(id, spec),
+            Some(command::Action::Stop(stop)) => self.stop(id, Signal::SIGTERM, stop.grace_secs),
+            Some(command::Action::Kill(_)) => self.stop(id, Signal::SIGKILL, 0),
+            Some(command::Action::Restart(restart)) => {
+                let spec = restart.spec.ok_or("restart without a spec")?;
+                if self.is_running(id) {
+                    self.stop(id, Signal::SIGTERM, restart.grace_secs)?;
+                    self.reaped(
+                        id,
+                        Duration::from_secs(u64::from(restart.grace_secs)) + REAP_TIMEOUT,
+                    )
+                    .await?;
+                }
+                self.spawn(id, spec)
+            }
+            Some(command::Action::Delete(_)) => self.delete(id).await,
+            None => Err("unknown command: this Wings is older than the panel".into()),
+        }
+    }
+
+    fn is_running(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|s| s.pid.is_some())
+    }
+
+    fn save_spec(&self, id: &str, spec: &ServerSpec) -> Result<(), String> {
+        let file = self.spec_file(id);
+        std::fs::write(&file, spec.encode_to_vec())
+            .and_then(|()| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)))
+            .map_err(|e| format!("cannot save the server's spec: {e}"))
+    }
+
+    fn make_dir(&self, id: &str) -> Result<PathBuf, String> {
+        let dir = self.server_dir(id);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if let Some((uid, gid)) = self.run_as {
+            nix::unistd::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| format!("cannot give {} to the server's user: {e}", dir.display()))?;
+        }
+        Ok(dir)
+    }
+
+    fn install(&self, id: &str, spec: ServerSpec) -> Result<(), String> {
+        self.make_dir(id)?;
+        self.save_spec(id, &spec)?;
+        let mut slots = self.lock();
+        let slot = slots
+            .entry(id.to_owned())
+            .or_insert_with(|| Slot::new(None));
+        slot.spec = Some(spec);
+        let state = slot.state;
+        self.set_state(&mut slots, id, state, String::new());
+        Ok(())
+    }
+
+    /// Starts the server's process with `spec`.
+    fn spawn(self: &Arc<Self>, id: &str, spec: ServerSpec) -> Result<(), String> {
+        if self.is_running(id) {
+            return Err("the server is already running".into());
+        }
+        let dir = self.make_dir(id)?;
+        self.save_spec(id, &spec)?;
+        {
+            let mut slots = self.lock();
+            let slot = slots
+                .entry(id.to_owned())
+                .or_insert_with(|| Slot::new(None));
+            slot.spec = Some(spec.clone());
+            self.set_state(&mut slots, id, ServerState::Starting, String::new());
+        }
+        let mut command = tokio::process::Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .env_clear()
+            .envs(&spec.env)
+            .env("PATH", SERVER_PATH)
+            .env("HOME", &dir)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let reason = format!("cannot start {}: {e}", spec.program);
+                let mut slots = self.lock();
+                self.set_state(&mut slots, id, ServerState::Crashed, reason.clone());
+                return Err(reason);
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let marker = format!("{pid} {}", start_time(pid).unwrap_or_default());
+        if let Err(e) = std::fs::write(self.pid_file(id), marker) {
+            tracing::warn!(server = %id, error = %e, "cannot write the pid file");
+        }
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(id) else {
+            return Err("the server was deleted while starting".into());
+        };
+        slot.generation += 1;
+        slot.pid = Some(pid);
+        slot.stop_requested = false;
+        let generation = slot.generation;
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        slot.monitor = Some(tokio::spawn(self.clone().monitor(
+            id.to_owned(),
+            generation,
+            child,
+            stdout,
+            stderr,
+        )));
+        self.set_state(&mut slots, id, ServerState::Running, format!("pid {pid}"));
+        tracing::info!(server = %id, pid, "server started");
+        Ok(())
+    }
+
+    async fn monitor(
+        self: Arc<Self>,
+        id: String,
+        generation: u64,
+        mut child: Child,
+        stdout: Option<tokio::process::ChildStdout>,
+        stderr: Option<tokio::process::ChildStderr>,
+    ) {
+        let out = stdout.map(|s| {
+            tokio::spawn(
+                self.clone()
+                    .read_lines(id.clone(), ConsoleStream::Stdout, s),
+            )
+        });
+        let err = stderr.map(|s| {
+            tokio::spawn(
+                self.clone()
+                    .read_lines(id.clone(), ConsoleStream::Stderr, s),
+            )
+        });
+        let status = child.wait().await;
+        // Output still in the pipes belongs before the exit; a grandchild holding them open
+        // does not hold up the exit report for long.
+        for reader in [out, err].into_iter().flatten() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
+        }
+        let (description, code) = describe_exit(status);
+        let _ = std::fs::remove_file(self.pid_file(&id));
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(&id) else {
+            return;
+        };
+        if slot.generation != generation {
+            return;
+        }
+        slot.pid = None;
+        slot.exit_code = code;
+        let (state, reason) = if slot.stop_requested {
+            (ServerState::Offline, format!("stopped ({description})"))
+        } else {
+            (ServerState::Crashed, description)
+        };
+        tracing::info!(server = %id, state = ?state, %reason, "server exited");
+        slot.state = state;
+        slot.reason = reason;
+        self.send(node_message::Kind::Status(slot.status(&id)));
+    }
+
+    async fn read_lines(
+        self: Arc<Self>,
+        id: String,
+        stream: ConsoleStream,
+        pipe: impl AsyncRead + Unpin,
+    ) {
+        let mut reader = BufReader::new(pipe);
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            let read = (&mut reader)
+                .take(MAX_LINE_BYTES as u64)
+                .read_until(b'\n', &mut buffer)
+                .await;
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            while buffer.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                buffer.pop();
+            }
+            let line = String::from_utf8_lossy(&buffer).into_owned();
+            self.console_line(&id, stream, line);
+        }
+    }
+
+    fn console_line(&self, id: &str, stream: ConsoleStream, line: String) {
+        let at = crate::unix_ms();
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(id) else {
+            return;
+        };
+        if slot.ring.len() == RING_LINES {
+            slot.ring.pop_front();
+        }
+        slot.ring.push_back((stream, line.clone(), at));
+        let message = NodeMessage {
+            kind: Some(node_message::Kind::Console(ConsoleLine {
+                server_id: id.to_owned(),
+                line,
+                stream: stream as i32,
+                at_unix_ms: at,
+                backlog: false,
+            })),
+        };
+        // Full means the panel is not keeping up: the ring buffer keeps the line.
+        let _ = self.console.try_send(message);
+    }
+
+    /// Signals the process group; SIGTERM escalates to SIGKILL after `grace_secs`.
+    fn stop(self: &Arc<Self>, id: &str, signal: Signal, grace_secs: u32) -> Result<(), String> {
+        let mut slots = self.lock();
+        let slot = slots.get_mut(id).ok_or("no such server")?;
+        let pid = slot.pid.ok_or("the server is not running")?;
+        slot.stop_requested = true;
+        let generation = slot.generation;
+        if signal == Signal::SIGTERM {
+            self.set_state(&mut slots, id, ServerState::Stopping, String::new());
+        }
+        drop(slots);
+        killpg(Pid::from_raw(pid as i32), signal)
+            .map_err(|e| format!("cannot signal the process: {e}"))?;
+        if signal == Signal::SIGTERM {
+            let me = self.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(grace_secs))).await;
+                let still = me
+                    .lock()
+                    .get(&id)
+                    .is_some_and(|s| s.generation == generation && s.pid == Some(pid));
+                if still {
+                    tracing::warn!(server = %id, pid, "grace period over: SIGKILL");
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until the server's process has been reaped.
+    async fn reaped(&self, id: &str, within: Duration) -> Result<(), String> {
+        let monitor = self.lock().get_mut(id).and_then(|s| s.monitor.take());
+        if let Some(monitor) = monitor {
+            tokio::time::timeout(within, monitor)
+                .await
+                .map_err(|_| "the process did not exit in time".to_owned())?
+                .map_err(|e| format!("the monitor failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn delete(self: &Arc<Self>, id: &str) -> Result<(), String> {
+        if self.is_running(id) {
+            self.stop(id, Signal::SIGKILL, 0)?;
+            self.reaped(id, REAP_TIMEOUT).await?;
+        }
+        self.lock().remove(id);
+        let dir = self.server_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+        }
+        for file in [self.spec_file(id), self.pid_file(id)] {
+            let _ = std::fs::remove_file(file);
+        }
+        tracing::info!(server = %id, "server deleted");
+        Ok(())
+    }
+}
