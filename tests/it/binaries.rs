@@ -11,7 +11,8 @@ use tests::{
 
 const CAP: Duration = Duration::from_secs(20);
 
-fn wings_env(
+/// The environment `dev-ca env` prints for a node, with a 1 s heartbeat.
+pub(crate) fn wings_env(
     pki: &TestPki,
     cert: &NodeCert,
     node_id: &str,

@@ -10,6 +10,7 @@ pub mod mail;
 mod pki;
 mod process;
 mod redis_server;
+pub mod rest;
 
 use std::future::Future;
 use std::path::Path;
@@ -17,8 +18,9 @@ use std::time::{Duration, Instant};
 
 pub use client::{NodeClient, dial, dial_with};
 pub use pki::{NodeCert, TestPki};
-pub use process::{Proc, bin_path, panel_env, rss_kib, run, start_panel};
+pub use process::{Proc, bin_path, panel_env, rss_kib, run, signal, start_panel};
 pub use redis_server::RedisServer;
+pub use rest::{EventReader, Rest};
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

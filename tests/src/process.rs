@@ -116,6 +116,23 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// SIGKILL, no chance to clean up (a crash, a power cut).
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `signal` (e.g. `-KILL`) to `pid` with kill(1).
+pub fn signal(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {

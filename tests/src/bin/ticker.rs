@@ -1,6 +1,7 @@
 //! `ticker`: the long-running program the tests run as a server. Shell-free on purpose: it
 //! prints its pid, its arguments as one JSON array (so a test sees exactly what it got, one
-//! element per argument), the `MOTD` variable from its environment, then `tick N` every
+//! element per argument), the `MOTD` variable from its environment, its directory and
+//! effective uid, then `tick N` every
 //! `--interval-ms` (default 100) until it is signalled.
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,14 @@ fn main() {
         "cwd={}",
         std::env::current_dir().unwrap_or_default().display()
     );
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2).map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let _ = writeln!(out, "uid={uid}");
     eprintln!("ticker: started");
     for n in 1u64.. {
         std::thread::sleep(Duration::from_millis(interval));
