@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job: builds everything, makes a dev CA and certificates, starts the panel on its
 # embedded defaults (SQLite under data/), enrols two nodes, starts two Wings agents, waits until
-# both are online over mutual TLS, then shows forged nodes being turned away. It runs in a fresh
-# directory, data/demo/, and stops everything it started.
+# both are online over mutual TLS, shows forged nodes being turned away, then tells the tenant
+# story over REST (tenant-demo): a server started on a node, its console, stopped. It runs in a
+# fresh directory, data/demo/, and stops everything it started.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -111,5 +112,11 @@ http_get /metrics | grep '^mamba_node' || true
 
 say "The real nodes are still online"
 "$bin/api" node list
+
+say "The tenant story, over REST: an admin, a template, a tenant, a server started on us-east-1-node-01"
+"$bin/tenant-demo" --panel "http://$PANEL_HTTP_ADDR" --outbox data/outbox --api-bin "$bin/api" \
+  --node us-east-1-node-01 --program "$bin/ticker"
+echo
+echo "The server's files on the node: $(ls -d data/wings/us-east-1-node-01/servers/*)"
 
 say "Done: stopping the panel and the agents (logs and certificates stay in data/demo/)"

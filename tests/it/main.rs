@@ -6,6 +6,7 @@ mod dev_ca;
 mod identity;
 mod limiter;
 mod node_channel;
+mod rbac;
 mod servers;
 
 /// Runs an async test body once on SQLite and once on PostgreSQL.

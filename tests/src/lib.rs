@@ -11,6 +11,7 @@ mod pki;
 mod process;
 mod redis_server;
 pub mod rest;
+pub mod sim;
 
 use std::future::Future;
 use std::path::Path;

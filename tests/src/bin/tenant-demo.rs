@@ -1,0 +1,166 @@
+//! `tenant-demo`: the tenant story of `scripts/demo.sh`, told over the panel's REST API as a
+//! client would tell it. A platform admin and a tenant admin register and verify through the
+//! mail outbox; the admin is granted with `api admin grant` and defines a template; the tenant
+//! admin makes a tenant, a server on a connected node, starts it, watches its console over
+//! SSE, stops it, and reads the tenant's audit log.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Value, json};
+use tests::Rest;
+
+#[derive(Parser)]
+#[command(about = "The tenant story of the demo, over REST")]
+struct Args {
+    /// The panel's REST base URL.
+    #[arg(long)]
+    panel: String,
+    /// The panel's mail outbox folder.
+    #[arg(long)]
+    outbox: PathBuf,
+    /// The `api` binary (for `api admin grant`).
+    #[arg(long)]
+    api_bin: PathBuf,
+    /// A connected node to place the server on.
+    #[arg(long)]
+    node: String,
+    /// The program the template runs.
+    #[arg(long)]
+    program: String,
+}
+
+fn show(what: &str, status: reqwest::StatusCode, body: &Value) {
+    println!("  {what:<44} -> {} {}", status.as_u16(), body);
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(story(args))
+}
+
+async fn story(args: Args) -> anyhow::Result<()> {
+    let rest = Rest::new(args.panel.clone());
+    println!("A platform admin registers, verifies through the outbox, is granted by the CLI:");
+    rest.verified_user(&args.outbox, "ops@example.com").await;
+    let granted = std::process::Command::new(&args.api_bin)
+        .args(["admin", "grant", "ops@example.com"])
+        .output()?;
+    anyhow::ensure!(granted.status.success(), "api admin grant failed");
+    print!("  {}", String::from_utf8_lossy(&granted.stdout));
+    let admin = rest.login("ops@example.com").await;
+    let (status, body) = admin
+        .post(
+            "/api/admin/templates",
+            json!({
+                "name": "ticker",
+                "command": args.program,
+                "args": ["--interval-ms", "{{INTERVAL}}", "--motd={{MOTD}}"],
+                "variables": [
+                    {"name": "INTERVAL", "pattern": "[0-9]{2,5}", "default": "500"},
+                    {"name": "MOTD", "pattern": "[ -~]{0,200}", "default": "welcome"},
+                ],
+            }),
+        )
+        .await;
+    show(
+        "POST /api/admin/templates",
+        status,
+        &json!({"name": body["name"]}),
+    );
+
+    println!("\nA tenant admin registers, makes a tenant and a server:");
+    let (alice, _) = rest.verified_user(&args.outbox, "alice@example.com").await;
+    let (status, body) = alice.get("/api/templates").await;
+    show("GET /api/templates", status, &body["items"]);
+    let (status, body) = alice.get("/api/nodes").await;
+    show("GET /api/nodes", status, &body["items"]);
+    let (status, tenant) = alice
+        .post("/api/tenants", json!({"name": "Acme Games"}))
+        .await;
+    show("POST /api/tenants", status, &tenant);
+    let tenant_id = tenant["id"].as_str().unwrap_or_default();
+    let servers = format!("/api/tenants/{tenant_id}/servers");
+    let (status, server) = alice
+        .post(
+            &servers,
+            json!({"name": "lobby", "node_id": args.node, "template": "ticker",
+                   "variables": {"MOTD": "hello from Acme; $(not a shell)"}}),
+        )
+        .await;
+    show(
+        "POST …/servers",
+        status,
+        &json!({"id": server["id"], "state": server["state"]}),
+    );
+    anyhow::ensure!(status == reqwest::StatusCode::CREATED, "server not created");
+    let path = format!("{servers}/{}", server["id"].as_str().unwrap_or_default());
+    for _ in 0..100 {
+        if alice.get(&path).await.1["state"] == "offline" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "  the node installed it: state {}",
+        alice.get(&path).await.1["state"]
+    );
+
+    println!("\nStart it and watch its console over SSE (GET …/events):");
+    let mut events = alice
+        .events(&format!("{path}/events"))
+        .await
+        .map_err(|(s, b)| anyhow::anyhow!("events: {s} {b}"))?;
+    let (status, body) = alice
+        .post(&format!("{path}/power"), json!({"action": "start"}))
+        .await;
+    show("POST …/power {start}", status, &body);
+    let mut lines = 0;
+    events
+        .until(
+            "running and six console lines",
+            Duration::from_secs(20),
+            |name, v| {
+                match name {
+                    "status" => println!("  event: status  {}", v["state"]),
+                    "console" => {
+                        lines += 1;
+                        println!("  event: console {}", v["line"]);
+                    }
+                    _ => {}
+                }
+                lines >= 6
+            },
+        )
+        .await;
+    let (status, body) = alice
+        .post(&format!("{path}/power"), json!({"action": "stop"}))
+        .await;
+    show("POST …/power {stop}", status, &body);
+    events
+        .until("offline", Duration::from_secs(20), |name, v| {
+            if name == "status" {
+                println!("  event: status  {} {}", v["state"], v["reason"]);
+            }
+            name == "status" && v["state"] == "offline"
+        })
+        .await;
+
+    println!("\nThe tenant's audit log (newest first):");
+    let (_, audit) = alice.get(&format!("/api/tenants/{tenant_id}/audit")).await;
+    for row in audit["items"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  {:<14} {:<10} {}",
+            row["at"].as_str().unwrap_or_default(),
+            row["action"].as_str().unwrap_or_default(),
+            row["outcome"].as_str().unwrap_or_default(),
+            row["details"]
+        );
+    }
+    Ok(())
+}

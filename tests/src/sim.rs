@@ -1,0 +1,69 @@
+//! Simulated Wings on a raw node stream: obeys every command at once, reporting the state it
+//! leads to, and keeps heartbeating. For tests and load runs that need many nodes or a node
+//! that misbehaves (one that never acks).
+
+use proto::node::v1::{CommandAck, NodeMessage, ServerState, ServerStatus, command, node_message};
+
+use crate::NodeClient;
+
+/// Runs `client` as an obedient node until its stream ends. With `ack` false it takes
+/// commands and never answers them.
+pub fn obey(mut client: NodeClient, ack: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seq = 0;
+        let mut beat = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            let command = tokio::select! {
+                _ = beat.tick() => {
+                    seq += 1;
+                    if !client.heartbeat(seq).await {
+                        return;
+                    }
+                    continue;
+                }
+                command = client.next_command() => match command {
+                    Some(command) => command,
+                    None => return,
+                },
+            };
+            if !ack {
+                continue;
+            }
+            let state = match &command.action {
+                Some(
+                    command::Action::Install(_)
+                    | command::Action::Stop(_)
+                    | command::Action::Kill(_),
+                ) => Some(ServerState::Offline),
+                Some(command::Action::Start(_) | command::Action::Restart(_)) => {
+                    Some(ServerState::Running)
+                }
+                _ => None,
+            };
+            if let Some(state) = state {
+                let status = NodeMessage {
+                    kind: Some(node_message::Kind::Status(ServerStatus {
+                        server_id: command.server_id.clone(),
+                        state: state as i32,
+                        reason: String::new(),
+                        exit_code: None,
+                        at_unix_ms: 0,
+                    })),
+                };
+                if !client.send(status).await {
+                    return;
+                }
+            }
+            let ack = NodeMessage {
+                kind: Some(node_message::Kind::Ack(CommandAck {
+                    command_id: command.id,
+                    ok: true,
+                    error: String::new(),
+                })),
+            };
+            if !client.send(ack).await {
+                return;
+            }
+        }
+    })
+}
