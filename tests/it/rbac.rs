@@ -42,7 +42,7 @@ impl World {
         let client = dial(panel.grpc_addr, &pki.ca_certs(), Some(cert.identity()), 5)
             .await
             .unwrap();
-        sim::obey(client, ack);
+        sim::obey(client, ack, Duration::from_secs(1));
         api::templates::create(
             db,
             api::templates::NewTemplate {

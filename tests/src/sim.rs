@@ -6,12 +6,16 @@ use proto::node::v1::{CommandAck, NodeMessage, ServerState, ServerStatus, comman
 
 use crate::NodeClient;
 
-/// Runs `client` as an obedient node until its stream ends. With `ack` false it takes
-/// commands and never answers them.
-pub fn obey(mut client: NodeClient, ack: bool) -> tokio::task::JoinHandle<()> {
+/// Runs `client` as an obedient node until its stream ends, heartbeating every `beat`. With
+/// `ack` false it takes commands and never answers them.
+pub fn obey(
+    mut client: NodeClient,
+    ack: bool,
+    beat: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seq = 0;
-        let mut beat = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut beat = tokio::time::interval(beat);
         loop {
             let command = tokio::select! {
                 _ = beat.tick() => {

@@ -115,13 +115,14 @@ impl NodeControl for NodeControlService {
         // The channel is new and empty: this cannot fail for lack of room.
         let _ = tx.try_send(Ok(welcome));
         let state = self.state.clone();
-        let node_id = identity.node_id.clone();
         tokio::spawn(async move {
-            if let Err(e) = servers::reconcile(&state, &node_id, hello.servers).await {
-                tracing::warn!(node = %node_id, error = %e, "cannot reconcile the node's servers");
+            // The report in Hello is older than anything the node sends after it: apply it
+            // before reading on, so a later status is never overwritten by it.
+            if let Err(e) = servers::reconcile(&state, &session.node_id, hello.servers).await {
+                tracing::warn!(node = %session.node_id, error = %e, "cannot reconcile the node's servers");
             }
+            pump(state, session, inbound, tx, interval).await;
         });
-        tokio::spawn(pump(self.state.clone(), session, inbound, tx, interval));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

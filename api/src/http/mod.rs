@@ -18,6 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
@@ -36,6 +37,10 @@ const BODY_LIMIT: usize = 1024 * 1024;
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: CancellationToken) {
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Small responses and SSE events go out at once, not after the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
