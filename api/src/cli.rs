@@ -37,6 +37,23 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Master encryption keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every secret's data key under MASTER_ENCRYPTION_KEY (ciphertexts untouched).
+    /// Resumable: run it again after an interruption. Keep the old key in
+    /// MASTER_ENCRYPTION_KEYS_RETIRED until it reports nothing remaining.
+    Rotate {
+        /// Secrets per committed batch.
+        #[arg(long, default_value_t = 500)]
+        batch: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -113,6 +130,39 @@ async fn run(command: Command) -> Result<(), Error> {
             let config = Config::from_env()
                 .map_err(|errors| Error::Config(format!("\n  {}", errors.join("\n  "))))?;
             crate::run(config).await
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { batch },
+        } => {
+            let get = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+            let mut errors = Vec::new();
+            let identity = crate::config::IdentityConfig::from_lookup(&get, &mut errors);
+            let environment = match get(crate::config::PANEL_ENV).as_deref() {
+                Some("production") => crate::config::Environment::Production,
+                _ => crate::config::Environment::Development,
+            };
+            if !errors.is_empty() {
+                return Err(Error::Config(format!("\n  {}", errors.join("\n  "))));
+            }
+            let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
+            let vault = crate::secrets::Vault::load(&identity, environment)?;
+            vault.check(&db).await?;
+            let report = crate::secrets::rotate(&db, &vault, batch.max(1), None).await?;
+            println!(
+                "active key {}: {} data keys re-wrapped, {} failed, {} remaining under other keys",
+                vault.active_id(),
+                report.rewrapped,
+                report.failed,
+                report.remaining
+            );
+            if report.failed > 0 {
+                return Err(Error::Config(format!(
+                    "{} secrets could not be re-wrapped: is every old key in {}?",
+                    report.failed,
+                    crate::config::MASTER_ENCRYPTION_KEYS_RETIRED
+                )));
+            }
+            Ok(())
         }
         Command::Migrate => {
             db::connect_and_migrate(&Config::database_url_from_env()).await?;

@@ -39,6 +39,10 @@ pub enum Error {
     /// A used refresh token was presented again; its family is revoked.
     #[error("refresh token reused; the session was revoked")]
     TokenReused,
+    /// Stored ciphertext does not open: tampered, copied to another tenant or name, or sealed
+    /// under a key that is not configured.
+    #[error("the stored secret cannot be decrypted (tampered, moved, or sealed under another key)")]
+    Undecryptable,
     /// The node has no live stream, so the command cannot reach it.
     #[error("node {0} is not connected")]
     NodeOffline(String),

@@ -4,6 +4,7 @@
 //! - [`identity`], [`http`], [`limits`], [`mailer`]: accounts, sessions and tokens over REST.
 //! - [`tenancy`], [`templates`], [`servers`]: tenants and members, what servers run, servers on
 //!   nodes driven over the node channel, and their live events.
+//! - [`secrets`]: tenants' secrets, envelope-encrypted under the master key ring.
 //! - [`db`], [`audit`], [`metrics`], [`pagination`]: storage, the audit log, Prometheus, lists.
 //!
 //! [`Panel::start`] binds both listeners from a [`Config`] and returns their addresses, so the
@@ -24,6 +25,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod nodes;
 pub mod pagination;
+pub mod secrets;
 pub mod servers;
 pub mod templates;
 pub mod tenancy;
@@ -58,6 +60,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// The master keys of envelope-encrypted secrets.
+    pub vault: secrets::Vault,
     /// Live server events for SSE subscribers.
     pub events: servers::Events,
     /// Cancelled when the panel stops: long-lived responses (SSE) end.
@@ -95,6 +99,8 @@ impl Panel {
             db.clone(),
             metrics.clone(),
         )?;
+        let vault = secrets::Vault::load(&config.identity, config.environment)?;
+        vault.check(&db).await?;
         let limits = limits::Limits::new(
             config.identity.redis_url.as_deref(),
             &config.identity.redis_key_prefix,
@@ -108,6 +114,7 @@ impl Panel {
             registry: NodeRegistry::default(),
             metrics,
             handshake_timeout: config.handshake_timeout,
+            vault,
             events: servers::Events::default(),
             stopping: CancellationToken::new(),
             config: config.clone(),

@@ -50,6 +50,15 @@ pub struct NewTemplate {
     pub variables: Vec<Variable>,
 }
 
+/// A server's variables, checked: literal values, and references to the tenant's secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// Variable → value.
+    pub values: BTreeMap<String, String>,
+    /// Variable → the name of the secret holding its value.
+    pub secrets: BTreeMap<String, String>,
+}
+
 /// A template read back from the database.
 #[derive(Debug, Clone)]
 pub struct Template {
@@ -202,12 +211,15 @@ impl NewTemplate {
 
 impl Template {
     /// Validates the values a server gives (`given`), fills in defaults, and returns every
-    /// variable's value. Unknown names, non-string values, values over 4 KiB or not matching
-    /// their pattern, and missing variables without a default are refused.
+    /// variable's value, and apart from them the variables that refer to a tenant's secret
+    /// (`{"secret": "NAME"}`), whose values are checked when they are read ([`Template::check`]).
+    /// Unknown names, other non-string values, values over 4 KiB or not matching their
+    /// pattern, and missing variables without a default are refused; messages never hold a
+    /// value.
     pub fn resolve(
         &self,
         given: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<BTreeMap<String, String>, Error> {
+    ) -> Result<Resolved, Error> {
         if let Some(unknown) = given
             .keys()
             .find(|k| !self.variables.iter().any(|v| &v.name == *k))
@@ -217,13 +229,27 @@ impl Template {
                 self.name
             )));
         }
-        let mut values = BTreeMap::new();
+        let mut resolved = Resolved::default();
         for variable in &self.variables {
             let value = match given.get(&variable.name) {
                 Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Object(reference))
+                    if reference.len() == 1 && reference.contains_key("secret") =>
+                {
+                    let name = reference["secret"].as_str().ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "variable {}: a secret is named by a string",
+                            variable.name
+                        ))
+                    })?;
+                    resolved
+                        .secrets
+                        .insert(variable.name.clone(), name.to_owned());
+                    continue;
+                }
                 Some(_) => {
                     return Err(Error::Invalid(format!(
-                        "variable {} must be a string",
+                        "variable {} must be a string or {{\"secret\": \"NAME\"}}",
                         variable.name
                     )));
                 }
@@ -231,21 +257,31 @@ impl Template {
                     Error::Invalid(format!("variable {} is required", variable.name))
                 })?,
             };
-            if value.len() > MAX_VALUE_BYTES {
-                return Err(Error::Invalid(format!(
-                    "variable {} is over {MAX_VALUE_BYTES} bytes",
-                    variable.name
-                )));
-            }
-            if value.contains('\0') || !whole(&variable.pattern)?.is_match(&value) {
-                return Err(Error::Invalid(format!(
-                    "variable {} does not match its pattern {:?}",
-                    variable.name, variable.pattern
-                )));
-            }
-            values.insert(variable.name.clone(), value);
+            self.check(&variable.name, &value)?;
+            resolved.values.insert(variable.name.clone(), value);
         }
-        Ok(values)
+        Ok(resolved)
+    }
+
+    /// Checks one variable's value: at most 4 KiB, no NUL, matching its pattern whole.
+    pub fn check(&self, name: &str, value: &str) -> Result<(), Error> {
+        let variable = self
+            .variables
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| Error::Invalid(format!("no variable {name}")))?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(Error::Invalid(format!(
+                "variable {name} is over {MAX_VALUE_BYTES} bytes"
+            )));
+        }
+        if value.contains('\0') || !whole(&variable.pattern)?.is_match(value) {
+            return Err(Error::Invalid(format!(
+                "variable {name} does not match its pattern {:?}",
+                variable.pattern
+            )));
+        }
+        Ok(())
     }
 
     /// The program, arguments and environment for `values` (from [`Template::resolve`]).
@@ -371,7 +407,7 @@ mod tests {
         let t = stored(echo());
         for hostile in ["; rm -rf /", "$(id)", "a\nb", "`id`", "{{MOTD}}", "' \" \\"] {
             let given = json!({ "MOTD": hostile });
-            let values = t.resolve(given.as_object().unwrap()).unwrap();
+            let values = t.resolve(given.as_object().unwrap()).unwrap().values;
             let expanded = t.expand(&values);
             assert_eq!(expanded.args.len(), 2);
             assert_eq!(expanded.args[0], format!("--motd={hostile}"));
@@ -393,6 +429,8 @@ mod tests {
             json!({"MOTD": "abc\n"}),
             json!({"MOTD": "x".repeat(10 * 1024)}),
             json!({"MOTD": 5}),
+            json!({"MOTD": {"secret": 5}}),
+            json!({"MOTD": {"secret": "a", "x": 1}}),
             json!({}),
             json!({"MOTD": "ok", "OTHER": "x"}),
         ] {
@@ -401,6 +439,15 @@ mod tests {
                 "{bad} must be refused"
             );
         }
+    }
+
+    #[test]
+    fn secret_references_are_kept_apart() {
+        let t = stored(echo());
+        let given = json!({"MOTD": {"secret": "motd"}});
+        let resolved = t.resolve(given.as_object().unwrap()).unwrap();
+        assert_eq!(resolved.secrets["MOTD"], "motd");
+        assert!(!resolved.values.contains_key("MOTD"));
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub enum Error {
     /// The rate limiter's store failed (Redis unreachable, script error).
     #[error("rate limiter: {0}")]
     Limiter(String),
+    /// Envelope encryption failed: a wrong key, or tampered data (never says which byte).
+    #[error("decryption failed: {0}")]
+    Decrypt(&'static str),
+    /// A master key is malformed; the message says how (never the key).
+    #[error("{0}")]
+    MasterKey(String),
     /// A TLS configuration could not be built.
     #[error("TLS configuration: {0}")]
     Tls(String),

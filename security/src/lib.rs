@@ -6,11 +6,13 @@
 //! - [`password`]: argon2id password hashing with upgrade-on-login.
 //! - [`limiter`]: sliding-window rate limits, in Redis and in memory, with a block list.
 //! - [`jwt`]: access tokens (`at+jwt`, EdDSA or ES256, `kid` thumbprints, key rotation).
+//! - [`envelope`]: envelope encryption (AES-256-GCM data keys wrapped by a master key).
 //!
 //! Functions take plain values and, where time matters, the current time as an argument, so
 //! tests can move the clock.
 #![forbid(unsafe_code)]
 
+pub mod envelope;
 mod error;
 pub mod jwt;
 pub mod limiter;

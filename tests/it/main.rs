@@ -7,6 +7,7 @@ mod identity;
 mod limiter;
 mod node_channel;
 mod rbac;
+mod secrets;
 mod servers;
 
 /// Runs an async test body once on SQLite and once on PostgreSQL.

@@ -107,6 +107,14 @@ async fn tenant(world: &World, owner: &Rest, name: &str) -> Tenant {
         owner.get(&path).await.1["state"] == "running"
     })
     .await;
+    let (status, body) = owner
+        .call(
+            Method::PUT,
+            &format!("/api/tenants/{id}/secrets/db"),
+            Some(json!({"value": "hunter2"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let _ = world;
     Tenant {
         id,
@@ -139,11 +147,16 @@ fn example(
         .replace("{tid}", &ids.tenant)
         .replace("{sid}", &ids.server)
         .replace("{cid}", &ids.command)
-        .replace("{uid}", &ids.member);
+        .replace("{uid}", &ids.member)
+        .replace("{name}", "db");
     let method = Method::from_bytes(route.method.as_bytes()).unwrap();
     let (body, ok) = match (route.method, route.path) {
         ("GET", _) => (None, StatusCode::OK),
         ("DELETE", "/api/tenants/{tid}/members/{uid}") => (None, StatusCode::NO_CONTENT),
+        ("DELETE", "/api/tenants/{tid}/secrets/{name}") => (None, StatusCode::NO_CONTENT),
+        ("PUT", "/api/tenants/{tid}/secrets/{name}") => {
+            (Some(json!({"value": "s3cret"})), StatusCode::NO_CONTENT)
+        }
         ("DELETE", _) => (None, StatusCode::ACCEPTED),
         ("POST", "/api/tenants/{tid}/members") => (
             Some(json!({"email": fresh_email, "role": "member"})),

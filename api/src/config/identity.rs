@@ -31,6 +31,20 @@ pub const REDIS_URL: &str = "REDIS_URL";
 pub const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
 /// Per-class limit overrides, e.g. `login=5/15m,api=100/1m`.
 pub const RATE_LIMITS: &str = "RATE_LIMITS";
+/// The master key-encryption key, 64 hex characters; generated into `data/` in development.
+pub const MASTER_ENCRYPTION_KEY: &str = "MASTER_ENCRYPTION_KEY";
+/// Retired master keys, comma-separated `id:hex`, that still decrypt until `api keys rotate`.
+pub const MASTER_ENCRYPTION_KEYS_RETIRED: &str = "MASTER_ENCRYPTION_KEYS_RETIRED";
+
+/// A configured secret (a master key): never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
 
 /// The limit of each class of request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +192,10 @@ pub struct IdentityConfig {
     pub rate_limits: RateLimits,
     /// Where development keys are generated.
     pub data_dir: PathBuf,
+    /// See [`MASTER_ENCRYPTION_KEY`].
+    pub master_key: Option<Redacted>,
+    /// See [`MASTER_ENCRYPTION_KEYS_RETIRED`]: `(id, hex)` pairs.
+    pub master_keys_retired: Vec<(String, Redacted)>,
 }
 
 impl IdentityConfig {
@@ -199,6 +217,8 @@ impl IdentityConfig {
             trusted_proxies: Vec::new(),
             rate_limits: RateLimits::default(),
             data_dir,
+            master_key: None,
+            master_keys_retired: Vec::new(),
         }
     }
 
@@ -247,6 +267,22 @@ impl IdentityConfig {
             config.outbox_dir = PathBuf::from(dir);
         }
         config.redis_url = get(REDIS_URL);
+        config.master_key = get(MASTER_ENCRYPTION_KEY).map(Redacted);
+        for item in get(MASTER_ENCRYPTION_KEYS_RETIRED)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            match item.split_once(':') {
+                Some((id, key)) => config
+                    .master_keys_retired
+                    .push((id.trim().to_owned(), Redacted(key.trim().to_owned()))),
+                None => errors.push(format!(
+                    "{MASTER_ENCRYPTION_KEYS_RETIRED}: an entry is not id:hex"
+                )),
+            }
+        }
         if let Some(list) = get(TRUSTED_PROXIES) {
             for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 match Cidr::parse(item) {

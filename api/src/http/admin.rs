@@ -6,19 +6,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use sea_orm::{EntityTrait, Order};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::Caller;
 use super::error::{ApiError, ApiJson, ApiQuery};
 use super::guard::ClientIp;
-use super::tenants::{audit_json, page_json};
+use super::tenants::audit_page;
 use crate::audit::{self, AuditEvent};
 use crate::cli::node_json;
-use crate::db::entities::{audit_log, node};
+use crate::db::entities::node;
 use crate::nodes::{Kick, store};
-use crate::pagination::{self, PageQuery};
+use crate::pagination::PageQuery;
 use crate::templates::{self, NewTemplate, Template};
 use crate::{AppState, Error};
 
@@ -154,14 +153,5 @@ pub async fn audit_log(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>> {
-    let page = pagination::fetch(
-        &state.db,
-        audit_log::Entity::find(),
-        audit_log::Column::Id,
-        Order::Desc,
-        &query,
-        |row| row.id.clone(),
-    )
-    .await?;
-    Ok(page_json(page, audit_json))
+    audit_page(&state, None, &query).await
 }

@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod error;
 mod guard;
+mod secrets;
 mod servers;
 mod tenants;
 
@@ -234,6 +235,30 @@ fn table() -> Vec<Entry> {
             "/api/tenants/{tid}/servers/{sid}/events",
             Tenant(&[P::ServerRead]),
             servers::events,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/secrets",
+            Tenant(&[P::SecretRead]),
+            secrets::list,
+        ),
+        at(
+            "PUT",
+            "/api/tenants/{tid}/secrets/{name}",
+            Tenant(&[P::SecretWrite]),
+            secrets::put,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/secrets/{name}",
+            Tenant(&[P::SecretRead]),
+            secrets::get,
+        ),
+        at(
+            "DELETE",
+            "/api/tenants/{tid}/secrets/{name}",
+            Tenant(&[P::SecretWrite]),
+            secrets::delete,
         ),
         at("POST", "/api/admin/nodes", PlatformAdmin, admin::add_node),
         at("GET", "/api/admin/nodes", PlatformAdmin, admin::nodes),

@@ -103,12 +103,13 @@ pub async fn get(State(state): State<Arc<AppState>>, ctx: TenantCtx) -> Result<J
 /// DELETE /api/tenants/{tid}: its servers are deleted on their nodes, then the tenant.
 pub async fn delete(State(state): State<Arc<AppState>>, ctx: TenantCtx) -> Result<Response> {
     let servers = servers::delete_all(&state, &ctx.tenant_id).await?;
+    let secrets = crate::secrets::delete_all(&state.db, &ctx.tenant_id).await?;
     tenancy::delete(&state.db, &ctx.tenant_id).await?;
     let event = ctx.audit(
         "tenant.delete",
         Some(&ctx.tenant_id),
         "ok",
-        json!({ "servers_deleted": servers }),
+        json!({ "servers_deleted": servers, "secrets_destroyed": secrets }),
     );
     audit::record_or_log(&state.db, event).await;
     Ok(StatusCode::ACCEPTED.into_response())
@@ -196,22 +197,35 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// One page of audit rows, newest first: one tenant's, or every row when `tenant` is `None`.
+pub async fn audit_page(
+    state: &AppState,
+    tenant: Option<&str>,
+    query: &PageQuery,
+) -> Result<Json<Value>> {
+    let mut select = audit_log::Entity::find();
+    if let Some(tenant) = tenant {
+        select = select.filter(audit_log::Column::TenantId.eq(tenant));
+    }
+    let page = pagination::fetch(
+        &state.db,
+        select,
+        audit_log::Column::Id,
+        Order::Desc,
+        query,
+        |row| row.id.clone(),
+    )
+    .await?;
+    Ok(page_json(page, audit_json))
+}
+
 /// GET /api/tenants/{tid}/audit: this tenant's rows only, newest first.
 pub async fn audit_log(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>> {
-    let page = pagination::fetch(
-        &state.db,
-        audit_log::Entity::find().filter(audit_log::Column::TenantId.eq(&ctx.tenant_id)),
-        audit_log::Column::Id,
-        Order::Desc,
-        &query,
-        |row| row.id.clone(),
-    )
-    .await?;
-    Ok(page_json(page, audit_json))
+    audit_page(&state, Some(&ctx.tenant_id), &query).await
 }
 
 /// GET /api/templates: names and declared variables, never the command line.

@@ -90,16 +90,46 @@ async fn template_of(db: &DatabaseConnection, server: &server::Model) -> Result<
         .ok_or_else(|| Error::Config(format!("server {} has no template", server.id)))
 }
 
-/// The program, arguments and environment `server` runs with now.
-pub async fn expanded(db: &DatabaseConnection, server: &server::Model) -> Result<Expanded, Error> {
-    let template = template_of(db, server).await?;
+/// The program, arguments and environment `server` runs with now. Variables that refer to a
+/// secret are decrypted here, only to be sent to the server's node, and checked against
+/// their pattern.
+pub async fn expanded(state: &AppState, server: &server::Model) -> Result<Expanded, Error> {
+    let template = template_of(&state.db, server).await?;
     let given = server.variables.as_object().cloned().unwrap_or_default();
-    let values = template.resolve(&given)?;
-    let mut expanded = template.expand(&values);
+    let mut resolved = template.resolve(&given)?;
+    for (variable, name) in &resolved.secrets {
+        let value = crate::secrets::read(&state.db, &state.vault, &server.tenant_id, name)
+            .await
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::Invalid(format!(
+                    "variable {variable} refers to secret {name}, which does not exist"
+                )),
+                other => other,
+            })?;
+        template.check(variable, &value)?;
+        resolved.values.insert(variable.clone(), value.to_string());
+    }
+    let mut expanded = template.expand(&resolved.values);
     expanded
         .env
         .insert("SERVER_ID".to_owned(), server.id.clone());
     Ok(expanded)
+}
+
+/// Refuses references to secrets the tenant does not have (without reading them).
+async fn check_references(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    resolved: &templates::Resolved,
+) -> Result<(), Error> {
+    for (variable, name) in &resolved.secrets {
+        if !crate::secrets::exists(db, tenant_id, name).await? {
+            return Err(Error::Invalid(format!(
+                "variable {variable} refers to secret {name}, which does not exist"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates a server on a connected node and sends it the install command.
@@ -117,7 +147,8 @@ pub async fn create(
     let template = templates::by_name(&state.db, &new.template)
         .await?
         .ok_or_else(|| Error::Invalid(format!("there is no template {:?}", new.template)))?;
-    template.resolve(&new.variables)?;
+    let resolved = template.resolve(&new.variables)?;
+    check_references(&state.db, tenant_id, &resolved).await?;
     if !state.registry.is_online(&node.id) {
         return Err(Error::NodeOffline(node.id));
     }
@@ -137,7 +168,7 @@ pub async fn create(
     }
     .insert(&state.db)
     .await?;
-    let spec = expanded(&state.db, &row).await?;
+    let spec = expanded(state, &row).await?;
     commands::dispatch(state, &node.id, &row.id, Action::Install, Some(spec)).await?;
     Ok(ServerView {
         server: row,
@@ -221,7 +252,8 @@ pub async fn update(
         row.name = Set(validate_name("name", name)?);
     }
     if let Some(variables) = patch.variables {
-        template_of(db, &server).await?.resolve(&variables)?;
+        let resolved = template_of(db, &server).await?.resolve(&variables)?;
+        check_references(db, tenant_id, &resolved).await?;
         row.variables = Set(serde_json::Value::Object(variables));
     }
     row.updated_at = Set(Utc::now());
@@ -273,7 +305,7 @@ pub async fn power(
         )));
     }
     let spec = match action {
-        Action::Start | Action::Restart => Some(expanded(&state.db, server).await?),
+        Action::Start | Action::Restart => Some(expanded(state, server).await?),
         _ => None,
     };
     commands::dispatch(state, &server.node_id, &server.id, action, spec).await
@@ -364,7 +396,13 @@ pub async fn reconcile(
                 on_status(state, node_id, &status).await?;
             }
             None => {
-                let spec = expanded(&state.db, &row).await?;
+                let spec = match expanded(state, &row).await {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        tracing::warn!(server = %row.id, error = %e, "cannot reinstall the server on its node");
+                        continue;
+                    }
+                };
                 server::Entity::update_many()
                     .col_expr(server::Column::State, Expr::value(STATE_INSTALLING))
                     .filter(server::Column::Id.eq(&row.id))

@@ -3,9 +3,11 @@
 pub mod audit_log;
 pub mod command;
 pub mod email_token;
+pub mod encryption_key;
 pub mod membership;
 pub mod node;
 pub mod refresh_token;
+pub mod secret;
 pub mod server;
 pub mod session;
 pub mod template;

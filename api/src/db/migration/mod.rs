@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
 mod identity;
+mod secrets;
 mod tenancy;
 
 /// All migrations, in order.
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateNodesAndAudit),
             Box::new(identity::CreateIdentity),
             Box::new(tenancy::CreateTenancy),
+            Box::new(secrets::CreateSecrets),
         ]
     }
 }
