@@ -75,6 +75,7 @@ impl World {
 /// A tenant with a founding owner, a server on the node (installed) and a started+stopped
 /// command history.
 struct Tenant {
+    backup: String,
     id: String,
     owner: Rest,
     server: String,
@@ -115,8 +116,16 @@ async fn tenant(world: &World, owner: &Rest, name: &str) -> Tenant {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = owner.post(&format!("{path}/backups"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let backup = body["id"].as_str().unwrap().to_owned();
+    eventually("backup completed", CAP, || async {
+        owner.get(&format!("{path}/backups")).await.1["items"][0]["state"] == "completed"
+    })
+    .await;
     let _ = world;
     Tenant {
+        backup,
         id,
         owner: owner.clone(),
         server,
@@ -148,12 +157,22 @@ fn example(
         .replace("{sid}", &ids.server)
         .replace("{cid}", &ids.command)
         .replace("{uid}", &ids.member)
+        .replace("{bid}", &ids.backup)
         .replace("{name}", "db");
     let method = Method::from_bytes(route.method.as_bytes()).unwrap();
     let (body, ok) = match (route.method, route.path) {
         ("GET", _) => (None, StatusCode::OK),
         ("DELETE", "/api/tenants/{tid}/members/{uid}") => (None, StatusCode::NO_CONTENT),
         ("DELETE", "/api/tenants/{tid}/secrets/{name}") => (None, StatusCode::NO_CONTENT),
+        ("DELETE", "/api/tenants/{tid}/servers/{sid}/backups/{bid}") => {
+            (None, StatusCode::NO_CONTENT)
+        }
+        ("POST", "/api/tenants/{tid}/servers/{sid}/backups") => {
+            (Some(json!({"name": "nightly"})), StatusCode::ACCEPTED)
+        }
+        ("POST", "/api/tenants/{tid}/servers/{sid}/backups/{bid}/restore") => {
+            (None, StatusCode::ACCEPTED)
+        }
         ("PUT", "/api/tenants/{tid}/secrets/{name}") => {
             (Some(json!({"value": "s3cret"})), StatusCode::NO_CONTENT)
         }
@@ -181,6 +200,7 @@ fn example(
 }
 
 struct Ids {
+    backup: String,
     tenant: String,
     server: String,
     command: String,
@@ -206,7 +226,7 @@ fn tenant_routes() -> Vec<Route> {
         .collect();
     routes.sort_by_key(|r| match (r.method, r.path) {
         ("DELETE", "/api/tenants/{tid}") => 3,
-        ("DELETE", p) if p.contains("{sid}") => 2,
+        ("DELETE", p) if p.ends_with("{sid}") => 2,
         ("DELETE", _) => 1,
         _ => 0,
     });
@@ -269,6 +289,7 @@ async fn role_matrix(kind: DbKind) {
         add_member(&t, &format!("{name}@example.com"), name).await;
         add_member(&t, &format!("victim-{name}@example.com"), "member").await;
         let ids = Ids {
+            backup: t.backup.clone(),
             tenant: t.id.clone(),
             server: t.server.clone(),
             command: t.command.clone(),
@@ -329,12 +350,14 @@ async fn other_tenants_ids_are_not_found(kind: DbKind) {
     let b = tenant(&world, &bob, "B").await;
     let before = snapshot(&a).await;
     let theirs = Ids {
+        backup: a.backup.clone(),
         tenant: a.id.clone(),
         server: a.server.clone(),
         command: a.command.clone(),
         member: member_a.clone(),
     };
     let mixed = Ids {
+        backup: a.backup.clone(),
         tenant: b.id.clone(),
         server: a.server.clone(),
         command: a.command.clone(),

@@ -83,7 +83,21 @@ fn start_wings(pki: &TestPki, cert: &NodeCert, grpc: &str, dir: &Path) -> Proc {
     )
 }
 
-async fn servers_through_real_binaries(kind: DbKind) {
+/// The real panel and Wings, a platform admin who enrolled node-1 and the `ticker` template,
+/// and a verified tenant admin.
+struct Stack {
+    tmp: tempfile::TempDir,
+    pki: TestPki,
+    db_url: String,
+    panel: Proc,
+    grpc: String,
+    admin: Rest,
+    alice: Rest,
+    cert: NodeCert,
+    wings: Proc,
+}
+
+async fn stack(kind: DbKind) -> Stack {
     security::tls::install_default_provider();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -112,7 +126,7 @@ async fn servers_through_real_binaries(kind: DbKind) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["online"], false);
     let cert = pki.node("node-1");
-    let mut wings = start_wings(&pki, &cert, &grpc, dir);
+    let wings = start_wings(&pki, &cert, &grpc, dir);
     eventually("node-1 online in GET /api/nodes", CAP, || async {
         admin.get("/api/nodes").await.1["items"][0]["online"] == true
     })
@@ -134,8 +148,34 @@ async fn servers_through_real_binaries(kind: DbKind) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    // A tenant admin sees the template without its command line.
     let (alice, _) = rest.verified_user(&outbox, "alice@example.com").await;
+    Stack {
+        tmp,
+        pki,
+        db_url,
+        panel,
+        grpc,
+        admin,
+        alice,
+        cert,
+        wings,
+    }
+}
+
+async fn servers_through_real_binaries(kind: DbKind) {
+    let Stack {
+        tmp,
+        pki,
+        db_url,
+        panel: _panel,
+        grpc,
+        admin,
+        alice,
+        cert,
+        mut wings,
+    } = stack(kind).await;
+    let dir = tmp.path();
+    // A tenant admin sees the template without its command line.
     let (_, templates) = alice.get("/api/templates").await;
     assert_eq!(templates["items"][0]["name"], "ticker");
     assert!(
@@ -324,3 +364,275 @@ async fn servers_through_real_binaries(kind: DbKind) {
 }
 
 crate::on_both_databases!(servers_through_real_binaries);
+
+/// Every file under `dir` with its contents (links as `-> target`), for before/after checks.
+fn tree(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_symlink() {
+                out.push((
+                    name,
+                    format!("-> {}", std::fs::read_link(&path).unwrap().display()),
+                ));
+            } else if meta.is_dir() {
+                out.push((name, "dir".into()));
+                stack.push(path);
+            } else {
+                out.push((
+                    name,
+                    String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A gzipped tar with a harmless file, then one hostile entry: a `../` path, an absolute path,
+/// or a link leading out of the directory.
+fn hostile_archive(kind: &str, absolute: &Path) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut append = |name: &[u8], kind: tar::EntryType, link: Option<&[u8]>, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        // Written raw: the tar crate itself refuses to make such names.
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        if let Some(link) = link {
+            header.set_link_name_literal(link).unwrap();
+        }
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    };
+    append(b"harmless.txt", tar::EntryType::Regular, None, b"fine");
+    match kind {
+        "traversal" => append(b"../escaped.txt", tar::EntryType::Regular, None, b"pwned"),
+        "absolute" => append(
+            absolute.to_str().unwrap().as_bytes(),
+            tar::EntryType::Regular,
+            None,
+            b"pwned",
+        ),
+        _ => append(b"link", tar::EntryType::Symlink, Some(b"../../.."), b""),
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+async fn backups_through_real_binaries(kind: DbKind) {
+    let Stack {
+        tmp,
+        db_url,
+        panel: _panel,
+        admin,
+        alice,
+        wings: _wings,
+        ..
+    } = stack(kind).await;
+    let dir = tmp.path();
+    let (_, tenant) = alice.post("/api/tenants", json!({"name": "Acme"})).await;
+    let servers = format!("/api/tenants/{}/servers", tenant["id"].as_str().unwrap());
+    let (status, created) = alice
+        .post(
+            &servers,
+            json!({"name": "db", "node_id": "node-1", "template": "ticker"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let sid = created["id"].as_str().unwrap().to_owned();
+    let server = format!("{servers}/{sid}");
+    eventually("installed", CAP, || async {
+        server_state(&alice, &server).await == "offline"
+    })
+    .await;
+    let files = dir.join("wings/servers").join(&sid);
+    std::fs::create_dir_all(files.join("world")).unwrap();
+    std::fs::write(files.join("server.properties"), "motd=v1\n").unwrap();
+    std::fs::write(files.join("world/level.dat"), "level one").unwrap();
+    let original = tree(&files);
+
+    // Back up: completed with the archive's size and SHA-256.
+    let (status, backup) = alice
+        .post(&format!("{server}/backups"), json!({"name": "before"}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{backup}");
+    assert_eq!(backup["state"], "pending");
+    let bid = backup["id"].as_str().unwrap().to_owned();
+    let backups = format!("{server}/backups");
+    let find = |list: &Value, id: &str| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    eventually("backup completed", CAP, || async {
+        find(&alice.get(&backups).await.1, &bid)["state"] == "completed"
+    })
+    .await;
+    let made = find(&alice.get(&backups).await.1, &bid);
+    let archive = dir
+        .join("wings/backups")
+        .join(&sid)
+        .join(format!("{bid}.tar.gz"));
+    let bytes = std::fs::read(&archive).unwrap();
+    assert_eq!(made["size_bytes"], bytes.len() as u64);
+    assert_eq!(
+        made["sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
+
+    // Change and delete files, start the server, restore: stopped, files as they were.
+    std::fs::write(files.join("server.properties"), "motd=v2\n").unwrap();
+    std::fs::remove_dir_all(files.join("world")).unwrap();
+    std::fs::write(files.join("new.txt"), "new").unwrap();
+    power(&alice, &server, "start").await;
+    eventually("running", CAP, || async {
+        server_state(&alice, &server).await == "running"
+    })
+    .await;
+    let (status, body) = alice
+        .post(&format!("{backups}/{bid}/restore"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    eventually("restored", CAP, || async {
+        find(&alice.get(&backups).await.1, &bid)["restore_state"] == "restored"
+    })
+    .await;
+    assert_eq!(
+        server_state(&alice, &server).await,
+        "offline",
+        "stopped for the restore"
+    );
+    assert_eq!(tree(&files), original, "the files are as they were");
+
+    // Hostile archives with their correct SHA-256 registered: the path checks refuse them and
+    // nothing inside or outside the server's directory changes.
+    let db = api::db::connect(&db_url).await.unwrap();
+    let outside = dir.join("wings/servers");
+    let absolute = dir.join("absolute-escape.txt");
+    for kind in ["traversal", "absolute", "symlink"] {
+        let id = uuid::Uuid::now_v7().to_string();
+        let bytes = hostile_archive(kind, &absolute);
+        std::fs::write(
+            dir.join("wings/backups")
+                .join(&sid)
+                .join(format!("{id}.tar.gz")),
+            &bytes,
+        )
+        .unwrap();
+        use sea_orm::ActiveModelTrait;
+        api::db::entities::backup::ActiveModel {
+            id: sea_orm::Set(id.clone()),
+            server_id: sea_orm::Set(sid.clone()),
+            tenant_id: sea_orm::Set(tenant["id"].as_str().unwrap().to_owned()),
+            node_id: sea_orm::Set("node-1".into()),
+            name: sea_orm::Set(format!("planted {kind}")),
+            state: sea_orm::Set("completed".into()),
+            size_bytes: sea_orm::Set(Some(bytes.len() as i64)),
+            sha256: sea_orm::Set(Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                &bytes,
+            )))),
+            error: sea_orm::Set(None),
+            restore_state: sea_orm::Set(None),
+            restore_error: sea_orm::Set(None),
+            created_at: sea_orm::Set(chrono::Utc::now()),
+            completed_at: sea_orm::Set(Some(chrono::Utc::now())),
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        let siblings = tree(&outside);
+        let (status, body) = alice
+            .post(&format!("{backups}/{id}/restore"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        eventually(&format!("{kind} restore refused"), CAP, || async {
+            find(&alice.get(&backups).await.1, &id)["restore_state"] == "failed"
+        })
+        .await;
+        let refused = find(&alice.get(&backups).await.1, &id);
+        assert!(
+            refused["restore_error"]
+                .as_str()
+                .unwrap()
+                .contains("path traversal"),
+            "{kind}: {refused}"
+        );
+        assert_eq!(tree(&files), original, "{kind}: nothing inside changed");
+        assert_eq!(
+            tree(&outside),
+            siblings,
+            "{kind}: nothing beside it changed"
+        );
+        assert!(!absolute.exists() && !dir.join("wings/escaped.txt").exists());
+    }
+
+    // A backup of 100 MB does not hold up the agent's heartbeats: last_seen keeps moving
+    // while it is made.
+    let mut noise = vec![0u8; 100 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in noise.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(files.join("big.bin"), &noise).unwrap();
+    drop(noise);
+    let (_, big) = alice.post(&backups, json!({"name": "big"})).await;
+    let big = big["id"].as_str().unwrap().to_owned();
+    let node = || async { admin.get("/api/admin/nodes/node-1").await.1 };
+    let mut heartbeats = 0;
+    let mut previous = node().await["last_seen"].clone();
+    let started = std::time::Instant::now();
+    while find(&alice.get(&backups).await.1, &big)["state"] == "pending" {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the 100 MB backup never finished"
+        );
+        let now = node().await;
+        assert_eq!(
+            now["online"], true,
+            "the node stays online during the backup"
+        );
+        let seen: chrono::DateTime<chrono::Utc> =
+            now["last_seen"].as_str().unwrap().parse().unwrap();
+        let age = chrono::Utc::now() - seen;
+        assert!(
+            age < chrono::TimeDelta::seconds(4),
+            "a heartbeat within the last 3 s (1 s interval): {age}"
+        );
+        if now["last_seen"] != previous {
+            heartbeats += 1;
+            previous = now["last_seen"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = find(&alice.get(&backups).await.1, &big);
+    assert_eq!(done["state"], "completed", "{done}");
+    println!(
+        "100 MB backup: {:?}, {heartbeats} heartbeats recorded meanwhile",
+        started.elapsed()
+    );
+
+    // Deleting a backup removes its archive.
+    let (status, _) = alice
+        .call(reqwest::Method::DELETE, &format!("{backups}/{bid}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    eventually("the archive is gone", CAP, || async { !archive.exists() }).await;
+}
+
+crate::on_both_databases!(backups_through_real_binaries);

@@ -1,8 +1,11 @@
 //! Simulated Wings on a raw node stream: obeys every command at once, reporting the state it
-//! leads to, and keeps heartbeating. For tests and load runs that need many nodes or a node
+//! leads to (and a made or restored backup), and keeps heartbeating. For tests and load runs that need many nodes or a node
 //! that misbehaves (one that never acks).
 
-use proto::node::v1::{CommandAck, NodeMessage, ServerState, ServerStatus, command, node_message};
+use proto::node::v1::{
+    BackupOperation, BackupResult, CommandAck, NodeMessage, ServerState, ServerStatus, command,
+    node_message,
+};
 
 use crate::NodeClient;
 
@@ -58,6 +61,16 @@ pub fn obey(
                     return;
                 }
             }
+            let result = match &command.action {
+                Some(command::Action::Backup(b)) => {
+                    Some((b.backup_id.clone(), BackupOperation::Create))
+                }
+                Some(command::Action::Restore(r)) => {
+                    Some((r.backup_id.clone(), BackupOperation::Restore))
+                }
+                _ => None,
+            };
+            let server_id = command.server_id.clone();
             let ack = NodeMessage {
                 kind: Some(node_message::Kind::Ack(CommandAck {
                     command_id: command.id,
@@ -67,6 +80,22 @@ pub fn obey(
             };
             if !client.send(ack).await {
                 return;
+            }
+            if let Some((backup_id, operation)) = result {
+                let done = NodeMessage {
+                    kind: Some(node_message::Kind::Backup(BackupResult {
+                        server_id,
+                        backup_id,
+                        operation: operation as i32,
+                        ok: true,
+                        error: String::new(),
+                        size_bytes: 1,
+                        sha256: "0".repeat(64),
+                    })),
+                };
+                if !client.send(done).await {
+                    return;
+                }
             }
         }
     })

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod backup;
 pub mod config;
 pub mod supervisor;
 pub mod tls;

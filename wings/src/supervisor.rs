@@ -24,12 +24,14 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Gid, Pid, Uid};
 use prost::Message;
 use proto::node::v1::{
-    Command, CommandAck, ConsoleLine, ConsoleStream, NodeMessage, ServerSpec, ServerState,
-    ServerStatus, command, node_message,
+    BackupOperation, BackupResult, Command, CommandAck, ConsoleLine, ConsoleStream, NodeMessage,
+    ServerSpec, ServerState, ServerStatus, command, node_message,
 };
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::mpsc;
+
+use crate::backup;
 
 /// Console lines kept per server.
 pub const RING_LINES: usize = 1000;
@@ -102,6 +104,20 @@ pub struct Supervisor {
     console: mpsc::Sender<NodeMessage>,
 }
 
+/// Seconds a running server has to stop before a restore kills it.
+const RESTORE_STOP_GRACE_SECS: u32 = 10;
+
+/// Gives `dir` and everything under it (links themselves, not their targets) to `uid:gid`.
+fn give_to(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(dir)?.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            give_to(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether `name` is a server id (a UUID) and so safe as a file name.
 fn valid_id(name: &str) -> bool {
     name.len() == 36 && name.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
@@ -131,7 +147,11 @@ impl Supervisor {
     /// behind and starts those servers again.
     pub fn load(data_dir: &Path) -> Result<(Arc<Supervisor>, Uplink), crate::Error> {
         let io = |what: &str, e: std::io::Error| crate::Error::Io(format!("{what}: {e}"));
-        for dir in [data_dir.join("servers"), data_dir.join("state")] {
+        for dir in [
+            data_dir.join("servers"),
+            data_dir.join("state"),
+            data_dir.join("backups"),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir.display().to_string(), e))?;
         }
         let run_as = if Uid::effective().is_root() {
@@ -148,11 +168,13 @@ impl Supervisor {
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
                     .map_err(|e| io(&dir.display().to_string(), e))?;
             }
-            std::fs::set_permissions(
-                data_dir.join("state"),
-                std::fs::Permissions::from_mode(0o700),
-            )
-            .map_err(|e| io("state", e))?;
+            for private in ["state", "backups"] {
+                std::fs::set_permissions(
+                    data_dir.join(private),
+                    std::fs::Permissions::from_mode(0o700),
+                )
+                .map_err(|e| io(private, e))?;
+            }
             Some((nobody.uid, nobody.gid))
         } else {
             tracing::warn!("not running as root: servers run as Wings' own user");
@@ -304,6 +326,17 @@ impl Supervisor {
 
     async fn worker(self: Arc<Self>, id: String, mut queue: mpsc::UnboundedReceiver<Command>) {
         while let Some(command) = queue.recv().await {
+            if let Some(command::Action::Restore(restore)) = &command.action {
+                // Acked when accepted; the outcome comes as a BackupResult. Nothing else runs
+                // for this server meanwhile.
+                let accepted = self.backup_path(&id, &restore.backup_id).map(|_| ());
+                let ok = accepted.is_ok();
+                self.ack(&command.id, accepted);
+                if ok {
+                    self.restore(&id, &restore.backup_id, &restore.sha256).await;
+                }
+                continue;
+            }
             let deleting = matches!(command.action, Some(command::Action::Delete(_)));
             let result = self.execute(&id, command.action).await;
             if let Err(e) = &result {
@@ -347,8 +380,135 @@ impl Supervisor {
                 self.spawn(id, spec)
             }
             Some(command::Action::Delete(_)) => self.delete(id).await,
+            Some(command::Action::Backup(backup)) => self.backup(id, &backup.backup_id),
+            Some(command::Action::DeleteBackup(backup)) => {
+                let path = self.backup_path(id, &backup.backup_id)?;
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(format!("cannot remove the backup: {e}")),
+                }
+            }
+            Some(command::Action::Restore(_)) => Err("restore is run by the worker".into()),
             None => Err("unknown command: this Wings is older than the panel".into()),
         }
+    }
+
+    fn backup_path(&self, id: &str, backup_id: &str) -> Result<PathBuf, String> {
+        if !valid_id(backup_id) {
+            return Err(format!("{backup_id:?} is not a backup id"));
+        }
+        Ok(self
+            .data_dir
+            .join("backups")
+            .join(id)
+            .join(format!("{backup_id}.tar.gz")))
+    }
+
+    fn backup_result(
+        &self,
+        id: &str,
+        backup_id: &str,
+        operation: BackupOperation,
+        result: Result<backup::Archive, String>,
+    ) {
+        let (ok, error, archive) = match result {
+            Ok(archive) => (true, String::new(), archive),
+            Err(e) => (
+                false,
+                e,
+                backup::Archive {
+                    size_bytes: 0,
+                    sha256: String::new(),
+                },
+            ),
+        };
+        self.send(node_message::Kind::Backup(BackupResult {
+            server_id: id.to_owned(),
+            backup_id: backup_id.to_owned(),
+            operation: operation as i32,
+            ok,
+            error,
+            size_bytes: archive.size_bytes,
+            sha256: archive.sha256,
+        }));
+    }
+
+    /// Starts archiving the server's directory on the blocking pool; the outcome is sent as a
+    /// `BackupResult`. The server may keep running meanwhile.
+    fn backup(self: &Arc<Self>, id: &str, backup_id: &str) -> Result<(), String> {
+        let out = self.backup_path(id, backup_id)?;
+        let dir = self.server_dir(id);
+        if !dir.is_dir() {
+            return Err("the server has no directory on this node".into());
+        }
+        let me = self.clone();
+        let (id, backup_id) = (id.to_owned(), backup_id.to_owned());
+        tokio::spawn(async move {
+            let made = tokio::task::spawn_blocking(move || backup::create(&dir, &out))
+                .await
+                .map_err(|e| format!("the backup task failed: {e}"))
+                .and_then(|r| r.map_err(|e| format!("cannot archive the server: {e}")));
+            match &made {
+                Ok(a) => {
+                    tracing::info!(server = %id, backup = %backup_id, bytes = a.size_bytes, "backup made")
+                }
+                Err(e) => {
+                    tracing::warn!(server = %id, backup = %backup_id, error = %e, "backup failed")
+                }
+            }
+            me.backup_result(&id, &backup_id, BackupOperation::Create, made);
+        });
+        Ok(())
+    }
+
+    /// Stops the server if it runs, then restores the backup over its directory.
+    async fn restore(self: &Arc<Self>, id: &str, backup_id: &str, sha256: &str) {
+        let result = self.restore_inner(id, backup_id, sha256).await;
+        match &result {
+            Ok(_) => tracing::info!(server = %id, backup = %backup_id, "backup restored"),
+            Err(e) => {
+                tracing::warn!(server = %id, backup = %backup_id, error = %e, "restore refused")
+            }
+        }
+        self.backup_result(id, backup_id, BackupOperation::Restore, result);
+    }
+
+    async fn restore_inner(
+        self: &Arc<Self>,
+        id: &str,
+        backup_id: &str,
+        sha256: &str,
+    ) -> Result<backup::Archive, String> {
+        let archive = self.backup_path(id, backup_id)?;
+        if !archive.is_file() {
+            return Err("no such backup on this node".into());
+        }
+        if self.is_running(id) {
+            self.stop(id, Signal::SIGTERM, RESTORE_STOP_GRACE_SECS)?;
+            self.reaped(
+                id,
+                Duration::from_secs(u64::from(RESTORE_STOP_GRACE_SECS)) + REAP_TIMEOUT,
+            )
+            .await?;
+        }
+        let dir = self.server_dir(id);
+        let expected = sha256.to_owned();
+        let run_as = self.run_as;
+        tokio::task::spawn_blocking(move || {
+            backup::restore(&archive, &expected, &dir).map_err(|e| e.to_string())?;
+            if let Some((uid, gid)) = run_as {
+                give_to(&dir, uid.as_raw(), gid.as_raw()).map_err(|e| {
+                    format!("restored, but cannot give the files to the server's user: {e}")
+                })?;
+            }
+            Ok(backup::Archive {
+                size_bytes: 0,
+                sha256: expected,
+            })
+        })
+        .await
+        .map_err(|e| format!("the restore task failed: {e}"))?
     }
 
     fn is_running(&self, id: &str) -> bool {
@@ -607,6 +767,11 @@ impl Supervisor {
         }
         for file in [self.spec_file(id), self.pid_file(id)] {
             let _ = std::fs::remove_file(file);
+        }
+        let backups = self.data_dir.join("backups").join(id);
+        if backups.exists() {
+            std::fs::remove_dir_all(&backups)
+                .map_err(|e| format!("cannot remove {}: {e}", backups.display()))?;
         }
         tracing::info!(server = %id, "server deleted");
         Ok(())

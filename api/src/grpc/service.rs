@@ -190,6 +190,13 @@ async fn pump(
                         servers::on_console(&state, line);
                     }
                 }
+                Some(node_message::Kind::Backup(result)) => {
+                    if let Err(e) =
+                        servers::backups::on_result(&state, &session.node_id, result).await
+                    {
+                        tracing::warn!(node = %session.node_id, error = %e, "cannot record a backup result");
+                    }
+                }
                 Some(node_message::Kind::Hello(_)) | None => {
                     tracing::debug!(node = %session.node_id, "ignoring unexpected message");
                 }

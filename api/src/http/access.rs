@@ -39,7 +39,7 @@ pub enum Access {
 }
 
 /// Path parameters that are UUIDs; anything else there is a 400.
-const UUID_PARAMS: [&str; 4] = ["tid", "sid", "uid", "cid"];
+const UUID_PARAMS: [&str; 5] = ["tid", "sid", "uid", "cid", "bid"];
 
 /// The caller of a tenant route, as authorised for this request.
 #[derive(Debug, Clone)]

@@ -237,6 +237,30 @@ fn table() -> Vec<Entry> {
             servers::events,
         ),
         at(
+            "POST",
+            "/api/tenants/{tid}/servers/{sid}/backups",
+            Tenant(&[P::BackupCreate]),
+            servers::create_backup,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/servers/{sid}/backups",
+            Tenant(&[P::BackupRead]),
+            servers::backups,
+        ),
+        at(
+            "POST",
+            "/api/tenants/{tid}/servers/{sid}/backups/{bid}/restore",
+            Tenant(&[P::BackupRestore]),
+            servers::restore_backup,
+        ),
+        at(
+            "DELETE",
+            "/api/tenants/{tid}/servers/{sid}/backups/{bid}",
+            Tenant(&[P::BackupDelete]),
+            servers::delete_backup,
+        ),
+        at(
             "GET",
             "/api/tenants/{tid}/secrets",
             Tenant(&[P::SecretRead]),

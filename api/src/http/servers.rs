@@ -252,3 +252,98 @@ fn sse(event: &Event) -> SseEvent {
     let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
     SseEvent::default().event(event.name()).data(data)
 }
+
+fn backup_json(b: crate::db::entities::backup::Model) -> Value {
+    json!({
+        "id": b.id,
+        "name": b.name,
+        "state": b.state,
+        "size_bytes": b.size_bytes,
+        "sha256": b.sha256,
+        "error": b.error,
+        "restore_state": b.restore_state,
+        "restore_error": b.restore_error,
+        "created_at": b.created_at,
+        "completed_at": b.completed_at,
+    })
+}
+
+/// `{name?}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewBackup {
+    name: Option<String>,
+}
+
+/// POST /api/tenants/{tid}/servers/{sid}/backups: 202 `{id, state: "pending"}`.
+pub async fn create_backup(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<NewBackup>,
+) -> Result<Response> {
+    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let backup = servers::backups::create(&state, &server, body.name.as_deref()).await?;
+    let event = ctx.audit(
+        "backup.create",
+        Some(&server_id),
+        "accepted",
+        json!({ "backup_id": backup.id }),
+    );
+    audit::record_or_log(&state.db, event).await;
+    Ok((StatusCode::ACCEPTED, Json(backup_json(backup))).into_response())
+}
+
+/// GET /api/tenants/{tid}/servers/{sid}/backups.
+pub async fn backups(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Value>> {
+    servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let page = servers::backups::list(&state.db, &server_id, &query).await?;
+    Ok(page_json(page, backup_json))
+}
+
+/// POST /api/tenants/{tid}/servers/{sid}/backups/{bid}/restore: 202 `{command_id}`.
+pub async fn restore_backup(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id, backup_id)): Path<(String, String, String)>,
+) -> Result<Response> {
+    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let backup = servers::backups::get(&state.db, &server_id, &backup_id).await?;
+    let command_id = servers::backups::restore(&state, &server, &backup).await?;
+    let event = ctx.audit(
+        "backup.restore",
+        Some(&server_id),
+        "accepted",
+        json!({ "backup_id": backup_id }),
+    );
+    audit::record_or_log(&state.db, event).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "command_id": command_id })),
+    )
+        .into_response())
+}
+
+/// DELETE /api/tenants/{tid}/servers/{sid}/backups/{bid}.
+pub async fn delete_backup(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id, backup_id)): Path<(String, String, String)>,
+) -> Result<StatusCode> {
+    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let backup = servers::backups::get(&state.db, &server_id, &backup_id).await?;
+    servers::backups::delete(&state, &server, &backup).await?;
+    let event = ctx.audit(
+        "backup.delete",
+        Some(&server_id),
+        "ok",
+        json!({ "backup_id": backup_id }),
+    );
+    audit::record_or_log(&state.db, event).await;
+    Ok(StatusCode::NO_CONTENT)
+}

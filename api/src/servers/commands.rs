@@ -88,10 +88,6 @@ pub async fn dispatch(
     action: Action,
     expanded: Option<Expanded>,
 ) -> Result<String, Error> {
-    if !state.registry.is_online(node_id) {
-        return Err(Error::NodeOffline(node_id.to_owned()));
-    }
-    let id = crate::tenancy::new_id();
     let payload = match action {
         Action::Install => command::Action::Install(spec(need(expanded)?)),
         Action::Start => command::Action::Start(spec(need(expanded)?)),
@@ -105,11 +101,26 @@ pub async fn dispatch(
         Action::Kill => command::Action::Kill(Kill {}),
         Action::Delete => command::Action::Delete(Delete {}),
     };
+    send(state, node_id, server_id, action.as_str(), payload).await
+}
+
+/// Sends one command (`name` for the commands table and metrics) and starts its ack timer.
+pub async fn send(
+    state: &Arc<AppState>,
+    node_id: &str,
+    server_id: &str,
+    name: &'static str,
+    payload: command::Action,
+) -> Result<String, Error> {
+    if !state.registry.is_online(node_id) {
+        return Err(Error::NodeOffline(node_id.to_owned()));
+    }
+    let id = crate::tenancy::new_id();
     command_row::ActiveModel {
         id: Set(id.clone()),
         server_id: Set(server_id.to_owned()),
         node_id: Set(node_id.to_owned()),
-        action: Set(action.as_str().to_owned()),
+        action: Set(name.to_owned()),
         state: Set("pending".into()),
         error: Set(None),
         created_at: Set(Utc::now()),
@@ -135,11 +146,7 @@ pub async fn dispatch(
         .await?;
         return Err(Error::NodeOffline(node_id.to_owned()));
     }
-    state
-        .metrics
-        .commands
-        .with_label_values(&[action.as_str()])
-        .inc();
+    state.metrics.commands.with_label_values(&[name]).inc();
     let state = state.clone();
     let timeout = state.config.command_timeout;
     let command_id = id.clone();

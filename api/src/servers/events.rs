@@ -37,6 +37,17 @@ pub enum Event {
         /// When (RFC 3339).
         at: String,
     },
+    /// A backup or restore finished.
+    Backup {
+        /// The backup.
+        backup_id: String,
+        /// `backup` or `restore`.
+        operation: &'static str,
+        /// `completed`, `restored` or `failed`.
+        state: &'static str,
+        /// Why it failed.
+        error: Option<String>,
+    },
     /// A command was acknowledged or gave up on.
     Command {
         /// Its id.
@@ -57,6 +68,7 @@ impl Event {
             Event::Status { .. } => "status",
             Event::Console { .. } => "console",
             Event::Command { .. } => "command",
+            Event::Backup { .. } => "backup",
         }
     }
 }

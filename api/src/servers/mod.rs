@@ -3,6 +3,7 @@
 //! ([`commands`]), state and console come back up, reach the database and SSE subscribers
 //! ([`events`]), and every (re)connect reconciles the records to what the node really has.
 
+pub mod backups;
 pub mod commands;
 pub mod events;
 
@@ -261,10 +262,15 @@ pub async fn update(
     view(db, tenant_id, server_id).await
 }
 
-/// Deletes a server: its row goes now; its node removes it now when connected, or when it
-/// next connects and reports a server the panel no longer has.
+/// Deletes a server and its backups' rows: they go now; its node removes the server (and its
+/// archives) now when connected, or when it next connects and reports a server the panel no
+/// longer has.
 pub async fn delete(state: &Arc<AppState>, server: &server::Model) -> Result<(), Error> {
     server::Entity::delete_by_id(&server.id)
+        .exec(&state.db)
+        .await?;
+    crate::db::entities::backup::Entity::delete_many()
+        .filter(crate::db::entities::backup::Column::ServerId.eq(&server.id))
         .exec(&state.db)
         .await?;
     state.events.remove(&server.id);

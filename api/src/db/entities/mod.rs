@@ -1,6 +1,7 @@
 //! sea-orm entities, one module per table.
 
 pub mod audit_log;
+pub mod backup;
 pub mod command;
 pub mod email_token;
 pub mod encryption_key;

@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+mod backups;
 mod identity;
 mod secrets;
 mod tenancy;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(identity::CreateIdentity),
             Box::new(tenancy::CreateTenancy),
             Box::new(secrets::CreateSecrets),
+            Box::new(backups::CreateBackups),
         ]
     }
 }
