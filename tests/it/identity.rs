@@ -12,7 +12,7 @@ use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 use tests::{DbKind, TestPki, database_url, mail};
 
-const PASSWORD: &str = "correct horse battery";
+use tests::rest::PASSWORD;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -90,22 +90,9 @@ impl Fixture {
 
     /// Registers and verifies `email` through the mailed link; returns the user id.
     async fn verified_user(&self, email: &str) -> String {
-        let (status, body) = self
-            .post(
-                "/api/auth/register",
-                json!({"email": email, "password": PASSWORD}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let token = mail::outbox_for(&self.outbox, email)
-            .last()
-            .and_then(mail::Mail::token)
-            .expect("verification mail");
-        let (status, body) = self
-            .post("/api/auth/verify-email", json!({"token": token}))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["user"]["id"].as_str().unwrap().to_owned()
+        tests::Rest::new(self.base.clone())
+            .register_verified(&self.outbox, email)
+            .await
     }
 
     async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {

@@ -70,9 +70,9 @@ impl Rest {
         self.call(Method::POST, path, Some(body)).await
     }
 
-    /// Registers `email`, verifies it through the mailed link found in `outbox`, logs in, and
-    /// returns a client holding the access token, and the user id.
-    pub async fn verified_user(&self, outbox: &Path, email: &str) -> (Rest, String) {
+    /// Registers `email` and verifies it through the mailed link found in `outbox`; returns
+    /// the user id.
+    pub async fn register_verified(&self, outbox: &Path, email: &str) -> String {
         let (status, body) = self
             .post(
                 "/api/auth/register",
@@ -88,7 +88,13 @@ impl Rest {
             .post("/api/auth/verify-email", json!({"token": token}))
             .await;
         assert_eq!(status, StatusCode::OK, "verify {email}: {body}");
-        let user_id = body["user"]["id"].as_str().expect("user id").to_owned();
+        body["user"]["id"].as_str().expect("user id").to_owned()
+    }
+
+    /// [`Rest::register_verified`], then logged in: a client holding the access token, and
+    /// the user id.
+    pub async fn verified_user(&self, outbox: &Path, email: &str) -> (Rest, String) {
+        let user_id = self.register_verified(outbox, email).await;
         (self.login(email).await, user_id)
     }
 
