@@ -76,6 +76,9 @@ enum NodeCommand {
         /// A display name (defaults to the id).
         #[arg(long)]
         name: Option<String>,
+        /// Ports its servers get, e.g. 30000-30099.
+        #[arg(long)]
+        ports: Option<String>,
     },
     /// List nodes with online state, last_seen and fingerprint.
     List {
@@ -180,8 +183,17 @@ async fn run(command: Command) -> Result<(), Error> {
         Command::Node { command } => {
             let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
             match command {
-                NodeCommand::Add { id, fqdn, name } => {
-                    let node = store::add(&db, &id, &fqdn, name.as_deref()).await?;
+                NodeCommand::Add {
+                    id,
+                    fqdn,
+                    name,
+                    ports,
+                } => {
+                    let range = ports.as_deref().map(store::parse_ports).transpose()?;
+                    let mut node = store::add(&db, &id, &fqdn, name.as_deref()).await?;
+                    if let Some(range) = range {
+                        node = store::set_ports(&db, &id, range).await?;
+                    }
                     println!(
                         "node {} added ({}); its certificate's CN must be {}",
                         node.id, node.fqdn, node.id
@@ -229,6 +241,7 @@ pub fn node_json(node: &node::Model) -> serde_json::Value {
         "online": node.online,
         "last_seen": node.last_seen.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         "cert_not_after": node.cert_not_after.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "ports": node.port_start.zip(node.port_end).map(|(s, e)| format!("{s}-{e}")),
     })
 }
 

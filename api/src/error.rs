@@ -43,6 +43,9 @@ pub enum Error {
     /// under a key that is not configured.
     #[error("the stored secret cannot be decrypted (tampered, moved, or sealed under another key)")]
     Undecryptable,
+    /// Every port of the node's range is taken.
+    #[error("node {0} has no free port left in its range")]
+    NoFreePort(String),
     /// The node has no live stream, so the command cannot reach it.
     #[error("node {0} is not connected")]
     NodeOffline(String),

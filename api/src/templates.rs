@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::db::entities::template;
 
+/// The placeholder (and environment variable) holding the port allocated to the server.
+pub const BUILTIN_PORT: &str = "SERVER_PORT";
 /// The longest value a variable may hold, in bytes.
 pub const MAX_VALUE_BYTES: usize = 4096;
 const MAX_ARGS: usize = 64;
@@ -48,6 +50,10 @@ pub struct NewTemplate {
     /// Declared variables.
     #[serde(default)]
     pub variables: Vec<Variable>,
+    /// Console input to its servers is audited without its content (passwords typed into a
+    /// game console, say).
+    #[serde(default)]
+    pub sensitive_input: bool,
 }
 
 /// A server's variables, checked: literal values, and references to the tenant's secrets.
@@ -72,6 +78,8 @@ pub struct Template {
     pub args: Vec<String>,
     /// The variables.
     pub variables: Vec<Variable>,
+    /// See [`NewTemplate::sensitive_input`].
+    pub sensitive_input: bool,
 }
 
 /// The program, arguments and environment of a server, ready for its node.
@@ -98,6 +106,7 @@ impl TryFrom<template::Model> for Template {
             id: row.id,
             name: row.name,
             command: row.command,
+            sensitive_input: row.sensitive_input,
         })
     }
 }
@@ -198,7 +207,7 @@ impl NewTemplate {
         }
         for arg in &self.args {
             for name in placeholders(arg)? {
-                if !self.variables.iter().any(|v| v.name == name) {
+                if name != BUILTIN_PORT && !self.variables.iter().any(|v| v.name == name) {
                     return Err(Error::Invalid(format!(
                         "argument {arg:?} uses {{{{{name}}}}}, which is not a declared variable"
                     )));
@@ -330,6 +339,7 @@ pub async fn create(db: &DatabaseConnection, new: NewTemplate) -> Result<Templat
         args: Set(serde_json::json!(new.args)),
         variables: Set(serde_json::json!(new.variables)),
         created_at: Set(Utc::now()),
+        sensitive_input: Set(new.sensitive_input),
     }
     .insert(db)
     .await
@@ -388,6 +398,7 @@ mod tests {
                 pattern: "(?s).*".into(),
                 default: Some("hi".into()),
             }],
+            sensitive_input: false,
         }
     }
 
@@ -399,6 +410,7 @@ mod tests {
             command: new.command,
             args: new.args,
             variables: new.variables,
+            sensitive_input: new.sensitive_input,
         }
     }
 

@@ -46,6 +46,7 @@ impl World {
         api::templates::create(
             db,
             api::templates::NewTemplate {
+                sensitive_input: false,
                 name: "sleeper".into(),
                 command: "sleep".into(),
                 args: vec!["{{SECONDS}}".into()],
@@ -190,6 +191,9 @@ fn example(
         ),
         ("PATCH", "/api/tenants/{tid}/servers/{sid}") => {
             (Some(json!({"name": "renamed"})), StatusCode::OK)
+        }
+        ("POST", "/api/tenants/{tid}/servers/{sid}/console") => {
+            (Some(json!({"line": "say hi"})), StatusCode::NO_CONTENT)
         }
         ("POST", "/api/tenants/{tid}/servers/{sid}/power") => {
             (Some(json!({"action": "restart"})), StatusCode::ACCEPTED)
@@ -517,7 +521,108 @@ async fn unacked_commands_fail_and_state_stays_true(kind: DbKind) {
     assert_eq!(body["error"]["code"], "node_offline");
 }
 
+async fn ports_and_console_input(kind: DbKind) {
+    let world = World::start(kind, true).await;
+    let db = &world.panel.state().db;
+    api::nodes::store::set_ports(db, "node-1", (30000, 30009))
+        .await
+        .unwrap();
+    api::templates::create(
+        db,
+        api::templates::NewTemplate {
+            sensitive_input: true,
+            name: "secretive".into(),
+            command: "sleep".into(),
+            args: vec!["--port={{SERVER_PORT}}".into()],
+            variables: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let (alice, _) = world.user("alice@example.com").await;
+    let (_, tenant) = alice.post("/api/tenants", json!({"name": "A"})).await;
+    let servers = format!("/api/tenants/{}/servers", tenant["id"].as_str().unwrap());
+    let create = |name: String| {
+        let (alice, servers) = (alice.clone(), servers.clone());
+        async move {
+            alice
+                .post(
+                    &servers,
+                    json!({"name": name, "node_id": "node-1", "template": "secretive"}),
+                )
+                .await
+        }
+    };
+    let mut ports = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let (status, body) = create(format!("s{i}")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ports.push(body["port"].as_i64().unwrap());
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let mut sorted = ports.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted,
+        (30000..30010).collect::<Vec<_>>(),
+        "ten distinct ports of the range"
+    );
+    for i in 10..20 {
+        let (status, body) = create(format!("s{i}")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["code"], "no_free_port");
+    }
+    let (status, _) = alice
+        .call(Method::DELETE, &format!("{servers}/{}", ids[3]), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = create("again".into()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["port"], ports[3], "the freed port is taken again");
+
+    // Console input: 409 unless running; sensitive input is audited without its content.
+    let server = format!("{servers}/{}", ids[0]);
+    eventually("installed", CAP, || async {
+        alice.get(&server).await.1["state"] == "offline"
+    })
+    .await;
+    let line = json!({"line": "login hunter2"});
+    let (status, _) = alice.post(&format!("{server}/console"), line.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "not running");
+    alice
+        .post(&format!("{server}/power"), json!({"action": "start"}))
+        .await;
+    eventually("running", CAP, || async {
+        alice.get(&server).await.1["state"] == "running"
+    })
+    .await;
+    let (status, body) = alice
+        .post(&format!("{server}/console"), json!({"line": "a\nb"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = alice.post(&format!("{server}/console"), line).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, audit) = alice
+        .get(&format!(
+            "/api/tenants/{}/audit",
+            tenant["id"].as_str().unwrap()
+        ))
+        .await;
+    let row = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "server.console")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["details"]["sensitive"], true, "{row}");
+    assert!(!audit.to_string().contains("hunter2"), "{audit}");
+}
+
 crate::on_both_databases!(
+    ports_and_console_input,
     role_matrix,
     other_tenants_ids_are_not_found,
     last_owner_and_demotion,

@@ -141,6 +141,7 @@ async fn secret_variables_reach_only_the_node(kind: DbKind) {
     api::templates::create(
         db,
         api::templates::NewTemplate {
+            sensitive_input: false,
             name: "app".into(),
             command: "/bin/app".into(),
             args: vec!["--password={{PASSWORD}}".into()],

@@ -269,6 +269,17 @@ async fn servers_through_real_binaries(kind: DbKind) {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "start while running: {body}");
 
+    // Console input reaches the process's stdin and comes back on the console.
+    let (status, _) = alice
+        .post(&format!("{server}/console"), json!({"line": "say hello"}))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    events
+        .until("the echoed input", CAP, |n, v| {
+            n == "console" && v["line"] == "stdin: say hello"
+        })
+        .await;
+
     // Stop: offline, the process gone.
     power(&alice, &server, "stop").await;
     until_state(&mut events, "offline").await;

@@ -65,6 +65,8 @@ struct Slot {
     stop_requested: bool,
     monitor: Option<tokio::task::JoinHandle<()>>,
     queue: Option<mpsc::UnboundedSender<Command>>,
+    /// Lines for the running process's stdin.
+    stdin: Option<mpsc::Sender<String>>,
 }
 
 impl Slot {
@@ -80,6 +82,7 @@ impl Slot {
             stop_requested: false,
             monitor: None,
             queue: None,
+            stdin: None,
         }
     }
 
@@ -390,6 +393,16 @@ impl Supervisor {
                 }
             }
             Some(command::Action::Restore(_)) => Err("restore is run by the worker".into()),
+            Some(command::Action::ConsoleInput(input)) => {
+                if input.line.contains(['\n', '\r']) {
+                    return Err("a console line cannot hold a line break".into());
+                }
+                let stdin = self.lock().get(id).and_then(|s| s.stdin.clone());
+                let stdin = stdin.ok_or("the server is not running")?;
+                stdin
+                    .try_send(input.line)
+                    .map_err(|_| "the process is not reading its input".to_owned())
+            }
             None => Err("unknown command: this Wings is older than the panel".into()),
         }
     }
@@ -570,7 +583,7 @@ impl Supervisor {
             .env("PATH", SERVER_PATH)
             .env("HOME", &dir)
             .current_dir(&dir)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -602,6 +615,23 @@ impl Supervisor {
         let generation = slot.generation;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
+        slot.stdin = child.stdin.take().map(|mut pipe| {
+            let (tx, mut rx) = mpsc::channel::<String>(64);
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                while let Some(line) = rx.recv().await {
+                    let written = async {
+                        pipe.write_all(line.as_bytes()).await?;
+                        pipe.write_all(b"\n").await?;
+                        pipe.flush().await
+                    };
+                    if written.await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tx
+        });
         slot.monitor = Some(tokio::spawn(self.clone().monitor(
             id.to_owned(),
             generation,
@@ -650,6 +680,7 @@ impl Supervisor {
             return;
         }
         slot.pid = None;
+        slot.stdin = None;
         slot.exit_code = code;
         let (state, reason) = if slot.stop_requested {
             (ServerState::Offline, format!("stopped ({description})"))

@@ -49,6 +49,7 @@ pub struct NewNode {
     id: String,
     fqdn: String,
     name: Option<String>,
+    ports: Option<String>,
 }
 
 /// POST /api/admin/nodes.
@@ -58,7 +59,11 @@ pub async fn add_node(
     ip: ClientIp,
     ApiJson(body): ApiJson<NewNode>,
 ) -> Result<Response> {
-    let node = store::add(&state.db, &body.id, &body.fqdn, body.name.as_deref()).await?;
+    let range = body.ports.as_deref().map(store::parse_ports).transpose()?;
+    let mut node = store::add(&state.db, &body.id, &body.fqdn, body.name.as_deref()).await?;
+    if let Some(range) = range {
+        node = store::set_ports(&state.db, &node.id, range).await?;
+    }
     record(&state, &caller, ip, "node.create", &node.id).await;
     Ok((StatusCode::CREATED, Json(live_node_json(&state, &node))).into_response())
 }
@@ -123,7 +128,8 @@ pub async fn reset_fingerprint(
 }
 
 fn template_json(t: Template) -> Value {
-    json!({ "id": t.id, "name": t.name, "command": t.command, "args": t.args, "variables": t.variables })
+    json!({ "id": t.id, "name": t.name, "command": t.command, "args": t.args,
+            "variables": t.variables, "sensitive_input": t.sensitive_input })
 }
 
 /// GET /api/admin/templates: with their command lines.

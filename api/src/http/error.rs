@@ -40,6 +40,7 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => (S::NOT_FOUND, "not_found"),
             Error::Conflict(_) => (S::CONFLICT, "conflict"),
             Error::NodeOffline(_) => (S::CONFLICT, "node_offline"),
+            Error::NoFreePort(_) => (S::CONFLICT, "no_free_port"),
             Error::Undecryptable => (S::CONFLICT, "secret_unreadable"),
             Error::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated"),
             Error::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),

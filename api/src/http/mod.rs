@@ -231,6 +231,12 @@ fn table() -> Vec<Entry> {
             servers::command,
         ),
         at(
+            "POST",
+            "/api/tenants/{tid}/servers/{sid}/console",
+            Tenant(&[P::ServerConsole]),
+            servers::console,
+        ),
+        at(
             "GET",
             "/api/tenants/{tid}/servers/{sid}/events",
             Tenant(&[P::ServerRead]),

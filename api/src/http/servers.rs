@@ -347,3 +347,32 @@ pub async fn delete_backup(
     audit::record_or_log(&state.db, event).await;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `{line}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleLine {
+    line: String,
+}
+
+/// POST /api/tenants/{tid}/servers/{sid}/console: 204; the line goes to the process's stdin.
+/// Audited, without the line when the template marks input as sensitive.
+pub async fn console(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    Path((_, server_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ConsoleLine>,
+) -> Result<StatusCode> {
+    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let bytes = body.line.len();
+    let shown = body.line.clone();
+    let (command_id, sensitive) = servers::console_input(&state, &server, body.line).await?;
+    let details = if sensitive {
+        json!({ "command_id": command_id, "bytes": bytes, "sensitive": true })
+    } else {
+        json!({ "command_id": command_id, "line": shown })
+    };
+    let event = ctx.audit("server.console", Some(&server_id), "accepted", details);
+    audit::record_or_log(&state.db, event).await;
+    Ok(StatusCode::NO_CONTENT)
+}

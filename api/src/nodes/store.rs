@@ -36,6 +36,8 @@ pub async fn add(
         last_seen: Set(None),
         online: Set(false),
         created_at: Set(Utc::now()),
+        port_start: Set(None),
+        port_end: Set(None),
     }
     .insert(db)
     .await
@@ -46,6 +48,32 @@ pub async fn add(
         _ => Error::Db(e),
     })?;
     Ok(model)
+}
+
+/// Parses a port range like `30000-30099` (at most 10,000 ports, 1024–65535).
+pub fn parse_ports(range: &str) -> Result<(u16, u16), Error> {
+    let bad = || {
+        Error::Invalid(format!(
+            "ports {range:?} must be like 30000-30099, within 1024-65535"
+        ))
+    };
+    let (start, end) = range.trim().split_once('-').ok_or_else(bad)?;
+    let start: u16 = start.trim().parse().map_err(|_| bad())?;
+    let end: u16 = end.trim().parse().map_err(|_| bad())?;
+    if start < 1024 || end < start || end - start >= 10_000 {
+        return Err(bad());
+    }
+    Ok((start, end))
+}
+
+/// Sets the range of ports the node's servers get.
+pub async fn set_ports(
+    db: &DatabaseConnection,
+    id: &str,
+    (start, end): (u16, u16),
+) -> Result<Model, Error> {
+    update_one(db, id, Column::PortStart, Expr::value(i32::from(start))).await?;
+    update_one(db, id, Column::PortEnd, Expr::value(i32::from(end))).await
 }
 
 /// Every node, by id.

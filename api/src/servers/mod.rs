@@ -14,7 +14,8 @@ use chrono::{SecondsFormat, TimeZone, Utc};
 use proto::node::v1::{ConsoleLine, ConsoleStream, ServerState, ServerStatus};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, Order, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, Order, QueryFilter,
+    QuerySelect, Set,
 };
 use serde::Deserialize;
 
@@ -110,6 +111,11 @@ pub async fn expanded(state: &AppState, server: &server::Model) -> Result<Expand
         template.check(variable, &value)?;
         resolved.values.insert(variable.clone(), value.to_string());
     }
+    if let Some(port) = server.port {
+        resolved
+            .values
+            .insert(templates::BUILTIN_PORT.to_owned(), port.to_string());
+    }
     let mut expanded = template.expand(&resolved.values);
     expanded
         .env
@@ -153,28 +159,72 @@ pub async fn create(
     if !state.registry.is_online(&node.id) {
         return Err(Error::NodeOffline(node.id));
     }
-    let now = Utc::now();
-    let row = server::ActiveModel {
-        id: Set(new_id()),
-        tenant_id: Set(tenant_id.to_owned()),
-        node_id: Set(node.id.clone()),
-        name: Set(name),
-        template_id: Set(template.id.clone()),
-        variables: Set(serde_json::Value::Object(new.variables)),
-        state: Set(STATE_INSTALLING.to_owned()),
-        state_reason: Set(None),
-        port: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&state.db)
-    .await?;
+    let row = insert_with_port(state, tenant_id, &node, name, &template, new.variables).await?;
     let spec = expanded(state, &row).await?;
     commands::dispatch(state, &node.id, &row.id, Action::Install, Some(spec)).await?;
     Ok(ServerView {
         server: row,
         template: template.name,
     })
+}
+
+/// Inserts the server with the lowest free port of its node's range (none when the node has
+/// no range). The unique (node, port) index settles a race: the loser takes the next port.
+async fn insert_with_port(
+    state: &AppState,
+    tenant_id: &str,
+    node: &node::Model,
+    name: String,
+    template: &Template,
+    variables: serde_json::Map<String, serde_json::Value>,
+) -> Result<server::Model, Error> {
+    for _ in 0..8 {
+        let port = match (node.port_start, node.port_end) {
+            (Some(start), Some(end)) => {
+                let used: Vec<Option<i32>> = server::Entity::find()
+                    .filter(server::Column::NodeId.eq(&node.id))
+                    .select_only()
+                    .column(server::Column::Port)
+                    .into_tuple()
+                    .all(&state.db)
+                    .await?;
+                let free = (start..=end).find(|p| !used.contains(&Some(*p)));
+                Some(free.ok_or_else(|| Error::NoFreePort(node.id.clone()))?)
+            }
+            _ => None,
+        };
+        let now = Utc::now();
+        let inserted = server::ActiveModel {
+            id: Set(new_id()),
+            tenant_id: Set(tenant_id.to_owned()),
+            node_id: Set(node.id.clone()),
+            name: Set(name.clone()),
+            template_id: Set(template.id.clone()),
+            variables: Set(serde_json::Value::Object(variables.clone())),
+            state: Set(STATE_INSTALLING.to_owned()),
+            state_reason: Set(None),
+            port: Set(port),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&state.db)
+        .await;
+        match inserted {
+            Ok(row) => return Ok(row),
+            Err(e)
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Conflict(
+        "the node's ports are being taken too fast; retry".into(),
+    ))
 }
 
 async fn views(
@@ -315,6 +365,31 @@ pub async fn power(
         _ => None,
     };
     commands::dispatch(state, &server.node_id, &server.id, action, spec).await
+}
+
+/// Sends `line` to the running server's stdin. Returns the command id and whether the
+/// template marks console input as sensitive (audited without its content).
+pub async fn console_input(
+    state: &Arc<AppState>,
+    server: &server::Model,
+    line: String,
+) -> Result<(String, bool), Error> {
+    if line.contains(['\n', '\r', '\0']) || line.len() > 4096 {
+        return Err(Error::Invalid(
+            "line must be at most 4096 bytes without line breaks or NUL".into(),
+        ));
+    }
+    if server.state != "running" {
+        return Err(Error::Conflict(format!(
+            "the server is {}; console input needs it running",
+            server.state
+        )));
+    }
+    let sensitive = template_of(&state.db, server).await?.sensitive_input;
+    let payload =
+        proto::node::v1::command::Action::ConsoleInput(proto::node::v1::ConsoleInput { line });
+    let id = commands::send(state, &server.node_id, &server.id, "console", payload).await?;
+    Ok((id, sensitive))
 }
 
 /// A node reported a server's state: the record follows (only for that node's own servers).

@@ -63,6 +63,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     api::templates::create(
         &db,
         api::templates::NewTemplate {
+            sensitive_input: false,
             name: "sleeper".into(),
             command: "sleep".into(),
             args: vec!["3600".into()],

@@ -1,7 +1,7 @@
 //! `ticker`: the long-running program the tests run as a server. Shell-free on purpose: it
 //! prints its pid, its arguments as one JSON array (so a test sees exactly what it got, one
 //! element per argument), the `MOTD` variable from its environment, its directory and
-//! effective uid, then `tick N` every
+//! effective uid, echoes each line of its stdin as `stdin: <line>`, then `tick N` every
 //! `--interval-ms` (default 100) until it is signalled.
 #![forbid(unsafe_code)]
 
@@ -16,7 +16,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(100);
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::stdout();
     let _ = writeln!(out, "ticker pid={}", std::process::id());
     let _ = writeln!(out, "args={}", serde_json::json!(args));
     let motd = std::env::var("MOTD").unwrap_or_default();
@@ -35,6 +35,15 @@ fn main() {
         .unwrap_or_default();
     let _ = writeln!(out, "uid={uid}");
     eprintln!("ticker: started");
+    // Console input comes back as `stdin: <line>`.
+    std::thread::spawn(|| {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { return };
+            if writeln!(std::io::stdout(), "stdin: {line}").is_err() {
+                std::process::exit(1);
+            }
+        }
+    });
     for n in 1u64.. {
         std::thread::sleep(Duration::from_millis(interval));
         if writeln!(out, "tick {n}")

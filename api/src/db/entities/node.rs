@@ -26,6 +26,10 @@ pub struct Model {
     pub online: bool,
     /// When the node was added.
     pub created_at: DateTimeUtc,
+    /// First port servers on this node may get (with `port_end`); `None`: no ports.
+    pub port_start: Option<i32>,
+    /// Last port servers on this node may get.
+    pub port_end: Option<i32>,
 }
 
 /// No relations yet.

@@ -19,6 +19,8 @@ pub struct Model {
     pub variables: Json,
     /// When it was made.
     pub created_at: DateTimeUtc,
+    /// Console input to its servers is audited without its content.
+    pub sensitive_input: bool,
 }
 
 /// No relations declared.

@@ -5,6 +5,7 @@ use sea_orm_migration::schema::*;
 
 mod backups;
 mod identity;
+mod ports;
 mod secrets;
 mod tenancy;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(tenancy::CreateTenancy),
             Box::new(secrets::CreateSecrets),
             Box::new(backups::CreateBackups),
+            Box::new(ports::AddPorts),
         ]
     }
 }
