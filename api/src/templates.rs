@@ -54,6 +54,54 @@ pub struct NewTemplate {
     /// game console, say).
     #[serde(default)]
     pub sensitive_input: bool,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What a server made from a template may use. Absent fields take the platform defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Memory, MiB (the process is killed, `crashed` with reason `oom`, beyond it).
+    pub memory_mb: u64,
+    /// CPU, percent of one core.
+    pub cpu_percent: u32,
+    /// Processes and threads.
+    pub max_processes: u32,
+    /// Open files per process.
+    pub open_files: u64,
+    /// The server directory's size, MiB; a server over it does not start.
+    pub disk_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory_mb: 1024,
+            cpu_percent: 100,
+            max_processes: 256,
+            open_files: 4096,
+            disk_mb: 10 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), Error> {
+        let ok = (16..=1 << 20).contains(&self.memory_mb)
+            && (1..=6400).contains(&self.cpu_percent)
+            && (8..=65536).contains(&self.max_processes)
+            && (64..=1 << 20).contains(&self.open_files)
+            && (1..=1 << 24).contains(&self.disk_mb);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Invalid(
+                "limits: memory_mb 16..1048576, cpu_percent 1..6400, max_processes 8..65536, open_files 64..1048576, disk_mb 1..16777216".into(),
+            ))
+        }
+    }
 }
 
 /// A server's variables, checked: literal values, and references to the tenant's secrets.
@@ -80,11 +128,15 @@ pub struct Template {
     pub variables: Vec<Variable>,
     /// See [`NewTemplate::sensitive_input`].
     pub sensitive_input: bool,
+    /// Resource limits.
+    pub limits: Limits,
 }
 
-/// The program, arguments and environment of a server, ready for its node.
+/// The program, arguments, environment and limits of a server, ready for its node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expanded {
+    /// Resource limits.
+    pub limits: Limits,
     /// The program.
     pub program: String,
     /// Arguments, each exactly one.
@@ -100,9 +152,14 @@ impl TryFrom<template::Model> for Template {
         let corrupt = |e: serde_json::Error| {
             Error::Config(format!("template {} is stored corrupt: {e}", row.name))
         };
+        let limits = match &row.limits {
+            Some(limits) => serde_json::from_value(limits.clone()).map_err(corrupt)?,
+            None => Limits::default(),
+        };
         Ok(Template {
             args: serde_json::from_value(row.args.clone()).map_err(corrupt)?,
             variables: serde_json::from_value(row.variables.clone()).map_err(corrupt)?,
+            limits,
             id: row.id,
             name: row.name,
             command: row.command,
@@ -179,6 +236,7 @@ impl NewTemplate {
         if self.args.iter().any(|a| a.contains('\0')) {
             return Err(Error::Invalid("arguments cannot contain NUL".into()));
         }
+        self.limits.validate()?;
         if self.variables.len() > MAX_VARIABLES {
             return Err(Error::Invalid(format!("at most {MAX_VARIABLES} variables")));
         }
@@ -322,6 +380,7 @@ impl Template {
             })
             .collect();
         Expanded {
+            limits: self.limits,
             program: self.command.clone(),
             args,
             env: values.clone(),
@@ -340,6 +399,7 @@ pub async fn create(db: &DatabaseConnection, new: NewTemplate) -> Result<Templat
         variables: Set(serde_json::json!(new.variables)),
         created_at: Set(Utc::now()),
         sensitive_input: Set(new.sensitive_input),
+        limits: Set(Some(serde_json::json!(new.limits))),
     }
     .insert(db)
     .await
@@ -399,6 +459,7 @@ mod tests {
                 default: Some("hi".into()),
             }],
             sensitive_input: false,
+            limits: Limits::default(),
         }
     }
 
@@ -411,6 +472,7 @@ mod tests {
             args: new.args,
             variables: new.variables,
             sensitive_input: new.sensitive_input,
+            limits: new.limits,
         }
     }
 

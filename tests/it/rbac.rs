@@ -47,6 +47,7 @@ impl World {
             db,
             api::templates::NewTemplate {
                 sensitive_input: false,
+                limits: Default::default(),
                 name: "sleeper".into(),
                 command: "sleep".into(),
                 args: vec!["{{SECONDS}}".into()],
@@ -531,6 +532,7 @@ async fn ports_and_console_input(kind: DbKind) {
         db,
         api::templates::NewTemplate {
             sensitive_input: true,
+            limits: Default::default(),
             name: "secretive".into(),
             command: "sleep".into(),
             args: vec!["--port={{SERVER_PORT}}".into()],

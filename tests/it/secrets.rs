@@ -142,6 +142,7 @@ async fn secret_variables_reach_only_the_node(kind: DbKind) {
         db,
         api::templates::NewTemplate {
             sensitive_input: false,
+            limits: Default::default(),
             name: "app".into(),
             command: "/bin/app".into(),
             args: vec!["--password={{PASSWORD}}".into()],

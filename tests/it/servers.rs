@@ -243,11 +243,7 @@ async fn servers_through_real_binaries(kind: DbKind) {
             n == "console" && v["line"].as_str().unwrap_or("").starts_with("uid=")
         })
         .await;
-    if std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    {
+    if nix_is_root() {
         assert_ne!(
             uid["line"], "uid=0",
             "Wings as root runs servers unprivileged"
@@ -644,6 +640,271 @@ async fn backups_through_real_binaries(kind: DbKind) {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     eventually("the archive is gone", CAP, || async { !archive.exists() }).await;
+    let (status, _) = alice.call(reqwest::Method::DELETE, &server, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    eventually(
+        "the server and its backups are gone from the node",
+        CAP,
+        || async { !files.exists() && !dir.join("wings/backups").join(&sid).exists() },
+    )
+    .await;
 }
 
 crate::on_both_databases!(backups_through_real_binaries);
+
+/// Starts a server of the `isolated` template and returns its path and its ticker's pid.
+async fn started(
+    rest: &Rest,
+    servers: &str,
+    name: &str,
+    variables: Value,
+    events: &mut Option<EventReader>,
+) -> (String, String, u32) {
+    let (status, body) = rest
+        .post(
+            servers,
+            json!({"name": name, "node_id": "node-1", "template": "isolated", "variables": variables}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sid = body["id"].as_str().unwrap().to_owned();
+    let server = format!("{servers}/{sid}");
+    eventually("installed", CAP, || async {
+        server_state(rest, &server).await == "offline"
+    })
+    .await;
+    let mut reader = rest.events(&format!("{server}/events")).await.unwrap();
+    power(rest, &server, "start").await;
+    let pid = started_pid(&mut reader).await;
+    *events = Some(reader);
+    (sid, server, pid)
+}
+
+async fn tenants_are_isolated_on_the_node(kind: DbKind) {
+    if !nix_is_root() {
+        println!("SKIPPED: Wings must run as root to give each server its own user and cgroups");
+        return;
+    }
+    let cgroups = wings::isolation::Cgroups::detect();
+    let missing = cgroups.missing();
+    for controller in &missing {
+        println!(
+            "cgroup controller {controller} is missing here ({}): its limit is not enforced and not tested",
+            cgroups.version()
+        );
+    }
+    let Stack {
+        tmp,
+        panel: _panel,
+        admin,
+        alice,
+        cert,
+        wings: _wings,
+        ..
+    } = stack(kind).await;
+    let dir = tmp.path();
+    let (status, body) = admin
+        .post(
+            "/api/admin/templates",
+            json!({
+                "name": "isolated",
+                "command": bin_path("ticker").display().to_string(),
+                "args": ["--interval-ms", "200", "--probe", "{{PROBE}}", "--allocate-mb", "{{ALLOC}}", "{{MODE}}"],
+                "variables": [
+                    {"name": "PROBE", "pattern": "[A-Za-z0-9/._,-]{0,2000}", "default": ""},
+                    {"name": "ALLOC", "pattern": "[0-9]{1,4}", "default": "0"},
+                    {"name": "MODE", "pattern": "--idle|--fork-loop", "default": "--idle"},
+                    {"name": "MOTD", "pattern": "[A-Za-z0-9-]{0,64}", "default": ""},
+                ],
+                "limits": {"memory_mb": 64, "max_processes": 32},
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (bob, _) = Rest::new(alice.base.clone())
+        .verified_user(&dir.join("data/outbox"), "bob@example.com")
+        .await;
+    let tenant_servers = |rest: Rest| async move {
+        let (_, tenant) = rest.post("/api/tenants", json!({"name": "t"})).await;
+        format!("/api/tenants/{}/servers", tenant["id"].as_str().unwrap())
+    };
+    let (a_servers, b_servers) = (
+        tenant_servers(alice.clone()).await,
+        tenant_servers(bob.clone()).await,
+    );
+
+    // Tenant A's server, with a secret in its environment and a file in its directory.
+    let mut events = None;
+    let (a_sid, _, a_pid) = started(
+        &alice,
+        &a_servers,
+        "a",
+        json!({"MOTD": "A-secret-value"}),
+        &mut events,
+    )
+    .await;
+    let a_dir = dir.join("wings/servers").join(&a_sid);
+    std::fs::write(a_dir.join("secret.txt"), "tenant A's file").unwrap();
+    let environ = std::fs::read(format!("/proc/{a_pid}/environ")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&environ).contains("A-secret-value"),
+        "the probe target holds the secret"
+    );
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("WINGS_"),
+        "no Wings variable reaches a server"
+    );
+    // Tenant B's server tries to read them, and Wings' key.
+    let probes = [
+        a_dir.join("secret.txt").display().to_string(),
+        format!("/proc/{a_pid}/environ"),
+        cert.key_path.display().to_string(),
+        "/etc/hostname".to_owned(),
+    ];
+    let mut b_events = None;
+    let (b_sid, _, b_pid) = started(
+        &bob,
+        &b_servers,
+        "b",
+        json!({"PROBE": probes.join(",")}),
+        &mut b_events,
+    )
+    .await;
+    let b_events = b_events.as_mut().unwrap();
+    for (i, path) in probes.iter().enumerate() {
+        let line = b_events
+            .until(&format!("probe of {path}"), CAP, |n, v| {
+                n == "console"
+                    && v["line"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with(&format!("probe {path}:"))
+            })
+            .await;
+        let line = line["line"].as_str().unwrap();
+        if i < 3 {
+            assert!(line.contains("denied"), "{line}");
+        } else {
+            assert!(
+                line.contains("read"),
+                "control: a world-readable file is readable: {line}"
+            );
+        }
+    }
+    let uid = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(uid(a_pid), uid(b_pid), "a user per server");
+    assert_ne!(uid(a_pid), "0");
+    let groups = std::fs::read_to_string(format!("/proc/{b_pid}/status")).unwrap();
+    assert!(
+        groups.lines().any(|l| l
+            .strip_prefix("Groups:")
+            .is_some_and(|g| g.trim().is_empty())),
+        "no supplementary groups: {groups}"
+    );
+    assert!(
+        groups
+            .lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+        "no new privileges"
+    );
+
+    // Over its memory limit: killed, crashed with reason oom.
+    if !missing.contains(&"memory") {
+        let mut c_events = None;
+        let (_, c_server, _) = started(
+            &alice,
+            &a_servers,
+            "c",
+            json!({"ALLOC": "200"}),
+            &mut c_events,
+        )
+        .await;
+        let crashed = until_state(c_events.as_mut().unwrap(), "crashed").await;
+        assert!(
+            crashed["reason"].as_str().unwrap_or("").starts_with("oom"),
+            "{crashed}"
+        );
+        assert!(
+            alice.get(&c_server).await.1["state_reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("oom"),
+            "the reason is recorded"
+        );
+    }
+    // A fork loop stops at the process limit; the node keeps its heartbeats.
+    if !missing.contains(&"pids") {
+        let mut d_events = None;
+        started(
+            &alice,
+            &a_servers,
+            "d",
+            json!({"MODE": "--fork-loop"}),
+            &mut d_events,
+        )
+        .await;
+        let forked = d_events
+            .as_mut()
+            .unwrap()
+            .until("the fork loop's end", CAP, |n, v| {
+                n == "console" && v["line"].as_str().unwrap_or("").starts_with("forked ")
+            })
+            .await;
+        let n: u32 = forked["line"].as_str().unwrap()["forked ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(n < 32, "stopped below the limit of 32 processes: {forked}");
+        println!("fork loop: {}", forked["line"]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (_, nodes) = admin.get("/api/admin/nodes/node-1").await;
+        assert_eq!(nodes["online"], true, "heartbeats kept flowing");
+    }
+
+    // Deleting servers removes their users and cgroups.
+    for (servers, sid) in [(&a_servers, &a_sid), (&b_servers, &b_sid)] {
+        let rest = if servers == &a_servers { &alice } else { &bob };
+        rest.call(reqwest::Method::DELETE, &format!("{servers}/{sid}"), None)
+            .await;
+        let user = wings::isolation::user_name(sid);
+        eventually("the server's user is removed", CAP, || async {
+            !std::fs::read_to_string("/etc/passwd")
+                .unwrap()
+                .contains(&format!("{user}:"))
+        })
+        .await;
+    }
+    // The rest of tenant A's servers go with the tenant.
+    let tenant = a_servers.trim_end_matches("/servers").to_owned();
+    assert_eq!(
+        alice.call(reqwest::Method::DELETE, &tenant, None).await.0,
+        StatusCode::ACCEPTED
+    );
+    eventually("every server user of this test is gone", CAP, || async {
+        !std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains(&dir.display().to_string())
+    })
+    .await;
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+crate::on_both_databases!(tenants_are_isolated_on_the_node);

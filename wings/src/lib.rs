@@ -11,6 +11,7 @@ pub mod agent;
 pub mod backoff;
 pub mod backup;
 pub mod config;
+pub mod isolation;
 pub mod supervisor;
 pub mod tls;
 

@@ -25,10 +25,24 @@ struct Cli {
 enum Command {
     /// Validate configuration and certificates, print what was found, and exit.
     Check,
+    /// Internal: join the given cgroups, then exec the command (how a server's process is
+    /// inside its cgroups before it runs a single instruction of its own).
+    #[command(hide = true)]
+    EnterCgroups {
+        /// `cgroup.procs` files to write this process's pid to.
+        #[arg(long = "procs")]
+        procs: Vec<std::path::PathBuf>,
+        /// The command to exec.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::EnterCgroups { procs, command }) = &cli.command {
+        return wings::isolation::enter_and_exec(procs, command);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

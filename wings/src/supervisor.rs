@@ -31,7 +31,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use crate::backup;
+use crate::{backup, isolation};
 
 /// Console lines kept per server.
 pub const RING_LINES: usize = 1000;
@@ -100,11 +100,35 @@ impl Slot {
 /// The supervisor of one node's servers.
 pub struct Supervisor {
     data_dir: PathBuf,
-    /// Who server processes run as when Wings is root.
-    run_as: Option<(Uid, Gid)>,
+    /// When Wings is root: each server runs as its own user, inside its own cgroups.
+    isolation: Option<isolation::Cgroups>,
     slots: Mutex<HashMap<String, Slot>>,
     events: mpsc::UnboundedSender<NodeMessage>,
     console: mpsc::Sender<NodeMessage>,
+}
+
+/// Limits for a spec from a panel that sends none.
+const DEFAULT_LIMITS: proto::node::v1::Limits = proto::node::v1::Limits {
+    memory_bytes: 1 << 30,
+    cpu_percent: 100,
+    max_processes: 256,
+    open_files: 4096,
+    disk_bytes: 10 << 30,
+};
+
+/// The bytes of files under `dir` (links not followed).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+            Ok(meta) if meta.is_file() => meta.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Seconds a running server has to stop before a restore kills it.
@@ -157,15 +181,7 @@ impl Supervisor {
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir.display().to_string(), e))?;
         }
-        let run_as = if Uid::effective().is_root() {
-            let nobody = nix::unistd::User::from_name("nobody")
-                .ok()
-                .flatten()
-                .ok_or_else(|| {
-                    crate::Error::Io(
-                        "running as root, but there is no user 'nobody' to run servers as".into(),
-                    )
-                })?;
+        let isolation = if Uid::effective().is_root() {
             // Server processes must be able to reach their directories, not list them.
             for dir in [data_dir.to_path_buf(), data_dir.join("servers")] {
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
@@ -178,16 +194,28 @@ impl Supervisor {
                 )
                 .map_err(|e| io(private, e))?;
             }
-            Some((nobody.uid, nobody.gid))
+            let cgroups = isolation::Cgroups::detect();
+            let missing = cgroups.missing();
+            if missing.is_empty() {
+                tracing::info!(
+                    cgroups = cgroups.version(),
+                    "each server runs as its own user, in its own cgroups"
+                );
+            } else {
+                tracing::warn!(cgroups = cgroups.version(), missing = ?missing, "cgroup controllers missing: their limits are not enforced");
+            }
+            Some(cgroups)
         } else {
-            tracing::warn!("not running as root: servers run as Wings' own user");
+            tracing::warn!(
+                "not running as root: servers run as Wings' own user, without per-server users or cgroups"
+            );
             None
         };
         let (events_tx, events) = mpsc::unbounded_channel();
         let (console_tx, console) = mpsc::channel(4096);
         let supervisor = Arc::new(Supervisor {
             data_dir: data_dir.to_path_buf(),
-            run_as,
+            isolation,
             slots: Mutex::new(HashMap::new()),
             events: events_tx,
             console: console_tx,
@@ -507,11 +535,11 @@ impl Supervisor {
         }
         let dir = self.server_dir(id);
         let expected = sha256.to_owned();
-        let run_as = self.run_as;
+        let owner = self.owner(id)?;
         tokio::task::spawn_blocking(move || {
             backup::restore(&archive, &expected, &dir).map_err(|e| e.to_string())?;
-            if let Some((uid, gid)) = run_as {
-                give_to(&dir, uid.as_raw(), gid.as_raw()).map_err(|e| {
+            if let Some((uid, gid)) = owner {
+                give_to(&dir, uid, gid).map_err(|e| {
                     format!("restored, but cannot give the files to the server's user: {e}")
                 })?;
             }
@@ -535,13 +563,21 @@ impl Supervisor {
             .map_err(|e| format!("cannot save the server's spec: {e}"))
     }
 
+    /// The server's own user and group when Wings is root (made on first use).
+    fn owner(&self, id: &str) -> Result<Option<(u32, u32)>, String> {
+        match self.isolation {
+            Some(_) => isolation::ensure_user(id, &self.server_dir(id)).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn make_dir(&self, id: &str) -> Result<PathBuf, String> {
         let dir = self.server_dir(id);
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        if let Some((uid, gid)) = self.run_as {
-            nix::unistd::chown(&dir, Some(uid), Some(gid))
+        if let Some((uid, gid)) = self.owner(id)? {
+            nix::unistd::chown(&dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
                 .map_err(|e| format!("cannot give {} to the server's user: {e}", dir.display()))?;
         }
         Ok(dir)
@@ -575,7 +611,52 @@ impl Supervisor {
             slot.spec = Some(spec.clone());
             self.set_state(&mut slots, id, ServerState::Starting, String::new());
         }
-        let mut command = tokio::process::Command::new(&spec.program);
+        let limits = spec.limits.unwrap_or(DEFAULT_LIMITS);
+        if limits.disk_bytes > 0 {
+            let used = dir_size(&dir);
+            if used > limits.disk_bytes {
+                let reason = format!(
+                    "disk_quota: the server's directory holds {} MiB, over its {} MiB",
+                    used >> 20,
+                    limits.disk_bytes >> 20
+                );
+                let mut slots = self.lock();
+                self.set_state(&mut slots, id, ServerState::Offline, reason.clone());
+                return Err(reason);
+            }
+        }
+        let owner = self.owner(id)?;
+        // As root: into the server's cgroups (`wings enter-cgroups`, before the program runs),
+        // limits on open files (prlimit), then the server's own user with no supplementary
+        // groups, no capabilities and no new privileges (setpriv), then the program. Each step
+        // execs the next; nothing runs through a shell.
+        let mut command = match (owner, &self.isolation) {
+            (Some((uid, gid)), Some(cgroups)) => {
+                cgroups.create(id, &limits)?;
+                let wings = std::env::current_exe()
+                    .map_err(|e| format!("cannot find the wings binary: {e}"))?;
+                let mut command = tokio::process::Command::new(wings);
+                command.arg("enter-cgroups");
+                for file in cgroups.procs_files(id) {
+                    command.arg("--procs").arg(file);
+                }
+                command
+                    .arg("--")
+                    .arg("prlimit")
+                    .arg(format!("--nofile={0}:{0}", limits.open_files))
+                    .arg("--")
+                    .arg("setpriv")
+                    .arg("--no-new-privs")
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--inh-caps=-all")
+                    .arg("--")
+                    .arg(&spec.program);
+                command
+            }
+            _ => tokio::process::Command::new(&spec.program),
+        };
         command
             .args(&spec.args)
             .env_clear()
@@ -588,9 +669,7 @@ impl Supervisor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some((uid, gid)) = self.run_as {
-            command.uid(uid.as_raw()).gid(gid.as_raw());
-        }
+        let oom_before = self.isolation.as_ref().map_or(0, |c| c.oom_kills(id));
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -635,6 +714,7 @@ impl Supervisor {
         slot.monitor = Some(tokio::spawn(self.clone().monitor(
             id.to_owned(),
             generation,
+            oom_before,
             child,
             stdout,
             stderr,
@@ -648,6 +728,7 @@ impl Supervisor {
         self: Arc<Self>,
         id: String,
         generation: u64,
+        oom_before: u64,
         mut child: Child,
         stdout: Option<tokio::process::ChildStdout>,
         stderr: Option<tokio::process::ChildStderr>,
@@ -670,7 +751,15 @@ impl Supervisor {
         for reader in [out, err].into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
         }
-        let (description, code) = describe_exit(status);
+        let (mut description, code) = describe_exit(status);
+        let oom = self
+            .isolation
+            .as_ref()
+            .is_some_and(|c| c.oom_kills(&id) > oom_before);
+        if oom {
+            description =
+                format!("oom: killed for using more memory than its limit ({description})");
+        }
         let _ = std::fs::remove_file(self.pid_file(&id));
         let mut slots = self.lock();
         let Some(slot) = slots.get_mut(&id) else {
@@ -682,7 +771,7 @@ impl Supervisor {
         slot.pid = None;
         slot.stdin = None;
         slot.exit_code = code;
-        let (state, reason) = if slot.stop_requested {
+        let (state, reason) = if slot.stop_requested && !oom {
             (ServerState::Offline, format!("stopped ({description})"))
         } else {
             (ServerState::Crashed, description)
@@ -798,6 +887,14 @@ impl Supervisor {
         }
         for file in [self.spec_file(id), self.pid_file(id)] {
             let _ = std::fs::remove_file(file);
+        }
+        if let Some(cgroups) = self.isolation.clone() {
+            let id = id.to_owned();
+            let _ = tokio::task::spawn_blocking(move || {
+                cgroups.remove(&id);
+                isolation::remove_user(&id);
+            })
+            .await;
         }
         let backups = self.data_dir.join("backups").join(id);
         if backups.exists() {

@@ -129,7 +129,7 @@ pub async fn reset_fingerprint(
 
 fn template_json(t: Template) -> Value {
     json!({ "id": t.id, "name": t.name, "command": t.command, "args": t.args,
-            "variables": t.variables, "sensitive_input": t.sensitive_input })
+            "variables": t.variables, "sensitive_input": t.sensitive_input, "limits": t.limits })
 }
 
 /// GET /api/admin/templates: with their command lines.

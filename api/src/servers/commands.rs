@@ -72,7 +72,15 @@ impl Action {
 }
 
 fn spec(expanded: Expanded) -> ServerSpec {
+    let limits = expanded.limits;
     ServerSpec {
+        limits: Some(proto::node::v1::Limits {
+            memory_bytes: limits.memory_mb << 20,
+            cpu_percent: limits.cpu_percent,
+            max_processes: limits.max_processes,
+            open_files: limits.open_files,
+            disk_bytes: limits.disk_mb << 20,
+        }),
         program: expanded.program,
         args: expanded.args,
         env: expanded.env.into_iter().collect(),

@@ -64,6 +64,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &db,
         api::templates::NewTemplate {
             sensitive_input: false,
+            limits: Default::default(),
             name: "sleeper".into(),
             command: "sleep".into(),
             args: vec!["3600".into()],

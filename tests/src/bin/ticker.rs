@@ -2,7 +2,8 @@
 //! prints its pid, its arguments as one JSON array (so a test sees exactly what it got, one
 //! element per argument), the `MOTD` variable from its environment, its directory and
 //! effective uid, echoes each line of its stdin as `stdin: <line>`, then `tick N` every
-//! `--interval-ms` (default 100) until it is signalled.
+//! `--interval-ms` (default 100) until it is signalled. For the isolation tests it can also
+//! `--probe` paths, `--allocate-mb` memory and `--fork-loop` until refused.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -10,6 +11,10 @@ use std::time::Duration;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--sleep-forever") {
+        std::thread::sleep(Duration::from_secs(3600));
+        return;
+    }
     let interval = args
         .iter()
         .position(|a| a == "--interval-ms")
@@ -35,6 +40,56 @@ fn main() {
         .unwrap_or_default();
     let _ = writeln!(out, "uid={uid}");
     eprintln!("ticker: started");
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    // `--probe a,b,c`: try to read each path and say what happened.
+    for path in flag("--probe")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+    {
+        let outcome = match std::fs::read(path) {
+            Ok(bytes) => format!("read {} bytes", bytes.len()),
+            Err(e) => format!("denied ({})", e.kind()),
+        };
+        let _ = writeln!(out, "probe {path}: {outcome}");
+    }
+    // `--allocate-mb N`: take N MiB and touch every page.
+    if let Some(mb) = flag("--allocate-mb").and_then(|v| v.parse::<usize>().ok()) {
+        let mut hog: Vec<Vec<u8>> = Vec::new();
+        for i in 0..mb {
+            hog.push(vec![1u8; 1 << 20]);
+            if i % 16 == 0 {
+                let _ = writeln!(out, "allocated {i} MiB");
+            }
+        }
+        let _ = writeln!(out, "allocated {mb} MiB, all of it");
+    }
+    // `--fork-loop`: start copies of itself that sleep, until the system refuses.
+    if args.iter().any(|a| a == "--fork-loop") {
+        let me = std::env::current_exe().unwrap_or_default();
+        let mut children = Vec::new();
+        let refusal = loop {
+            let child = std::process::Command::new(&me)
+                .arg("--sleep-forever")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match child {
+                Ok(child) => children.push(child),
+                Err(e) => break e.to_string(),
+            }
+            if children.len() >= 10_000 {
+                break "stopped at 10000".to_owned();
+            }
+        };
+        let _ = writeln!(out, "forked {} before: {refusal}", children.len());
+    }
     // Console input comes back as `stdin: <line>`.
     std::thread::spawn(|| {
         for line in std::io::stdin().lines() {

@@ -21,6 +21,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// Console input to its servers is audited without its content.
     pub sensitive_input: bool,
+    /// JSON `{memory_mb, cpu_percent, max_processes, open_files, disk_mb}`; absent fields take
+    /// the platform defaults.
+    pub limits: Option<Json>,
 }
 
 /// No relations declared.

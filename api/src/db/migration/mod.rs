@@ -5,6 +5,7 @@ use sea_orm_migration::schema::*;
 
 mod backups;
 mod identity;
+mod limits;
 mod ports;
 mod secrets;
 mod tenancy;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(secrets::CreateSecrets),
             Box::new(backups::CreateBackups),
             Box::new(ports::AddPorts),
+            Box::new(limits::AddLimits),
         ]
     }
 }
