@@ -116,7 +116,5 @@ say "The real nodes are still online"
 say "The tenant story, over REST: an admin, a template, a tenant, a server started on us-east-1-node-01"
 "$bin/tenant-demo" --panel "http://$PANEL_HTTP_ADDR" --outbox data/outbox --api-bin "$bin/api" \
   --node us-east-1-node-01 --program "$bin/ticker"
-echo
-echo "The server's files on the node: $(ls -d data/wings/us-east-1-node-01/servers/*)"
 
 say "Done: stopping the panel and the agents (logs and certificates stay in data/demo/)"

@@ -181,6 +181,9 @@ impl Supervisor {
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir.display().to_string(), e))?;
         }
+        // Absolute from here on: server users get their directory as home, which must be.
+        let data_dir =
+            &std::fs::canonicalize(data_dir).map_err(|e| io(&data_dir.display().to_string(), e))?;
         let isolation = if Uid::effective().is_root() {
             // Server processes must be able to reach their directories, not list them.
             for dir in [data_dir.to_path_buf(), data_dir.join("servers")] {

@@ -2,7 +2,8 @@
 //! client would tell it. A platform admin and a tenant admin register and verify through the
 //! mail outbox; the admin is granted with `api admin grant` and defines a template; the tenant
 //! admin makes a tenant, a server on a connected node, starts it, watches its console over
-//! SSE, stops it, and reads the tenant's audit log.
+//! SSE, stops it, deletes it (its system user and cgroups go with it), and reads the tenant's
+//! audit log.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -100,11 +101,11 @@ async fn story(args: Args) -> anyhow::Result<()> {
     );
     anyhow::ensure!(status == reqwest::StatusCode::CREATED, "server not created");
     let path = format!("{servers}/{}", server["id"].as_str().unwrap_or_default());
-    for _ in 0..100 {
+    for _ in 0..40 {
         if alice.get(&path).await.1["state"] == "offline" {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     println!(
         "  the node installed it: state {}",
@@ -150,6 +151,9 @@ async fn story(args: Args) -> anyhow::Result<()> {
             name == "status" && v["state"] == "offline"
         })
         .await;
+
+    let (status, _) = alice.call(reqwest::Method::DELETE, &path, None).await;
+    show("DELETE …/servers/{id}", status, &Value::Null);
 
     println!("\nThe tenant's audit log (newest first):");
     let (_, audit) = alice.get(&format!("/api/tenants/{tenant_id}/audit")).await;
