@@ -743,6 +743,16 @@ async fn tenants_are_isolated_on_the_node(kind: DbKind) {
         &mut events,
     )
     .await;
+    // Live usage reaches the SSE stream as `stats` events.
+    let stats = events
+        .as_mut()
+        .unwrap()
+        .until("a stats event", CAP, |n, v| {
+            n == "stats" && v["memory_bytes"].as_u64() > Some(0)
+        })
+        .await;
+    assert_eq!(stats["memory_limit_bytes"], 64u64 << 20, "{stats}");
+    assert!(stats["cpu_percent"].as_f64().is_some(), "{stats}");
     let a_dir = dir.join("wings/servers").join(&a_sid);
     std::fs::write(a_dir.join("secret.txt"), "tenant A's file").unwrap();
     let environ = std::fs::read(format!("/proc/{a_pid}/environ")).unwrap();

@@ -71,6 +71,26 @@ fn main() -> ExitCode {
         );
         println!("  fingerprint: {}", report.fingerprint);
         println!("  expires in:  {} days", report.days_left);
+        if nix::unistd::Uid::effective().is_root() {
+            let cgroups = wings::isolation::Cgroups::detect();
+            let missing = cgroups.missing();
+            println!(
+                "  isolation:   root: a system user per server, cgroups {} ({})",
+                cgroups.version(),
+                if missing.is_empty() {
+                    "memory, pids and cpu limits enforced".to_owned()
+                } else {
+                    format!(
+                        "missing {}: those limits are NOT enforced",
+                        missing.join(", ")
+                    )
+                }
+            );
+        } else {
+            println!(
+                "  isolation:   NOT root: servers run as this user, without per-server users or cgroups"
+            );
+        }
         return ExitCode::SUCCESS;
     }
     tracing::info!(node = %config.node_id, fingerprint = %report.fingerprint, days_left = report.days_left, "starting");

@@ -116,6 +116,28 @@ const DEFAULT_LIMITS: proto::node::v1::Limits = proto::node::v1::Limits {
     disk_bytes: 10 << 30,
 };
 
+/// Resident memory (bytes) and CPU time (ns) of one process, from `/proc`.
+fn process_usage(pid: u32) -> (u64, u64) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0)
+        * 1024;
+    // utime + stime, fields 14 and 15, in clock ticks (100 per second on Linux).
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rsplit(')').next()?.to_owned();
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    (rss, ticks * 10_000_000)
+}
+
 /// The bytes of files under `dir` (links not followed).
 fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -260,6 +282,7 @@ impl Supervisor {
                 }
             }
         }
+        tokio::spawn(supervisor.clone().report_stats());
         Ok((supervisor, Uplink { events, console }))
     }
 
@@ -553,6 +576,66 @@ impl Supervisor {
         })
         .await
         .map_err(|e| format!("the restore task failed: {e}"))?
+    }
+
+    /// Every two seconds, each running server's memory and CPU (its cgroups when isolated,
+    /// else its main process), and every thirty its directory's size, sent as `stats`.
+    async fn report_stats(self: Arc<Self>) {
+        const EVERY: Duration = Duration::from_secs(2);
+        let mut ticker = tokio::time::interval(EVERY);
+        let mut cpu_before: HashMap<String, u64> = HashMap::new();
+        let mut disk: HashMap<String, u64> = HashMap::new();
+        let mut round = 0u64;
+        loop {
+            ticker.tick().await;
+            let running: Vec<(String, u32, proto::node::v1::Limits)> = self
+                .lock()
+                .iter()
+                .filter_map(|(id, slot)| {
+                    let limits = slot
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.limits)
+                        .unwrap_or(DEFAULT_LIMITS);
+                    slot.pid.map(|pid| (id.clone(), pid, limits))
+                })
+                .collect();
+            cpu_before.retain(|id, _| running.iter().any(|(r, _, _)| r == id));
+            if round.is_multiple_of(15) {
+                let dirs: Vec<(String, PathBuf)> = running
+                    .iter()
+                    .map(|(id, _, _)| (id.clone(), self.server_dir(id)))
+                    .collect();
+                if let Ok(sizes) = tokio::task::spawn_blocking(move || {
+                    dirs.into_iter()
+                        .map(|(id, dir)| (id, dir_size(&dir)))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                {
+                    disk = sizes.into_iter().collect();
+                }
+            }
+            round += 1;
+            for (id, pid, limits) in running {
+                let (memory, cpu_ns) = match &self.isolation {
+                    Some(cgroups) => cgroups.usage(&id),
+                    None => process_usage(pid),
+                };
+                let cpu_percent = cpu_before.insert(id.clone(), cpu_ns).map_or(0.0, |before| {
+                    cpu_ns.saturating_sub(before) as f64 / EVERY.as_nanos() as f64 * 100.0
+                });
+                self.send(node_message::Kind::Stats(proto::node::v1::ServerStats {
+                    server_id: id.clone(),
+                    memory_bytes: memory,
+                    memory_limit_bytes: limits.memory_bytes,
+                    cpu_percent,
+                    disk_bytes: disk.get(&id).copied().unwrap_or(0),
+                    disk_limit_bytes: limits.disk_bytes,
+                    at_unix_ms: crate::unix_ms(),
+                }));
+            }
+        }
     }
 
     fn is_running(&self, id: &str) -> bool {

@@ -127,6 +127,25 @@ impl NodeControl for NodeControlService {
     }
 }
 
+/// Whether `server_id` is one of the node's servers, looked up once per stream.
+async fn owned(
+    state: &AppState,
+    node_id: &str,
+    owns: &mut HashMap<String, bool>,
+    server_id: &str,
+) -> bool {
+    if let Some(&owned) = owns.get(server_id) {
+        return owned;
+    }
+    let owned = servers::belongs_to(&state.db, node_id, server_id)
+        .await
+        .unwrap_or(false);
+    if owns.len() < 10_000 {
+        owns.insert(server_id.to_owned(), owned);
+    }
+    owned
+}
+
 /// Reads the node's messages until the stream ends, heartbeats stop, or the node is kicked;
 /// then tells the node why (when it still listens) and marks it offline.
 async fn pump(
@@ -172,20 +191,13 @@ async fn pump(
                         tracing::warn!(node = %session.node_id, error = %e, "cannot record a status");
                     }
                 }
+                Some(node_message::Kind::Stats(stats)) => {
+                    if owned(&state, &session.node_id, &mut owns, &stats.server_id).await {
+                        servers::on_stats(&state, stats);
+                    }
+                }
                 Some(node_message::Kind::Console(line)) => {
-                    let owned = match owns.get(&line.server_id) {
-                        Some(&owned) => owned,
-                        None => {
-                            let owned =
-                                servers::belongs_to(&state.db, &session.node_id, &line.server_id)
-                                    .await
-                                    .unwrap_or(false);
-                            if owns.len() < 10_000 {
-                                owns.insert(line.server_id.clone(), owned);
-                            }
-                            owned
-                        }
-                    };
+                    let owned = owned(&state, &session.node_id, &mut owns, &line.server_id).await;
                     if owned {
                         servers::on_console(&state, line);
                     }

@@ -37,6 +37,21 @@ pub enum Event {
         /// When (RFC 3339).
         at: String,
     },
+    /// What the server uses now (every few seconds while it runs).
+    Stats {
+        /// Resident memory.
+        memory_bytes: u64,
+        /// Its limit.
+        memory_limit_bytes: u64,
+        /// Percent of one core.
+        cpu_percent: f64,
+        /// The server directory's size.
+        disk_bytes: u64,
+        /// Its quota.
+        disk_limit_bytes: u64,
+        /// When (RFC 3339).
+        at: String,
+    },
     /// A backup or restore finished.
     Backup {
         /// The backup.
@@ -69,6 +84,7 @@ impl Event {
             Event::Console { .. } => "console",
             Event::Command { .. } => "command",
             Event::Backup { .. } => "backup",
+            Event::Stats { .. } => "stats",
         }
     }
 }

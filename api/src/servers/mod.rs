@@ -437,6 +437,21 @@ pub fn on_console(state: &AppState, line: ConsoleLine) {
     );
 }
 
+/// A node's usage report for one of its servers (checked by the caller): to SSE only.
+pub fn on_stats(state: &AppState, stats: proto::node::v1::ServerStats) {
+    state.events.publish(
+        &stats.server_id.clone(),
+        Event::Stats {
+            memory_bytes: stats.memory_bytes,
+            memory_limit_bytes: stats.memory_limit_bytes,
+            cpu_percent: (stats.cpu_percent * 10.0).round() / 10.0,
+            disk_bytes: stats.disk_bytes,
+            disk_limit_bytes: stats.disk_limit_bytes,
+            at: rfc3339_ms(stats.at_unix_ms),
+        },
+    );
+}
+
 /// Whether `server_id` is one of `node_id`'s servers.
 pub async fn belongs_to(
     db: &DatabaseConnection,
