@@ -883,6 +883,42 @@ async fn tenants_are_isolated_on_the_node(kind: DbKind) {
         assert_eq!(nodes["online"], true, "heartbeats kept flowing");
     }
 
+    // Over its disk quota: the node refuses to start it and says why.
+    let (status, body) = admin
+        .post(
+            "/api/admin/templates",
+            json!({
+                "name": "tiny",
+                "command": bin_path("ticker").display().to_string(),
+                "limits": {"disk_mb": 1},
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, tiny) = alice
+        .post(
+            &a_servers,
+            json!({"name": "tiny", "node_id": "node-1", "template": "tiny"}),
+        )
+        .await;
+    let tiny = format!("{a_servers}/{}", tiny["id"].as_str().unwrap());
+    eventually("installed", CAP, || async {
+        server_state(&alice, &tiny).await == "offline"
+    })
+    .await;
+    let tiny_dir = dir
+        .join("wings/servers")
+        .join(tiny.rsplit('/').next().unwrap());
+    std::fs::write(tiny_dir.join("world.dat"), vec![0u8; 2 << 20]).unwrap();
+    power(&alice, &tiny, "start").await;
+    eventually("refused over quota", CAP, || async {
+        alice.get(&tiny).await.1["state_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("disk_quota"))
+    })
+    .await;
+    assert_eq!(server_state(&alice, &tiny).await, "offline");
+
     // Deleting servers removes their users and cgroups.
     for (servers, sid) in [(&a_servers, &a_sid), (&b_servers, &b_sid)] {
         let rest = if servers == &a_servers { &alice } else { &bob };
@@ -895,6 +931,13 @@ async fn tenants_are_isolated_on_the_node(kind: DbKind) {
                 .contains(&format!("{user}:"))
         })
         .await;
+        for procs in cgroups.procs_files(sid) {
+            let group = procs.parent().unwrap().to_owned();
+            eventually("the server's cgroups are removed", CAP, || async {
+                !group.exists()
+            })
+            .await;
+        }
     }
     // The rest of tenant A's servers go with the tenant.
     let tenant = a_servers.trim_end_matches("/servers").to_owned();
