@@ -105,31 +105,63 @@ pub async fn create(
     Ok(tenant)
 }
 
+/// One page of memberships where `mine` holds, ordered by the other side's id (`other`), each
+/// with the other side's row (`related`, looked up by id in one query). Memberships whose
+/// other side is gone are left out.
+async fn memberships_with<E>(
+    db: &DatabaseConnection,
+    mine: (membership::Column, &str),
+    other: (membership::Column, fn(&membership::Model) -> &str),
+    related: (E::Column, fn(&E::Model) -> &str),
+    query: &PageQuery,
+) -> Result<Page<(membership::Model, E::Model)>, Error>
+where
+    E: EntityTrait,
+    E::Model: Clone,
+{
+    let page = pagination::fetch(
+        db,
+        membership::Entity::find().filter(mine.0.eq(mine.1)),
+        other.0,
+        Order::Asc,
+        query,
+        |m| other.1(m).to_owned(),
+    )
+    .await?;
+    let ids: Vec<String> = page.items.iter().map(|m| other.1(m).to_owned()).collect();
+    let rows = E::find().filter(related.0.is_in(ids)).all(db).await?;
+    let items = page
+        .items
+        .into_iter()
+        .filter_map(|m| {
+            let row = rows.iter().find(|r| related.1(r) == other.1(&m))?.clone();
+            Some((m, row))
+        })
+        .collect();
+    Ok(Page {
+        items,
+        next_cursor: page.next_cursor,
+    })
+}
+
 /// The tenants `user_id` belongs to, one page.
 pub async fn list_for(
     db: &DatabaseConnection,
     user_id: &str,
     query: &PageQuery,
 ) -> Result<Page<TenantView>, Error> {
-    let page = pagination::fetch(
+    let page = memberships_with::<tenant::Entity>(
         db,
-        membership::Entity::find().filter(membership::Column::UserId.eq(user_id)),
-        membership::Column::TenantId,
-        Order::Asc,
+        (membership::Column::UserId, user_id),
+        (membership::Column::TenantId, |m| &m.tenant_id),
+        (tenant::Column::Id, |t| &t.id),
         query,
-        |m| m.tenant_id.clone(),
     )
     .await?;
-    let ids: Vec<String> = page.items.iter().map(|m| m.tenant_id.clone()).collect();
-    let tenants = tenant::Entity::find()
-        .filter(tenant::Column::Id.is_in(ids))
-        .all(db)
-        .await?;
     let items = page
         .items
         .into_iter()
-        .filter_map(|m| {
-            let tenant = tenants.iter().find(|t| t.id == m.tenant_id)?.clone();
+        .filter_map(|(m, tenant)| {
             Some(TenantView {
                 tenant,
                 role: Role::parse(&m.role)?,
@@ -168,29 +200,22 @@ pub async fn members(
     tenant_id: &str,
     query: &PageQuery,
 ) -> Result<Page<Member>, Error> {
-    let page = pagination::fetch(
+    let page = memberships_with::<user::Entity>(
         db,
-        membership::Entity::find().filter(membership::Column::TenantId.eq(tenant_id)),
-        membership::Column::UserId,
-        Order::Asc,
+        (membership::Column::TenantId, tenant_id),
+        (membership::Column::UserId, |m| &m.user_id),
+        (user::Column::Id, |u| &u.id),
         query,
-        |m| m.user_id.clone(),
     )
     .await?;
-    let ids: Vec<String> = page.items.iter().map(|m| m.user_id.clone()).collect();
-    let users = user::Entity::find()
-        .filter(user::Column::Id.is_in(ids))
-        .all(db)
-        .await?;
     let items = page
         .items
         .into_iter()
-        .filter_map(|m| {
-            let user = users.iter().find(|u| u.id == m.user_id)?;
+        .filter_map(|(m, user)| {
             Some(Member {
-                user_id: m.user_id,
-                email: user.email.clone(),
                 role: Role::parse(&m.role)?,
+                user_id: m.user_id,
+                email: user.email,
             })
         })
         .collect();
