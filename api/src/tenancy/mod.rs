@@ -105,14 +105,17 @@ pub async fn create(
     Ok(tenant)
 }
 
+/// Reads the id of a row.
+type IdOf<M> = fn(&M) -> &str;
+
 /// One page of memberships where `mine` holds, ordered by the other side's id (`other`), each
 /// with the other side's row (`related`, looked up by id in one query). Memberships whose
 /// other side is gone are left out.
 async fn memberships_with<E>(
     db: &DatabaseConnection,
     mine: (membership::Column, &str),
-    other: (membership::Column, fn(&membership::Model) -> &str),
-    related: (E::Column, fn(&E::Model) -> &str),
+    other: (membership::Column, IdOf<membership::Model>),
+    related: (E::Column, IdOf<E::Model>),
     query: &PageQuery,
 ) -> Result<Page<(membership::Model, E::Model)>, Error>
 where
