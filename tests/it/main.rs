@@ -3,6 +3,7 @@
 
 mod binaries;
 mod dev_ca;
+mod hardening;
 mod identity;
 mod limiter;
 mod node_channel;

@@ -31,6 +31,8 @@ pub const REDIS_URL: &str = "REDIS_URL";
 pub const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
 /// Per-class limit overrides, e.g. `login=5/15m,api=100/1m`.
 pub const RATE_LIMITS: &str = "RATE_LIMITS";
+/// Browser origins allowed to call the API (CORS), comma-separated, exact (`https://app.example.com`).
+pub const CORS_ORIGINS: &str = "CORS_ORIGINS";
 /// The master key-encryption key, 64 hex characters; generated into `data/` in development.
 pub const MASTER_ENCRYPTION_KEY: &str = "MASTER_ENCRYPTION_KEY";
 /// Retired master keys, comma-separated `id:hex`, that still decrypt until `api keys rotate`.
@@ -192,6 +194,8 @@ pub struct IdentityConfig {
     pub rate_limits: RateLimits,
     /// Where development keys are generated.
     pub data_dir: PathBuf,
+    /// See [`CORS_ORIGINS`].
+    pub cors_origins: Vec<String>,
     /// See [`MASTER_ENCRYPTION_KEY`].
     pub master_key: Option<Redacted>,
     /// See [`MASTER_ENCRYPTION_KEYS_RETIRED`]: `(id, hex)` pairs.
@@ -217,6 +221,7 @@ impl IdentityConfig {
             trusted_proxies: Vec::new(),
             rate_limits: RateLimits::default(),
             data_dir,
+            cors_origins: Vec::new(),
             master_key: None,
             master_keys_retired: Vec::new(),
         }
@@ -267,6 +272,23 @@ impl IdentityConfig {
             config.outbox_dir = PathBuf::from(dir);
         }
         config.redis_url = get(REDIS_URL);
+        for origin in get(CORS_ORIGINS)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            match origin.split_once("://") {
+                Some(("https" | "http", host))
+                    if !host.is_empty() && !host.contains(['/', '*', '?', '#', ' ']) =>
+                {
+                    config.cors_origins.push(origin.to_owned());
+                }
+                _ => errors.push(format!(
+                    "{CORS_ORIGINS}: {origin:?} is not an origin like https://app.example.com (no path, no wildcard)"
+                )),
+            }
+        }
         config.master_key = get(MASTER_ENCRYPTION_KEY).map(Redacted);
         for item in get(MASTER_ENCRYPTION_KEYS_RETIRED)
             .unwrap_or_default()

@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod error;
 mod guard;
+mod hardening;
 mod secrets;
 mod servers;
 mod tenants;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub use access::{Access, Caller, TenantCtx};
 pub use error::{ApiError, ApiJson, ApiQuery};
 pub use guard::{Class, ClientIp};
+pub use hardening::RequestId;
 
 use crate::AppState;
 
@@ -358,6 +360,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(from_fn_with_state(state.clone(), hardening::harden))
         .with_state(state)
 }
 

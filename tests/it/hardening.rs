@@ -1,0 +1,172 @@
+//! The HTTP surface over real HTTP: security headers on every response, CORS for the listed
+//! origin only, request ids (kept from a trusted proxy, made otherwise), and in production the
+//! redirect of plain-HTTP requests from a trusted proxy (never from an untrusted peer, never
+//! for `/health`).
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use tests::{DbKind, TestPki, database_url};
+
+const APP: &str = "https://app.example.com";
+
+async fn panel(trusted: &str, production: bool) -> (tempfile::TempDir, api::Panel) {
+    security::tls::install_default_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let mut config = tests::panel_config(&pki, database_url(DbKind::Sqlite, dir.path()).await);
+    config.identity.cors_origins = vec![APP.to_owned()];
+    config.identity.trusted_proxies = vec![api::config::Cidr::parse(trusted).unwrap()];
+    if production {
+        config.environment = api::config::Environment::Production;
+        config.identity.public_url = "https://panel.example.com".into();
+        let key = dir.path().join("jwt.pem");
+        security::pki::write_private(
+            &key,
+            &security::jwt::SigningKey::generate_ed25519_pem().unwrap(),
+        )
+        .unwrap();
+        config.identity.jwt_key_file = Some(key);
+        let (_, hex) = security::envelope::LocalKek::generate();
+        config.identity.master_key = Some(api::config::Redacted(hex.to_string()));
+    }
+    let panel = api::Panel::start(config).await.unwrap();
+    (dir, panel)
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, HeaderMap) {
+    let response = request.send().await.unwrap();
+    (response.status(), response.headers().clone())
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_cors_and_request_ids() {
+    let (_dir, panel) = panel("127.0.0.1/32", false).await;
+    let base = format!("http://{}", panel.http_addr);
+    let http = client();
+    for path in ["/health", "/api/auth/me", "/no/such/route"] {
+        let (_, headers) = send(http.get(format!("{base}{path}"))).await;
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'none'")
+        );
+        assert!(!headers.contains_key("server"), "no server banner");
+        assert!(
+            !headers.contains_key("strict-transport-security"),
+            "HSTS is production's"
+        );
+        assert_eq!(headers["x-request-id"].len(), 32, "a request id is made");
+        assert!(!headers.contains_key("access-control-allow-origin"));
+    }
+    let (_, headers) = send(
+        http.get(format!("{base}/health"))
+            .header("x-request-id", "edge-42"),
+    )
+    .await;
+    assert_eq!(
+        headers["x-request-id"], "edge-42",
+        "kept from a trusted proxy"
+    );
+
+    // CORS: the listed origin gets its preflight answered, exactly; another gets nothing.
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{base}/api/auth/login"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+    };
+    let (status, headers) = send(preflight(APP)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(headers["access-control-allow-origin"], APP);
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let (status, headers) = send(preflight("https://evil.example.com")).await;
+    assert_ne!(status, StatusCode::NO_CONTENT);
+    assert!(
+        !headers.contains_key("access-control-allow-origin"),
+        "{headers:?}"
+    );
+    let (_, headers) = send(http.get(format!("{base}/health")).header("origin", APP)).await;
+    assert_eq!(headers["access-control-allow-origin"], APP);
+    let (_, headers) = send(
+        http.get(format!("{base}/health"))
+            .header("origin", "http://app.example.com"),
+    )
+    .await;
+    assert!(
+        !headers.contains_key("access-control-allow-origin"),
+        "scheme matters"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_from_a_trusted_proxy_is_redirected_in_production() {
+    let (_dir, panel) = panel("127.0.0.1/32", true).await;
+    let base = format!("http://{}", panel.http_addr);
+    let http = client();
+    let (status, headers) = send(
+        http.get(format!("{base}/api/auth/me?x=1"))
+            .header("x-forwarded-proto", "http"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        headers["location"],
+        "https://panel.example.com/api/auth/me?x=1"
+    );
+    assert!(
+        headers["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=")
+    );
+    let (status, _) = send(
+        http.get(format!("{base}/health"))
+            .header("x-forwarded-proto", "http"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "/health is never redirected");
+    let (status, _) = send(
+        http.get(format!("{base}/api/auth/me"))
+            .header("x-forwarded-proto", "https"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "https passes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_peer_is_not_believed() {
+    let (_dir, panel) = panel("10.0.0.0/8", true).await;
+    let base = format!("http://{}", panel.http_addr);
+    let (status, headers) = send(
+        client()
+            .get(format!("{base}/api/auth/me"))
+            .header("x-forwarded-proto", "http")
+            .header("x-request-id", "forged-id"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no redirect on an untrusted header"
+    );
+    assert_ne!(
+        headers["x-request-id"], "forged-id",
+        "its request id is not kept"
+    );
+}
