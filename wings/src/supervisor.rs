@@ -657,16 +657,18 @@ impl Supervisor {
         }
     }
 
-    fn make_dir(&self, id: &str) -> Result<PathBuf, String> {
+    /// Makes the server's directory (0700, given to its user) and returns it with that user.
+    fn make_dir(&self, id: &str) -> Result<(PathBuf, Option<(u32, u32)>), String> {
         let dir = self.server_dir(id);
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        if let Some((uid, gid)) = self.owner(id)? {
+        let owner = self.owner(id)?;
+        if let Some((uid, gid)) = owner {
             nix::unistd::chown(&dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
                 .map_err(|e| format!("cannot give {} to the server's user: {e}", dir.display()))?;
         }
-        Ok(dir)
+        Ok((dir, owner))
     }
 
     fn install(&self, id: &str, spec: ServerSpec) -> Result<(), String> {
@@ -687,7 +689,7 @@ impl Supervisor {
         if self.is_running(id) {
             return Err("the server is already running".into());
         }
-        let dir = self.make_dir(id)?;
+        let (dir, owner) = self.make_dir(id)?;
         self.save_spec(id, &spec)?;
         {
             let mut slots = self.lock();
@@ -711,7 +713,6 @@ impl Supervisor {
                 return Err(reason);
             }
         }
-        let owner = self.owner(id)?;
         // As root: into the server's cgroups (`wings enter-cgroups`, before the program runs),
         // limits on open files (prlimit), then the server's own user with no supplementary
         // groups, no capabilities and no new privileges (setpriv), then the program. Each step

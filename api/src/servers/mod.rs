@@ -286,8 +286,8 @@ pub async fn view(
     server_id: &str,
 ) -> Result<ServerView, Error> {
     let server = get(db, tenant_id, server_id).await?;
-    let mut views = views(db, vec![server]).await?;
-    views.pop().ok_or_else(|| Error::NotFound("server".into()))
+    let template = template_of(db, &server).await?.name;
+    Ok(ServerView { server, template })
 }
 
 /// Renames a server or replaces its variables (validated; used from the next start).
