@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite against real servers: installs redis-server and PostgreSQL when missing,
 # starts both on loopback in a temporary directory (PostgreSQL as an unprivileged user), runs
-# every test, and stops them again even when a test fails.
+# every test, and stops them again even when a test fails. Arguments filter tests by name.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -66,4 +66,9 @@ echo "test.sh: PostgreSQL on 127.0.0.1:$pg_port, Redis on 127.0.0.1:$redis_port"
 cargo fmt --all -- --check
 # One debug build shared by the binaries the tests start, the tests and the benchmarks.
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked -- --test-threads 2
+# Arguments, if any, filter the tests by name (`scripts/test.sh preflight`).
+cargo test --workspace --locked -- --test-threads 2 "$@"
+# The whole suite also fuzzes every operation of /openapi.json against the real binary.
+if [ "$#" -eq 0 ]; then
+  bash "$root/scripts/schemathesis.sh"
+fi

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Config, Environment};
 use crate::db::entities::node;
 use crate::{Error, db, nodes::store};
 
@@ -25,6 +25,13 @@ struct Cli {
 enum Command {
     /// Run the panel (REST on PANEL_HTTP_ADDR, node channel on PANEL_GRPC_ADDR).
     Serve,
+    /// Check the configuration and its dependencies without opening a port; exits non-zero
+    /// on any error. `api serve` runs the same checks first (fatal in production).
+    Preflight {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create or upgrade the database schema and exit.
     Migrate,
     /// Manage nodes.
@@ -130,9 +137,33 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Serve => {
+            // Production: every problem at once, before anything else happens.
+            let report = crate::preflight::run(|name| std::env::var(name).ok()).await;
+            if report.environment == Environment::Production && !report.passed() {
+                eprint!("{}", report.text());
+                return Err(Error::Config(
+                    "refusing to start in production: fix the errors above".into(),
+                ));
+            }
             let config = Config::from_env()
                 .map_err(|errors| Error::Config(format!("\n  {}", errors.join("\n  "))))?;
+            for finding in &report.findings {
+                tracing::warn!(variable = %finding.subject, "preflight: {}", finding.message);
+            }
             crate::run(config).await
+        }
+        Command::Preflight { json } => {
+            let report = crate::preflight::run(|name| std::env::var(name).ok()).await;
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.text());
+            }
+            if report.passed() {
+                Ok(())
+            } else {
+                Err(Error::Config("the preflight failed".into()))
+            }
         }
         Command::Keys {
             command: KeysCommand::Rotate { batch },
@@ -267,12 +298,30 @@ fn print_table(nodes: &[node::Model]) {
     }
 }
 
+/// Logs go to stderr: one JSON object per line in production (or with `LOG_FORMAT=json`),
+/// text otherwise. Nothing logged carries a token, password or secret value: requests are
+/// logged by method, path and status only, never headers, query strings or bodies.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sea_orm_migration=warn"));
-    let _ = tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sea_orm_migration=warn,sqlx=warn")
+    });
+    let json = match std::env::var(crate::config::LOG_FORMAT).ok().as_deref() {
+        Some("json") => true,
+        Some("text") => false,
+        _ => std::env::var(crate::config::PANEL_ENV).is_ok_and(|env| env == "production"),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }

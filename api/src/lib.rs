@@ -25,6 +25,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod nodes;
 pub mod pagination;
+pub mod preflight;
 pub mod secrets;
 pub mod servers;
 pub mod templates;
@@ -68,6 +69,9 @@ pub struct AppState {
     pub stopping: CancellationToken,
 }
 
+/// How long a stopping panel waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A running panel.
 pub struct Panel {
     /// Where the REST API listens.
@@ -90,9 +94,18 @@ impl Panel {
             &config.tls_cert,
             &config.tls_key,
         )?);
+        let http_tls = match &config.http_tls {
+            Some((cert, key)) => Some(http::tls::server_config(cert, key)?),
+            None => None,
+        };
         let db = db::connect_and_migrate(&config.database_url).await?;
         nodes::store::mark_all_offline(&db).await?;
         let metrics = Metrics::new();
+        for rejection in grpc::Rejection::ALL {
+            metrics
+                .node_rejections
+                .with_label_values(&[rejection.reason()]);
+        }
         let identity = identity::Identity::new(
             &config.identity,
             config.environment,
@@ -162,6 +175,7 @@ impl Panel {
             tokio::spawn(http::serve(
                 state.clone(),
                 http_listener,
+                http_tls.clone(),
                 stop_accepting.clone(),
             )),
             tokio::spawn(nodes::watch::run(
@@ -170,7 +184,8 @@ impl Panel {
                 shutdown.clone(),
             )),
         ];
-        tracing::info!(%grpc_addr, %http_addr, "panel listening");
+        let http_scheme = if http_tls.is_some() { "https" } else { "http" };
+        tracing::info!(%grpc_addr, %http_addr, http_scheme, "panel listening");
         Ok(Panel {
             http_addr,
             grpc_addr,
@@ -198,8 +213,17 @@ impl Panel {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.shutdown.cancel();
+        // In-flight requests finish (and write their audit rows) first, within a bound.
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         for task in self.tasks {
-            let _ = task.await;
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::warn!(
+                    "requests still running after {}s; closing them",
+                    DRAIN_TIMEOUT.as_secs()
+                );
+                abort.abort();
+            }
         }
     }
 }

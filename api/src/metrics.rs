@@ -1,6 +1,8 @@
 //! Prometheus metrics of the panel, registered in one registry served at `/metrics`.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// The panel's metrics.
 #[derive(Clone)]
@@ -20,6 +22,10 @@ pub struct Metrics {
     pub argon2_queue: IntGauge,
     /// Commands sent to nodes, by action.
     pub commands: IntCounterVec,
+    /// REST requests answered, by method, route template and status.
+    pub http_requests: IntCounterVec,
+    /// REST latency until the response head, by method, route template and status.
+    pub http_latency: HistogramVec,
 }
 
 impl Metrics {
@@ -64,6 +70,25 @@ impl Metrics {
             &["action"],
         )
         .expect("static metric definition is valid");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "mamba_http_requests_total",
+                "REST requests answered, by method, route template and status",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("static metric definition is valid");
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "mamba_http_request_duration_seconds",
+                "REST latency until the response head, by method, route template and status",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["method", "route", "status"],
+        )
+        .expect("static metric definition is valid");
         for metric in [
             Box::new(node_rejections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(node_accepted.clone()),
@@ -72,6 +97,8 @@ impl Metrics {
             Box::new(limiter_fallbacks.clone()),
             Box::new(argon2_queue.clone()),
             Box::new(commands.clone()),
+            Box::new(http_requests.clone()),
+            Box::new(http_latency.clone()),
         ] {
             registry
                 .register(metric)
@@ -86,7 +113,20 @@ impl Metrics {
             limiter_fallbacks,
             argon2_queue,
             commands,
+            http_requests,
+            http_latency,
         }
+    }
+
+    /// Counts one answered REST request. `route` is the matched template (never the raw
+    /// path, so ids do not explode the label set).
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let status = status.to_string();
+        let labels = [method, route, status.as_str()];
+        self.http_requests.with_label_values(&labels).inc();
+        self.http_latency
+            .with_label_values(&labels)
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -297,70 +297,9 @@ impl KeyRing {
         issuer: &str,
         audiences: &[String],
     ) -> Result<Claims, TokenError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::Malformed);
-        }
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let header: Value = decode_json(h)?;
-        let alg = header
-            .get("alg")
-            .and_then(Value::as_str)
-            .ok_or(TokenError::Algorithm)?;
-        let typ = header
-            .get("typ")
-            .and_then(Value::as_str)
-            .ok_or(TokenError::Type)?;
-        if !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
-            && !typ.eq_ignore_ascii_case("application/at+jwt")
-        {
-            return Err(TokenError::Type);
-        }
-        let kid = header
-            .get("kid")
-            .and_then(Value::as_str)
-            .ok_or(TokenError::UnknownKey)?;
-        let key = self.key(kid).ok_or(TokenError::UnknownKey)?;
-        if alg != key.alg.name() {
-            return Err(TokenError::Algorithm);
-        }
-        let signature = B64.decode(s).map_err(|_| TokenError::Malformed)?;
-        let verifier: &dyn signature::VerificationAlgorithm = match key.alg {
-            Alg::EdDSA => &signature::ED25519,
-            Alg::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-        };
-        let signing_input = &token[..h.len() + 1 + p.len()];
-        signature::UnparsedPublicKey::new(verifier, key.public_key())
-            .verify(signing_input.as_bytes(), &signature)
-            .map_err(|_| TokenError::Signature)?;
-        let raw: Value = decode_json(p)?;
-        let aud_ok = match raw.get("aud") {
-            Some(Value::String(a)) => audiences.iter().any(|x| x == a),
-            Some(Value::Array(list)) => list
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|a| audiences.iter().any(|x| x == a)),
-            _ => false,
-        };
-        let claims: Claims =
-            serde_json::from_value(normalise_aud(raw)).map_err(|_| TokenError::Malformed)?;
-        if claims.iss != issuer {
-            return Err(TokenError::Issuer);
-        }
-        if !aud_ok {
-            return Err(TokenError::Audience);
-        }
-        if now > claims.exp + LEEWAY_SECS {
-            return Err(TokenError::Expired);
-        }
-        if claims.iat > now + LEEWAY_SECS {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(claims)
+        verify_with(token, now, issuer, audiences, |kid| {
+            self.key(kid).map(|k| (k.alg, k.public_key().to_vec()))
+        })
     }
 
     fn key(&self, kid: &str) -> Option<&SigningKey> {
@@ -369,6 +308,130 @@ impl KeyRing {
         }
         self.by_kid.get(kid).and_then(|&i| self.retired.get(i))
     }
+}
+
+/// Verifies an access token the way a client that knows only the published JWKS would: the
+/// `kid` must name exactly one key of `jwks`, rebuilt from its JWK members alone. The preflight
+/// signs a token and checks it here, so a key the JWKS does not publish faithfully fails before
+/// any user sees it.
+pub fn verify_with_jwks(
+    jwks: &Value,
+    token: &str,
+    now: i64,
+    issuer: &str,
+    audiences: &[String],
+) -> Result<Claims, TokenError> {
+    verify_with(token, now, issuer, audiences, |kid| {
+        let keys = jwks.get("keys").and_then(Value::as_array)?;
+        let mut named = keys
+            .iter()
+            .filter(|k| k.get("kid").and_then(Value::as_str) == Some(kid));
+        let (jwk, None) = (named.next()?, named.next()) else {
+            return None;
+        };
+        public_key_of(jwk)
+    })
+}
+
+/// The algorithm and raw public key of an Ed25519 (`OKP`) or P-256 (`EC`) JWK.
+fn public_key_of(jwk: &Value) -> Option<(Alg, Vec<u8>)> {
+    let member = |name: &str| {
+        jwk.get(name)
+            .and_then(Value::as_str)
+            .and_then(|v| B64.decode(v).ok())
+    };
+    match (
+        jwk.get("kty").and_then(Value::as_str),
+        jwk.get("crv").and_then(Value::as_str),
+    ) {
+        (Some("OKP"), Some("Ed25519")) => member("x")
+            .filter(|x| x.len() == 32)
+            .map(|x| (Alg::EdDSA, x)),
+        (Some("EC"), Some("P-256")) => {
+            let (x, y) = (member("x")?, member("y")?);
+            (x.len() == 32 && y.len() == 32).then(|| {
+                let mut point = vec![0x04];
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                (Alg::ES256, point)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The checks of [`KeyRing::verify`], with the key found by `lookup` from the header's `kid`.
+fn verify_with(
+    token: &str,
+    now: i64,
+    issuer: &str,
+    audiences: &[String],
+    lookup: impl Fn(&str) -> Option<(Alg, Vec<u8>)>,
+) -> Result<Claims, TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let header: Value = decode_json(h)?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(TokenError::Algorithm)?;
+    let typ = header
+        .get("typ")
+        .and_then(Value::as_str)
+        .ok_or(TokenError::Type)?;
+    if !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
+        && !typ.eq_ignore_ascii_case("application/at+jwt")
+    {
+        return Err(TokenError::Type);
+    }
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .ok_or(TokenError::UnknownKey)?;
+    let (key_alg, public_key) = lookup(kid).ok_or(TokenError::UnknownKey)?;
+    if alg != key_alg.name() {
+        return Err(TokenError::Algorithm);
+    }
+    let signature = B64.decode(s).map_err(|_| TokenError::Malformed)?;
+    let verifier: &dyn signature::VerificationAlgorithm = match key_alg {
+        Alg::EdDSA => &signature::ED25519,
+        Alg::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+    };
+    let signing_input = &token[..h.len() + 1 + p.len()];
+    signature::UnparsedPublicKey::new(verifier, &public_key)
+        .verify(signing_input.as_bytes(), &signature)
+        .map_err(|_| TokenError::Signature)?;
+    let raw: Value = decode_json(p)?;
+    let aud_ok = match raw.get("aud") {
+        Some(Value::String(a)) => audiences.iter().any(|x| x == a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| audiences.iter().any(|x| x == a)),
+        _ => false,
+    };
+    let claims: Claims =
+        serde_json::from_value(normalise_aud(raw)).map_err(|_| TokenError::Malformed)?;
+    if claims.iss != issuer {
+        return Err(TokenError::Issuer);
+    }
+    if !aud_ok {
+        return Err(TokenError::Audience);
+    }
+    if now > claims.exp + LEEWAY_SECS {
+        return Err(TokenError::Expired);
+    }
+    if claims.iat > now + LEEWAY_SECS {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(claims)
 }
 
 fn decode_json(part: &str) -> Result<Value, TokenError> {

@@ -170,3 +170,102 @@ async fn an_untrusted_peer_is_not_believed() {
         "its request id is not kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_listener_terminates_tls_itself() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    security::tls::install_default_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let mut config = tests::panel_config(&pki, database_url(DbKind::Sqlite, dir.path()).await);
+    config.http_tls = Some((pki.layout.server_cert(), pki.layout.server_key()));
+    let panel = api::Panel::start(config).await.unwrap();
+
+    let roots = security::tls::root_store(&pki.ca_certs()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(security::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(panel.http_addr)
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("x-content-type-options: nosniff"),
+        "{response}"
+    );
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(panel.http_addr)
+        .await
+        .unwrap();
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        plain.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the plain connection is closed");
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "served plain HTTP");
+    panel.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_route_template_and_status() {
+    let (_dir, panel) = panel("127.0.0.1/32", false).await;
+    let base = format!("http://{}", panel.http_addr);
+    let http = client();
+    let tenant = "0b5e3c1e-8d4a-4f57-9d0b-6f1a2b3c4d5e";
+    for _ in 0..3 {
+        send(http.get(format!("{base}/api/tenants/{tenant}"))).await;
+    }
+    send(http.get(format!("{base}/no/such/route"))).await;
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("mamba_http_requests_total{")
+                && l.contains(r#"route="/api/tenants/{tid}""#)
+                && l.contains(r#"status="401""#)
+        })
+        .unwrap_or_else(|| panic!("no counter for the template:\n{metrics}"));
+    assert!(count.ends_with(" 3"), "{count}");
+    assert!(
+        metrics.contains(r#"route="unmatched",status="404""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mamba_http_request_duration_seconds_bucket{method="GET",route="/api/tenants/{tid}",status="401",le="0.005"}"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(tenant), "raw paths are not labels");
+    for family in [
+        "mamba_nodes_connected",
+        "mamba_node_rejections_total",
+        "mamba_refresh_token_reuse_total",
+        "mamba_limiter_fallbacks_total",
+        "mamba_argon2_queue_depth",
+    ] {
+        assert!(metrics.contains(family), "{family} missing");
+    }
+}

@@ -7,9 +7,12 @@ mod hardening;
 mod identity;
 mod limiter;
 mod node_channel;
+mod openapi;
+mod preflight;
 mod rbac;
 mod secrets;
 mod servers;
+mod shutdown;
 
 /// Runs an async test body once on SQLite and once on PostgreSQL.
 #[macro_export]

@@ -245,6 +245,7 @@ fn every_route_declares_its_access() {
         "/health",
         "/metrics",
         "/.well-known/jwks.json",
+        "/openapi.json",
         "/api/auth/register",
         "/api/auth/verify-email",
         "/api/auth/resend-verification",

@@ -24,7 +24,7 @@ const CAP: Duration = Duration::from_secs(20);
 /// The value every test server's MOTD gets: what a shell would act on.
 const HOSTILE: &str = "; rm -rf / $(id) `id` && echo pwned\nsecond line";
 
-fn field<'a>(log_line: &'a str, key: &str) -> &'a str {
+pub(crate) fn field<'a>(log_line: &'a str, key: &str) -> &'a str {
     log_line
         .split_whitespace()
         .find_map(|f| f.strip_prefix(key))
@@ -85,19 +85,24 @@ fn start_wings(pki: &TestPki, cert: &NodeCert, grpc: &str, dir: &Path) -> Proc {
 
 /// The real panel and Wings, a platform admin who enrolled node-1 and the `ticker` template,
 /// and a verified tenant admin.
-struct Stack {
-    tmp: tempfile::TempDir,
-    pki: TestPki,
-    db_url: String,
-    panel: Proc,
-    grpc: String,
-    admin: Rest,
-    alice: Rest,
-    cert: NodeCert,
-    wings: Proc,
+pub(crate) struct Stack {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) pki: TestPki,
+    pub(crate) db_url: String,
+    pub(crate) panel: Proc,
+    pub(crate) grpc: String,
+    pub(crate) admin: Rest,
+    pub(crate) alice: Rest,
+    pub(crate) cert: NodeCert,
+    pub(crate) wings: Proc,
 }
 
-async fn stack(kind: DbKind) -> Stack {
+pub(crate) async fn stack(kind: DbKind) -> Stack {
+    stack_with(kind, &[]).await
+}
+
+/// [`stack`] with `extra` added to the panel's environment.
+pub(crate) async fn stack_with(kind: DbKind, extra: &[(&str, &str)]) -> Stack {
     security::tls::install_default_provider();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -106,7 +111,13 @@ async fn stack(kind: DbKind) -> Stack {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
     let pki = TestPki::new(dir);
     let db_url = database_url(kind, dir).await;
-    let (panel, grpc) = start_panel(dir, &panel_env(&pki, &db_url, "127.0.0.1:0")).await;
+    let mut env = panel_env(&pki, &db_url, "127.0.0.1:0");
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let (panel, grpc) = start_panel(dir, &env).await;
     let listening = panel.wait_for_line("panel listening", CAP).await;
     let rest = Rest::new(format!("http://{}", field(&listening, "http_addr=")));
     let outbox = dir.join("data/outbox");

@@ -71,6 +71,7 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
         ca_cert: pki.layout.ca_cert(),
         tls_cert: pki.layout.server_cert(),
         tls_key: pki.layout.server_key(),
+        http_tls: None,
         node_watch_interval: Duration::from_millis(200),
         handshake_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(10),

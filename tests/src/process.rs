@@ -29,6 +29,7 @@ pub struct Proc {
     child: Child,
     log: Arc<Mutex<String>>,
     name: String,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -51,7 +52,7 @@ impl Proc {
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("piped stderr");
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(mut log) = sink.lock() {
                     log.push_str(&line);
@@ -63,6 +64,7 @@ impl Proc {
             child,
             log,
             name: bin.to_owned(),
+            reader: Some(reader),
         }
     }
 
@@ -91,6 +93,27 @@ impl Proc {
             assert!(
                 start.elapsed() < cap,
                 "{} never logged {needle:?}; log:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit by itself (panics after `cap`).
+    pub async fn wait_exit(&mut self, cap: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Everything it wrote is in the log once its stderr reaches end of file.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return status;
+            }
+            assert!(
+                start.elapsed() < cap,
+                "{} still running after {cap:?}; log:\n{}",
                 self.name,
                 self.log()
             );
@@ -192,11 +215,15 @@ pub async fn start_panel(dir: &Path, env: &[(String, String)]) -> (Proc, String)
     let line = panel
         .wait_for_line("panel listening", Duration::from_secs(30))
         .await;
-    let grpc = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("grpc_addr="))
-        .expect("grpc_addr in the log line")
-        .to_owned();
+    // Text (`grpc_addr=…`) in development, one JSON object per line in production.
+    let grpc = match serde_json::from_str::<serde_json::Value>(&line) {
+        Ok(json) => json["grpc_addr"].as_str().map(str::to_owned),
+        Err(_) => line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("grpc_addr="))
+            .map(str::to_owned),
+    }
+    .expect("grpc_addr in the log line");
     (panel, grpc)
 }
 

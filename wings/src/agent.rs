@@ -30,6 +30,10 @@ pub enum AgentStatus {
     },
 }
 
+/// How long after the panel announced its restart Wings keeps retrying every ~0.2 s before
+/// falling back to exponential backoff.
+const PANEL_RESTART_WINDOW: Duration = Duration::from_secs(60);
+
 /// How a stream ended.
 struct Ended {
     reason: String,
@@ -49,6 +53,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::default();
+    // After the panel said it is restarting: until then, retry on a short flat schedule, so
+    // the node is back within a fraction of a second of the panel, not a backoff step later.
+    let mut restart_window: Option<Instant> = None;
     loop {
         let _ = status.send(AgentStatus::Connecting);
         let ended = tokio::select! {
@@ -58,13 +65,24 @@ pub async fn run(
         if ended.was_online {
             backoff.reset();
         }
-        let delay = if ended.reconnect_now {
+        if ended.reconnect_now {
             backoff.reset();
+            restart_window = Some(Instant::now() + PANEL_RESTART_WINDOW);
+        } else if ended.was_online {
+            restart_window = None;
+        }
+        let restarting = restart_window.is_some_and(|until| Instant::now() < until);
+        let delay = if restarting {
+            // Jittered, so a fleet told together does not arrive together.
             Duration::from_millis(50 + u64::from(rand::random::<u8>()))
         } else {
             backoff.next_delay()
         };
-        tracing::warn!(reason = %ended.reason, retry_in_ms = delay.as_millis() as u64, "not connected to the panel");
+        if restarting && !ended.reconnect_now {
+            tracing::debug!(reason = %ended.reason, "the panel is restarting; retrying");
+        } else {
+            tracing::warn!(reason = %ended.reason, retry_in_ms = delay.as_millis() as u64, "not connected to the panel");
+        }
         let _ = status.send(AgentStatus::Retrying {
             reason: ended.reason,
         });

@@ -203,6 +203,11 @@ pub struct IdentityConfig {
 }
 
 impl IdentityConfig {
+    /// The audience put into new access tokens: the first configured one.
+    pub fn token_audience(&self) -> &str {
+        self.jwt_audiences.first().map_or("", String::as_str)
+    }
+
     /// Development defaults rooted at `data_dir`.
     pub fn development(data_dir: PathBuf) -> IdentityConfig {
         let public_url = "http://127.0.0.1:8080".to_owned();

@@ -24,6 +24,12 @@ pub const PANEL_TLS_CERT_FILE: &str = "PANEL_TLS_CERT_FILE";
 pub const PANEL_TLS_KEY_FILE: &str = "PANEL_TLS_KEY_FILE";
 /// `development` (default) or `production`.
 pub const PANEL_ENV: &str = "PANEL_ENV";
+/// `json` or `text` log lines (default: JSON in production, text in development).
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+/// Certificate chain for TLS on the REST listener itself (without a proxy in front).
+pub const PANEL_HTTP_TLS_CERT_FILE: &str = "PANEL_HTTP_TLS_CERT_FILE";
+/// Private key for TLS on the REST listener.
+pub const PANEL_HTTP_TLS_KEY_FILE: &str = "PANEL_HTTP_TLS_KEY_FILE";
 
 /// The default database: a SQLite file under `data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/panel.db?mode=rwc";
@@ -54,6 +60,8 @@ pub struct Config {
     pub tls_cert: PathBuf,
     /// Server key file.
     pub tls_key: PathBuf,
+    /// Certificate chain and key of the REST listener's own TLS, when it terminates TLS.
+    pub http_tls: Option<(PathBuf, PathBuf)>,
     /// How often the panel re-reads node rows to drop streams of nodes disabled or reset by
     /// another process.
     pub node_watch_interval: Duration,
@@ -73,6 +81,18 @@ impl Config {
 
     /// Reads configuration through `lookup` (the environment, in production).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+        let (config, errors) = Self::parse(lookup);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Reads configuration through `lookup`, returning it (defaults in place of bad values)
+    /// with every problem found, each starting with the variable's name. The preflight goes
+    /// on checking what parsed.
+    pub fn parse(lookup: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
         let mut errors = Vec::new();
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let environment = match get(PANEL_ENV).as_deref() {
@@ -116,28 +136,39 @@ impl Config {
             ca_cert: path(PANEL_CA_CERT, "certs/ca/ca-cert.pem"),
             tls_cert: path(PANEL_TLS_CERT_FILE, "certs/server/panel-cert.pem"),
             tls_key: path(PANEL_TLS_KEY_FILE, "certs/server/panel-key.pem"),
+            http_tls: match (get(PANEL_HTTP_TLS_CERT_FILE), get(PANEL_HTTP_TLS_KEY_FILE)) {
+                (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+                (None, None) => None,
+                (Some(_), None) | (None, Some(_)) => {
+                    errors.push(format!(
+                        "{PANEL_HTTP_TLS_CERT_FILE}: set it together with {PANEL_HTTP_TLS_KEY_FILE}, or neither"
+                    ));
+                    None
+                }
+            },
             node_watch_interval: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(10),
             identity: IdentityConfig::from_lookup(&get, &mut errors),
         };
+        let http_tls = config.http_tls.as_ref();
         for (name, file) in [
-            (PANEL_CA_CERT, &config.ca_cert),
-            (PANEL_TLS_CERT_FILE, &config.tls_cert),
-            (PANEL_TLS_KEY_FILE, &config.tls_key),
+            (PANEL_CA_CERT, Some(&config.ca_cert)),
+            (PANEL_TLS_CERT_FILE, Some(&config.tls_cert)),
+            (PANEL_TLS_KEY_FILE, Some(&config.tls_key)),
+            (PANEL_HTTP_TLS_CERT_FILE, http_tls.map(|(cert, _)| cert)),
+            (PANEL_HTTP_TLS_KEY_FILE, http_tls.map(|(_, key)| key)),
         ] {
-            if let Err(e) = std::fs::File::open(file) {
+            if let Some(file) = file
+                && let Err(e) = std::fs::File::open(file)
+            {
                 errors.push(format!(
                     "{name}: cannot read {}: {e} (make certificates with scripts/dev-ca.sh)",
                     file.display()
                 ));
             }
         }
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        (config, errors)
     }
 
     /// The database URL alone, for CLI commands that need nothing else.

@@ -39,6 +39,22 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every reason, so each is exported (at 0) before it first happens.
+    pub const ALL: [Rejection; 12] = [
+        Rejection::NoClientCertificate,
+        Rejection::UnknownCa,
+        Rejection::CertificateExpired,
+        Rejection::CertificateNotYetValid,
+        Rejection::BadCertificate,
+        Rejection::HandshakeFailed,
+        Rejection::HandshakeTimeout,
+        Rejection::InvalidCommonName,
+        Rejection::UnknownNode,
+        Rejection::NodeDisabled,
+        Rejection::FingerprintMismatch,
+        Rejection::PanelUnavailable,
+    ];
+
     /// The reason label.
     pub fn reason(self) -> &'static str {
         match self {

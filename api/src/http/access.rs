@@ -68,7 +68,7 @@ impl TenantCtx {
         if self.allows(permission) {
             return Ok(());
         }
-        deny(state, self, permission).await;
+        deny(state, self, &[permission]).await;
         Err(forbidden())
     }
 
@@ -126,13 +126,18 @@ fn forbidden() -> ApiError {
     })
 }
 
-async fn deny(state: &AppState, ctx: &TenantCtx, permission: Permission) {
-    let permission = serde_json::to_value(permission).unwrap_or_default();
+/// Audits a refusal; `wanted` are the permissions any one of which would have allowed it.
+async fn deny(state: &AppState, ctx: &TenantCtx, wanted: &[Permission]) {
+    let wanted: Vec<String> = wanted
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
     let event = ctx.audit(
         "authz.denied",
         Some(&ctx.request),
         "rejected: forbidden",
-        json!({ "permission": permission, "role": ctx.role.as_str() }),
+        json!({ "permission": wanted.join(" or "), "role": ctx.role.as_str() }),
     );
     audit::record_or_log(&state.db, event).await;
 }
@@ -254,9 +259,7 @@ async fn authorize(
                 request: described,
             };
             if !permissions.iter().any(|&p| ctx.allows(p)) {
-                if let Some(&first) = permissions.first() {
-                    deny(state, &ctx, first).await;
-                }
+                deny(state, &ctx, permissions).await;
                 return Err(forbidden());
             }
             request.extensions_mut().insert(ctx);

@@ -20,6 +20,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The same error, telling the client when to retry (`Retry-After`, seconds).
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
+    }
+
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {

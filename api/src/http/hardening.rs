@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -60,6 +60,12 @@ pub async fn harden(
         .insert(RequestId(request_id.clone()));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The route template labels the metrics; unrouted paths share one label.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
     let origin = request
         .headers()
         .get(header::ORIGIN)
@@ -129,12 +135,20 @@ pub async fn harden(
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", id);
     }
+    let elapsed = started.elapsed();
+    state.metrics.observe_request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        elapsed.as_secs_f64(),
+    );
     tracing::info!(
         request_id = %request_id,
         %method,
         path = %path,
         status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        route = %route,
+        ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
     response

@@ -7,9 +7,11 @@ mod auth;
 mod error;
 mod guard;
 mod hardening;
+mod openapi;
 mod secrets;
 mod servers;
 mod tenants;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,23 +33,45 @@ pub use access::{Access, Caller, TenantCtx};
 pub use error::{ApiError, ApiJson, ApiQuery};
 pub use guard::{Class, ClientIp};
 pub use hardening::RequestId;
+pub use openapi::document;
 
 use crate::AppState;
 
 /// Bodies over this are answered 413.
 const BODY_LIMIT: usize = 1024 * 1024;
 
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: CancellationToken) {
+/// Serves until `shutdown` is cancelled, over TLS when `tls` is given; in-flight requests
+/// finish first.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) {
+    let deadline = state.handshake_timeout;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    // Small responses and SSE events go out at once, not after the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
+    let stopped = shutdown.clone();
+    let stopped = async move { stopped.cancelled().await };
+    let served = match tls {
+        Some(config) => match tls::TlsListener::new(listener, config, deadline, shutdown) {
+            Ok(listener) => {
+                axum::serve(listener.tap_io(|_| {}), app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+        None => {
+            // Small responses and SSE events go out at once, not after the peer's delayed ACK.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "HTTP server failed");
     }
 }
@@ -109,6 +133,7 @@ fn table() -> Vec<Entry> {
         at("GET", "/health", Public, health),
         at("GET", "/metrics", Public, metrics),
         at("GET", "/.well-known/jwks.json", Public, auth::jwks),
+        at("GET", "/openapi.json", Public, openapi::serve),
         at("POST", "/api/auth/register", Public, auth::register).limited(Class::Register),
         at("POST", "/api/auth/verify-email", Public, auth::verify_email).limited(Class::Verify),
         at(

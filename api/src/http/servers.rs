@@ -200,7 +200,8 @@ pub async fn events(
                     events::STREAMS_PER_SERVER
                 ),
             };
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", which)
+            // Streams free their slot within a keep-alive interval of their client leaving.
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", which).retry_after(15)
         })?;
     let mut console = ctx.allows(Permission::ServerConsole);
     let first = Event::Status {

@@ -7,7 +7,7 @@ use crate::Error;
 use crate::config::{Environment, IdentityConfig};
 
 /// Loads the key ring.
-pub(super) fn load(config: &IdentityConfig, environment: Environment) -> Result<KeyRing, Error> {
+pub(crate) fn load(config: &IdentityConfig, environment: Environment) -> Result<KeyRing, Error> {
     use crate::config::{JWT_PRIVATE_KEY_FILE, JWT_RETIRED_KEY_FILES};
     let read = |path: &std::path::Path, var: &str| {
         std::fs::read_to_string(path)

@@ -235,3 +235,45 @@ fn a_named_kid_is_used_and_published() {
     let token = ring.sign(&claims(1_000)).unwrap();
     assert!(ring.verify(&token, 1_000, ISS, &auds()).is_ok());
 }
+
+#[test]
+fn the_published_jwks_alone_verifies_what_the_ring_signs() {
+    for key in [ed_key(), p256_key()] {
+        let alg = key.alg();
+        let ring = KeyRing::new(key, vec![ed_key()]);
+        let token = ring.sign(&claims(1_000)).unwrap();
+        let jwks = ring.jwks();
+        assert_eq!(
+            verify_with_jwks(&jwks, &token, 1_000, ISS, &auds()).unwrap(),
+            claims(1_000),
+            "{alg:?}"
+        );
+        assert_eq!(
+            verify_with_jwks(&jwks, &token, 1_000, ISS, &["other".to_owned()]),
+            Err(TokenError::Audience)
+        );
+        assert_eq!(
+            verify_with_jwks(&jwks, &token, 1_000, "https://elsewhere", &auds()),
+            Err(TokenError::Issuer)
+        );
+        // A JWKS of another key, or one naming the kid twice, verifies nothing.
+        let other = KeyRing::new(ed_key().with_kid(ring.active().kid()), vec![]).jwks();
+        assert!(matches!(
+            verify_with_jwks(&other, &token, 1_000, ISS, &auds()),
+            Err(TokenError::Signature | TokenError::Algorithm)
+        ));
+        let mut twice = jwks.clone();
+        let first = twice["keys"][0].clone();
+        twice["keys"].as_array_mut().unwrap().push(first);
+        assert_eq!(
+            verify_with_jwks(&twice, &token, 1_000, ISS, &auds()),
+            Err(TokenError::UnknownKey)
+        );
+        let mut mangled = jwks.clone();
+        mangled["keys"][0]["x"] = json!("AAAA");
+        assert_eq!(
+            verify_with_jwks(&mangled, &token, 1_000, ISS, &auds()),
+            Err(TokenError::UnknownKey)
+        );
+    }
+}

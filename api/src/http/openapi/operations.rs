@@ -1,0 +1,474 @@
+//! What each route takes and answers, read off its handler: one arm of [`describe`] per
+//! route of the table. Access, path parameters, security and the error responses of the guards
+//! are not here: the document derives them from the route itself.
+
+use serde_json::{Value, json};
+
+use super::schemas::{page, schema};
+
+/// What a successful response carries.
+pub(super) enum Content {
+    /// `application/json` with this schema.
+    Json(Value),
+    /// `text/plain` (Prometheus exposition).
+    Text,
+    /// `text/event-stream`.
+    EventStream,
+    /// No body (202 without one, 204).
+    Empty,
+}
+
+/// The part of an operation only its handler knows.
+pub(super) struct Doc {
+    /// One line.
+    pub summary: &'static str,
+    /// More, when one line is not enough.
+    pub description: Option<&'static str>,
+    /// The JSON body's schema; the body is required when there is one.
+    pub body: Option<Value>,
+    /// Success (and other non-error) responses: status and content.
+    pub replies: Vec<(u16, Content)>,
+    /// Whether it takes `?limit=&cursor=`.
+    pub paged: bool,
+    /// Error statuses the handler itself answers beyond those the route implies.
+    pub errors: &'static [u16],
+}
+
+impl Doc {
+    fn new(summary: &'static str) -> Doc {
+        Doc {
+            summary,
+            description: None,
+            body: None,
+            replies: Vec::new(),
+            paged: false,
+            errors: &[],
+        }
+    }
+
+    /// The stand-in for a route [`describe`] does not know: the document still lists it
+    /// (and a unit test fails).
+    pub(super) fn missing() -> Doc {
+        Doc::new("Undocumented")
+    }
+
+    fn describe(mut self, description: &'static str) -> Doc {
+        self.description = Some(description);
+        self
+    }
+
+    fn body(mut self, schema: Value) -> Doc {
+        self.body = Some(schema);
+        self
+    }
+
+    fn reply(mut self, status: u16, content: Content) -> Doc {
+        self.replies.push((status, content));
+        self
+    }
+
+    fn json(self, status: u16, schema: Value) -> Doc {
+        self.reply(status, Content::Json(schema))
+    }
+
+    fn empty(self, status: u16) -> Doc {
+        self.reply(status, Content::Empty)
+    }
+
+    /// A paged list of `item`: `?limit=&cursor=` → `{items, next_cursor}`.
+    fn paged(mut self, item: Value) -> Doc {
+        self.paged = true;
+        self.json(200, page(item))
+    }
+
+    fn errors(mut self, errors: &'static [u16]) -> Doc {
+        self.errors = errors;
+        self
+    }
+}
+
+/// A JSON object with these properties, `required` of them required.
+fn object(required: &[&str], properties: Value) -> Value {
+    let mut object = json!({ "type": "object", "properties": properties });
+    if !required.is_empty() {
+        object["required"] = json!(required);
+    }
+    object
+}
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+
+fn optional_string() -> Value {
+    json!({ "type": "string", "nullable": true })
+}
+
+/// A name shown to people: 1 to 100 characters once trimmed, no control characters.
+fn display_name() -> Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "description": "1 to 100 characters (trimmed), no control characters.",
+    })
+}
+
+/// [`display_name`], or null / absent to leave it be.
+fn optional_display_name() -> Value {
+    json!({
+        "type": "string",
+        "nullable": true,
+        "minLength": 1,
+        "description": "1 to 100 characters (trimmed), no control characters.",
+    })
+}
+
+/// A new password: at least 12 characters, at most 1024 bytes.
+fn new_password() -> Value {
+    json!({
+        "type": "string",
+        "minLength": 12,
+        "maxLength": 1024,
+        "description": "At least 12 characters and at most 1024 bytes.",
+    })
+}
+
+/// Every list the API answers without paging: all rows, `next_cursor` always null.
+fn unpaged(item: Value) -> Value {
+    page(item)
+}
+
+/// The description of the route `method path`, or `None` when it has none (a test fails).
+pub(super) fn describe(method: &str, path: &str) -> Option<Doc> {
+    if let Some(rest) = path.strip_prefix("/api/tenants/{tid}") {
+        return describe_tenant(method, rest);
+    }
+    if path.starts_with("/api/admin/") {
+        return describe_platform(method, path);
+    }
+    if path.starts_with("/api/") {
+        return describe_account(method, path);
+    }
+    let doc = match (method, path) {
+        ("GET", "/health") => Doc::new("Liveness and dependencies")
+            .describe("503 when the database is down; Redis `down` alone keeps 200.")
+            .json(200, schema("Health"))
+            .json(503, schema("Health")),
+        ("GET", "/metrics") => Doc::new("Prometheus metrics").reply(200, Content::Text),
+        ("GET", "/.well-known/jwks.json") => Doc::new("Keys that verify access tokens")
+            .describe("The active key and the retired ones still accepted; `kid` on every key.")
+            .json(200, schema("JwkSet")),
+        ("GET", "/openapi.json") => {
+            Doc::new("This document").json(200, object(&["openapi", "info", "paths"], json!({})))
+        }
+        _ => return None,
+    };
+    Some(doc)
+}
+
+fn describe_account(method: &str, path: &str) -> Option<Doc> {
+    let token_body = object(&["token"], json!({ "token": string() }));
+    let email_body = object(&["email"], json!({ "email": string() }));
+    let refresh_body = object(&["refresh_token"], json!({ "refresh_token": string() }));
+    let doc = match (method, path) {
+        ("POST", "/api/auth/register") => Doc::new("Create an account")
+            .describe("The account starts unverified; a verification mail is sent.")
+            .body(object(
+                &["email", "password"],
+                json!({ "email": string(), "password": new_password(), "name": optional_string() }),
+            ))
+            .json(201, schema("UserEnvelope"))
+            .errors(&[409]),
+        ("POST", "/api/auth/verify-email") => Doc::new("Verify an email address")
+            .describe("The token is from the verification mail: one use, 24 hours.")
+            .body(token_body)
+            .json(200, schema("UserEnvelope")),
+        ("POST", "/api/auth/resend-verification") => Doc::new("Mail a new verification link")
+            .describe("202 whatever the address, so as not to tell which accounts exist.")
+            .body(email_body)
+            .empty(202),
+        ("POST", "/api/auth/login") => Doc::new("Log in")
+            .describe(
+                "Unknown email and wrong password both answer 401 `invalid_credentials`. Ten \
+                 failures from one IP within an hour block it for an hour (429).",
+            )
+            .body(object(
+                &["email", "password"],
+                json!({
+                    "email": string(),
+                    "password": string(),
+                    "tenant_id": {
+                        "type": "string",
+                        "nullable": true,
+                        "description": "The client's default tenant, put in the token.",
+                    },
+                }),
+            ))
+            .json(200, schema("TokenPair"))
+            .errors(&[401]),
+        ("POST", "/api/auth/refresh") => Doc::new("Exchange a refresh token for a new pair")
+            .describe(
+                "Rotation: the old token is used up. Presenting a used one answers 401 \
+                 `token_reused` and revokes its whole family.",
+            )
+            .body(refresh_body)
+            .json(200, schema("TokenPair"))
+            .errors(&[401]),
+        ("POST", "/api/auth/logout") => Doc::new("End the session of a refresh token")
+            .describe("Unknown tokens are ignored.")
+            .body(refresh_body)
+            .empty(204),
+        ("POST", "/api/auth/password-reset") => Doc::new("Mail a password reset link")
+            .describe("202 whatever the address. The token is valid for one hour, once.")
+            .body(email_body)
+            .empty(202),
+        ("POST", "/api/auth/password-reset/confirm") => Doc::new("Set a new password")
+            .describe("Every session of the account is revoked.")
+            .body(object(
+                &["token", "new_password"],
+                json!({ "token": string(), "new_password": new_password() }),
+            ))
+            .empty(204),
+        ("POST", "/api/auth/logout-all") => Doc::new("End every session of the caller")
+            .describe("Access tokens issued before now stop working.")
+            .empty(204),
+        ("GET", "/api/auth/me") => {
+            Doc::new("The caller and their memberships").json(200, schema("Me"))
+        }
+        ("GET", "/api/permissions") => {
+            Doc::new("The role → permission table").json(200, schema("RolePermissions"))
+        }
+        ("GET", "/api/templates") => Doc::new("Templates a server can be made from")
+            .describe("Every template, on one page (`next_cursor` is null).")
+            .json(200, unpaged(schema("Template"))),
+        ("GET", "/api/nodes") => Doc::new("Nodes a server can be placed on")
+            .describe("Every enabled node, on one page (`next_cursor` is null).")
+            .json(200, unpaged(schema("NodeSummary"))),
+        ("POST", "/api/tenants") => Doc::new("Create a tenant")
+            .describe("The caller becomes its owner. Unknown fields are refused.")
+            .body(object(&["name"], json!({ "name": display_name() })))
+            .json(201, schema("Tenant")),
+        ("GET", "/api/tenants") => {
+            Doc::new("The tenants the caller belongs to, with their role").paged(schema("Tenant"))
+        }
+        _ => return None,
+    };
+    Some(doc)
+}
+
+/// Routes under `/api/tenants/{tid}`, by the rest of their path.
+fn describe_tenant(method: &str, rest: &str) -> Option<Doc> {
+    let doc = match (method, rest) {
+        ("GET", "") => Doc::new("A tenant, with the caller's role").json(200, schema("Tenant")),
+        ("DELETE", "") => Doc::new("Delete a tenant")
+            .describe("Its servers are deleted on their nodes and its secrets destroyed.")
+            .empty(202),
+        ("GET", "/members") => Doc::new("The tenant's members").paged(schema("Member")),
+        ("POST", "/members") => Doc::new("Add a user as a member")
+            .describe(
+                "404 when no account has the address; only an owner grants `owner`. Unknown \
+                 fields are refused.",
+            )
+            .body(object(
+                &["email", "role"],
+                json!({ "email": string(), "role": schema("Role") }),
+            ))
+            .json(201, schema("Member"))
+            .errors(&[409]),
+        ("PATCH", "/members/{uid}") => Doc::new("Change a member's role")
+            .describe("The last owner cannot be demoted (409). Unknown fields are refused.")
+            .body(object(&["role"], json!({ "role": schema("Role") })))
+            .json(200, schema("Member"))
+            .errors(&[409]),
+        ("DELETE", "/members/{uid}") => Doc::new("Remove a member")
+            .describe("The last owner cannot be removed (409).")
+            .empty(204)
+            .errors(&[409]),
+        ("GET", "/audit") => {
+            Doc::new("The tenant's audit log, newest first").paged(schema("AuditEntry"))
+        }
+        ("POST", "/servers") => Doc::new("Create a server")
+            .describe(
+                "Needs a verified email address. 409 `node_offline` when the node is not \
+                 connected, `no_free_port` when its port range is used up. Unknown fields are \
+                 refused.",
+            )
+            .body(object(
+                &["name", "node_id", "template"],
+                json!({
+                    "name": display_name(),
+                    "node_id": string(),
+                    "template": { "type": "string", "description": "The template's name." },
+                    "variables": schema("ServerVariables"),
+                }),
+            ))
+            .json(201, schema("Server"))
+            .errors(&[409]),
+        ("GET", "/servers") => Doc::new("The tenant's servers").paged(schema("Server")),
+        ("GET", "/servers/{sid}") => Doc::new("A server").json(200, schema("Server")),
+        ("PATCH", "/servers/{sid}") => Doc::new("Rename a server or replace its variables")
+            .describe("New variables are used from the next start. Unknown fields are refused.")
+            .body(object(
+                &[],
+                json!({
+                    "name": optional_display_name(),
+                    "variables": {
+                        "allOf": [schema("ServerVariables")],
+                        "nullable": true,
+                        "description": "The whole set, validated again.",
+                    },
+                }),
+            ))
+            .json(200, schema("Server")),
+        ("DELETE", "/servers/{sid}") => Doc::new("Delete a server")
+            .describe("Its node removes it now, or when it next connects.")
+            .empty(202),
+        ("POST", "/servers/{sid}/power") => Doc::new("Start, stop, restart or kill a server")
+            .describe(
+                "`start` needs `server:start`; `stop`, `restart` and `kill` need `server:stop`. \
+                 409 for the wrong state or an offline node. Unknown fields are refused.",
+            )
+            .body(object(
+                &["action"],
+                json!({ "action": schema("PowerAction") }),
+            ))
+            .json(202, schema("CommandAccepted"))
+            .errors(&[409]),
+        ("GET", "/servers/{sid}/commands/{cid}") => {
+            Doc::new("What became of a command").json(200, schema("Command"))
+        }
+        ("POST", "/servers/{sid}/console") => Doc::new("Write a line to the server's stdin")
+            .describe(
+                "At most 4096 bytes, without line breaks or NUL. 409 unless the server is \
+                 running. Unknown fields are refused.",
+            )
+            .body(object(
+                &["line"],
+                json!({ "line": { "type": "string", "maxLength": 4096 } }),
+            ))
+            .empty(204)
+            .errors(&[409]),
+        ("GET", "/servers/{sid}/events") => Doc::new("Live events of a server (SSE)")
+            .describe(
+                "Server-Sent Events, each `data` a JSON object with a `type`: `status` first, \
+                 then `console` lines (with `server:console`), `stats`, `command` and `backup`. \
+                 The stream stays open; the caller's role is re-read every 15 s. 429 when the \
+                 caller or the server has too many streams open.",
+            )
+            .reply(200, Content::EventStream),
+        ("POST", "/servers/{sid}/backups") => Doc::new("Back a server up")
+            .describe(
+                "The backup is `pending` until its node reports; without a name it gets a dated \
+                 one. 409 `node_offline`. Unknown fields are refused.",
+            )
+            .body(object(&[], json!({ "name": optional_display_name() })))
+            .json(202, schema("Backup"))
+            .errors(&[409]),
+        ("GET", "/servers/{sid}/backups") => {
+            Doc::new("A server's backups, newest first").paged(schema("Backup"))
+        }
+        ("POST", "/servers/{sid}/backups/{bid}/restore") => Doc::new("Restore a backup")
+            .describe("Only a completed backup (409 otherwise, or when the node is offline).")
+            .json(202, schema("CommandAccepted"))
+            .errors(&[409]),
+        ("DELETE", "/servers/{sid}/backups/{bid}") => Doc::new("Delete a backup")
+            .describe("Its node removes the archive; 409 when the node is offline.")
+            .empty(204)
+            .errors(&[409]),
+        ("GET", "/secrets") => {
+            Doc::new("The tenant's secrets: names and times only").paged(schema("SecretInfo"))
+        }
+        ("PUT", "/secrets/{name}") => Doc::new("Create or replace a secret")
+            .describe(
+                "Needs a verified email address. The value is at most 64 KiB. Unknown fields are \
+                 refused.",
+            )
+            .body(object(
+                &["value"],
+                json!({ "value": { "type": "string", "maxLength": 65536 } }),
+            ))
+            .empty(204)
+            .errors(&[409]),
+        ("GET", "/secrets/{name}") => Doc::new("A secret's value (audited)")
+            .describe("409 `secret_unreadable` when the stored value does not decrypt.")
+            .json(200, schema("Secret"))
+            .errors(&[409]),
+        ("DELETE", "/secrets/{name}") => Doc::new("Delete a secret").empty(204),
+        _ => return None,
+    };
+    Some(doc)
+}
+
+fn describe_platform(method: &str, path: &str) -> Option<Doc> {
+    let doc = match (method, path) {
+        ("POST", "/api/admin/nodes") => Doc::new("Add a node")
+            .body(object(
+                &["id", "fqdn"],
+                json!({
+                    "id": { "type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$" },
+                    "fqdn": { "type": "string", "minLength": 1, "maxLength": 253 },
+                    "name": optional_string(),
+                    "ports": {
+                        "type": "string",
+                        "nullable": true,
+                        "example": "30000-30099",
+                        "description": "At most 10,000 ports within 1024-65535.",
+                    },
+                }),
+            ))
+            .json(201, schema("Node"))
+            .errors(&[409]),
+        ("GET", "/api/admin/nodes") => Doc::new("Every node")
+            .describe("On one page (`next_cursor` is null).")
+            .json(200, unpaged(schema("Node"))),
+        ("GET", "/api/admin/nodes/{id}") => Doc::new("A node").json(200, schema("Node")),
+        ("POST", "/api/admin/nodes/{id}/disable") => Doc::new("Disable a node")
+            .describe("Its live connection is dropped at once.")
+            .json(200, schema("Node")),
+        ("POST", "/api/admin/nodes/{id}/enable") => {
+            Doc::new("Enable a node").json(200, schema("Node"))
+        }
+        ("POST", "/api/admin/nodes/{id}/reset-fingerprint") => {
+            Doc::new("Forget a node's pinned certificate")
+                .describe("The next valid certificate is pinned; the live connection is dropped.")
+                .json(200, schema("Node"))
+        }
+        ("GET", "/api/admin/templates") => Doc::new("Every template, with its command line")
+            .describe("On one page (`next_cursor` is null).")
+            .json(200, unpaged(schema("AdminTemplate"))),
+        ("POST", "/api/admin/templates") => Doc::new("Define a template")
+            .describe("Unknown fields are refused. 409 when the name is taken.")
+            .body(object(
+                &["name", "command"],
+                json!({
+                    "name": { "type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$" },
+                    "command": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 1024,
+                        "description": "An absolute path or a program name, without spaces.",
+                    },
+                    "args": {
+                        "type": "array",
+                        "maxItems": 64,
+                        "items": { "type": "string", "maxLength": 4096 },
+                        "description": "Each one argument, with `{{VAR}}` placeholders.",
+                    },
+                    "variables": {
+                        "type": "array",
+                        "maxItems": 32,
+                        "items": schema("Variable"),
+                    },
+                    "sensitive_input": { "type": "boolean" },
+                    "limits": schema("Limits"),
+                }),
+            ))
+            .json(201, schema("AdminTemplate"))
+            .errors(&[409]),
+        ("GET", "/api/admin/audit") => {
+            Doc::new("The platform-wide audit log, newest first").paged(schema("AuditEntry"))
+        }
+        _ => return None,
+    };
+    Some(doc)
+}

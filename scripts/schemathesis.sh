@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Fuzzes every operation of the panel's own /openapi.json with schemathesis (from PyPI, in a
+# venv under target/), against the real `api` binary on a loopback port with a logged-in
+# platform admin's token: no server error and no response outside the document is allowed.
+# logout-all ends every session of its caller, so it runs last, alone, with its own token.
+# Prints the status codes each operation answered. Called by scripts/test.sh after the build.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$root/target/debug"
+venv="$root/target/schemathesis-venv"
+SCHEMATHESIS_VERSION="4.32.5"
+EXAMPLES="${SCHEMATHESIS_EXAMPLES:-15}"
+
+if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "schemathesis.sh: installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+py="$venv/bin/python"
+
+tmp="$(mktemp -d /tmp/mamba-fuzz.XXXXXX)"
+panel_pid=""
+cleanup() {
+  set +e
+  [ -n "$panel_pid" ] && kill "$panel_pid" 2>/dev/null && wait "$panel_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
+  done
+}
+
+cd "$tmp"
+"$bin/dev-ca" --dir certs init >/dev/null
+"$bin/dev-ca" --dir certs server localhost 127.0.0.1 >/dev/null
+http_port="$(free_port)"
+base="http://127.0.0.1:$http_port"
+export PANEL_HTTP_ADDR="127.0.0.1:$http_port" PANEL_GRPC_ADDR="127.0.0.1:$(free_port)"
+# One client sends everything: lift the per-user and per-IP limits, or most answers are 429.
+export RATE_LIMITS="api=1000000/1m,login=1000000/1m,register=1000000/1m,verify=1000000/1m,password_reset=1000000/1m"
+export RUST_LOG=warn
+"$bin/api" serve >"$tmp/panel.log" 2>&1 &
+panel_pid=$!
+# HTTP without curl (a fresh machine may lack it): METHOD PATH [BODY] [TOKEN] → the JSON body.
+call() {
+  "$py" - "$base" "$@" <<'PY'
+import json, sys, urllib.error, urllib.request
+base, method, path = sys.argv[1:4]
+body = sys.argv[4].encode() if len(sys.argv) > 4 and sys.argv[4] else None
+request = urllib.request.Request(base + path, data=body, method=method)
+request.add_header("content-type", "application/json")
+if len(sys.argv) > 5:
+    request.add_header("authorization", "Bearer " + sys.argv[5])
+try:
+    print(urllib.request.urlopen(request, timeout=10).read().decode() or "null")
+except urllib.error.HTTPError as e:
+    sys.exit(f"{method} {path}: {e.code} {e.read().decode()}")
+PY
+}
+field() { "$py" -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
+for _ in $(seq 1 100); do
+  call GET /health >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+# A verified platform admin with a tenant, logged in twice: one token for everything, one for
+# logout-all.
+email="fuzz-admin@example.com" password="correct horse battery staple"
+credentials="{\"email\":\"$email\",\"password\":\"$password\"}"
+call POST /api/auth/register "$credentials" >/dev/null
+token="$("$py" - data/outbox <<'PY'
+import email, pathlib, re, sys
+mail = email.message_from_bytes(next(pathlib.Path(sys.argv[1]).glob("*.eml")).read_bytes())
+parts = mail.walk() if mail.is_multipart() else [mail]
+body = "".join((p.get_payload(decode=True) or b"").decode() for p in parts if not p.is_multipart())
+print(re.search(r"token=([A-Za-z0-9_-]+)", body).group(1))
+PY
+)"
+call POST /api/auth/verify-email "{\"token\":\"$token\"}" >/dev/null
+"$bin/api" admin grant "$email" >/dev/null
+access="$(call POST /api/auth/login "$credentials" | field access_token)"
+last="$(call POST /api/auth/login "$credentials" | field access_token)"
+call POST /api/tenants '{"name":"Fuzzed"}' "$access" >/dev/null
+call GET /openapi.json >"$tmp/openapi.json"
+
+# One worker: hypothesis parses lambda sources with `ast.parse`, which CPython 3.11 before 3.11.8
+# can fail from two threads at once ("AST constructor recursion depth mismatch").
+run() {
+  "$venv/bin/st" run "$base/openapi.json" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+    --max-examples "$EXAMPLES" --seed 20261123 --phases examples,coverage,fuzzing \
+    --request-timeout 10 --workers 1 --no-color --warnings off \
+    --report har --report-dir "$tmp" "$@"
+}
+status=0
+run --exclude-path /api/auth/logout-all -H "Authorization: Bearer $access" \
+  --report-har-path "$tmp/main.har" || status=$?
+run --include-path /api/auth/logout-all -H "Authorization: Bearer $last" \
+  --report-har-path "$tmp/last.har" || status=$?
+
+# The status codes each operation answered, from the recorded traffic.
+"$py" "$root/scripts/schemathesis-summary.py" "$tmp/openapi.json" "$tmp/main.har" "$tmp/last.har"
+exit "$status"

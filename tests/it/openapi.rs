@@ -1,0 +1,648 @@
+//! `GET /openapi.json` over real HTTP: it is JSON, its operations are exactly the route table's
+//! (both ways), and the answers of a real panel — with a platform admin, a connected node that
+//! obeys, a tenant, a member, a server, a backup and a secret — conform to it: every status is
+//! documented, 2xx ones explicitly, with the documented content type and a body valid against
+//! the documented schema.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use api::db::entities::command;
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_TYPE;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+use tests::rest::PASSWORD;
+use tests::{DbKind, TestPki, database_url, dial, eventually};
+
+const CAP: Duration = Duration::from_secs(20);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    pki: TestPki,
+    panel: api::Panel,
+    outbox: std::path::PathBuf,
+}
+
+async fn start(kind: DbKind) -> Fixture {
+    security::tls::install_default_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let mut config = tests::panel_config(&pki, database_url(kind, dir.path()).await);
+    config.identity.rate_limits = api::config::RateLimits::parse(
+        "login=1000/1m,register=1000/1m,password_reset=1000/1m,verify=1000/1m,api=10000/1m",
+    )
+    .unwrap();
+    let outbox = config.identity.outbox_dir.clone();
+    let panel = api::Panel::start(config).await.unwrap();
+    Fixture {
+        _dir: dir,
+        pki,
+        panel,
+        outbox,
+    }
+}
+
+async fn served_document(panel: &api::Panel) -> Value {
+    let response = reqwest::get(format!("http://{}/openapi.json", panel.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()[CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_lists_exactly_the_route_table() {
+    let f = start(DbKind::Sqlite).await;
+    let doc = served_document(&f.panel).await;
+    assert_eq!(doc["openapi"], "3.0.3");
+    let routes: BTreeSet<(String, String)> = api::http::routes()
+        .iter()
+        .map(|r| (r.method.to_ascii_lowercase(), r.path.to_owned()))
+        .collect();
+    let mut listed = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            listed.insert((method.clone(), path.clone()));
+        }
+    }
+    assert_eq!(
+        routes.difference(&listed).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routes missing from the document"
+    );
+    assert_eq!(
+        listed.difference(&routes).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "operations that are not routes"
+    );
+    assert_eq!(doc, api::http::document(), "served as built");
+    f.panel.shutdown().await;
+}
+
+/// A client that checks every answer against the served document.
+#[derive(Clone)]
+struct Checked {
+    http: reqwest::Client,
+    base: String,
+    doc: std::sync::Arc<Value>,
+    token: Option<String>,
+}
+
+impl Checked {
+    fn with_token(&self, token: &Value) -> Checked {
+        Checked {
+            token: Some(token.as_str().unwrap().to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// `method template` with the `{…}` segments replaced by `params` in order; panics unless
+    /// the answer conforms. Returns the status and the JSON body (null when there is none).
+    async fn call(
+        &self,
+        method: &str,
+        template: &str,
+        params: &[&str],
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut params = params.iter();
+        let path: Vec<String> = template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    (*params.next().expect("a value per parameter")).to_owned()
+                } else {
+                    segment.to_owned()
+                }
+            })
+            .collect();
+        let url = format!("{}{}", self.base, path.join("/"));
+        let mut request = self.http.request(method.parse().unwrap(), url).timeout(CAP);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        if content_type.as_deref() == Some("text/event-stream") {
+            let value = conform(&self.doc, method, template, status, content_type, b"")
+                .unwrap_or_else(|e| panic!("{method} {template} → {status}: {e}"));
+            return (status, value);
+        }
+        let bytes = response.bytes().await.unwrap();
+        let value = conform(&self.doc, method, template, status, content_type, &bytes)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{method} {template} → {status}: {e}\n{}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+        (status, value)
+    }
+
+    async fn expect(
+        &self,
+        expected: StatusCode,
+        method: &str,
+        template: &str,
+        params: &[&str],
+        body: Option<Value>,
+    ) -> Value {
+        let (status, value) = self.call(method, template, params, body).await;
+        assert_eq!(status, expected, "{method} {template}: {value}");
+        value
+    }
+}
+
+/// Checks one answer against the document's operation `method template`.
+fn conform(
+    doc: &Value,
+    method: &str,
+    template: &str,
+    status: StatusCode,
+    content_type: Option<String>,
+    body: &[u8],
+) -> Result<Value, String> {
+    let op = &doc["paths"][template][method.to_ascii_lowercase()];
+    let responses = op["responses"]
+        .as_object()
+        .ok_or("no such operation in the document")?;
+    let response = match responses.get(status.as_str()) {
+        Some(response) => response,
+        None if status.is_success() => return Err("a success status not documented".into()),
+        None => &responses["default"],
+    };
+    let response = resolve(doc, response)?;
+    let Some(content) = response.get("content").and_then(Value::as_object) else {
+        if !body.is_empty() {
+            return Err("a body where the document has none".into());
+        }
+        return Ok(Value::Null);
+    };
+    let media = content_type.ok_or("no content type")?;
+    let media = media.split(';').next().unwrap_or_default().trim();
+    let entry = content
+        .get(media)
+        .ok_or_else(|| format!("content type {media} not documented"))?;
+    if media != "application/json" {
+        return Ok(Value::Null);
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    validate(doc, &entry["schema"], &value, "body")?;
+    Ok(value)
+}
+
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> Result<&'a Value, String> {
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(target) => {
+            let found = doc
+                .pointer(target.trim_start_matches('#'))
+                .ok_or_else(|| format!("{target} does not resolve"))?;
+            resolve(doc, found)
+        }
+        None => Ok(value),
+    }
+}
+
+/// The subset of OpenAPI 3.0 schemas the document uses: `$ref`, `allOf`, `oneOf`, `type`,
+/// `nullable`, `enum`, `required`, `properties`, `additionalProperties`, `items`, the `uuid`
+/// and `date-time` formats, `minimum` and `maximum`.
+fn validate(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    let schema = resolve(doc, schema)?;
+    if value.is_null() && schema["nullable"] == true {
+        return Ok(());
+    }
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        validate(doc, part, value, at)?;
+    }
+    if let Some(choices) = schema["oneOf"].as_array() {
+        let matching = choices
+            .iter()
+            .filter(|s| validate(doc, s, value, at).is_ok())
+            .count();
+        if matching != 1 {
+            return Err(format!("{at}: {matching} choices of oneOf match {value}"));
+        }
+    }
+    if let Some(choices) = schema["enum"].as_array()
+        && !choices.contains(value)
+    {
+        return Err(format!("{at}: {value} is none of {choices:?}"));
+    }
+    let typed = match schema["type"].as_str() {
+        None => true,
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        Some(other) => return Err(format!("{at}: unknown type {other}")),
+    };
+    if !typed {
+        return Err(format!("{at}: {value} is not of type {}", schema["type"]));
+    }
+    match value {
+        Value::Object(map) => {
+            for name in schema["required"].as_array().into_iter().flatten() {
+                let name = name.as_str().unwrap_or_default();
+                if !map.contains_key(name) {
+                    return Err(format!("{at}: {name} is missing"));
+                }
+            }
+            for (name, v) in map {
+                let at = format!("{at}.{name}");
+                if let Some(property) = schema["properties"].get(name) {
+                    validate(doc, property, v, &at)?;
+                } else if let Some(extra) = schema.get("additionalProperties")
+                    && extra.is_object()
+                {
+                    validate(doc, extra, v, &at)?;
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                validate(doc, &schema["items"], item, &format!("{at}[{i}]"))?;
+            }
+        }
+        Value::String(s) => {
+            let ok = match schema["format"].as_str() {
+                Some("uuid") => uuid::Uuid::try_parse(s).is_ok() && s.len() == 36,
+                Some("date-time") => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
+                _ => true,
+            };
+            if !ok {
+                return Err(format!("{at}: {s:?} is not a {}", schema["format"]));
+            }
+        }
+        Value::Number(n) => {
+            let n = n.as_f64().unwrap_or_default();
+            if schema["minimum"].as_f64().is_some_and(|min| n < min)
+                || schema["maximum"].as_f64().is_some_and(|max| n > max)
+            {
+                return Err(format!("{at}: {n} is out of range"));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn register(anon: &Checked, outbox: &std::path::Path, email: &str) -> Value {
+    let body = json!({ "email": email, "password": PASSWORD, "name": null });
+    anon.expect(
+        StatusCode::CREATED,
+        "POST",
+        "/api/auth/register",
+        &[],
+        Some(body),
+    )
+    .await;
+    let token = tests::mail::outbox_for(outbox, email)
+        .last()
+        .and_then(tests::mail::Mail::token)
+        .unwrap();
+    let body = json!({ "token": token });
+    let verified = anon
+        .expect(
+            StatusCode::OK,
+            "POST",
+            "/api/auth/verify-email",
+            &[],
+            Some(body),
+        )
+        .await;
+    assert_eq!(verified["user"]["email_verified"], true);
+    let body = json!({ "email": email, "password": PASSWORD });
+    anon.expect(StatusCode::OK, "POST", "/api/auth/login", &[], Some(body))
+        .await
+}
+
+async fn answers_conform_to_the_document(kind: DbKind) {
+    use StatusCode as S;
+    let f = start(kind).await;
+    let anon = Checked {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", f.panel.http_addr),
+        doc: std::sync::Arc::new(served_document(&f.panel).await),
+        token: None,
+    };
+    let db = &f.panel.state().db;
+    let outbox = f.outbox.as_path();
+
+    // Public routes and refusals of anonymous callers.
+    anon.expect(S::OK, "GET", "/health", &[], None).await;
+    anon.expect(S::OK, "GET", "/metrics", &[], None).await;
+    anon.expect(S::OK, "GET", "/.well-known/jwks.json", &[], None)
+        .await;
+    anon.expect(S::UNAUTHORIZED, "GET", "/api/auth/me", &[], None)
+        .await;
+    let weak = json!({ "email": "weak@example.com", "password": "short" });
+    anon.expect(
+        S::BAD_REQUEST,
+        "POST",
+        "/api/auth/register",
+        &[],
+        Some(weak),
+    )
+    .await;
+    let email = json!({ "email": "nobody@example.com" });
+    for path in ["/api/auth/resend-verification", "/api/auth/password-reset"] {
+        anon.expect(S::ACCEPTED, "POST", path, &[], Some(email.clone()))
+            .await;
+    }
+    let confirm = json!({ "token": "nope", "new_password": PASSWORD });
+    let path = "/api/auth/password-reset/confirm";
+    anon.expect(S::BAD_REQUEST, "POST", path, &[], Some(confirm))
+        .await;
+    let wrong = json!({ "email": "nobody@example.com", "password": PASSWORD });
+    anon.expect(S::UNAUTHORIZED, "POST", "/api/auth/login", &[], Some(wrong))
+        .await;
+
+    // Accounts: alice becomes a platform admin; bob a member of her tenant.
+    let pair = register(&anon, outbox, "alice@example.com").await;
+    let body = json!({ "email": "alice@example.com", "password": PASSWORD });
+    anon.expect(S::CONFLICT, "POST", "/api/auth/register", &[], Some(body))
+        .await;
+    let body = json!({ "refresh_token": pair["refresh_token"] });
+    let pair = anon
+        .expect(S::OK, "POST", "/api/auth/refresh", &[], Some(body))
+        .await;
+    let alice = anon.with_token(&pair["access_token"]);
+    let bob_pair = register(&anon, outbox, "bob@example.com").await;
+    let bob = anon.with_token(&bob_pair["access_token"]);
+    api::identity::grant_platform_admin(db, "alice@example.com")
+        .await
+        .unwrap();
+    let me = alice.expect(S::OK, "GET", "/api/auth/me", &[], None).await;
+    let bob_id = bob.expect(S::OK, "GET", "/api/auth/me", &[], None).await["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(me["memberships"], json!([]));
+    alice
+        .expect(S::OK, "GET", "/api/permissions", &[], None)
+        .await;
+    bob.expect(S::FORBIDDEN, "GET", "/api/admin/nodes", &[], None)
+        .await;
+
+    // Platform: a node with ports that connects and obeys, a template.
+    let node = json!({ "id": "node-1", "fqdn": "node1.example.com", "ports": "30000-30009" });
+    alice
+        .expect(S::CREATED, "POST", "/api/admin/nodes", &[], Some(node))
+        .await;
+    let template = json!({
+        "name": "app",
+        "command": "/bin/app",
+        "args": ["--motd={{MOTD}}", "--port={{SERVER_PORT}}"],
+        "variables": [{ "name": "MOTD", "pattern": ".{0,64}", "default": "hi" }],
+        "limits": { "memory_mb": 64 },
+    });
+    alice
+        .expect(
+            S::CREATED,
+            "POST",
+            "/api/admin/templates",
+            &[],
+            Some(template),
+        )
+        .await;
+    alice
+        .expect(S::OK, "GET", "/api/admin/templates", &[], None)
+        .await;
+    for path in [
+        "/api/admin/nodes/{id}/disable",
+        "/api/admin/nodes/{id}/enable",
+    ] {
+        alice.expect(S::OK, "POST", path, &["node-1"], None).await;
+    }
+    let client = dial(
+        f.panel.grpc_addr,
+        &f.pki.ca_certs(),
+        Some(f.pki.node("node-1").identity()),
+        5,
+    )
+    .await
+    .unwrap();
+    let _node = tests::sim::obey(client, true, Duration::from_secs(1));
+    eventually("node-1 online", CAP, || async {
+        let nodes = alice.expect(S::OK, "GET", "/api/nodes", &[], None).await;
+        nodes["items"][0]["online"] == true
+    })
+    .await;
+    alice
+        .expect(S::OK, "GET", "/api/admin/nodes/{id}", &["node-1"], None)
+        .await;
+    alice
+        .expect(
+            S::NOT_FOUND,
+            "GET",
+            "/api/admin/nodes/{id}",
+            &["node-9"],
+            None,
+        )
+        .await;
+    alice
+        .expect(S::OK, "GET", "/api/templates", &[], None)
+        .await;
+
+    // A tenant and its members.
+    let body = json!({ "name": "Acme" });
+    let tenant = alice
+        .expect(S::CREATED, "POST", "/api/tenants", &[], Some(body))
+        .await;
+    let tid = tenant["id"].as_str().unwrap().to_owned();
+    let tid = tid.as_str();
+    alice.expect(S::OK, "GET", "/api/tenants", &[], None).await;
+    alice
+        .expect(S::OK, "GET", "/api/tenants/{tid}", &[tid], None)
+        .await;
+    bob.expect(S::NOT_FOUND, "GET", "/api/tenants/{tid}", &[tid], None)
+        .await;
+    alice
+        .expect(
+            S::BAD_REQUEST,
+            "GET",
+            "/api/tenants/{tid}",
+            &["not-a-uuid"],
+            None,
+        )
+        .await;
+    let members = "/api/tenants/{tid}/members";
+    let body = json!({ "email": "bob@example.com", "role": "member" });
+    alice
+        .expect(S::CREATED, "POST", members, &[tid], Some(body))
+        .await;
+    alice.expect(S::OK, "GET", members, &[tid], None).await;
+    let member = "/api/tenants/{tid}/members/{uid}";
+    let body = json!({ "role": "support" });
+    alice
+        .expect(S::OK, "PATCH", member, &[tid, &bob_id], Some(body))
+        .await;
+    bob.expect(S::FORBIDDEN, "DELETE", "/api/tenants/{tid}", &[tid], None)
+        .await;
+
+    // Secrets.
+    let secret = "/api/tenants/{tid}/secrets/{name}";
+    let body = json!({ "value": "s3cret" });
+    alice
+        .expect(
+            S::NO_CONTENT,
+            "PUT",
+            secret,
+            &[tid, "db_password"],
+            Some(body),
+        )
+        .await;
+    alice
+        .expect(S::OK, "GET", "/api/tenants/{tid}/secrets", &[tid], None)
+        .await;
+    alice
+        .expect(S::OK, "GET", secret, &[tid, "db_password"], None)
+        .await;
+    alice
+        .expect(S::NO_CONTENT, "DELETE", secret, &[tid, "db_password"], None)
+        .await;
+    alice
+        .expect(S::NOT_FOUND, "GET", secret, &[tid, "db_password"], None)
+        .await;
+
+    // A server: made, started, written to, watched, backed up, restored.
+    let body = json!({ "name": "web", "node_id": "node-1", "template": "app" });
+    let servers = "/api/tenants/{tid}/servers";
+    let server = alice
+        .expect(S::CREATED, "POST", servers, &[tid], Some(body))
+        .await;
+    assert!(server["port"].is_i64(), "{server}");
+    let sid = server["id"].as_str().unwrap().to_owned();
+    let sid = sid.as_str();
+    let one = "/api/tenants/{tid}/servers/{sid}";
+    eventually("the server installed", CAP, || async {
+        let server = alice.expect(S::OK, "GET", one, &[tid, sid], None).await;
+        server["state"] == "offline"
+    })
+    .await;
+    alice.expect(S::OK, "GET", servers, &[tid], None).await;
+    let body = json!({ "name": "www", "variables": { "MOTD": "hello" } });
+    alice
+        .expect(S::OK, "PATCH", one, &[tid, sid], Some(body))
+        .await;
+    let console = "/api/tenants/{tid}/servers/{sid}/console";
+    let body = json!({ "line": "say hi" });
+    alice
+        .expect(
+            S::CONFLICT,
+            "POST",
+            console,
+            &[tid, sid],
+            Some(body.clone()),
+        )
+        .await;
+    let power = "/api/tenants/{tid}/servers/{sid}/power";
+    let start = json!({ "action": "start" });
+    let accepted = alice
+        .expect(S::ACCEPTED, "POST", power, &[tid, sid], Some(start))
+        .await;
+    let cid = accepted["command_id"].as_str().unwrap().to_owned();
+    let command_path = "/api/tenants/{tid}/servers/{sid}/commands/{cid}";
+    eventually("the start acked", CAP, || async {
+        let command = alice
+            .expect(S::OK, "GET", command_path, &[tid, sid, &cid], None)
+            .await;
+        command["state"] == "acked"
+    })
+    .await;
+    eventually("the server running", CAP, || async {
+        let server = alice.expect(S::OK, "GET", one, &[tid, sid], None).await;
+        server["state"] == "running"
+    })
+    .await;
+    alice
+        .expect(S::NO_CONTENT, "POST", console, &[tid, sid], Some(body))
+        .await;
+    let events = "/api/tenants/{tid}/servers/{sid}/events";
+    alice.expect(S::OK, "GET", events, &[tid, sid], None).await;
+    let backups = "/api/tenants/{tid}/servers/{sid}/backups";
+    let backup = alice
+        .expect(S::ACCEPTED, "POST", backups, &[tid, sid], Some(json!({})))
+        .await;
+    let bid = backup["id"].as_str().unwrap().to_owned();
+    eventually("the backup completed", CAP, || async {
+        let list = alice.expect(S::OK, "GET", backups, &[tid, sid], None).await;
+        list["items"][0]["state"] == "completed"
+    })
+    .await;
+    let restore = "/api/tenants/{tid}/servers/{sid}/backups/{bid}/restore";
+    alice
+        .expect(S::ACCEPTED, "POST", restore, &[tid, sid, &bid], None)
+        .await;
+    let rows = command::Entity::find()
+        .filter(command::Column::ServerId.eq(sid))
+        .all(db)
+        .await
+        .unwrap();
+    for row in rows {
+        alice
+            .expect(S::OK, "GET", command_path, &[tid, sid, &row.id], None)
+            .await;
+    }
+    eventually("the restore reported", CAP, || async {
+        let list = alice.expect(S::OK, "GET", backups, &[tid, sid], None).await;
+        list["items"][0]["restore_state"] != "restoring"
+    })
+    .await;
+    let backup = "/api/tenants/{tid}/servers/{sid}/backups/{bid}";
+    alice
+        .expect(S::NO_CONTENT, "DELETE", backup, &[tid, sid, &bid], None)
+        .await;
+    alice
+        .expect(S::ACCEPTED, "DELETE", one, &[tid, sid], None)
+        .await;
+
+    // The audit logs, then the ends of memberships, tenants and sessions.
+    let audit = "/api/tenants/{tid}/audit";
+    let page = alice.expect(S::OK, "GET", audit, &[tid], None).await;
+    assert!(!page["items"].as_array().unwrap().is_empty());
+    alice
+        .expect(S::OK, "GET", "/api/admin/audit", &[], None)
+        .await;
+    let path = "/api/admin/nodes/{id}/reset-fingerprint";
+    alice.expect(S::OK, "POST", path, &["node-1"], None).await;
+    alice
+        .expect(S::OK, "GET", "/api/admin/nodes", &[], None)
+        .await;
+    alice
+        .expect(S::NO_CONTENT, "DELETE", member, &[tid, &bob_id], None)
+        .await;
+    alice
+        .expect(S::ACCEPTED, "DELETE", "/api/tenants/{tid}", &[tid], None)
+        .await;
+    let body = json!({ "refresh_token": bob_pair["refresh_token"] });
+    anon.expect(S::NO_CONTENT, "POST", "/api/auth/logout", &[], Some(body))
+        .await;
+    alice
+        .expect(S::NO_CONTENT, "POST", "/api/auth/logout-all", &[], None)
+        .await;
+    alice
+        .expect(S::UNAUTHORIZED, "GET", "/api/auth/me", &[], None)
+        .await;
+    f.panel.shutdown().await;
+}
+
+crate::on_both_databases!(answers_conform_to_the_document);
