@@ -27,13 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 20000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
-  done
-}
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 
 cd "$tmp"
 "$bin/dev-ca" --dir certs init >/dev/null

@@ -33,10 +33,7 @@ impl Fixture {
             Some(std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL (run scripts/test.sh)"));
         config.identity.redis_key_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
         // Not a test of limits: roomy ones (they cannot be turned off).
-        config.identity.rate_limits = RateLimits::parse(
-            "login=1000/1m,register=1000/1m,password_reset=1000/1m,verify=1000/1m,api=10000/1m",
-        )
-        .unwrap();
+        config.identity.rate_limits = tests::roomy_limits();
         tune(&mut config);
         let outbox = config.identity.outbox_dir.clone();
         let db_url = config.database_url.clone();

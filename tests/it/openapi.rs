@@ -29,10 +29,7 @@ async fn start(kind: DbKind) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new(dir.path());
     let mut config = tests::panel_config(&pki, database_url(kind, dir.path()).await);
-    config.identity.rate_limits = api::config::RateLimits::parse(
-        "login=1000/1m,register=1000/1m,password_reset=1000/1m,verify=1000/1m,api=10000/1m",
-    )
-    .unwrap();
+    config.identity.rate_limits = tests::roomy_limits();
     let outbox = config.identity.outbox_dir.clone();
     let panel = api::Panel::start(config).await.unwrap();
     Fixture {

@@ -79,6 +79,15 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
     }
 }
 
+/// Limits so roomy that tests which are not about limits never meet them (they cannot be
+/// turned off).
+pub fn roomy_limits() -> api::config::RateLimits {
+    api::config::RateLimits::parse(
+        "login=1000/1m,register=1000/1m,password_reset=1000/1m,verify=1000/1m,api=10000/1m",
+    )
+    .expect("literal limits")
+}
+
 /// Polls `check` until it returns true; panics naming `what` after `cap`. Returns how long it
 /// took, for the figures in the notes.
 pub async fn eventually<F, Fut>(what: &str, cap: Duration, mut check: F) -> Duration
