@@ -69,8 +69,9 @@ fn write(dir: &Path, name: &str, contents: &str) -> String {
     path.display().to_string()
 }
 
-/// Runs `api preflight`; asserts it fails naming `variable` and saying `what`.
-fn refused(env: &Env, cwd: &Path, variable: &str, what: &str) {
+/// Runs `api preflight`, then `api serve`: both must fail naming `variable` (the preflight also
+/// saying `what`), and the server must never listen on either of its ports.
+async fn refused(env: &Env, cwd: &Path, variable: &str, what: &str) {
     let (ok, out, err) = run("api", &["preflight"], env, cwd);
     let line = out
         .lines()
@@ -78,6 +79,28 @@ fn refused(env: &Env, cwd: &Path, variable: &str, what: &str) {
         .unwrap_or_else(|| panic!("{variable} / {what:?} not in:\n{out}{err}"));
     assert!(!ok, "exit 0 with {line}");
     assert!(line.trim_start().starts_with("error"), "{line}");
+
+    let (http, grpc) = (free_port(), free_port());
+    let env = with(
+        &with(env, "PANEL_HTTP_ADDR", &format!("127.0.0.1:{http}")),
+        "PANEL_GRPC_ADDR",
+        &format!("127.0.0.1:{grpc}"),
+    );
+    let mut serve = Proc::start("api", &["serve"], &env, cwd);
+    let status = serve.wait_exit(Duration::from_secs(30)).await;
+    let log = serve.log();
+    assert!(!status.success(), "serve started despite {line}");
+    assert!(
+        log.contains(variable),
+        "serve did not name {variable}:\n{log}"
+    );
+    assert!(!log.contains("panel listening"), "{log}");
+    for port in [http, grpc] {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "something listens on {port}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,29 +117,33 @@ async fn every_check_names_its_variable() {
         cwd,
         "DATABASE_URL",
         "PostgreSQL",
-    );
+    )
+    .await;
     refused(
         &with(env, "DATABASE_URL", "postgres://mamba@127.0.0.1:1/mamba"),
         cwd,
         "DATABASE_URL",
         "cannot connect",
-    );
+    )
+    .await;
     let fresh = database_url(DbKind::Postgres, cwd).await;
     refused(
         &with(env, "DATABASE_URL", &fresh),
         cwd,
         "DATABASE_URL",
         "pending",
-    );
+    )
+    .await;
 
     // Redis: set and answering.
-    refused(&without(env, "REDIS_URL"), cwd, "REDIS_URL", "not set");
+    refused(&without(env, "REDIS_URL"), cwd, "REDIS_URL", "not set").await;
     refused(
         &with(env, "REDIS_URL", "redis://127.0.0.1:1"),
         cwd,
         "REDIS_URL",
         "PING",
-    );
+    )
+    .await;
 
     // The master key: present, 64 hex, not one byte, not the development one.
     refused(
@@ -124,25 +151,29 @@ async fn every_check_names_its_variable() {
         cwd,
         "MASTER_ENCRYPTION_KEY",
         "not set",
-    );
+    )
+    .await;
     refused(
         &with(env, "MASTER_ENCRYPTION_KEY", "abc123"),
         cwd,
         "MASTER_ENCRYPTION_KEY",
         "64 hex",
-    );
+    )
+    .await;
     refused(
         &with(env, "MASTER_ENCRYPTION_KEY", &"zz".repeat(32)),
         cwd,
         "MASTER_ENCRYPTION_KEY",
         "hex",
-    );
+    )
+    .await;
     refused(
         &with(env, "MASTER_ENCRYPTION_KEY", &"00".repeat(32)),
         cwd,
         "MASTER_ENCRYPTION_KEY",
         "one byte",
-    );
+    )
+    .await;
     let (_, dev_key) = security::envelope::LocalKek::generate();
     std::fs::create_dir_all(cwd.join("data")).unwrap();
     write(cwd, "data/master.key", dev_key.as_str());
@@ -151,7 +182,8 @@ async fn every_check_names_its_variable() {
         cwd,
         "MASTER_ENCRYPTION_KEY",
         "development key",
-    );
+    )
+    .await;
 
     // The signing key: present, Ed25519 or P-256 (seed outage: a key of the wrong type).
     refused(
@@ -159,7 +191,8 @@ async fn every_check_names_its_variable() {
         cwd,
         "JWT_PRIVATE_KEY_FILE",
         "not set",
-    );
+    )
+    .await;
     let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
     let p384 = write(cwd, "p384.pem", &p384.serialize_pem());
     refused(
@@ -167,34 +200,39 @@ async fn every_check_names_its_variable() {
         cwd,
         "JWT_PRIVATE_KEY_FILE",
         "not an Ed25519 or P-256 key",
-    );
+    )
+    .await;
     let hmac = write(cwd, "hmac.key", "a-shared-hmac-secret-is-not-a-key-pair\n");
     refused(
         &with(env, "JWT_PRIVATE_KEY_FILE", &hmac),
         cwd,
         "JWT_PRIVATE_KEY_FILE",
         "no PKCS#8 private key",
-    );
+    )
+    .await;
     let cert = good.pki.layout.server_cert().display().to_string();
     refused(
         &with(env, "JWT_PRIVATE_KEY_FILE", &cert),
         cwd,
         "JWT_PRIVATE_KEY_FILE",
         "no PKCS#8 private key",
-    );
+    )
+    .await;
     refused(
         &with(env, "JWT_PRIVATE_KEY_FILE", "/nonexistent/jwt.pem"),
         cwd,
         "JWT_PRIVATE_KEY_FILE",
         "cannot read",
-    );
+    )
+    .await;
     // Seed outage: tokens minted for an audience nobody configured.
     refused(
         &without(env, "JWT_AUDIENCE"),
         cwd,
         "JWT_AUDIENCE",
         "no client was configured for",
-    );
+    )
+    .await;
     // Sign-then-verify against the JWKS: an active key named like a retired one publishes the
     // kid twice, and a client cannot tell which key verifies.
     let retired_pem = SigningKey::generate_ed25519_pem().unwrap();
@@ -210,7 +248,8 @@ async fn every_check_names_its_variable() {
         cwd,
         "JWT_PRIVATE_KEY_FILE",
         "fails against the panel's own JWKS",
-    );
+    )
+    .await;
 
     // TLS: exists, parses, key matches, more than 7 days left.
     refused(
@@ -218,7 +257,8 @@ async fn every_check_names_its_variable() {
         cwd,
         "PANEL_TLS_CERT_FILE",
         "cannot read",
-    );
+    )
+    .await;
     let garbage = write(
         cwd,
         "garbage.pem",
@@ -229,7 +269,8 @@ async fn every_check_names_its_variable() {
         cwd,
         "PANEL_CA_CERT",
         "",
-    );
+    )
+    .await;
     let other = good.pki.node("other-node");
     refused(
         &with(
@@ -240,7 +281,8 @@ async fn every_check_names_its_variable() {
         cwd,
         "PANEL_TLS_KEY_FILE",
         "is not the key of the certificate",
-    );
+    )
+    .await;
     let now = OffsetDateTime::now_utc();
     let hosts = ["panel.example.com".to_owned()];
     let short = good.pki.issue(LeafSpec::new(
@@ -259,54 +301,60 @@ async fn every_check_names_its_variable() {
         "PANEL_TLS_KEY_FILE",
         &short.key_path.display().to_string(),
     );
-    refused(&short_env, cwd, "PANEL_TLS_CERT_FILE", "expires in");
+    refused(&short_env, cwd, "PANEL_TLS_CERT_FILE", "expires in").await;
 
     // Mail and URLs.
-    refused(&without(env, "SMTP_URL"), cwd, "SMTP_URL", "not set");
+    refused(&without(env, "SMTP_URL"), cwd, "SMTP_URL", "not set").await;
     refused(
         &with(env, "PANEL_PUBLIC_URL", "http://panel.example.com"),
         cwd,
         "PANEL_PUBLIC_URL",
         "not https",
-    );
+    )
+    .await;
     refused(
         &with(env, "PANEL_PUBLIC_URL", "https://203.0.113.7"),
         cwd,
         "PANEL_PUBLIC_URL",
         "IP address",
-    );
+    )
+    .await;
     refused(
         &with(env, "PANEL_PUBLIC_URL", "https://panel.example.com/app"),
         cwd,
         "PANEL_PUBLIC_URL",
         "path",
-    );
+    )
+    .await;
     refused(
         &with(env, "CORS_ORIGINS", "https://[2001:db8::1]"),
         cwd,
         "CORS_ORIGINS",
         "IP address",
-    );
+    )
+    .await;
     refused(
         &with(env, "CORS_ORIGINS", "https://*.example.com"),
         cwd,
         "CORS_ORIGINS",
         "wildcard",
-    );
+    )
+    .await;
     refused(
         &with(env, "CORS_ORIGINS", "http://app.example.com"),
         cwd,
         "CORS_ORIGINS",
         "not https",
-    );
+    )
+    .await;
 
     // Key files readable by the owner only.
     let jwt_key = good.dir.path().join("jwt.pem");
     set_mode(&jwt_key, 0o644);
-    refused(env, cwd, "JWT_PRIVATE_KEY_FILE", "chmod 600");
+    refused(env, cwd, "JWT_PRIVATE_KEY_FILE", "chmod 600").await;
     set_mode(&jwt_key, 0o600);
     set_mode(&good.pki.layout.server_key(), 0o640);
-    refused(env, cwd, "PANEL_TLS_KEY_FILE", "chmod 600");
+    refused(env, cwd, "PANEL_TLS_KEY_FILE", "chmod 600").await;
     set_mode(&good.pki.layout.server_key(), 0o600);
 
     // Every problem at once, and as JSON for machines.
