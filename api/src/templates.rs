@@ -412,6 +412,30 @@ pub async fn create(db: &DatabaseConnection, new: NewTemplate) -> Result<Templat
     Template::try_from(row)
 }
 
+/// One page of templates, by name.
+pub async fn page(
+    db: &DatabaseConnection,
+    query: &crate::pagination::PageQuery,
+) -> Result<crate::pagination::Page<Template>, Error> {
+    let page = crate::pagination::fetch(
+        db,
+        template::Entity::find(),
+        template::Column::Name,
+        sea_orm::Order::Asc,
+        query,
+        |t| t.name.clone(),
+    )
+    .await?;
+    Ok(crate::pagination::Page {
+        items: page
+            .items
+            .into_iter()
+            .map(Template::try_from)
+            .collect::<Result<_, _>>()?,
+        next_cursor: page.next_cursor,
+    })
+}
+
 /// Every template, by name.
 pub async fn list(db: &DatabaseConnection) -> Result<Vec<Template>, Error> {
     use sea_orm::QueryOrder;

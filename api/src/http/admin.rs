@@ -69,13 +69,19 @@ pub async fn add_node(
 }
 
 /// GET /api/admin/nodes.
-pub async fn nodes(State(state): State<Arc<AppState>>) -> Result<Json<Value>> {
-    let items: Vec<Value> = store::list(&state.db)
-        .await?
+pub async fn nodes(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Value>> {
+    let page = store::page(&state.db, false, &query).await?;
+    let items: Vec<Value> = page
+        .items
         .iter()
         .map(|n| live_node_json(&state, n))
         .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(Json(
+        json!({ "items": items, "next_cursor": page.next_cursor }),
+    ))
 }
 
 /// GET /api/admin/nodes/{id}.
@@ -133,13 +139,15 @@ fn template_json(t: Template) -> Value {
 }
 
 /// GET /api/admin/templates: with their command lines.
-pub async fn templates(State(state): State<Arc<AppState>>) -> Result<Json<Value>> {
-    let items: Vec<Value> = templates::list(&state.db)
-        .await?
-        .into_iter()
-        .map(template_json)
-        .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+pub async fn templates(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Value>> {
+    let page = templates::page(&state.db, &query).await?;
+    let items: Vec<Value> = page.items.into_iter().map(template_json).collect();
+    Ok(Json(
+        json!({ "items": items, "next_cursor": page.next_cursor }),
+    ))
 }
 
 /// POST /api/admin/templates.

@@ -105,6 +105,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// [`ApiJson`] for bodies whose every field is optional: no body at all (no `Content-Type`, zero
+/// bytes) is the default value; anything else must be JSON.
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if request.headers().contains_key(header::CONTENT_TYPE) {
+            let ApiJson(value) = ApiJson::from_request(request, state).await?;
+            return Ok(ApiJsonOrEmpty(value));
+        }
+        let body = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    e.body_text(),
+                )
+            })?;
+        if body.is_empty() {
+            Ok(ApiJsonOrEmpty(T::default()))
+        } else {
+            Err(json_rejection(JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )))
+        }
+    }
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection.status() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use access::{Access, Caller, TenantCtx};
-pub use error::{ApiError, ApiJson, ApiQuery};
+pub use error::{ApiError, ApiJson, ApiJsonOrEmpty, ApiQuery};
 pub use guard::{Class, ClientIp};
 pub use hardening::RequestId;
 pub use openapi::document;

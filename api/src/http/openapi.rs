@@ -90,7 +90,10 @@ fn operation(route: &Route) -> Value {
     if let Some(body) = &doc.body {
         op.insert(
             "requestBody".into(),
-            json!({ "required": true, "content": { "application/json": { "schema": body } } }),
+            json!({
+                "required": !doc.body_optional,
+                "content": { "application/json": { "schema": body } },
+            }),
         );
     }
     let security = match route.access {

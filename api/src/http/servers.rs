@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::access::TenantCtx;
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiJsonOrEmpty, ApiQuery};
 use super::tenants::page_json;
 use crate::audit;
 use crate::pagination::PageQuery;
@@ -281,7 +281,7 @@ pub async fn create_backup(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
     Path((_, server_id)): Path<(String, String)>,
-    ApiJson(body): ApiJson<NewBackup>,
+    ApiJsonOrEmpty(body): ApiJsonOrEmpty<NewBackup>,
 ) -> Result<Response> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     let backup = servers::backups::create(&state, &server, body.name.as_deref()).await?;

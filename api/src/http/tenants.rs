@@ -229,22 +229,33 @@ pub async fn audit_log(
 }
 
 /// GET /api/templates: names and declared variables, never the command line.
-pub async fn templates(State(state): State<Arc<AppState>>) -> Result<Json<Value>> {
-    let items: Vec<Value> = templates::list(&state.db)
-        .await?
+pub async fn templates(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Value>> {
+    let page = templates::page(&state.db, &query).await?;
+    let items: Vec<Value> = page
+        .items
         .into_iter()
         .map(|t| json!({ "name": t.name, "variables": t.variables }))
         .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(Json(
+        json!({ "items": items, "next_cursor": page.next_cursor }),
+    ))
 }
 
 /// GET /api/nodes: enabled nodes a server can be placed on.
-pub async fn nodes(State(state): State<Arc<AppState>>) -> Result<Json<Value>> {
-    let items: Vec<Value> = crate::nodes::store::list(&state.db)
-        .await?
-        .into_iter()
-        .filter(|n: &node::Model| n.enabled)
-        .map(|n| json!({ "id": n.id, "name": n.name, "online": state.registry.is_online(&n.id) }))
+pub async fn nodes(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Value>> {
+    let page = crate::nodes::store::page(&state.db, true, &query).await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|n: &node::Model| json!({ "id": n.id, "name": n.name, "online": state.registry.is_online(&n.id) }))
         .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    Ok(Json(
+        json!({ "items": items, "next_cursor": page.next_cursor }),
+    ))
 }

@@ -81,6 +81,22 @@ pub async fn list(db: &DatabaseConnection) -> Result<Vec<Model>, Error> {
     Ok(Node::find().order_by_asc(Column::Id).all(db).await?)
 }
 
+/// One page of nodes by id; only enabled ones when `enabled_only`.
+pub async fn page(
+    db: &DatabaseConnection,
+    enabled_only: bool,
+    query: &crate::pagination::PageQuery,
+) -> Result<crate::pagination::Page<Model>, Error> {
+    let mut select = Node::find();
+    if enabled_only {
+        select = select.filter(Column::Enabled.eq(true));
+    }
+    crate::pagination::fetch(db, select, Column::Id, sea_orm::Order::Asc, query, |n| {
+        n.id.clone()
+    })
+    .await
+}
+
 /// One node.
 pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<Model>, Error> {
     Ok(Node::find_by_id(id).one(db).await?)

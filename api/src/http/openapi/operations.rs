@@ -24,8 +24,10 @@ pub(super) struct Doc {
     pub summary: &'static str,
     /// More, when one line is not enough.
     pub description: Option<&'static str>,
-    /// The JSON body's schema; the body is required when there is one.
+    /// The JSON body's schema.
     pub body: Option<Value>,
+    /// Whether the body may be left out (every field optional).
+    pub body_optional: bool,
     /// Success (and other non-error) responses: status and content.
     pub replies: Vec<(u16, Content)>,
     /// Whether it takes `?limit=&cursor=`.
@@ -40,6 +42,7 @@ impl Doc {
             summary,
             description: None,
             body: None,
+            body_optional: false,
             replies: Vec::new(),
             paged: false,
             errors: &[],
@@ -60,6 +63,12 @@ impl Doc {
     fn body(mut self, schema: Value) -> Doc {
         self.body = Some(schema);
         self
+    }
+
+    /// A body that may be left out altogether.
+    fn optional_body(mut self, schema: Value) -> Doc {
+        self.body_optional = true;
+        self.body(schema)
     }
 
     fn reply(mut self, status: u16, content: Content) -> Doc {
@@ -131,11 +140,6 @@ fn new_password() -> Value {
         "maxLength": 1024,
         "description": "At least 12 characters and at most 1024 bytes.",
     })
-}
-
-/// Every list the API answers without paging: all rows, `next_cursor` always null.
-fn unpaged(item: Value) -> Value {
-    page(item)
 }
 
 /// The description of the route `method path`, or `None` when it has none (a test fails).
@@ -238,12 +242,12 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
         ("GET", "/api/permissions") => {
             Doc::new("The role → permission table").json(200, schema("RolePermissions"))
         }
-        ("GET", "/api/templates") => Doc::new("Templates a server can be made from")
-            .describe("Every template, on one page (`next_cursor` is null).")
-            .json(200, unpaged(schema("Template"))),
-        ("GET", "/api/nodes") => Doc::new("Nodes a server can be placed on")
-            .describe("Every enabled node, on one page (`next_cursor` is null).")
-            .json(200, unpaged(schema("NodeSummary"))),
+        ("GET", "/api/templates") => {
+            Doc::new("Templates a server can be made from, by name").paged(schema("Template"))
+        }
+        ("GET", "/api/nodes") => {
+            Doc::new("Enabled nodes a server can be placed on, by id").paged(schema("NodeSummary"))
+        }
         ("POST", "/api/tenants") => Doc::new("Create a tenant")
             .describe("The caller becomes its owner. Unknown fields are refused.")
             .body(object(&["name"], json!({ "name": display_name() })))
@@ -359,9 +363,9 @@ fn describe_tenant(method: &str, rest: &str) -> Option<Doc> {
         ("POST", "/servers/{sid}/backups") => Doc::new("Back a server up")
             .describe(
                 "The backup is `pending` until its node reports; without a name it gets a dated \
-                 one. 409 `node_offline`. Unknown fields are refused.",
+                 one. 409 `node_offline`. Unknown fields are refused; the body may be left out.",
             )
-            .body(object(&[], json!({ "name": optional_display_name() })))
+            .optional_body(object(&[], json!({ "name": optional_display_name() })))
             .json(202, schema("Backup"))
             .errors(&[409]),
         ("GET", "/servers/{sid}/backups") => {
@@ -418,9 +422,7 @@ fn describe_platform(method: &str, path: &str) -> Option<Doc> {
             ))
             .json(201, schema("Node"))
             .errors(&[409]),
-        ("GET", "/api/admin/nodes") => Doc::new("Every node")
-            .describe("On one page (`next_cursor` is null).")
-            .json(200, unpaged(schema("Node"))),
+        ("GET", "/api/admin/nodes") => Doc::new("Every node, by id").paged(schema("Node")),
         ("GET", "/api/admin/nodes/{id}") => Doc::new("A node").json(200, schema("Node")),
         ("POST", "/api/admin/nodes/{id}/disable") => Doc::new("Disable a node")
             .describe("Its live connection is dropped at once.")
@@ -433,9 +435,10 @@ fn describe_platform(method: &str, path: &str) -> Option<Doc> {
                 .describe("The next valid certificate is pinned; the live connection is dropped.")
                 .json(200, schema("Node"))
         }
-        ("GET", "/api/admin/templates") => Doc::new("Every template, with its command line")
-            .describe("On one page (`next_cursor` is null).")
-            .json(200, unpaged(schema("AdminTemplate"))),
+        ("GET", "/api/admin/templates") => {
+            Doc::new("Every template, with its command line, by name")
+                .paged(schema("AdminTemplate"))
+        }
         ("POST", "/api/admin/templates") => Doc::new("Define a template")
             .describe("Unknown fields are refused. 409 when the name is taken.")
             .body(object(
