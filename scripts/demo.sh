@@ -47,6 +47,9 @@ say "Enrolling the nodes in the panel (SQLite at data/panel.db)"
 "$bin/api" node add us-east-1-node-01 node1.example.com
 "$bin/api" node add us-east-1-node-02 node2.example.com
 
+say "The preflight: fine for a laptop, every line would stop a production panel (PANEL_ENV=production)"
+"$bin/api" preflight
+
 say "Starting the panel (REST $PANEL_HTTP_ADDR, node channel $PANEL_GRPC_ADDR)"
 "$bin/api" serve >panel.log 2>&1 &
 pids+=($!)
