@@ -21,11 +21,20 @@ py="$venv/bin/python"
 tmp="$(mktemp -d /tmp/mamba-fuzz.XXXXXX)"
 panel_pid=""
 cleanup() {
+  local status=$?
   set +e
   [ -n "$panel_pid" ] && kill "$panel_pid" 2>/dev/null && wait "$panel_pid" 2>/dev/null
+  if [ "$status" -ne 0 ]; then
+    # Keep what explains a failure: the panel's log and the recorded traffic.
+    rm -rf "$root/target/schemathesis-last"
+    cp -r "$tmp" "$root/target/schemathesis-last"
+    echo "schemathesis.sh: failed; panel log and HAR files kept in target/schemathesis-last/" >&2
+    tail -n 20 "$tmp/panel.log" >&2
+  fi
   rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # shellcheck source=scripts/lib.sh
 source "$root/scripts/lib.sh"
@@ -33,13 +42,18 @@ source "$root/scripts/lib.sh"
 cd "$tmp"
 "$bin/dev-ca" --dir certs init >/dev/null
 "$bin/dev-ca" --dir certs server localhost 127.0.0.1 >/dev/null
-http_port="$(free_port)"
+free_port http_port
+free_port grpc_port
 base="http://127.0.0.1:$http_port"
-export PANEL_HTTP_ADDR="127.0.0.1:$http_port" PANEL_GRPC_ADDR="127.0.0.1:$(free_port)"
-# One client sends everything: lift the per-user and per-IP limits, or most answers are 429.
-export RATE_LIMITS="api=1000000/1m,login=1000000/1m,register=1000000/1m,verify=1000000/1m,password_reset=1000000/1m"
-export RUST_LOG=warn
-"$bin/api" serve >"$tmp/panel.log" 2>&1 &
+# The panel (and the CLI) see exactly this environment, never the caller's: a DATABASE_URL
+# exported in the shell must not be fuzzed. Development defaults under $tmp.
+panel_env=(
+  env -i "PATH=$PATH" "HOME=$tmp" RUST_LOG=warn
+  "PANEL_HTTP_ADDR=127.0.0.1:$http_port" "PANEL_GRPC_ADDR=127.0.0.1:$grpc_port"
+  # One client sends everything: lift the per-user and per-IP limits, or most answers are 429.
+  "RATE_LIMITS=api=1000000/1m,login=1000000/1m,register=1000000/1m,verify=1000000/1m,password_reset=1000000/1m"
+)
+"${panel_env[@]}" "$bin/api" serve >"$tmp/panel.log" 2>&1 &
 panel_pid=$!
 # HTTP without curl (a fresh machine may lack it): METHOD PATH [BODY] [TOKEN] → the JSON body.
 call() {
@@ -60,6 +74,7 @@ PY
 field() { "$py" -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
 for _ in $(seq 1 100); do
   call GET /health >/dev/null 2>&1 && break
+  kill -0 "$panel_pid" 2>/dev/null || { echo "schemathesis.sh: the panel exited" >&2; exit 1; }
   sleep 0.1
 done
 
@@ -77,7 +92,7 @@ print(re.search(r"token=([A-Za-z0-9_-]+)", body).group(1))
 PY
 )"
 call POST /api/auth/verify-email "{\"token\":\"$token\"}" >/dev/null
-"$bin/api" admin grant "$email" >/dev/null
+"${panel_env[@]}" "$bin/api" admin grant "$email" >/dev/null
 access="$(call POST /api/auth/login "$credentials" | field access_token)"
 last="$(call POST /api/auth/login "$credentials" | field access_token)"
 tid="$(call POST /api/tenants '{"name":"Fuzzed"}' "$access" | field id)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite against real servers: installs redis-server and PostgreSQL when missing,
+# The whole test suite against real servers: installs redis-server and PostgreSQL (and Python's
+# venv, for schemathesis) when missing,
 # starts both on loopback in a temporary directory (PostgreSQL as an unprivileged user), runs
 # every test, and stops them again even when a test fails. Arguments filter tests by name.
 set -euo pipefail
@@ -8,14 +9,19 @@ cd "$root"
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
-if ! command -v redis-server >/dev/null || [ -z "$(pg_bin)" ]; then
+# What is missing, installed in one go: the servers, and Python's venv for schemathesis.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+[ -n "$(pg_bin)" ] || missing+=(postgresql)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3 python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "test.sh: redis-server and PostgreSQL are needed; run as root once to install them" >&2
+    echo "test.sh: ${missing[*]} needed; run as root once to install them" >&2
     exit 1
   fi
-  echo "test.sh: installing redis-server and postgresql"
+  echo "test.sh: installing ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 PG_BIN="$(pg_bin)"
 
@@ -31,17 +37,18 @@ cleanup() {
   [ -f "$tmp/pg/postmaster.pid" ] && run_pg "$PG_BIN/pg_ctl" -D "$tmp/pg" -m immediate stop >/dev/null 2>&1
   rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # shellcheck source=scripts/lib.sh
 source "$root/scripts/lib.sh"
 
-redis_port="$(free_port)"
+free_port redis_port
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
   --dir "$tmp" --logfile "$tmp/redis.log" &
 redis_pid=$!
 
-pg_port="$(free_port)"
+free_port pg_port
 if [ "$(id -u)" -eq 0 ]; then pg_user=postgres; fi
 mkdir -p "$tmp/pg" "$tmp/pgsock"
 [ "$(id -u)" -eq 0 ] && chown postgres "$tmp/pg" "$tmp/pgsock"

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::config::{Config, Environment};
 use crate::db::entities::node;
+use crate::preflight::Level;
 use crate::{Error, db, nodes::store};
 
 #[derive(Parser)]
@@ -140,9 +141,20 @@ async fn run(command: Command) -> Result<(), Error> {
             // Production: every problem at once, before anything else happens.
             let report = crate::preflight::run(|name| std::env::var(name).ok()).await;
             if report.environment == Environment::Production && !report.passed() {
-                eprint!("{}", report.text());
+                // One log event per finding: JSON, like every production log line.
+                for finding in &report.findings {
+                    match finding.level {
+                        Level::Error => {
+                            tracing::error!(variable = %finding.subject, "preflight: {}", finding.message)
+                        }
+                        Level::Warning => {
+                            tracing::warn!(variable = %finding.subject, "preflight: {}", finding.message)
+                        }
+                    }
+                }
                 return Err(Error::Config(
-                    "refusing to start in production: fix the errors above".into(),
+                    "refusing to start in production: the preflight failed (`api preflight` lists why)"
+                        .into(),
                 ));
             }
             let config = Config::from_env()

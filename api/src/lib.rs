@@ -83,6 +83,9 @@ pub struct Panel {
     stop_accepting: CancellationToken,
     /// Cancelled last: open connections and background tasks end.
     shutdown: CancellationToken,
+    /// The REST server: done once its in-flight requests are.
+    http_task: JoinHandle<()>,
+    /// The node channel and the node watcher.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -164,6 +167,12 @@ impl Panel {
             .map_err(|e| Error::io("HTTP listener", e))?;
         let stop_accepting = CancellationToken::new();
         let shutdown = CancellationToken::new();
+        let http_task = tokio::spawn(http::serve(
+            state.clone(),
+            http_listener,
+            http_tls.clone(),
+            stop_accepting.clone(),
+        ));
         let tasks = vec![
             tokio::spawn(grpc::listener::serve(
                 state.clone(),
@@ -171,12 +180,6 @@ impl Panel {
                 grpc_listener,
                 stop_accepting.clone(),
                 shutdown.clone(),
-            )),
-            tokio::spawn(http::serve(
-                state.clone(),
-                http_listener,
-                http_tls.clone(),
-                stop_accepting.clone(),
             )),
             tokio::spawn(nodes::watch::run(
                 state.clone(),
@@ -192,6 +195,7 @@ impl Panel {
             state,
             stop_accepting,
             shutdown,
+            http_task,
             tasks,
         })
     }
@@ -201,11 +205,24 @@ impl Panel {
         &self.state
     }
 
-    /// Stops accepting, tells every node to reconnect at once (to the next panel, not this
-    /// one), and waits for the tasks.
+    /// Stops accepting, ends event streams, lets in-flight requests finish (they write their
+    /// audit rows before answering) within [`DRAIN_TIMEOUT`], then tells every node to reconnect
+    /// at once (to the next panel, not this one) and waits for the rest.
     pub async fn shutdown(self) {
         self.stop_accepting.cancel();
         self.state.stopping.cancel();
+        // Nodes stay connected meanwhile: a request still running may be sending them a command.
+        let mut http_task = self.http_task;
+        if tokio::time::timeout(DRAIN_TIMEOUT, &mut http_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "requests still running after {}s; closing them",
+                DRAIN_TIMEOUT.as_secs()
+            );
+            http_task.abort();
+        }
         self.state.registry.kick_all(Kick::Shutdown);
         // Give the streams a moment to deliver their final status.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -213,17 +230,8 @@ impl Panel {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.shutdown.cancel();
-        // In-flight requests finish (and write their audit rows) first, within a bound.
-        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         for task in self.tasks {
-            let abort = task.abort_handle();
-            if tokio::time::timeout_at(deadline, task).await.is_err() {
-                tracing::warn!(
-                    "requests still running after {}s; closing them",
-                    DRAIN_TIMEOUT.as_secs()
-                );
-                abort.abort();
-            }
+            let _ = task.await;
         }
     }
 }

@@ -154,17 +154,9 @@ pub async fn run(lookup: impl Fn(&str) -> Option<String>) -> Report {
         list: Vec::new(),
     };
     // What does not even parse stops the panel in any environment.
-    for error in errors {
-        let subject: String = error
-            .chars()
-            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
-            .collect();
-        let message = error
-            .strip_prefix(subject.as_str())
-            .unwrap_or(&error)
-            .trim_start_matches([':', ' '])
-            .to_owned();
-        findings.push(Level::Error, &subject, message);
+    for error in &errors {
+        let (subject, message) = split_subject(error, PANEL_ENV);
+        findings.push(Level::Error, subject, message);
     }
     let db = check_database(&config, &mut findings).await;
     check_redis(&config, &mut findings).await;
@@ -182,7 +174,8 @@ pub async fn run(lookup: impl Fn(&str) -> Option<String>) -> Report {
     }
 }
 
-/// PostgreSQL, reachable, schema current. Returns the connection for later checks.
+/// PostgreSQL, reachable, schema current. Returns the connection for later checks when the
+/// schema is current.
 async fn check_database(config: &Config, findings: &mut Findings) -> Option<DatabaseConnection> {
     let url = &config.database_url;
     if url.starts_with("sqlite:") {
@@ -208,12 +201,22 @@ async fn check_database(config: &Config, findings: &mut Findings) -> Option<Data
             return None;
         }
     };
-    if config.environment == Environment::Development {
-        return Some(db); // `api serve` migrates a development database itself
+    let pending = match db::Migrator::get_pending_migrations(&db).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            findings.fail(
+                DATABASE_URL,
+                format!("cannot read the migration state: {e}"),
+            );
+            return None;
+        }
+    };
+    if pending.is_empty() {
+        return Some(db);
     }
-    match db::Migrator::get_pending_migrations(&db).await {
-        Ok(pending) if pending.is_empty() => {}
-        Ok(pending) => findings.fail(
+    // `api serve` migrates a development database itself; production waits for `api migrate`.
+    if config.environment == Environment::Production {
+        findings.fail(
             DATABASE_URL,
             format!(
                 "{} migration(s) pending ({}…): run `api migrate` first",
@@ -223,13 +226,9 @@ async fn check_database(config: &Config, findings: &mut Findings) -> Option<Data
                     .map(|m| m.name().to_owned())
                     .unwrap_or_default()
             ),
-        ),
-        Err(e) => findings.fail(
-            DATABASE_URL,
-            format!("cannot read the migration state: {e}"),
-        ),
+        );
     }
-    Some(db)
+    None // the later checks read tables that may not exist yet
 }
 
 /// Set, and answering PING.
@@ -271,7 +270,17 @@ async fn check_master_key(
         return;
     };
     let dev_key = identity.data_dir.join("master.key");
-    if std::fs::read_to_string(&dev_key).is_ok_and(|dev| dev.trim() == key.0.trim()) {
+    // Compared by key id, so another spelling of the same key (upper case, spaces) is caught.
+    let id_of = |hex: &str| {
+        use security::envelope::KeyEncryptionKey;
+        security::envelope::LocalKek::from_hex(hex)
+            .ok()
+            .map(|k| k.id().to_owned())
+    };
+    let dev_id = std::fs::read_to_string(&dev_key)
+        .ok()
+        .and_then(|hex| id_of(&hex));
+    if dev_id.is_some() && dev_id == id_of(&key.0) {
         findings.fail(
             MASTER_ENCRYPTION_KEY,
             format!(
@@ -280,15 +289,17 @@ async fn check_master_key(
             ),
         );
     }
-    match crate::secrets::Vault::load(identity, Environment::Production) {
-        Err(e) => findings.fail(MASTER_ENCRYPTION_KEY, strip_subject(&e.to_string())),
-        Ok(vault) => {
-            if let Some(db) = db
-                && let Err(e) = vault.check(db).await
-            {
-                findings.fail(MASTER_ENCRYPTION_KEY, strip_subject(&e.to_string()));
-            }
+    let vault = match crate::secrets::Vault::load(identity, Environment::Production) {
+        Ok(vault) => vault,
+        Err(e) => {
+            fail_with(findings, &e, MASTER_ENCRYPTION_KEY);
+            return;
         }
+    };
+    if let Some(db) = db
+        && let Err(e) = vault.verify(db).await
+    {
+        fail_with(findings, &e, MASTER_ENCRYPTION_KEY);
     }
 }
 
@@ -300,6 +311,20 @@ fn check_signing_key(
     findings: &mut Findings,
 ) {
     let identity = &config.identity;
+    // Unset, the issuer is PANEL_PUBLIC_URL, which is checked on its own.
+    if let Some(issuer) = get(JWT_ISSUER) {
+        let origin = issuer
+            .strip_prefix("https://")
+            .map(|rest| format!("https://{}", rest.split('/').next().unwrap_or(rest)));
+        match origin {
+            Some(origin) => {
+                if let Err(problem) = public_origin(&origin, false) {
+                    findings.fail(JWT_ISSUER, problem);
+                }
+            }
+            None => findings.fail(JWT_ISSUER, format!("{issuer:?} is not https://")),
+        }
+    }
     if get(JWT_AUDIENCE).is_none() {
         findings.fail(
             JWT_AUDIENCE,
@@ -319,13 +344,7 @@ fn check_signing_key(
     let ring = match crate::identity::keys::load(identity, Environment::Production) {
         Ok(ring) => ring,
         Err(e) => {
-            let message = e.to_string();
-            let subject = if message.starts_with(JWT_RETIRED_KEY_FILES) {
-                JWT_RETIRED_KEY_FILES
-            } else {
-                JWT_PRIVATE_KEY_FILE
-            };
-            findings.fail(subject, strip_subject(&message));
+            fail_with(findings, &e, JWT_PRIVATE_KEY_FILE);
             return;
         }
     };
@@ -376,7 +395,7 @@ fn sign_then_verify(
 fn check_tls(config: &Config, findings: &mut Findings) {
     let now = OffsetDateTime::now_utc();
     if let Some(ca) = read_cert(PANEL_CA_CERT, &config.ca_cert, findings) {
-        check_expiry(PANEL_CA_CERT, &ca, now, findings);
+        check_expiry((PANEL_CA_CERT, &config.ca_cert), &ca, now, findings);
     }
     check_pair(
         (PANEL_TLS_CERT_FILE, &config.tls_cert),
@@ -403,7 +422,7 @@ fn check_pair(
     let Some(leaf) = read_cert(cert.0, cert.1, findings) else {
         return;
     };
-    check_expiry(cert.0, &leaf, now, findings);
+    check_expiry(cert, &leaf, now, findings);
     let Ok(key_pem) = std::fs::read_to_string(key.1) else {
         return; // reported by the configuration check
     };
@@ -443,18 +462,18 @@ fn read_cert(
 }
 
 fn check_expiry(
-    variable: &str,
+    (variable, path): (&str, &Path),
     cert: &CertificateDer<'_>,
     now: OffsetDateTime,
     findings: &mut Findings,
 ) {
     match security::pki::inspect(cert) {
-        Err(e) => findings.fail(variable, format!("does not parse: {e}")),
+        Err(e) => findings.fail(variable, format!("{} does not parse: {e}", path.display())),
         Ok(info) => {
             let days = info.days_left(now);
             if info.not_before > now {
                 findings.fail(variable, format!("not valid before {}", info.not_before));
-            } else if days < 0 {
+            } else if info.not_after <= now {
                 findings.fail(variable, format!("expired on {}", info.not_after.date()));
             } else if days < FAIL_DAYS {
                 findings.fail(
@@ -513,10 +532,19 @@ fn public_origin(url: &str, trailing_slash: bool) -> Result<(), String> {
     if rest.contains('@') {
         return Err(format!("{url:?} has user information"));
     }
-    let host = match rest.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => rest.rsplit_once(':').map_or(rest, |(host, _port)| host),
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => (v6, None),
+        },
+        None => match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        },
     };
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return Err(format!("{url:?} has no valid port"));
+    }
     if host.is_empty() {
         return Err(format!("{url:?} has no host"));
     }
@@ -565,13 +593,28 @@ fn group_or_world_access(_path: &Path) -> Option<u32> {
     None
 }
 
-/// `"VARIABLE: message"` → `"message"`, for errors that already name their variable.
-fn strip_subject(message: &str) -> String {
+/// `"VARIABLE: message"` → `("VARIABLE", "message")` for messages that start with the
+/// variable they are about; anything else is about `default`.
+fn split_subject<'a>(message: &'a str, default: &'a str) -> (&'a str, &'a str) {
     match message.split_once(": ") {
-        Some((head, rest)) if head.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
-            rest.to_owned()
+        Some((head, rest))
+            if !head.is_empty() && head.chars().all(|c| c.is_ascii_uppercase() || c == '_') =>
+        {
+            (head, rest)
         }
-        _ => message.to_owned(),
+        _ => (default, message),
+    }
+}
+
+/// Records `error` as a failure of the variable it names (configuration errors name theirs),
+/// or of `default`.
+fn fail_with(findings: &mut Findings, error: &crate::Error, default: &str) {
+    match error {
+        crate::Error::Config(message) => {
+            let (subject, message) = split_subject(message, default);
+            findings.fail(subject, message);
+        }
+        other => findings.fail(default, other.to_string()),
     }
 }
 
@@ -617,6 +660,9 @@ mod tests {
             "https://[::1]:443",
             "https://",
             "https://user@panel.example.com",
+            "https://panel.example.com:",
+            "https://panel.example.com:99999",
+            "https://panel.example.com:0",
             "panel.example.com",
         ] {
             assert!(public_origin(bad, false).is_err(), "{bad}");

@@ -112,10 +112,30 @@ impl Vault {
         self.ring.active_id()
     }
 
-    /// Refuses to start with a wrong master key: a configured key whose check value differs
-    /// from the stored one, or secrets sealed under a key that is not configured. Records the
-    /// active key.
+    /// Refuses to start with a wrong master key ([`Vault::verify`]), then records the active
+    /// key's check value.
     pub async fn check(&self, db: &DatabaseConnection) -> Result<(), Error> {
+        let stored = self.verify(db).await?;
+        let (id, check_value, _) = &self.keys[0];
+        if !stored.iter().any(|r| &r.id == id) {
+            encryption_key::ActiveModel {
+                id: Set(id.clone()),
+                check_value: Set(check_value.clone()),
+                created_at: Set(Utc::now()),
+            }
+            .insert(db)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Reads only: fails, naming the variable, when a configured key's check value differs from
+    /// the stored one or secrets are sealed under a key that is not configured. Returns the
+    /// stored key rows.
+    pub async fn verify(
+        &self,
+        db: &DatabaseConnection,
+    ) -> Result<Vec<encryption_key::Model>, Error> {
         let stored = encryption_key::Entity::find().all(db).await?;
         for (id, check_value, var) in &self.keys {
             if let Some(row) = stored.iter().find(|r| &r.id == id)
@@ -139,17 +159,7 @@ impl Vault {
                 self.ring.active_id()
             )));
         }
-        let (id, check_value, _) = &self.keys[0];
-        if !stored.iter().any(|r| &r.id == id) {
-            encryption_key::ActiveModel {
-                id: Set(id.clone()),
-                check_value: Set(check_value.clone()),
-                created_at: Set(Utc::now()),
-            }
-            .insert(db)
-            .await?;
-        }
-        Ok(())
+        Ok(stored)
     }
 }
 

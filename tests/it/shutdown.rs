@@ -13,6 +13,10 @@ use tests::{DbKind, eventually, panel_env, signal, start_panel};
 use crate::servers::{Stack, field, stack_with};
 
 const WRITERS: usize = 4;
+/// How long the panel stays down between its SIGTERM and its restart.
+const PANEL_DOWN: Duration = Duration::from_secs(3);
+/// Generous against the ~0.3 s expected; plain exponential backoff would mostly miss it.
+const ONLINE_CAP: Duration = Duration::from_secs(2);
 /// The writers are one user: lift the per-user API limit so they are answered, not throttled.
 const RATE_LIMITS: &str = "RATE_LIMITS";
 const UNLIMITED: &str = "api=1000000/1m";
@@ -106,6 +110,9 @@ async fn sigterm_loses_nothing_and_wings_returns_at_once(kind: DbKind) {
     // Wings heard "shutting down" and comes back as soon as the panel is up again.
     let wings_log = wings.log();
     assert!(wings_log.contains("shutting_down"), "{wings_log}");
+    // A restart that takes a while: with plain backoff Wings would by now wait seconds between
+    // attempts; told the panel is restarting, it keeps trying every few hundred milliseconds.
+    tokio::time::sleep(PANEL_DOWN).await;
     let restarted = Instant::now();
     let mut env = panel_env(&pki, &db_url, &grpc);
     env.push((RATE_LIMITS.to_owned(), UNLIMITED.to_owned()));
@@ -116,11 +123,9 @@ async fn sigterm_loses_nothing_and_wings_returns_at_once(kind: DbKind) {
     let listening = restarted.elapsed();
     let rest = tests::Rest::new(format!("http://{}", field(&listening_line, "http_addr=")))
         .with_token(&token);
-    let online = eventually(
-        "node-1 online after the restart",
-        Duration::from_secs(15),
-        || async { rest.get("/api/nodes").await.1["items"][0]["online"] == true },
-    )
+    let online = eventually("node-1 online after the restart", ONLINE_CAP, || async {
+        rest.get("/api/nodes").await.1["items"][0]["online"] == true
+    })
     .await;
     println!(
         "{kind:?}: {} writes answered before SIGTERM, all audited; panel listening {} ms after \

@@ -100,15 +100,21 @@ impl Proc {
         }
     }
 
+    /// The exit status once the process has exited (with all its stderr in the log).
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.try_wait().ok().flatten()?;
+        // Everything it wrote is in the log once its stderr reaches end of file.
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        Some(status)
+    }
+
     /// Waits for the process to exit by itself (panics after `cap`).
     pub async fn wait_exit(&mut self, cap: Duration) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Everything it wrote is in the log once its stderr reaches end of file.
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
+            if let Some(status) = self.try_exit() {
                 return status;
             }
             assert!(

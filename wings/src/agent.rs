@@ -31,8 +31,9 @@ pub enum AgentStatus {
 }
 
 /// How long after the panel announced its restart Wings keeps retrying every ~0.2 s before
-/// falling back to exponential backoff.
-const PANEL_RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// falling back to exponential backoff: long enough for a restart, short enough that a fleet
+/// does not hammer a panel that stays down.
+const PANEL_RESTART_WINDOW: Duration = Duration::from_secs(10);
 
 /// How a stream ended.
 struct Ended {
@@ -74,7 +75,7 @@ pub async fn run(
         let restarting = restart_window.is_some_and(|until| Instant::now() < until);
         let delay = if restarting {
             // Jittered, so a fleet told together does not arrive together.
-            Duration::from_millis(50 + u64::from(rand::random::<u8>()))
+            Duration::from_millis(100 + u64::from(rand::random::<u8>()))
         } else {
             backoff.next_delay()
         };

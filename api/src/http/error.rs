@@ -119,12 +119,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOr
         }
         let body = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|e| {
-                ApiError::new(
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    e.body_text(),
-                )
+                    "the body is over the 1 MiB limit",
+                ),
+                _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
             })?;
         if body.is_empty() {
             Ok(ApiJsonOrEmpty(T::default()))

@@ -55,6 +55,7 @@ pub async fn serve(
     let served = match tls {
         Some(config) => match tls::TlsListener::new(listener, config, deadline, shutdown) {
             Ok(listener) => {
+                // `tap_io` only to get axum's peer-address `ConnectInfo` for a custom listener.
                 axum::serve(listener.tap_io(|_| {}), app)
                     .with_graceful_shutdown(stopped)
                     .await

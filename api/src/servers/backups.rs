@@ -112,15 +112,25 @@ pub async fn restore(
         backup_id: backup.id.clone(),
         sha256,
     });
-    let command_id = commands::send(state, &server.node_id, &server.id, "restore", payload).await?;
-    set_restore(&state.db, &backup.id, "restoring", None).await?;
-    Ok(command_id)
+    // Marked before it is sent: a quick node's result must never be overwritten by this mark.
+    set_restore(&state.db, &backup.id, Some("restoring"), None).await?;
+    match commands::send(state, &server.node_id, &server.id, "restore", payload).await {
+        Ok(command_id) => Ok(command_id),
+        Err(e) => {
+            let (before, error) = (
+                backup.restore_state.as_deref(),
+                backup.restore_error.clone(),
+            );
+            set_restore(&state.db, &backup.id, before, error).await?;
+            Err(e)
+        }
+    }
 }
 
 async fn set_restore(
     db: &DatabaseConnection,
     backup_id: &str,
-    restore_state: &str,
+    restore_state: Option<&str>,
     error: Option<String>,
 ) -> Result<(), Error> {
     backup::Entity::update_many()
@@ -175,7 +185,7 @@ pub async fn on_result(state: &AppState, node_id: &str, result: BackupResult) ->
         }
         BackupOperation::Restore => {
             let outcome = if result.ok { "restored" } else { "failed" };
-            set_restore(&state.db, &row.id, outcome, error.clone()).await?;
+            set_restore(&state.db, &row.id, Some(outcome), error.clone()).await?;
             ("restore", outcome)
         }
     };
