@@ -13,7 +13,7 @@ use reqwest::header::CONTENT_TYPE;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use tests::rest::PASSWORD;
-use tests::{DbKind, TestPki, database_url, dial, eventually};
+use tests::{DbKind, TestPki, dial, eventually};
 
 const CAP: Duration = Duration::from_secs(20);
 
@@ -25,11 +25,7 @@ struct Fixture {
 }
 
 async fn start(kind: DbKind) -> Fixture {
-    security::tls::install_default_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new(dir.path());
-    let mut config = tests::panel_config(&pki, database_url(kind, dir.path()).await);
-    config.identity.rate_limits = tests::roomy_limits();
+    let (dir, pki, config) = tests::roomy_setup(kind).await;
     let outbox = config.identity.outbox_dir.clone();
     let panel = api::Panel::start(config).await.unwrap();
     Fixture {

@@ -10,7 +10,7 @@ use api::http::{Access, Route};
 use authz::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tests::{DbKind, Rest, TestPki, database_url, dial, eventually, sim};
+use tests::{DbKind, Rest, dial, eventually, sim};
 
 const CAP: Duration = Duration::from_secs(20);
 
@@ -23,12 +23,8 @@ struct World {
 
 impl World {
     async fn start(kind: DbKind, ack: bool) -> World {
-        security::tls::install_default_provider();
-        let dir = tempfile::tempdir().unwrap();
-        let pki = TestPki::new(dir.path());
-        let mut config = tests::panel_config(&pki, database_url(kind, dir.path()).await);
+        let (dir, pki, mut config) = tests::roomy_setup(kind).await;
         config.command_timeout = Duration::from_secs(1);
-        config.identity.rate_limits = tests::roomy_limits();
         let outbox = config.identity.outbox_dir.clone();
         let panel = api::Panel::start(config).await.unwrap();
         let db = &panel.state().db;

@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use security::envelope::LocalKek;
 use serde_json::json;
-use tests::{DbKind, Rest, TestPki, database_url, dial};
+use tests::{DbKind, Rest, TestPki, dial};
 
 const VALUE: &str = "pa55-w0rd; with $(shell) bits";
 
@@ -26,11 +26,7 @@ struct Fixture {
 }
 
 async fn start(kind: DbKind) -> Fixture {
-    security::tls::install_default_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new(dir.path());
-    let mut config = tests::panel_config(&pki, database_url(kind, dir.path()).await);
-    config.identity.rate_limits = tests::roomy_limits();
+    let (dir, pki, config) = tests::roomy_setup(kind).await;
     let panel = api::Panel::start(config.clone()).await.unwrap();
     let rest = Rest::new(format!("http://{}", panel.http_addr));
     Fixture {

@@ -79,6 +79,17 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
     }
 }
 
+/// A temporary directory with a test PKI and a panel configuration on a fresh `kind` database
+/// with [`roomy_limits`]: the start of every in-process panel test that is not about limits.
+pub async fn roomy_setup(kind: DbKind) -> (tempfile::TempDir, TestPki, api::Config) {
+    security::tls::install_default_provider();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let pki = TestPki::new(dir.path());
+    let mut config = panel_config(&pki, database_url(kind, dir.path()).await);
+    config.identity.rate_limits = roomy_limits();
+    (dir, pki, config)
+}
+
 /// Limits so roomy that tests which are not about limits never meet them (they cannot be
 /// turned off).
 pub fn roomy_limits() -> api::config::RateLimits {
