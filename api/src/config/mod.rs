@@ -162,10 +162,11 @@ impl Config {
             if let Some(file) = file
                 && let Err(e) = std::fs::File::open(file)
             {
-                errors.push(format!(
-                    "{name}: cannot read {}: {e} (make certificates with scripts/dev-ca.sh)",
-                    file.display()
-                ));
+                let hint = match config.environment {
+                    Environment::Development => " (make certificates with scripts/dev-ca.sh)",
+                    Environment::Production => "",
+                };
+                errors.push(format!("{name}: cannot read {}: {e}{hint}", file.display()));
             }
         }
         (config, errors)
