@@ -312,18 +312,10 @@ fn check_signing_key(
 ) {
     let identity = &config.identity;
     // Unset, the issuer is PANEL_PUBLIC_URL, which is checked on its own.
-    if let Some(issuer) = get(JWT_ISSUER) {
-        let origin = issuer
-            .strip_prefix("https://")
-            .map(|rest| format!("https://{}", rest.split('/').next().unwrap_or(rest)));
-        match origin {
-            Some(origin) => {
-                if let Err(problem) = public_origin(&origin, false) {
-                    findings.fail(JWT_ISSUER, problem);
-                }
-            }
-            None => findings.fail(JWT_ISSUER, format!("{issuer:?} is not https://")),
-        }
+    if let Some(issuer) = get(JWT_ISSUER)
+        && let Err(problem) = public_origin(&issuer, Tail::Path)
+    {
+        findings.fail(JWT_ISSUER, problem);
     }
     if get(JWT_AUDIENCE).is_none() {
         findings.fail(
@@ -502,26 +494,36 @@ fn check_mail_and_urls(config: &Config, findings: &mut Findings) {
             "not set: verification and reset mail would only be written to the outbox folder",
         );
     }
-    if let Err(problem) = public_origin(&identity.public_url, true) {
+    if let Err(problem) = public_origin(&identity.public_url, Tail::Slash) {
         findings.fail(PANEL_PUBLIC_URL, problem);
     }
     for origin in &identity.cors_origins {
-        if let Err(problem) = public_origin(origin, false) {
+        if let Err(problem) = public_origin(origin, Tail::None) {
             findings.fail(CORS_ORIGINS, problem);
         }
     }
 }
 
-/// `https://host[:port]`: no IP literal, no wildcard, no path (a trailing `/` is allowed on the
-/// public URL).
-fn public_origin(url: &str, trailing_slash: bool) -> Result<(), String> {
+/// What may follow the host in a URL [`public_origin`] checks.
+#[derive(Clone, Copy)]
+enum Tail {
+    /// Nothing: an origin (`CORS_ORIGINS`).
+    None,
+    /// A trailing `/` (`PANEL_PUBLIC_URL`).
+    Slash,
+    /// Any path (`JWT_ISSUER`).
+    Path,
+}
+
+/// `https://host[:port]` followed only by what `tail` allows: no IP literal, no wildcard.
+fn public_origin(url: &str, tail: Tail) -> Result<(), String> {
     let Some(rest) = url.strip_prefix("https://") else {
         return Err(format!("{url:?} is not https://"));
     };
-    let rest = if trailing_slash {
-        rest.trim_end_matches('/')
-    } else {
-        rest
+    let rest = match tail {
+        Tail::None => rest,
+        Tail::Slash => rest.trim_end_matches('/'),
+        Tail::Path => rest.split(['/', '?', '#']).next().unwrap_or(rest),
     };
     if rest.contains(['/', '?', '#']) {
         return Err(format!("{url:?} has a path; give the origin only"));
@@ -648,9 +650,17 @@ mod tests {
             "https://panel.example.com",
             "https://panel.example.com:8443",
         ] {
-            assert_eq!(public_origin(good, false), Ok(()), "{good}");
+            assert_eq!(public_origin(good, Tail::None), Ok(()), "{good}");
         }
-        assert_eq!(public_origin("https://panel.example.com/", true), Ok(()));
+        assert_eq!(
+            public_origin("https://panel.example.com/", Tail::Slash),
+            Ok(())
+        );
+        assert_eq!(
+            public_origin("https://panel.example.com/auth", Tail::Path),
+            Ok(())
+        );
+        assert!(public_origin("https://10.0.0.1/auth", Tail::Path).is_err());
         for bad in [
             "http://panel.example.com",
             "https://*.example.com",
@@ -665,7 +675,7 @@ mod tests {
             "https://panel.example.com:0",
             "panel.example.com",
         ] {
-            assert!(public_origin(bad, false).is_err(), "{bad}");
+            assert!(public_origin(bad, Tail::None).is_err(), "{bad}");
         }
     }
 }

@@ -9,6 +9,7 @@
 //! (so an ID token signed by the same key fails), and `iss`, `aud`, `exp` and `iat` are checked
 //! against the caller's clock.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use base64::Engine;
@@ -298,7 +299,8 @@ impl KeyRing {
         audiences: &[String],
     ) -> Result<Claims, TokenError> {
         verify_with(token, now, issuer, audiences, |kid| {
-            self.key(kid).map(|k| (k.alg, k.public_key().to_vec()))
+            self.key(kid)
+                .map(|k| (k.alg, Cow::Borrowed(k.public_key())))
         })
     }
 
@@ -329,7 +331,7 @@ pub fn verify_with_jwks(
         let (jwk, None) = (named.next()?, named.next()) else {
             return None;
         };
-        public_key_of(jwk)
+        public_key_of(jwk).map(|(alg, key)| (alg, Cow::Owned(key)))
     })
 }
 
@@ -361,12 +363,12 @@ fn public_key_of(jwk: &Value) -> Option<(Alg, Vec<u8>)> {
 }
 
 /// The checks of [`KeyRing::verify`], with the key found by `lookup` from the header's `kid`.
-fn verify_with(
+fn verify_with<'k>(
     token: &str,
     now: i64,
     issuer: &str,
     audiences: &[String],
-    lookup: impl Fn(&str) -> Option<(Alg, Vec<u8>)>,
+    lookup: impl Fn(&str) -> Option<(Alg, Cow<'k, [u8]>)>,
 ) -> Result<Claims, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Malformed);
