@@ -175,6 +175,52 @@ fn valid_variable_name(name: &str) -> bool {
         && chars.all(|c| matches!(c, 'A'..='Z' | '0'..='9' | '_'))
 }
 
+/// Variable names a template may not declare: the dynamic loader's and glibc's variables, the
+/// interpreter start-up hooks, and what Wings sets itself. A server's variables reach only its
+/// own unprivileged process, never a root helper; refusing these too keeps a template from
+/// steering a program's loading at all.
+const RESERVED_VARIABLES: [&str; 31] = [
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TZDIR",
+    "PYTHONSTARTUP",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONINSPECT",
+    "PERL5LIB",
+    "PERL5OPT",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "NODE_OPTIONS",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "IFS",
+    "PATH",
+    "HOME",
+];
+
+/// Whether `name` is a loader or interpreter hook (or Wings' own) that no template may set.
+pub fn reserved_variable(name: &str) -> bool {
+    name.starts_with("LD_")
+        || name.starts_with("MALLOC_")
+        || name.starts_with("WINGS_")
+        || RESERVED_VARIABLES.contains(&name)
+}
+
 fn valid_template_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some('a'..='z' | '0'..='9'))
@@ -244,6 +290,12 @@ impl NewTemplate {
             if !valid_variable_name(&variable.name) {
                 return Err(Error::Invalid(format!(
                     "variable name {:?} must match [A-Z][A-Z0-9_]{{0,63}}",
+                    variable.name
+                )));
+            }
+            if reserved_variable(&variable.name) {
+                return Err(Error::Invalid(format!(
+                    "variable name {} is a loader or interpreter hook (or set by Wings) and cannot be declared",
                     variable.name
                 )));
             }

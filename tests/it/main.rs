@@ -6,6 +6,7 @@ mod dev_ca;
 mod hardening;
 mod identity;
 mod limiter;
+mod node_boundary;
 mod node_channel;
 mod openapi;
 mod preflight;
@@ -26,6 +27,29 @@ macro_rules! on_both_databases {
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(tests::DbKind::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// [`on_both_databases!`] for tests that need root (Wings giving each server its own user and
+/// cgroups): ignored unless asked for; `scripts/test.sh` runs them when it is root.
+#[macro_export]
+macro_rules! on_both_databases_as_root {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs root"]
+                async fn sqlite() {
+                    super::$name(tests::DbKind::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs root"]
                 async fn postgres() {
                     super::$name(tests::DbKind::Postgres).await
                 }

@@ -19,7 +19,7 @@ use tests::{
 
 use crate::binaries::wings_env;
 
-const CAP: Duration = Duration::from_secs(20);
+pub(crate) const CAP: Duration = Duration::from_secs(20);
 const ROOMY_LIMITS: &str = "login=1000/1m,register=1000/1m,verify=1000/1m,api=10000/1m";
 
 /// The value every test server's MOTD gets: what a shell would act on.
@@ -33,7 +33,7 @@ pub(crate) fn field<'a>(log_line: &'a str, key: &str) -> &'a str {
 }
 
 /// The ticker's `ticker pid=N` console line, as a pid.
-async fn started_pid(events: &mut EventReader) -> u32 {
+pub(crate) async fn started_pid(events: &mut EventReader) -> u32 {
     let line = events
         .until("the ticker's pid line", CAP, |name, v| {
             name == "console" && v["line"].as_str().unwrap_or("").starts_with("ticker pid=")
@@ -44,7 +44,7 @@ async fn started_pid(events: &mut EventReader) -> u32 {
         .unwrap()
 }
 
-async fn until_state(events: &mut EventReader, state: &str) -> Value {
+pub(crate) async fn until_state(events: &mut EventReader, state: &str) -> Value {
     events
         .until(&format!("status {state}"), CAP, |name, v| {
             name == "status" && v["state"] == state
@@ -52,7 +52,7 @@ async fn until_state(events: &mut EventReader, state: &str) -> Value {
         .await
 }
 
-async fn power(rest: &Rest, server: &str, action: &str) -> String {
+pub(crate) async fn power(rest: &Rest, server: &str, action: &str) -> String {
     let (status, body) = rest
         .post(&format!("{server}/power"), json!({ "action": action }))
         .await;
@@ -60,14 +60,14 @@ async fn power(rest: &Rest, server: &str, action: &str) -> String {
     body["command_id"].as_str().unwrap().to_owned()
 }
 
-async fn server_state(rest: &Rest, server: &str) -> String {
+pub(crate) async fn server_state(rest: &Rest, server: &str) -> String {
     rest.get(server).await.1["state"]
         .as_str()
         .unwrap_or("")
         .to_owned()
 }
 
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         stat.rsplit(')')
             .next()
@@ -479,6 +479,8 @@ async fn backups_through_real_binaries(kind: DbKind) {
     std::fs::create_dir_all(files.join("world")).unwrap();
     std::fs::write(files.join("server.properties"), "motd=v1\n").unwrap();
     std::fs::write(files.join("world/level.dat"), "level one").unwrap();
+    // As a tenant would have made them: the server's own (Wings backs up nothing else).
+    give_to_owner_of(&files);
     let original = tree(&files);
 
     // Back up: completed with the archive's size and SHA-256.
@@ -695,10 +697,10 @@ async fn started(
 }
 
 async fn tenants_are_isolated_on_the_node(kind: DbKind) {
-    if !nix_is_root() {
-        println!("SKIPPED: Wings must run as root to give each server its own user and cgroups");
-        return;
-    }
+    assert!(
+        nix_is_root(),
+        "Wings must run as root to give each server its own user and cgroups"
+    );
     let cgroups = wings::isolation::Cgroups::detect();
     let missing = cgroups.missing();
     for controller in &missing {
@@ -938,7 +940,7 @@ async fn tenants_are_isolated_on_the_node(kind: DbKind) {
         let rest = if servers == &a_servers { &alice } else { &bob };
         rest.call(reqwest::Method::DELETE, &format!("{servers}/{sid}"), None)
             .await;
-        let user = wings::isolation::user_name(sid);
+        let user = wings::users::user_name(sid);
         eventually("the server's user is removed", CAP, || async {
             !std::fs::read_to_string("/etc/passwd")
                 .unwrap()
@@ -967,11 +969,24 @@ async fn tenants_are_isolated_on_the_node(kind: DbKind) {
     .await;
 }
 
-fn nix_is_root() -> bool {
+/// Gives everything under `dir` to `dir`'s owner (files a test planted as root).
+fn give_to_owner_of(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).unwrap();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        std::os::unix::fs::lchown(&path, Some(meta.uid()), Some(meta.gid())).unwrap();
+        if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+}
+
+pub(crate) fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
-crate::on_both_databases!(tenants_are_isolated_on_the_node);
+crate::on_both_databases_as_root!(tenants_are_isolated_on_the_node);

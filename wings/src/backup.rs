@@ -1,20 +1,27 @@
 //! Server backups: a tar archive of the server's directory, gzip-compressed, hashed (SHA-256)
 //! while it is written, kept under `WINGS_DATA_DIR/backups/<server-id>/<backup-id>.tar.gz`.
+//! The server's tree is read by descriptor ([`crate::beneath`]): a link the tenant swaps in
+//! while the archive is made is archived as a link, never followed, and a file that is not
+//! the server's own (a hard link to another user's file) is left out.
 //!
 //! Restoring trusts nothing in the archive. Its SHA-256 must be the one reported when it was
 //! made; then every entry is checked before anything is written: only files, directories and
 //! symbolic links; no absolute path, no `..`, and no link that resolves outside the server's
-//! directory. Entries are unpacked into a fresh staging directory (links last, so no file is
-//! ever written through one) that replaces the server's directory only when all went well: a
+//! directory. Entries are unpacked by descriptor into a fresh root-only staging directory, each
+//! given to the server's user as it is made (links last, so no file is ever written through one) that replaces the server's directory only when all went well: a
 //! refused archive leaves the existing files exactly as they were.
 //!
 //! All of it is blocking file work, run on the blocking pool so heartbeats keep flowing.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
+use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
+
+use crate::beneath;
 
 /// What a finished backup is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +52,15 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Archives `dir` into `out` (written as `out.part`, renamed when complete).
-pub fn create(dir: &Path, out: &Path) -> io::Result<Archive> {
+/// Archives `dir` into `out` (written as `out.part`, renamed when complete). The tree is
+/// walked by descriptor ([`beneath::walk`]): links are archived as links, never followed, and
+/// when `owner` is given, a regular file that is not that user's (a hard link to someone
+/// else's file) is left out.
+pub fn create(dir: &Path, out: &Path, owner: Option<u32>) -> io::Result<Archive> {
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
+    let root = beneath::open_root(dir)?;
     let part = out.with_extension("part");
     let file = File::create(&part)?;
     let hashing = Hashing {
@@ -59,10 +70,9 @@ pub fn create(dir: &Path, out: &Path) -> io::Result<Archive> {
     };
     let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::fast());
     let mut builder = tar::Builder::new(gz);
-    // Links are archived as links: following one could pull in files outside the server.
-    builder.follow_symlinks(false);
-    builder.mode(tar::HeaderMode::Complete);
-    builder.append_dir_all(".", dir)?;
+    beneath::walk(root.as_fd(), &mut |path, node| {
+        append(&mut builder, path, node, owner)
+    })?;
     let gz = builder.into_inner()?;
     let mut hashing = gz.finish()?;
     hashing.flush()?;
@@ -73,6 +83,47 @@ pub fn create(dir: &Path, out: &Path) -> io::Result<Archive> {
         size_bytes: hashing.written,
         sha256: hex::encode(hashing.hasher.finalize()),
     })
+}
+
+/// Adds one entry, from its descriptor, to the archive.
+fn append<W: Write>(
+    builder: &mut tar::Builder<W>,
+    path: &Path,
+    node: beneath::Node<'_>,
+    owner: Option<u32>,
+) -> io::Result<()> {
+    let header_for = |stat: &rustix::fs::Stat, kind: tar::EntryType, size: u64| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        // Permission bits only: no setuid, setgid or sticky bit survives a round trip.
+        header.set_mode(stat.st_mode & 0o777);
+        header.set_mtime(u64::try_from(stat.st_mtime).unwrap_or(0));
+        header.set_size(size);
+        header
+    };
+    match node {
+        beneath::Node::Dir(stat) => {
+            let mut header = header_for(stat, tar::EntryType::Directory, 0);
+            builder.append_data(&mut header, path, io::empty())
+        }
+        beneath::Node::File(file, stat) => {
+            if owner.is_some_and(|uid| uid != stat.st_uid) {
+                tracing::warn!(path = %path.display(), "left out of the backup: not the server's own file");
+                return Ok(());
+            }
+            let size = u64::try_from(stat.st_size).unwrap_or(0);
+            let mut header = header_for(stat, tar::EntryType::Regular, size);
+            // Exactly `size` bytes whatever the file does meanwhile: cut if it grew,
+            // zero-padded if it shrank.
+            let body = file.take(size).chain(io::repeat(0)).take(size);
+            builder.append_data(&mut header, path, body)
+        }
+        beneath::Node::Symlink(target, stat) => {
+            let mut header = header_for(stat, tar::EntryType::Symlink, 0);
+            builder.append_link(&mut header, path, Path::new(&target))
+        }
+        beneath::Node::Other(_) => Ok(()),
+    }
 }
 
 /// The lowercase hex SHA-256 of a file.
@@ -108,6 +159,12 @@ pub enum Refused {
     /// Reading or writing failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+impl From<rustix::io::Errno> for Refused {
+    fn from(e: rustix::io::Errno) -> Refused {
+        Refused::Io(e.into())
+    }
 }
 
 /// `path` as a relative path of normal components only; `None` if it is absolute or has `..`.
@@ -180,33 +237,49 @@ pub fn check(archive: &Path) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Unpacks a checked archive into `staging` (which must not exist). Links come last.
-fn unpack(archive: &Path, staging: &Path) -> Result<(), Refused> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir(staging)?;
-    std::fs::set_permissions(staging, std::fs::Permissions::from_mode(0o700))?;
+/// Who restored entries belong to: the server's user and group when Wings is root.
+pub type Owner = Option<(u32, u32)>;
+
+/// Unpacks a checked archive into `staging` (which must not exist), by descriptor: each entry
+/// is created relative to its parent's descriptor with `O_NOFOLLOW | O_EXCL`, given to `owner`
+/// as it is made (so no ownership walk follows), and links come last, so no file is ever
+/// written through one.
+fn unpack(archive: &Path, staging: &Path, owner: Owner) -> Result<(), Refused> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(staging)?;
+    let root = beneath::open_root(staging)?;
+    give(root.as_fd(), owner)?;
     let mut links = Vec::new();
     for entry in entries(archive)?.entries()? {
         let mut entry = entry?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let relative = contained(&entry.path()?).ok_or_else(|| Refused::Traversal(raw.clone()))?;
-        if relative.as_os_str().is_empty() {
+        let Some(name) = relative.file_name().map(ToOwned::to_owned) else {
             continue;
-        }
-        let dest = staging.join(&relative);
+        };
+        let parent = relative.parent().unwrap_or(Path::new(""));
         let mode = entry.header().mode().unwrap_or(0o600) & 0o777;
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
-                std::fs::create_dir_all(&dest)?;
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode | 0o700))?;
+                let dir = make_dirs(root.as_fd(), &relative, owner)?;
+                rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode | 0o700))?;
             }
             tar::EntryType::Regular => {
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                let mut out = File::create(&dest)?;
+                let dir = make_dirs(root.as_fd(), parent, owner)?;
+                let fd = rustix::fs::openat(
+                    &dir,
+                    name.as_os_str(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
+                give(fd.as_fd(), owner)?;
+                let mut out = File::from(fd);
                 io::copy(&mut entry, &mut out)?;
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+                rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -216,23 +289,68 @@ fn unpack(archive: &Path, staging: &Path) -> Result<(), Refused> {
                 if !link_stays_inside(&relative, &target) {
                     return Err(Refused::LinkEscape(raw));
                 }
-                links.push((dest, target));
+                links.push((parent.to_path_buf(), name, target));
             }
             _ => return Err(Refused::EntryType(raw)),
         }
     }
-    for (at, target) in links {
-        if let Some(parent) = at.parent() {
-            std::fs::create_dir_all(parent)?;
+    for (parent, name, target) in links {
+        let dir = make_dirs(root.as_fd(), &parent, owner)?;
+        rustix::fs::symlinkat(target.as_path(), &dir, name.as_os_str())?;
+        if let Some((uid, gid)) = owner {
+            rustix::fs::chownat(
+                &dir,
+                name.as_os_str(),
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )?;
         }
-        std::os::unix::fs::symlink(target, at)?;
     }
     Ok(())
 }
 
-/// Restores `archive` over `server_dir`: checksum, entry checks, unpack into a staging
-/// directory beside it, then swap. On any failure `server_dir` is untouched.
-pub fn restore(archive: &Path, expected_sha256: &str, server_dir: &Path) -> Result<(), Refused> {
+/// Opens (making what is missing, given to `owner`) each directory of `relative` in turn
+/// beneath `root`, one component at a time, never through a link.
+fn make_dirs(root: BorrowedFd<'_>, relative: &Path, owner: Owner) -> io::Result<OwnedFd> {
+    let mut dir = rustix::io::fcntl_dupfd_cloexec(root, 0)?;
+    for component in relative.components() {
+        let Component::Normal(name) = component else {
+            continue;
+        };
+        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {
+                let made = beneath::open_dir_at(dir.as_fd(), name)?;
+                give(made.as_fd(), owner)?;
+                dir = made;
+            }
+            Err(rustix::io::Errno::EXIST) => dir = beneath::open_dir_at(dir.as_fd(), name)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(dir)
+}
+
+fn give(fd: BorrowedFd<'_>, owner: Owner) -> io::Result<()> {
+    if let Some((uid, gid)) = owner {
+        rustix::fs::fchown(
+            fd,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Restores `archive` over `server_dir`: checksum, entry checks, unpack into a root-only
+/// staging directory beside it (entries owned by `owner` as they are made), then swap; the
+/// old tree is removed by descriptor. On any failure `server_dir` is untouched.
+pub fn restore(
+    archive: &Path,
+    expected_sha256: &str,
+    server_dir: &Path,
+    owner: Owner,
+) -> Result<(), Refused> {
     if !sha256_of(archive)?.eq_ignore_ascii_case(expected_sha256) {
         return Err(Refused::Checksum);
     }
@@ -245,24 +363,22 @@ pub fn restore(archive: &Path, expected_sha256: &str, server_dir: &Path) -> Resu
     let staging = parent.join(format!(".restore-{name}"));
     let old = parent.join(format!(".old-{name}"));
     for leftover in [&staging, &old] {
-        if leftover.exists() {
-            std::fs::remove_dir_all(leftover)?;
-        }
+        beneath::remove_tree(leftover)?;
     }
-    if let Err(e) = unpack(archive, &staging) {
-        let _ = std::fs::remove_dir_all(&staging);
+    if let Err(e) = unpack(archive, &staging, owner) {
+        let _ = beneath::remove_tree(&staging);
         return Err(e);
     }
-    if server_dir.exists() {
-        std::fs::rename(server_dir, &old)?;
+    match std::fs::rename(server_dir, &old) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
     }
     if let Err(e) = std::fs::rename(&staging, server_dir) {
         let _ = std::fs::rename(&old, server_dir);
         return Err(e.into());
     }
-    if old.exists() {
-        std::fs::remove_dir_all(&old)?;
-    }
+    beneath::remove_tree(&old)?;
     Ok(())
 }
 
@@ -279,13 +395,13 @@ mod tests {
         std::fs::write(dir.join("world/region/r.0.0"), vec![7u8; 100_000]).unwrap();
         std::os::unix::fs::symlink("world/region/r.0.0", dir.join("latest")).unwrap();
         let out = tmp.path().join("backups/b.tar.gz");
-        let made = create(&dir, &out).unwrap();
+        let made = create(&dir, &out, None).unwrap();
         assert_eq!(made.sha256, sha256_of(&out).unwrap());
         assert_eq!(made.size_bytes, std::fs::metadata(&out).unwrap().len());
         std::fs::write(dir.join("server.properties"), "motd=changed\n").unwrap();
         std::fs::remove_dir_all(dir.join("world")).unwrap();
         std::fs::write(dir.join("new-file"), "x").unwrap();
-        restore(&out, &made.sha256, &dir).unwrap();
+        restore(&out, &made.sha256, &dir, None).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("server.properties")).unwrap(),
             "motd=hi\n"
@@ -293,7 +409,7 @@ mod tests {
         assert_eq!(std::fs::read(dir.join("latest")).unwrap().len(), 100_000);
         assert!(!dir.join("new-file").exists());
         assert!(matches!(
-            restore(&out, &"0".repeat(64), &dir),
+            restore(&out, &"0".repeat(64), &dir, None),
             Err(Refused::Checksum)
         ));
     }

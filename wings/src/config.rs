@@ -1,6 +1,7 @@
 //! Wings' configuration: the `WINGS_*` variables, parsed once, every problem reported together,
 //! and the certificate checks `wings check` prints (and the agent runs before it starts).
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +21,12 @@ pub const WINGS_API_CA_CERT: &str = "WINGS_API_CA_CERT";
 pub const WINGS_DATA_DIR: &str = "WINGS_DATA_DIR";
 /// Seconds between heartbeats (default 5).
 pub const WINGS_HEARTBEAT_SECS: &str = "WINGS_HEARTBEAT_SECS";
+/// The block of uids servers get, `first-last` (default [`crate::users::DEFAULT_UID_RANGE`]).
+pub const WINGS_UID_RANGE: &str = "WINGS_UID_RANGE";
+/// `1`: start servers even when the memory or pids cgroup controller is missing.
+pub const WINGS_ALLOW_UNCONFINED: &str = "WINGS_ALLOW_UNCONFINED";
+/// Where the cgroup hierarchies are mounted (default `/sys/fs/cgroup`).
+pub const WINGS_CGROUP_ROOT: &str = "WINGS_CGROUP_ROOT";
 
 /// Everything the agent needs.
 #[derive(Debug, Clone)]
@@ -40,6 +47,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// Server uids (and gids).
+    pub uid_range: RangeInclusive<u32>,
+    /// Start servers without the memory or pids controller.
+    pub allow_unconfined: bool,
+    /// Where the cgroup hierarchies are.
+    pub cgroup_root: PathBuf,
 }
 
 /// What `wings check` found out about the credentials.
@@ -105,10 +118,31 @@ impl Config {
                 }
             }
         };
+        let uid_range = match lookup(WINGS_UID_RANGE).filter(|v| !v.trim().is_empty()) {
+            None => crate::users::DEFAULT_UID_RANGE,
+            Some(raw) => parse_uid_range(&raw).unwrap_or_else(|e| {
+                errors.push(format!("{WINGS_UID_RANGE}: {e}"));
+                crate::users::DEFAULT_UID_RANGE
+            }),
+        };
+        let allow_unconfined = match lookup(WINGS_ALLOW_UNCONFINED).as_deref().map(str::trim) {
+            None | Some("" | "0") => false,
+            Some("1") => true,
+            Some(other) => {
+                errors.push(format!("{WINGS_ALLOW_UNCONFINED}: {other:?} is not 0 or 1"));
+                false
+            }
+        };
+        let cgroup_root = lookup(WINGS_CGROUP_ROOT)
+            .filter(|v| !v.trim().is_empty())
+            .map_or_else(|| PathBuf::from("/sys/fs/cgroup"), PathBuf::from);
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Config {
+            uid_range,
+            allow_unconfined,
+            cgroup_root,
             node_id,
             panel_host,
             panel_port,
@@ -118,6 +152,16 @@ impl Config {
             data_dir,
             heartbeat,
         })
+    }
+
+    /// What the server supervisor needs of this configuration.
+    pub fn supervisor_options(&self) -> crate::supervisor::Options {
+        crate::supervisor::Options {
+            data_dir: self.data_dir.clone(),
+            uid_range: self.uid_range.clone(),
+            allow_unconfined: self.allow_unconfined,
+            cgroup_root: self.cgroup_root.clone(),
+        }
     }
 
     /// Checks the credentials at `now`: every file readable and parseable, the certificate
@@ -190,6 +234,20 @@ impl Config {
     }
 }
 
+/// Parses `first-last`: at least 1,000 uids, all above 65,535 (clear of ordinary accounts).
+fn parse_uid_range(raw: &str) -> Result<RangeInclusive<u32>, String> {
+    let (first, last) = raw
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)))
+        .ok_or_else(|| format!("{raw:?} is not first-last (e.g. 400000-499999)"))?;
+    if first <= 65_535 || last < first || last - first < 999 || last == u32::MAX {
+        return Err(format!(
+            "{raw:?}: the range must start above 65535 and hold at least 1000 uids"
+        ));
+    }
+    Ok(first..=last)
+}
+
 /// Splits `https://host:port` (port defaults to 3001; IPv6 hosts in brackets).
 fn parse_url(url: &str) -> Result<(String, u16), String> {
     let rest = url.strip_prefix("https://").ok_or_else(|| {
@@ -243,6 +301,20 @@ mod tests {
             "https://u@x",
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn uid_ranges() {
+        assert_eq!(parse_uid_range("400000-499999").unwrap(), 400_000..=499_999);
+        for bad in [
+            "1000-2000",
+            "500000-400000",
+            "x-y",
+            "400000",
+            "400000-400010",
+        ] {
+            assert!(parse_uid_range(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,62 +1,32 @@
-//! Keeping tenants apart on one node (when Wings runs as root): a system user per server,
-//! Linux cgroups for memory, CPU and process count, and the limits each server runs under.
+//! Keeping tenants apart on one node (when Wings runs as root): Linux cgroups for memory,
+//! CPU and process count, the way a server's process is started inside them, and the way all
+//! of a server's processes are killed.
 //!
-//! cgroup v2 is used where its controllers are available, else the v1 hierarchies; a missing
-//! controller is reported by name (at start-up and in `wings check`) and its limit is not
-//! enforced rather than silently pretended.
+//! cgroup v2 is used where its controllers are available, else the v1 hierarchies (with the
+//! v1 freezer where it is mounted). Memory and pids are required: without them Wings refuses
+//! to start servers unless `WINGS_ALLOW_UNCONFINED=1` (see [`Cgroups::unconfined`]).
+//!
+//! A server's process chain is `wings enter-cgroups` (root, with no variable of the tenant's
+//! in its environment: the server's variables travel encoded in [`SERVER_ENV_VAR`]), which
+//! joins the cgroups, sets the open-files limit, drops to the server's uid and gid with no
+//! supplementary groups and no new privileges, and only then execs the program with the
+//! server's environment. No root helper ever sees a loader variable of the tenant's.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use proto::node::v1::Limits;
 
 /// The controllers Wings uses.
 pub const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
-
-/// The system user of a server: `mamba-` and 24 hex digits of its id (the random end of it).
-pub fn user_name(server_id: &str) -> String {
-    let hex: String = server_id.chars().filter(char::is_ascii_hexdigit).collect();
-    format!("mamba-{}", &hex[hex.len().saturating_sub(24)..])
-}
-
-/// Makes (or finds) the server's system user and group: no login shell, home = its directory.
-pub fn ensure_user(server_id: &str, home: &Path) -> Result<(u32, u32), String> {
-    let name = user_name(server_id);
-    if let Ok(Some(user)) = nix::unistd::User::from_name(&name) {
-        return Ok((user.uid.as_raw(), user.gid.as_raw()));
-    }
-    let status = std::process::Command::new("useradd")
-        .args([
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-        ])
-        .arg("--home-dir")
-        .arg(home)
-        .arg(&name)
-        .status()
-        .map_err(|e| format!("cannot run useradd: {e}"))?;
-    if !status.success() {
-        return Err(format!("useradd {name} failed ({status})"));
-    }
-    match nix::unistd::User::from_name(&name) {
-        Ok(Some(user)) => Ok((user.uid.as_raw(), user.gid.as_raw())),
-        _ => Err(format!("user {name} was not created")),
-    }
-}
-
-/// Removes the server's system user and group, if there are.
-pub fn remove_user(server_id: &str) {
-    let name = user_name(server_id);
-    if let Ok(Some(_)) = nix::unistd::User::from_name(&name) {
-        // --force: a process of its own that is still being reaped must not keep it.
-        let _ = std::process::Command::new("userdel")
-            .arg("--force")
-            .arg(&name)
-            .status();
-    }
-}
+/// The controllers without which a server is not confined.
+pub const REQUIRED: [&str; 2] = ["memory", "pids"];
+/// The variable that carries a server's environment, hex-encoded, through `enter-cgroups`.
+pub const SERVER_ENV_VAR: &str = "WINGS_SERVER_ENV";
+/// How long killing a server's processes may take before Wings gives up waiting.
+const KILL_WAIT: Duration = Duration::from_secs(3);
 
 /// Where the cgroup controllers are.
 #[derive(Debug, Clone)]
@@ -78,9 +48,13 @@ pub enum Cgroups {
 }
 
 impl Cgroups {
-    /// Finds the cgroup hierarchy: v2 when it offers memory and pids, else v1.
+    /// Finds the cgroup hierarchy under `/sys/fs/cgroup`.
     pub fn detect() -> Cgroups {
-        let base = Path::new("/sys/fs/cgroup");
+        Cgroups::detect_at(Path::new("/sys/fs/cgroup"))
+    }
+
+    /// Finds the cgroup hierarchy under `base`: v2 when it offers memory and pids, else v1.
+    pub fn detect_at(base: &Path) -> Cgroups {
         for root in [base.to_path_buf(), base.join("unified")] {
             if let Ok(list) = std::fs::read_to_string(root.join("cgroup.controllers")) {
                 let controllers: Vec<String> = list.split_whitespace().map(str::to_owned).collect();
@@ -127,6 +101,24 @@ impl Cgroups {
             .copied()
             .filter(|c| !have.iter().any(|h| h == c))
             .collect()
+    }
+
+    /// The required controllers this machine lacks (empty: servers are confined).
+    pub fn unconfined(&self) -> Vec<&'static str> {
+        self.missing()
+            .into_iter()
+            .filter(|c| REQUIRED.contains(c))
+            .collect()
+    }
+
+    /// The v1 freezer's directory for a server, when the freezer is mounted.
+    fn freezer(&self, server_id: &str) -> Option<PathBuf> {
+        match self {
+            Cgroups::V1 { root, .. } if root.join("freezer/cgroup.procs").exists() => {
+                Some(root.join("freezer").join("mamba").join(server_id))
+            }
+            _ => None,
+        }
     }
 
     fn dir(&self, controller: &str, server_id: &str) -> PathBuf {
@@ -198,6 +190,10 @@ impl Cgroups {
                 _ => {}
             }
         }
+        if let Some(freezer) = self.freezer(server_id) {
+            std::fs::create_dir_all(&freezer)
+                .map_err(|e| format!("cannot create {}: {e}", freezer.display()))?;
+        }
         Ok(())
     }
 
@@ -209,6 +205,7 @@ impl Cgroups {
                 .present()
                 .iter()
                 .map(|c| self.dir(c, server_id).join("cgroup.procs"))
+                .chain(self.freezer(server_id).map(|f| f.join("cgroup.procs")))
                 .collect(),
         }
     }
@@ -266,54 +263,228 @@ impl Cgroups {
         }
     }
 
-    /// Kills every process in the server's cgroups (whatever process group it moved to),
-    /// waits for them to be gone (up to two seconds), and removes the cgroups.
-    pub fn remove(&self, server_id: &str) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    /// The pids in the server's cgroups now.
+    fn pids(&self, server_id: &str) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .procs_files(server_id)
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Kills every process in the server's cgroups, whatever session or process group it
+    /// moved to: `cgroup.kill` on v2; on v1 the cgroup is frozen first (so nothing forks
+    /// between reading the list and the signals), each process killed, then thawed. Waits
+    /// (up to a few seconds) until the cgroups are empty.
+    pub fn kill_all(&self, server_id: &str) {
+        let deadline = Instant::now() + KILL_WAIT;
+        if let Cgroups::V2 { .. } = self {
+            let _ = std::fs::write(self.dir("memory", server_id).join("cgroup.kill"), "1");
+        }
+        let freezer = self.freezer(server_id);
         loop {
-            let pids: Vec<i32> = self
-                .procs_files(server_id)
-                .iter()
-                .filter_map(|f| std::fs::read_to_string(f).ok())
-                .flat_map(|t| {
-                    t.lines()
-                        .filter_map(|l| l.trim().parse().ok())
-                        .collect::<Vec<i32>>()
-                })
-                .collect();
-            if pids.is_empty() || std::time::Instant::now() > deadline {
-                break;
+            let pids = self.pids(server_id);
+            if pids.is_empty() || Instant::now() > deadline {
+                return;
             }
-            for pid in pids {
+            if let Some(freezer) = &freezer {
+                let _ = std::fs::write(freezer.join("freezer.state"), "FROZEN");
+                while Instant::now() < deadline
+                    && std::fs::read_to_string(freezer.join("freezer.state"))
+                        .is_ok_and(|s| s.trim() == "FREEZING")
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            for pid in self.pids(server_id) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            if let Some(freezer) = &freezer {
+                let _ = std::fs::write(freezer.join("freezer.state"), "THAWED");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the server's processes and removes its cgroups.
+    pub fn remove(&self, server_id: &str) {
+        self.kill_all(server_id);
         for controller in self.present() {
             let _ = std::fs::remove_dir(self.dir(&controller, server_id));
+        }
+        if let Some(freezer) = self.freezer(server_id) {
+            let _ = std::fs::remove_dir(freezer);
         }
     }
 }
 
-/// `wings enter-cgroups`: writes this process's pid to each `procs` file, then execs
-/// `command`. Runs between fork and the server's program, so no process of the server ever
-/// runs outside its cgroups (moving it after spawning would race its first forks).
-pub fn enter_and_exec(procs: &[PathBuf], command: &[std::ffi::OsString]) -> std::process::ExitCode {
+/// Kills every process whose real, effective or saved uid is `uid` (how a server's processes
+/// are found without a cgroup controller, and the sweep after the cgroup kill), repeating
+/// until none is left or a few seconds have passed.
+pub fn kill_user(uid: u32) {
+    let deadline = Instant::now() + KILL_WAIT;
+    loop {
+        let pids = processes_of(uid);
+        if pids.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The processes running with `uid` as their real, effective or saved uid.
+pub fn processes_of(uid: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+                status.lines().any(|l| {
+                    l.strip_prefix("Uid:").is_some_and(|ids| {
+                        ids.split_whitespace()
+                            .take(3)
+                            .any(|id| id.parse::<u32>() == Ok(uid))
+                    })
+                })
+            })
+        })
+        .collect()
+}
+
+/// A server's environment as one variable's value: `key=value` pairs, NUL-separated, hex.
+pub fn encode_env<'a>(vars: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let mut raw = Vec::new();
+    for (key, value) in vars {
+        raw.extend_from_slice(key.as_bytes());
+        raw.push(b'=');
+        raw.extend_from_slice(value.as_bytes());
+        raw.push(0);
+    }
+    hex::encode(raw)
+}
+
+/// The pairs [`encode_env`] wrote.
+pub fn decode_env(encoded: &str) -> Option<Vec<(OsString, OsString)>> {
+    let raw = hex::decode(encoded).ok()?;
+    raw.split(|b| *b == 0)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let at = pair.iter().position(|b| *b == b'=')?;
+            Some((
+                OsString::from_vec(pair[..at].to_vec()),
+                OsString::from_vec(pair[at + 1..].to_vec()),
+            ))
+        })
+        .collect()
+}
+
+/// Who a server's process becomes, and what it may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity {
+    /// The server's uid.
+    pub uid: u32,
+    /// The server's gid.
+    pub gid: u32,
+    /// The open-files limit (soft and hard).
+    pub open_files: u64,
+}
+
+/// `wings enter-cgroups`: writes this process's pid to each `procs` file, sets the open-files
+/// limit, drops to the server's user (no supplementary groups, no new privileges; a root uid
+/// is refused), then execs `command` with exactly the environment decoded from
+/// [`SERVER_ENV_VAR`]. Runs between fork and the server's program, so no process of the
+/// server ever runs outside its cgroups, and nothing of the tenant's runs as root.
+pub fn enter_and_exec(
+    procs: &[PathBuf],
+    identity: Identity,
+    command: &[OsString],
+) -> std::process::ExitCode {
+    use nix::unistd::{Gid, Uid};
     use std::os::unix::process::CommandExt;
+    let fail = |what: String| {
+        eprintln!("wings: {what}");
+        std::process::ExitCode::from(126)
+    };
+    let Some(env) = std::env::var(SERVER_ENV_VAR)
+        .ok()
+        .and_then(|encoded| decode_env(&encoded))
+    else {
+        return fail(format!("{SERVER_ENV_VAR} is missing or malformed"));
+    };
     let pid = std::process::id().to_string();
     for file in procs {
         if let Err(e) = std::fs::write(file, &pid) {
-            eprintln!("wings: cannot join {}: {e}", file.display());
-            return std::process::ExitCode::from(126);
+            return fail(format!("cannot join {}: {e}", file.display()));
         }
+    }
+    if identity.uid == 0 || identity.gid == 0 {
+        return fail("refusing to run a server as root".into());
+    }
+    let (uid, gid) = (Uid::from_raw(identity.uid), Gid::from_raw(identity.gid));
+    let dropped = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        identity.open_files,
+        identity.open_files,
+    )
+    .and_then(|()| nix::unistd::setgroups(&[]))
+    .and_then(|()| nix::unistd::setresgid(gid, gid, gid))
+    .and_then(|()| nix::unistd::setresuid(uid, uid, uid))
+    .and_then(|()| nix::sys::prctl::set_no_new_privs());
+    if let Err(e) = dropped {
+        return fail(format!("cannot drop to the server's user: {e}"));
+    }
+    if nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok() {
+        return fail("root could be regained: refusing to run".into());
     }
     let Some((program, args)) = command.split_first() else {
         return std::process::ExitCode::from(127);
     };
-    let error = std::process::Command::new(program).args(args).exec();
+    let error = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .exec();
     eprintln!("wings: cannot run {}: {error}", program.to_string_lossy());
     std::process::ExitCode::from(127)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_round_trips_through_one_variable() {
+        let vars = [
+            ("LD_PRELOAD".to_owned(), "/x.so".to_owned()),
+            ("MOTD".to_owned(), "a=b c\u{e9}".to_owned()),
+            ("EMPTY".to_owned(), String::new()),
+        ];
+        let encoded = encode_env(vars.iter().map(|(k, v)| (k, v)));
+        assert!(encoded.bytes().all(|b| b.is_ascii_hexdigit()));
+        let decoded = decode_env(&encoded).unwrap();
+        assert_eq!(decoded.len(), 3);
+        assert_eq!(decoded[1], ("MOTD".into(), "a=b c\u{e9}".into()));
+        assert_eq!(decoded[2], ("EMPTY".into(), "".into()));
+        assert!(decode_env("zz").is_none());
+    }
 }

@@ -10,10 +10,12 @@
 pub mod agent;
 pub mod backoff;
 pub mod backup;
+pub mod beneath;
 pub mod config;
 pub mod isolation;
 pub mod supervisor;
 pub mod tls;
+pub mod users;
 
 pub use config::Config;
 

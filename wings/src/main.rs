@@ -25,13 +25,23 @@ struct Cli {
 enum Command {
     /// Validate configuration and certificates, print what was found, and exit.
     Check,
-    /// Internal: join the given cgroups, then exec the command (how a server's process is
-    /// inside its cgroups before it runs a single instruction of its own).
+    /// Internal: join the given cgroups, set the limits, drop to the server's user, then exec
+    /// the command with the server's environment (how a server's process is inside its
+    /// cgroups, unprivileged, before it runs a single instruction of its own).
     #[command(hide = true)]
     EnterCgroups {
         /// `cgroup.procs` files to write this process's pid to.
         #[arg(long = "procs")]
         procs: Vec<std::path::PathBuf>,
+        /// The server's uid.
+        #[arg(long)]
+        uid: u32,
+        /// The server's gid.
+        #[arg(long)]
+        gid: u32,
+        /// The open-files limit.
+        #[arg(long)]
+        nofile: u64,
         /// The command to exec.
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
@@ -40,8 +50,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::EnterCgroups { procs, command }) = &cli.command {
-        return wings::isolation::enter_and_exec(procs, command);
+    if let Some(Command::EnterCgroups {
+        procs,
+        uid,
+        gid,
+        nofile,
+        command,
+    }) = &cli.command
+    {
+        let identity = wings::isolation::Identity {
+            uid: *uid,
+            gid: *gid,
+            open_files: *nofile,
+        };
+        return wings::isolation::enter_and_exec(procs, identity, command);
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -72,10 +94,13 @@ fn main() -> ExitCode {
         println!("  fingerprint: {}", report.fingerprint);
         println!("  expires in:  {} days", report.days_left);
         if nix::unistd::Uid::effective().is_root() {
-            let cgroups = wings::isolation::Cgroups::detect();
+            let cgroups = wings::isolation::Cgroups::detect_at(&config.cgroup_root);
             let missing = cgroups.missing();
+            let unconfined = cgroups.unconfined();
             println!(
-                "  isolation:   root: a system user per server, cgroups {} ({})",
+                "  isolation:   root: a system user per server (uids {}-{}), cgroups {} ({})",
+                config.uid_range.start(),
+                config.uid_range.end(),
                 cgroups.version(),
                 if missing.is_empty() {
                     "memory, pids and cpu limits enforced".to_owned()
@@ -86,6 +111,19 @@ fn main() -> ExitCode {
                     )
                 }
             );
+            if !unconfined.is_empty() {
+                if config.allow_unconfined {
+                    println!(
+                        "  unconfined:  WINGS_ALLOW_UNCONFINED=1: servers run without {}",
+                        unconfined.join(" and ")
+                    );
+                } else {
+                    println!(
+                        "  unconfined:  servers will NOT start: the {} controller is missing (WINGS_ALLOW_UNCONFINED=1 overrides)",
+                        unconfined.join(" and ")
+                    );
+                }
+            }
         } else {
             println!(
                 "  isolation:   NOT root: servers run as this user, without per-server users or cgroups"
@@ -108,7 +146,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let (status, _) = tokio::sync::watch::channel(AgentStatus::Connecting);
-        let (supervisor, uplink) = match Supervisor::load(&config.data_dir) {
+        let (supervisor, uplink) = match Supervisor::load(&config.supervisor_options()) {
             Ok(loaded) => loaded,
             Err(e) => {
                 eprintln!("wings: {}: {e}", wings::config::WINGS_DATA_DIR);

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::{Gid, Pid, Uid};
+use nix::unistd::{Pid, Uid};
 use prost::Message;
 use proto::node::v1::{
     BackupOperation, BackupResult, Command, CommandAck, ConsoleLine, ConsoleStream, NodeMessage,
@@ -31,7 +31,20 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use crate::{backup, isolation};
+use crate::{backup, beneath, isolation, users};
+
+/// What the supervisor needs to know about the node.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where servers, state and backups live.
+    pub data_dir: PathBuf,
+    /// The uids (and gids) given to servers when Wings is root.
+    pub uid_range: std::ops::RangeInclusive<u32>,
+    /// Run servers even when the memory or pids controller is missing.
+    pub allow_unconfined: bool,
+    /// Where the cgroup hierarchies are mounted.
+    pub cgroup_root: PathBuf,
+}
 
 /// Console lines kept per server.
 pub const RING_LINES: usize = 1000;
@@ -102,6 +115,11 @@ pub struct Supervisor {
     data_dir: PathBuf,
     /// When Wings is root: each server runs as its own user, inside its own cgroups.
     isolation: Option<isolation::Cgroups>,
+    /// Why servers may not start (Wings is root, a required controller is missing and
+    /// `WINGS_ALLOW_UNCONFINED` does not allow it).
+    refuse_start: Option<String>,
+    /// The uids handed out on this node (when Wings is root).
+    uids: Mutex<Option<users::UidPool>>,
     slots: Mutex<HashMap<String, Slot>>,
     events: mpsc::UnboundedSender<NodeMessage>,
     console: mpsc::Sender<NodeMessage>,
@@ -138,34 +156,16 @@ fn process_usage(pid: u32) -> (u64, u64) {
     (rss, ticks * 10_000_000)
 }
 
-/// The bytes of files under `dir` (links not followed).
+/// The bytes of files under `dir`, walked by descriptor (links not followed).
 fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
-            Ok(meta) if meta.is_file() => meta.len(),
-            _ => 0,
-        })
-        .sum()
+    use std::os::fd::AsFd;
+    beneath::open_root(dir)
+        .and_then(|root| beneath::disk_usage(root.as_fd()))
+        .unwrap_or(0)
 }
 
 /// Seconds a running server has to stop before a restore kills it.
 const RESTORE_STOP_GRACE_SECS: u32 = 10;
-
-/// Gives `dir` and everything under it (links themselves, not their targets) to `uid:gid`.
-fn give_to(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(dir)?.is_dir() {
-        for entry in std::fs::read_dir(dir)? {
-            give_to(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
-}
 
 /// Whether `name` is a server id (a UUID) and so safe as a file name.
 fn valid_id(name: &str) -> bool {
@@ -194,7 +194,8 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> (String, 
 impl Supervisor {
     /// Reads what Wings had before it (re)started, kills processes a previous Wings left
     /// behind and starts those servers again.
-    pub fn load(data_dir: &Path) -> Result<(Arc<Supervisor>, Uplink), crate::Error> {
+    pub fn load(options: &Options) -> Result<(Arc<Supervisor>, Uplink), crate::Error> {
+        let data_dir = &options.data_dir;
         let io = |what: &str, e: std::io::Error| crate::Error::Io(format!("{what}: {e}"));
         for dir in [
             data_dir.join("servers"),
@@ -206,6 +207,8 @@ impl Supervisor {
         // Absolute from here on: server users get their directory as home, which must be.
         let data_dir =
             &std::fs::canonicalize(data_dir).map_err(|e| io(&data_dir.display().to_string(), e))?;
+        let mut refuse_start = None;
+        let mut uids = None;
         let isolation = if Uid::effective().is_root() {
             // Server processes must be able to reach their directories, not list them.
             for dir in [data_dir.to_path_buf(), data_dir.join("servers")] {
@@ -219,8 +222,27 @@ impl Supervisor {
                 )
                 .map_err(|e| io(private, e))?;
             }
-            let cgroups = isolation::Cgroups::detect();
+            let cgroups = isolation::Cgroups::detect_at(&options.cgroup_root);
             let missing = cgroups.missing();
+            let unconfined = cgroups.unconfined();
+            if !unconfined.is_empty() {
+                if options.allow_unconfined {
+                    tracing::warn!(cgroups = cgroups.version(), missing = ?unconfined, "WINGS_ALLOW_UNCONFINED=1: servers run without these controllers' limits");
+                } else {
+                    refuse_start = Some(format!(
+                        "unconfined: the cgroup controller{} {} {} missing on this node; servers are not started without {} (WINGS_ALLOW_UNCONFINED=1 runs them unconfined)",
+                        if unconfined.len() > 1 { "s" } else { "" },
+                        unconfined.join(" and "),
+                        if unconfined.len() > 1 { "are" } else { "is" },
+                        if unconfined.len() > 1 { "them" } else { "it" },
+                    ));
+                    tracing::error!(cgroups = cgroups.version(), missing = ?unconfined, "required cgroup controllers missing: servers will not start (WINGS_ALLOW_UNCONFINED=1 overrides)");
+                }
+            }
+            uids = Some(
+                users::UidPool::load(&data_dir.join("state"), options.uid_range.clone())
+                    .map_err(|e| io("state/uids", e))?,
+            );
             if missing.is_empty() {
                 tracing::info!(
                     cgroups = cgroups.version(),
@@ -241,6 +263,8 @@ impl Supervisor {
         let supervisor = Arc::new(Supervisor {
             data_dir: data_dir.to_path_buf(),
             isolation,
+            refuse_start,
+            uids: Mutex::new(uids),
             slots: Mutex::new(HashMap::new()),
             events: events_tx,
             console: console_tx,
@@ -266,6 +290,7 @@ impl Supervisor {
                     tracing::warn!(server = %name, pid, "killing the process a previous Wings left behind");
                     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                 }
+                supervisor.kill_everything(&name);
                 let _ = std::fs::remove_file(supervisor.pid_file(&name));
                 if spec.is_some() {
                     resume.push(name.clone());
@@ -510,9 +535,10 @@ impl Supervisor {
             return Err("the server has no directory on this node".into());
         }
         let me = self.clone();
+        let owner = self.uid_of(id);
         let (id, backup_id) = (id.to_owned(), backup_id.to_owned());
         tokio::spawn(async move {
-            let made = tokio::task::spawn_blocking(move || backup::create(&dir, &out))
+            let made = tokio::task::spawn_blocking(move || backup::create(&dir, &out, owner))
                 .await
                 .map_err(|e| format!("the backup task failed: {e}"))
                 .and_then(|r| r.map_err(|e| format!("cannot archive the server: {e}")));
@@ -559,16 +585,13 @@ impl Supervisor {
             )
             .await?;
         }
+        // Nothing of the server runs while its tree is replaced.
+        self.kill_everything_async(id).await;
         let dir = self.server_dir(id);
         let expected = sha256.to_owned();
         let owner = self.owner(id)?;
         tokio::task::spawn_blocking(move || {
-            backup::restore(&archive, &expected, &dir).map_err(|e| e.to_string())?;
-            if let Some((uid, gid)) = owner {
-                give_to(&dir, uid, gid).map_err(|e| {
-                    format!("restored, but cannot give the files to the server's user: {e}")
-                })?;
-            }
+            backup::restore(&archive, &expected, &dir, owner).map_err(|e| e.to_string())?;
             Ok(backup::Archive {
                 size_bytes: 0,
                 sha256: expected,
@@ -651,10 +674,41 @@ impl Supervisor {
 
     /// The server's own user and group when Wings is root (made on first use).
     fn owner(&self, id: &str) -> Result<Option<(u32, u32)>, String> {
-        match self.isolation {
-            Some(_) => isolation::ensure_user(id, &self.server_dir(id)).map(Some),
+        let mut uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
+        match uids.as_mut() {
+            Some(pool) => {
+                let uid = pool.allocate(id)?;
+                users::ensure_user(id, uid, &self.server_dir(id)).map(Some)
+            }
             None => Ok(None),
         }
+    }
+
+    /// The uid recorded for a server, if Wings gave it one.
+    fn uid_of(&self, id: &str) -> Option<u32> {
+        let uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
+        uids.as_ref().and_then(|pool| pool.of(id))
+    }
+
+    /// Kills every process of the server (blocking): its cgroups, then anything left running
+    /// as its uid. Without root there is neither, and only its process group is signalled.
+    fn kill_everything(&self, id: &str) {
+        if let Some(cgroups) = &self.isolation {
+            cgroups.kill_all(id);
+        }
+        if let Some(uid) = self.uid_of(id) {
+            isolation::kill_user(uid);
+        }
+    }
+
+    /// [`Supervisor::kill_everything`] off the async threads.
+    async fn kill_everything_async(self: &Arc<Self>, id: &str) {
+        if self.isolation.is_none() {
+            return;
+        }
+        let me = self.clone();
+        let id = id.to_owned();
+        let _ = tokio::task::spawn_blocking(move || me.kill_everything(&id)).await;
     }
 
     /// Makes the server's directory (0700, given to its user) and returns it with that user.
@@ -665,7 +719,14 @@ impl Supervisor {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let owner = self.owner(id)?;
         if let Some((uid, gid)) = owner {
-            nix::unistd::chown(&dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            beneath::open_root(&dir)
+                .and_then(|fd| {
+                    Ok(rustix::fs::fchown(
+                        &fd,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                    )?)
+                })
                 .map_err(|e| format!("cannot give {} to the server's user: {e}", dir.display()))?;
         }
         Ok((dir, owner))
@@ -688,6 +749,13 @@ impl Supervisor {
     fn spawn(self: &Arc<Self>, id: &str, spec: ServerSpec) -> Result<(), String> {
         if self.is_running(id) {
             return Err("the server is already running".into());
+        }
+        if let Some(reason) = &self.refuse_start {
+            let mut slots = self.lock();
+            if slots.contains_key(id) {
+                self.set_state(&mut slots, id, ServerState::Offline, reason.clone());
+            }
+            return Err(reason.clone());
         }
         let (dir, owner) = self.make_dir(id)?;
         self.save_spec(id, &spec)?;
@@ -713,10 +781,17 @@ impl Supervisor {
                 return Err(reason);
             }
         }
-        // As root: into the server's cgroups (`wings enter-cgroups`, before the program runs),
-        // limits on open files (prlimit), then the server's own user with no supplementary
-        // groups, no capabilities and no new privileges (setpriv), then the program. Each step
-        // execs the next; nothing runs through a shell.
+        // The server's own variables, then what Wings sets itself.
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("PATH".into(), SERVER_PATH.into()));
+        env.push(("HOME".into(), dir.to_string_lossy().into_owned()));
+        // As root: `wings enter-cgroups` joins the server's cgroups, sets its limits and drops
+        // to its user before the program runs; its own environment holds nothing of the
+        // tenant's but the encoded variables, applied only at the final exec.
         let mut command = match (owner, &self.isolation) {
             (Some((uid, gid)), Some(cgroups)) => {
                 cgroups.create(id, &limits)?;
@@ -728,28 +803,26 @@ impl Supervisor {
                     command.arg("--procs").arg(file);
                 }
                 command
+                    .arg(format!("--uid={uid}"))
+                    .arg(format!("--gid={gid}"))
+                    .arg(format!("--nofile={}", limits.open_files))
                     .arg("--")
-                    .arg("prlimit")
-                    .arg(format!("--nofile={0}:{0}", limits.open_files))
-                    .arg("--")
-                    .arg("setpriv")
-                    .arg("--no-new-privs")
-                    .arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={gid}"))
-                    .arg("--clear-groups")
-                    .arg("--inh-caps=-all")
-                    .arg("--")
-                    .arg(&spec.program);
+                    .arg(&spec.program)
+                    .env_clear()
+                    .env(
+                        isolation::SERVER_ENV_VAR,
+                        isolation::encode_env(env.iter().map(|(k, v)| (k, v))),
+                    );
                 command
             }
-            _ => tokio::process::Command::new(&spec.program),
+            _ => {
+                let mut command = tokio::process::Command::new(&spec.program);
+                command.env_clear().envs(env);
+                command
+            }
         };
         command
             .args(&spec.args)
-            .env_clear()
-            .envs(&spec.env)
-            .env("PATH", SERVER_PATH)
-            .env("HOME", &dir)
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -833,6 +906,8 @@ impl Supervisor {
             )
         });
         let status = child.wait().await;
+        // The server is its main process: what it leaves running dies with it.
+        self.kill_everything_async(&id).await;
         // Output still in the pipes belongs before the exit; a grandchild holding them open
         // does not hold up the exit report for long.
         for reader in [out, err].into_iter().flatten() {
@@ -931,6 +1006,11 @@ impl Supervisor {
         drop(slots);
         killpg(Pid::from_raw(pid as i32), signal)
             .map_err(|e| format!("cannot signal the process: {e}"))?;
+        if signal == Signal::SIGKILL {
+            let me = self.clone();
+            let id = id.to_owned();
+            tokio::task::spawn_blocking(move || me.kill_everything(&id));
+        }
         if signal == Signal::SIGTERM {
             let me = self.clone();
             let id = id.to_owned();
@@ -943,6 +1023,7 @@ impl Supervisor {
                 if still {
                     tracing::warn!(server = %id, pid, "grace period over: SIGKILL");
                     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    me.kill_everything_async(&id).await;
                 }
             });
         }
@@ -966,28 +1047,28 @@ impl Supervisor {
             self.stop(id, Signal::SIGKILL, 0)?;
             self.reaped(id, REAP_TIMEOUT).await?;
         }
+        self.kill_everything_async(id).await;
         self.lock().remove(id);
         let dir = self.server_dir(id);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
-        }
+        tokio::task::spawn_blocking(move || beneath::remove_tree(&dir))
+            .await
+            .map_err(|e| format!("the removal task failed: {e}"))?
+            .map_err(|e| format!("cannot remove the server's directory: {e}"))?;
         for file in [self.spec_file(id), self.pid_file(id)] {
             let _ = std::fs::remove_file(file);
         }
         if let Some(cgroups) = self.isolation.clone() {
             let id = id.to_owned();
+            let uid = self.uid_of(&id);
             let _ = tokio::task::spawn_blocking(move || {
                 cgroups.remove(&id);
-                isolation::remove_user(&id);
+                users::remove_user(&id, uid);
             })
             .await;
         }
         let backups = self.data_dir.join("backups").join(id);
-        if backups.exists() {
-            std::fs::remove_dir_all(&backups)
-                .map_err(|e| format!("cannot remove {}: {e}", backups.display()))?;
-        }
+        beneath::remove_tree(&backups)
+            .map_err(|e| format!("cannot remove {}: {e}", backups.display()))?;
         tracing::info!(server = %id, "server deleted");
         Ok(())
     }

@@ -3,7 +3,9 @@
 //! element per argument), the `MOTD` variable from its environment, its directory and
 //! effective uid, echoes each line of its stdin as `stdin: <line>`, then `tick N` every
 //! `--interval-ms` (default 100) until it is signalled. For the isolation tests it can also
-//! `--probe` paths, `--allocate-mb` memory and `--fork-loop` until refused.
+//! `--probe` paths, `--allocate-mb` memory, `--fork-loop` until refused, leave an `--escape`
+//! process outside its process group, `--litter` a shared directory and `--swap-loop` files
+//! with links.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -89,6 +91,66 @@ fn main() {
             }
         };
         let _ = writeln!(out, "forked {} before: {refusal}", children.len());
+    }
+    // `--escape`: start a copy of itself that sleeps in a process group of its own (out of
+    // reach of a signal to the server's group), and say its pid.
+    if args.iter().any(|a| a == "--escape") {
+        use std::os::unix::process::CommandExt;
+        let me = std::env::current_exe().unwrap_or_default();
+        let child = std::process::Command::new(&me)
+            .arg("--sleep-forever")
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => {
+                let _ = writeln!(out, "escapee pid={}", child.id());
+            }
+            Err(e) => {
+                let _ = writeln!(out, "escapee failed: {e}");
+            }
+        }
+    }
+    // `--litter PATH`: leave a file there (in a shared directory) and say so.
+    if let Some(path) = flag("--litter") {
+        match std::fs::write(&path, "left behind") {
+            Ok(()) => {
+                let _ = writeln!(out, "littered {path}");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "cannot litter {path}: {e}");
+            }
+        }
+    }
+    // `--swap-loop N:TARGET`: N pairs of a regular file `swap-f<i>` and a link `swap-l<i>`
+    // to TARGET, exchanged with `renameat2(RENAME_EXCHANGE)` in a loop for as long as the
+    // process lives: the attack on a walk that checks a name, then opens it.
+    if let Some((pairs, target)) = flag("--swap-loop").and_then(|v| {
+        let (n, target) = v.split_once(':')?;
+        Some((n.parse::<usize>().ok()?, target.to_owned()))
+    }) {
+        for i in 0..pairs {
+            let file = format!("swap-f{i}");
+            let _ = std::fs::write(&file, "x".repeat(64));
+            let _ = std::os::unix::fs::symlink(&target, format!("swap-l{i}"));
+        }
+        let _ = writeln!(out, "swapping {pairs} pairs");
+        std::thread::spawn(move || {
+            let cwd = rustix::fs::CWD;
+            loop {
+                for i in 0..pairs {
+                    let _ = rustix::fs::renameat_with(
+                        cwd,
+                        format!("swap-f{i}").as_str(),
+                        cwd,
+                        format!("swap-l{i}").as_str(),
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    );
+                }
+            }
+        });
     }
     // Console input comes back as `stdin: <line>`.
     std::thread::spawn(|| {

@@ -1,0 +1,279 @@
+//! The system user of each server (when Wings is root), from a block of uids Wings owns.
+//!
+//! A uid is never handed out twice on a node: `useradd --system` after a `userdel` would
+//! give the next server the old one, and with it whatever the old server left in `/tmp`,
+//! `/var/tmp`, `/dev/shm` or System V IPC. So Wings takes uids from `WINGS_UID_RANGE`
+//! (default [`DEFAULT_UID_RANGE`]), records every one it ever allocated in
+//! `state/uids` (`<uid> <server-id>` per line, kept after the server is deleted), skips any
+//! uid the system already knows, and on delete removes what the uid left behind.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::RangeInclusive;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use crate::beneath;
+
+/// The default block of server uids (and gids): clear of the usual system (< 1000), user
+/// (1000–60000), systemd dynamic (61184–65519) and subordinate (100000 + 65536·n, a few
+/// users' worth) ranges.
+pub const DEFAULT_UID_RANGE: RangeInclusive<u32> = 400_000..=499_999;
+
+/// Shared directories where any user can leave files behind.
+const SHARED_TEMP_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+
+/// The system user of a server: `mamba-` and 24 hex digits of its id (the random end of it).
+pub fn user_name(server_id: &str) -> String {
+    let hex: String = server_id.chars().filter(char::is_ascii_hexdigit).collect();
+    format!("mamba-{}", &hex[hex.len().saturating_sub(24)..])
+}
+
+/// The uids this node has handed out, and from where new ones come.
+#[derive(Debug)]
+pub struct UidPool {
+    file: PathBuf,
+    range: RangeInclusive<u32>,
+    /// Every uid ever allocated here, with the server it was for.
+    given: BTreeMap<u32, String>,
+}
+
+impl UidPool {
+    /// Reads `state/uids` (a missing file is an empty pool).
+    pub fn load(state_dir: &Path, range: RangeInclusive<u32>) -> io::Result<UidPool> {
+        let file = state_dir.join("uids");
+        let mut given = BTreeMap::new();
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                for line in text.lines() {
+                    let mut parts = line.split_whitespace();
+                    if let (Some(Ok(uid)), Some(server)) =
+                        (parts.next().map(str::parse::<u32>), parts.next())
+                    {
+                        given.insert(uid, server.to_owned());
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(UidPool { file, range, given })
+    }
+
+    /// The uid recorded for `server_id`, if it has one.
+    pub fn of(&self, server_id: &str) -> Option<u32> {
+        self.given
+            .iter()
+            .find_map(|(uid, server)| (server == server_id).then_some(*uid))
+    }
+
+    /// The server's uid: the recorded one, or the next never-used uid of the range that the
+    /// system does not know either (recorded before it is returned).
+    pub fn allocate(&mut self, server_id: &str) -> Result<u32, String> {
+        if let Some(uid) = self.of(server_id) {
+            return Ok(uid);
+        }
+        let start = self
+            .given
+            .range(self.range.clone())
+            .next_back()
+            .map_or(*self.range.start(), |(last, _)| last.saturating_add(1));
+        let uid = (start..=*self.range.end())
+            .find(|uid| !self.given.contains_key(uid) && !known_to_system(*uid))
+            .ok_or_else(|| {
+                format!(
+                    "no uid left in WINGS_UID_RANGE {}-{}: every one was used once",
+                    self.range.start(),
+                    self.range.end()
+                )
+            })?;
+        self.given.insert(uid, server_id.to_owned());
+        self.save()
+            .map_err(|e| format!("cannot record uid {uid} in {}: {e}", self.file.display()))?;
+        Ok(uid)
+    }
+
+    fn save(&self) -> io::Result<()> {
+        let text: String = self
+            .given
+            .iter()
+            .map(|(uid, server)| format!("{uid} {server}\n"))
+            .collect();
+        let part = self.file.with_extension("part");
+        std::fs::write(&part, text)?;
+        std::fs::rename(&part, &self.file)
+    }
+}
+
+/// Whether a user or group with this id exists already.
+fn known_to_system(id: u32) -> bool {
+    matches!(
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id)),
+        Ok(Some(_))
+    ) || matches!(
+        nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(id)),
+        Ok(Some(_))
+    )
+}
+
+/// Makes (or finds) the server's system user and group with `uid` (gid = uid): no login
+/// shell, home = its directory. An existing user of that name with another uid is refused.
+pub fn ensure_user(server_id: &str, uid: u32, home: &Path) -> Result<(u32, u32), String> {
+    let name = user_name(server_id);
+    if let Ok(Some(user)) = nix::unistd::User::from_name(&name) {
+        if user.uid.as_raw() != uid {
+            return Err(format!(
+                "user {name} exists with uid {}, not the recorded {uid}",
+                user.uid
+            ));
+        }
+        return Ok((user.uid.as_raw(), user.gid.as_raw()));
+    }
+    let id = uid.to_string();
+    if !matches!(nix::unistd::Group::from_name(&name), Ok(Some(_))) {
+        run("groupadd", &["--system", "--gid", &id, &name])?;
+    }
+    let home = home.to_string_lossy();
+    run(
+        "useradd",
+        &[
+            "--system",
+            "--uid",
+            &id,
+            "--gid",
+            &id,
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--home-dir",
+            &home,
+            &name,
+        ],
+    )?;
+    Ok((uid, uid))
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let status = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {} failed ({status})", args.join(" ")))
+    }
+}
+
+/// Removes the server's system user and group, and what its uid left in the shared temporary
+/// directories and in System V IPC. Its processes must be gone already.
+pub fn remove_user(server_id: &str, uid: Option<u32>) {
+    let name = user_name(server_id);
+    if let Ok(Some(_)) = nix::unistd::User::from_name(&name) {
+        // --force: a process of its own that is still being reaped must not keep it.
+        let _ = run("userdel", &["--force", &name]);
+    }
+    if let Ok(Some(_)) = nix::unistd::Group::from_name(&name) {
+        let _ = run("groupdel", &[&name]);
+    }
+    if let Some(uid) = uid {
+        for dir in SHARED_TEMP_DIRS {
+            if let Err(e) = remove_owned_by(Path::new(dir), uid) {
+                tracing::warn!(dir, uid, error = %e, "cannot clean what the server left");
+            }
+        }
+        remove_ipc_of(uid);
+    }
+}
+
+/// Removes the entries directly in `dir` that belong to `uid` (a directory with all it
+/// holds), by descriptor: a shared directory is the last place to follow a link in.
+pub fn remove_owned_by(dir: &Path, uid: u32) -> io::Result<()> {
+    let fd = match beneath::open_root(dir) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for name in beneath::names(fd.as_fd())? {
+        let Ok(stat) = rustix::fs::statat(fd.as_fd(), &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        else {
+            continue;
+        };
+        if stat.st_uid != uid {
+            continue;
+        }
+        if beneath::kind(&stat) == rustix::fs::FileType::Directory {
+            if let Ok(inner) = beneath::open_dir_at(fd.as_fd(), &name) {
+                beneath::remove_contents(inner.as_fd())?;
+            }
+            let _ = rustix::fs::unlinkat(fd.as_fd(), &name, rustix::fs::AtFlags::REMOVEDIR);
+        } else {
+            let _ = rustix::fs::unlinkat(fd.as_fd(), &name, rustix::fs::AtFlags::empty());
+        }
+    }
+    Ok(())
+}
+
+/// Removes the shared memory segments, semaphore sets and message queues `uid` owns.
+fn remove_ipc_of(uid: u32) {
+    // (file, ipcrm flag, column of the id, column of the owner's uid)
+    for (file, flag, id_col, uid_col) in [
+        ("/proc/sysvipc/shm", "-m", 1, 7),
+        ("/proc/sysvipc/sem", "-s", 1, 4),
+        ("/proc/sysvipc/msg", "-q", 1, 7),
+    ] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(uid_col).and_then(|c| c.parse::<u32>().ok()) == Some(uid)
+                && let Some(id) = cols.get(id_col)
+            {
+                let _ = run("ipcrm", &[flag, id]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_never_handed_out_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let range = 400_000..=400_002;
+        let mut pool = UidPool::load(tmp.path(), range.clone()).unwrap();
+        let a = pool.allocate("a").unwrap();
+        assert_eq!(pool.allocate("a").unwrap(), a, "stable per server");
+        let b = pool.allocate("b").unwrap();
+        assert_ne!(a, b);
+        // Server a is deleted: its uid stays recorded and is not given to c.
+        let mut pool = UidPool::load(tmp.path(), range).unwrap();
+        let c = pool.allocate("c").unwrap();
+        assert!(![a, b].contains(&c));
+        let error = pool.allocate("d").unwrap_err();
+        assert!(error.contains("WINGS_UID_RANGE"), "{error}");
+    }
+
+    #[test]
+    fn leftovers_of_a_uid_go_and_links_are_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = nix::unistd::Uid::effective().as_raw();
+        let shared = tmp.path().join("shared");
+        let keep = tmp.path().join("keep");
+        std::fs::create_dir_all(shared.join("dir/inner")).unwrap();
+        std::fs::create_dir_all(&keep).unwrap();
+        std::fs::write(keep.join("file"), "x").unwrap();
+        std::fs::write(shared.join("dir/inner/f"), "x").unwrap();
+        std::os::unix::fs::symlink(&keep, shared.join("link")).unwrap();
+        remove_owned_by(&shared, me.wrapping_add(1)).unwrap();
+        assert!(shared.join("dir").exists(), "another uid's files stay");
+        remove_owned_by(&shared, me).unwrap();
+        assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
+        assert!(keep.join("file").exists(), "a link's target is not touched");
+    }
+}
