@@ -348,3 +348,95 @@ async fn unconfined_servers_are_refused_unless_allowed() {
     power(&alice, &server, "kill").await;
     until_state(&mut events, "offline").await;
 }
+
+/// Item 6 (node side): a loader variable in a template stored before the panel refused them
+/// reaches only the server's own unprivileged program, never a root helper on the way to it
+/// (the old chain ran `prlimit` and `setpriv` as root with the tenant's environment, so
+/// `LD_PRELOAD` ran the tenant's library as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn loader_variables_never_reach_a_root_helper() {
+    use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+    let Stack {
+        tmp,
+        db_url,
+        admin,
+        alice,
+        panel: _panel,
+        wings,
+        ..
+    } = stack(DbKind::Sqlite).await;
+    let dir = tmp.path();
+    // A library that records who loaded it, as a tenant would upload it.
+    let marks = dir.join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let log = marks.join("loaded");
+    let source = dir.join("preload.c");
+    std::fs::write(
+        &source,
+        format!(
+            r#"#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void mark(void) {{
+    char exe[512] = {{0}};
+    readlink("/proc/self/exe", exe, sizeof exe - 1);
+    FILE *f = fopen("{}", "a");
+    if (f) {{ fprintf(f, "euid=%d exe=%s\n", (int)geteuid(), exe); fclose(f); }}
+}}
+"#,
+            log.display()
+        ),
+    )
+    .unwrap();
+    let library = dir.join("preload.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .output()
+        .expect("cc (gcc) builds the test's preload library: install gcc");
+    assert!(built.status.success(), "{built:?}");
+    std::fs::set_permissions(&library, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    template(&admin, "preload", &["--interval-ms", "200"]).await;
+    let db = api::db::connect(&db_url).await.unwrap();
+    let row = api::db::entities::template::Entity::find()
+        .filter(api::db::entities::template::Column::Name.eq("preload"))
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut row: api::db::entities::template::ActiveModel = row.into();
+    row.variables = Set(json!([{"name": "LD_PRELOAD", "pattern": ".*", "default": ""}]));
+    row.update(&db).await.unwrap();
+
+    let (_, tenant) = alice.post("/api/tenants", json!({"name": "t"})).await;
+    let servers = format!("/api/tenants/{}/servers", tenant["id"].as_str().unwrap());
+    let (status, body) = alice
+        .post(
+            &servers,
+            json!({"name": "p", "node_id": "node-1", "template": "preload",
+                   "variables": {"LD_PRELOAD": library.display().to_string()}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let server = format!("{servers}/{}", body["id"].as_str().unwrap());
+    eventually("installed", CAP, || async {
+        server_state(&alice, &server).await == "offline"
+    })
+    .await;
+    let mut events = start(&alice, &server).await;
+    let loads = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !loads.lines().any(|l| l.starts_with("euid=0 ")),
+        "the tenant's library ran as root:\n{loads}\n{}",
+        wings.log()
+    );
+    assert!(
+        loads.lines().any(|l| l.contains("/ticker")),
+        "the server's own program got its variable:\n{loads}"
+    );
+    power(&alice, &server, "kill").await;
+    until_state(&mut events, "offline").await;
+}
