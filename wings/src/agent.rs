@@ -123,11 +123,14 @@ async fn session(
         }
     };
     let (tx, rx) = mpsc::channel(256);
-    // What was queued while disconnected is older than this snapshot: drop it, the snapshot
-    // (taken under the same lock as every report) says where things are now.
+    // Statuses, console lines and usage queued while disconnected are older than this
+    // snapshot (taken under the same lock as every report), which says where things are now;
+    // acks and backup results are answers the panel still waits for: they follow the hello.
+    let mut answers = Vec::new();
     let (servers, backlog) = supervisor.snapshot(|| {
-        while uplink.events.try_recv().is_ok() {}
+        answers = carry_over(&mut uplink.events);
         while uplink.console.try_recv().is_ok() {}
+        uplink.stats.take();
     });
     let hello = NodeMessage {
         kind: Some(node_message::Kind::Hello(Hello {
@@ -140,6 +143,7 @@ async fn session(
     };
     // The channel is new and empty: this cannot fail for lack of room.
     let _ = tx.try_send(hello);
+    let mut answers = answers.into_iter();
     let mut backlog = backlog.into_iter();
     let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
         Ok(response) => response.into_inner(),
@@ -165,6 +169,14 @@ async fn session(
                     return closed(started);
                 }
             }
+            () = uplink.stats.ready() => {
+                for stats in uplink.stats.take() {
+                    let message = NodeMessage { kind: Some(node_message::Kind::Stats(stats)) };
+                    if tx.send(message).await.is_err() {
+                        return closed(started);
+                    }
+                }
+            }
             _ = ticker.tick() => {
                 seq += 1;
                 let beat = NodeMessage {
@@ -182,6 +194,11 @@ async fn session(
                     Some(panel_message::Kind::Welcome(welcome)) => {
                         tracing::info!(node = %welcome.node_id, "connected to the panel");
                         let _ = status.send(AgentStatus::Online);
+                        for message in answers.by_ref() {
+                            if tx.send(message).await.is_err() {
+                                return closed(started);
+                            }
+                        }
                         for line in backlog.by_ref() {
                             let message = NodeMessage { kind: Some(node_message::Kind::Console(line)) };
                             if tx.send(message).await.is_err() {
@@ -208,6 +225,21 @@ async fn session(
             }
         }
     }
+}
+
+/// Empties `events` of what a new stream's snapshot supersedes (statuses), keeping, in order,
+/// the answers the panel still waits for: command acks and backup results.
+pub fn carry_over(events: &mut mpsc::UnboundedReceiver<NodeMessage>) -> Vec<NodeMessage> {
+    let mut kept = Vec::new();
+    while let Ok(message) = events.try_recv() {
+        if matches!(
+            message.kind,
+            Some(node_message::Kind::Ack(_) | node_message::Kind::Backup(_))
+        ) {
+            kept.push(message);
+        }
+    }
+    kept
 }
 
 /// A status with its whole source chain (TLS alerts hide in the sources).
@@ -242,4 +274,42 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::node::v1::{BackupResult, CommandAck, ServerStatus};
+
+    #[test]
+    fn answers_queued_while_away_follow_the_hello_and_statuses_do_not() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let kinds = [
+            node_message::Kind::Status(ServerStatus::default()),
+            node_message::Kind::Ack(CommandAck {
+                command_id: "a".into(),
+                ..CommandAck::default()
+            }),
+            node_message::Kind::Status(ServerStatus::default()),
+            node_message::Kind::Backup(BackupResult::default()),
+            node_message::Kind::Ack(CommandAck {
+                command_id: "b".into(),
+                ..CommandAck::default()
+            }),
+        ];
+        for kind in kinds {
+            tx.send(NodeMessage { kind: Some(kind) }).unwrap();
+        }
+        let kept = carry_over(&mut rx);
+        let ids: Vec<String> = kept
+            .iter()
+            .map(|m| match &m.kind {
+                Some(node_message::Kind::Ack(a)) => a.command_id.clone(),
+                Some(node_message::Kind::Backup(_)) => "backup".into(),
+                other => panic!("{other:?} kept"),
+            })
+            .collect();
+        assert_eq!(ids, ["a", "backup", "b"]);
+        assert!(rx.try_recv().is_err(), "the queue is empty");
+    }
 }

@@ -57,13 +57,60 @@ const SERVER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// How long delete and restart wait for a killed process to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Messages for the panel: statuses and acks (never dropped) and console lines (dropped when
-/// the panel cannot keep up; the ring buffer still has them).
+/// Messages for the panel: statuses, acks and backup results (one per state change or
+/// command, so bounded by what the panel asks), console lines (dropped when the panel cannot
+/// keep up; the ring buffer still has them) and live usage (only the newest per server is
+/// kept, however long the panel is away).
 pub struct Uplink {
-    /// Statuses and acks.
+    /// Statuses, acks and backup results.
     pub events: mpsc::UnboundedReceiver<NodeMessage>,
     /// Console lines.
     pub console: mpsc::Receiver<NodeMessage>,
+    /// The newest usage report of each running server.
+    pub stats: Arc<LatestStats>,
+}
+
+/// The newest usage report per server, waiting to be sent: a bounded queue that keeps the
+/// newest (one entry per server; a newer report replaces the one not yet sent).
+#[derive(Default)]
+pub struct LatestStats {
+    waiting: Mutex<std::collections::BTreeMap<String, proto::node::v1::ServerStats>>,
+    ready: tokio::sync::Notify,
+}
+
+impl LatestStats {
+    /// Keeps `stats` as its server's newest report.
+    pub fn put(&self, stats: proto::node::v1::ServerStats) {
+        self.lock().insert(stats.server_id.clone(), stats);
+        self.ready.notify_one();
+    }
+
+    /// Takes every waiting report.
+    pub fn take(&self) -> Vec<proto::node::v1::ServerStats> {
+        std::mem::take(&mut *self.lock()).into_values().collect()
+    }
+
+    /// How many reports wait.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Resolves when a report was put since the last call.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    fn lock(
+        &self,
+    ) -> MutexGuard<'_, std::collections::BTreeMap<String, proto::node::v1::ServerStats>> {
+        // The map is always left whole.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 struct Slot {
@@ -123,6 +170,7 @@ pub struct Supervisor {
     slots: Mutex<HashMap<String, Slot>>,
     events: mpsc::UnboundedSender<NodeMessage>,
     console: mpsc::Sender<NodeMessage>,
+    stats: Arc<LatestStats>,
 }
 
 /// Limits for a spec from a panel that sends none.
@@ -259,6 +307,7 @@ impl Supervisor {
             None
         };
         let (events_tx, events) = mpsc::unbounded_channel();
+        let stats = Arc::new(LatestStats::default());
         let (console_tx, console) = mpsc::channel(4096);
         let supervisor = Arc::new(Supervisor {
             data_dir: data_dir.to_path_buf(),
@@ -268,6 +317,7 @@ impl Supervisor {
             slots: Mutex::new(HashMap::new()),
             events: events_tx,
             console: console_tx,
+            stats: stats.clone(),
         });
         let mut resume = Vec::new();
         let entries = std::fs::read_dir(data_dir.join("servers")).map_err(|e| io("servers", e))?;
@@ -308,7 +358,14 @@ impl Supervisor {
             }
         }
         tokio::spawn(supervisor.clone().report_stats());
-        Ok((supervisor, Uplink { events, console }))
+        Ok((
+            supervisor,
+            Uplink {
+                events,
+                console,
+                stats,
+            },
+        ))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
@@ -648,7 +705,7 @@ impl Supervisor {
                 let cpu_percent = cpu_before.insert(id.clone(), cpu_ns).map_or(0.0, |before| {
                     cpu_ns.saturating_sub(before) as f64 / EVERY.as_nanos() as f64 * 100.0
                 });
-                self.send(node_message::Kind::Stats(proto::node::v1::ServerStats {
+                self.stats.put(proto::node::v1::ServerStats {
                     server_id: id.clone(),
                     memory_bytes: memory,
                     memory_limit_bytes: limits.memory_bytes,
@@ -656,7 +713,7 @@ impl Supervisor {
                     disk_bytes: disk.get(&id).copied().unwrap_or(0),
                     disk_limit_bytes: limits.disk_bytes,
                     at_unix_ms: crate::unix_ms(),
-                }));
+                });
             }
         }
     }
@@ -1071,5 +1128,41 @@ impl Supervisor {
             .map_err(|e| format!("cannot remove {}: {e}", backups.display()))?;
         tracing::info!(server = %id, "server deleted");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However long the panel is away, what waits to be sent about usage is one report per
+    /// running server, the newest (it used to be one more queued message every two seconds).
+    #[tokio::test(start_paused = true)]
+    async fn usage_waiting_for_the_panel_stays_one_report_per_server() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = Options {
+            data_dir: tmp.path().join("wings"),
+            uid_range: users::DEFAULT_UID_RANGE,
+            allow_unconfined: true,
+            cgroup_root: tmp.path().join("no-cgroups"),
+        };
+        let (supervisor, uplink) = Supervisor::load(&options).unwrap();
+        let id = "0190a0a0-0000-7000-8000-000000000001";
+        let mut slot = Slot::new(None);
+        slot.pid = Some(std::process::id());
+        supervisor.lock().insert(id.to_owned(), slot);
+        let mut newest = 0;
+        for _ in 0..100 {
+            // Paused time: the clock moves as soon as nothing else can (the disk walk of
+            // every 15th round runs on a real thread, and holds it until it is done).
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            newest = newest.max(crate::unix_ms());
+        }
+        assert_eq!(uplink.events.len(), 0, "no usage report queued as an event");
+        assert_eq!(uplink.stats.len(), 1, "one report for the one server");
+        let report = uplink.stats.take().remove(0);
+        assert_eq!(report.server_id, id);
+        assert!(report.at_unix_ms <= newest);
+        assert!(uplink.stats.is_empty());
     }
 }
