@@ -440,3 +440,104 @@ __attribute__((constructor)) static void mark(void) {{
     power(&alice, &server, "kill").await;
     until_state(&mut events, "offline").await;
 }
+
+/// Items 2 and 3: a restore runs while a process the server left outside its process group
+/// keeps exchanging the restored directories with links to a root-owned directory. The old
+/// restore stopped only the process group and then gave the tree to the server's user by
+/// path (`lchown`, then `read_dir`): through a swapped link it gave root's files away. Now
+/// nothing of the server runs during a restore, and entries are owned as they are made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn restores_give_nothing_outside_the_server_away() {
+    use std::os::unix::fs::MetadataExt;
+    const DIRS: usize = 16;
+    const ROUNDS: usize = 10;
+    let Stack {
+        tmp,
+        admin,
+        alice,
+        panel: _panel,
+        wings,
+        ..
+    } = stack(DbKind::Sqlite).await;
+    let dir = tmp.path();
+    // Root's directory, holding a file of the name each swapped directory holds.
+    let rooted = dir.join("root-only");
+    std::fs::create_dir(&rooted).unwrap();
+    std::fs::write(rooted.join("f"), "root's").unwrap();
+    std::fs::set_permissions(rooted.join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let swap = format!("{DIRS}:{}", rooted.display());
+    template(
+        &admin,
+        "dirswap",
+        &["--interval-ms", "500", "--escape-swap", &swap],
+    )
+    .await;
+    let (server, sid) = server(&alice, &wings, "dirswap").await;
+    let files = dir.join("wings/servers").join(&sid);
+    let owner = std::fs::metadata(&files).unwrap();
+    for i in 0..DIRS {
+        let d = files.join(format!("d{i}"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("f"), "tenant's").unwrap();
+        for path in [d.join("f"), d] {
+            std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+        }
+    }
+    let backups = format!("{server}/backups");
+    let (status, backup) = alice.post(&backups, json!({"name": "dirs"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{backup}");
+    let bid = backup["id"].as_str().unwrap().to_owned();
+    eventually("backup completed", CAP, || async {
+        backup_state(&alice.get(&backups).await.1, &bid) == "completed"
+    })
+    .await;
+    let restore_state = |list: Value| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == bid)
+            .map(|b| b["restore_state"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let (mut failed, mut survived, mut given_away) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let mut events = start(&alice, &server).await;
+        let line = console_line(&mut events, "escapee pid=").await;
+        let escapee: u32 = field(&line, "pid=").parse().unwrap();
+        let (status, body) = alice
+            .post(&format!("{backups}/{bid}/restore"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        eventually("restore finished", CAP, || async {
+            let state = restore_state(alice.get(&backups).await.1);
+            state == "restored" || state == "failed"
+        })
+        .await;
+        if restore_state(alice.get(&backups).await.1) != "restored" {
+            failed.push(round);
+        }
+        let escaped = alive(escapee);
+        if escaped {
+            tests::signal(escapee, "KILL");
+        }
+        if escaped {
+            survived.push(round);
+        }
+        let file = std::fs::metadata(rooted.join("f")).unwrap();
+        if (file.uid(), file.mode() & 0o777) != (0, 0o600) {
+            given_away.push(round);
+            std::os::unix::fs::lchown(rooted.join("f"), Some(0), Some(0)).unwrap();
+        }
+    }
+    assert!(
+        given_away.is_empty(),
+        "rounds {given_away:?} (of {ROUNDS}): root's file was given to the server's user"
+    );
+    assert!(
+        survived.is_empty(),
+        "rounds {survived:?} (of {ROUNDS}): the restore left the server's process running"
+    );
+    assert!(failed.is_empty(), "restores of rounds {failed:?} failed");
+}

@@ -130,28 +130,46 @@ pub fn ensure_user(server_id: &str, uid: u32, home: &Path) -> Result<(u32, u32),
         return Ok((user.uid.as_raw(), user.gid.as_raw()));
     }
     let id = uid.to_string();
-    if !matches!(nix::unistd::Group::from_name(&name), Ok(Some(_))) {
-        run("groupadd", &["--system", "--gid", &id, &name])?;
-    }
     let home = home.to_string_lossy();
-    run(
-        "useradd",
-        &[
-            "--system",
-            "--uid",
-            &id,
-            "--gid",
-            &id,
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            "--home-dir",
-            &home,
-            &name,
-        ],
-    )?;
-    Ok((uid, uid))
+    // The account files are locked while another useradd runs (another Wings on the host, an
+    // administrator): try again a few times before giving up.
+    let mut last = String::new();
+    for attempt in 0..LOCK_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(100 * attempt));
+        }
+        if !matches!(nix::unistd::Group::from_name(&name), Ok(Some(_)))
+            && let Err(e) = run("groupadd", &["--system", "--gid", &id, &name])
+        {
+            last = e;
+            continue;
+        }
+        let made = run(
+            "useradd",
+            &[
+                "--system",
+                "--uid",
+                &id,
+                "--gid",
+                &id,
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--home-dir",
+                &home,
+                &name,
+            ],
+        );
+        match made {
+            Ok(()) => return Ok((uid, uid)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
+
+/// How often `groupadd`/`useradd` are tried when the account files are busy.
+const LOCK_ATTEMPTS: u64 = 5;
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
     let status = std::process::Command::new(program)

@@ -4,8 +4,8 @@
 //! effective uid, echoes each line of its stdin as `stdin: <line>`, then `tick N` every
 //! `--interval-ms` (default 100) until it is signalled. For the isolation tests it can also
 //! `--probe` paths, `--allocate-mb` memory, `--fork-loop` until refused, leave an `--escape`
-//! process outside its process group, `--litter` a shared directory and `--swap-loop` files
-//! with links.
+//! process outside its process group, `--litter` a shared directory, `--swap-loop` files
+//! with links, and `--escape-swap` directories with links from outside its process group.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -13,6 +13,31 @@ use std::time::Duration;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `--swap-dirs N:TARGET:DIR` (what `--escape-swap` runs): never returns.
+    if let Some((pairs, rest)) = args
+        .iter()
+        .position(|a| a == "--swap-dirs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.split_once(':'))
+    {
+        let pairs: usize = pairs.parse().unwrap_or(1);
+        let (target, dir) = rest.split_once(':').unwrap_or((rest, "."));
+        let cwd = rustix::fs::CWD;
+        loop {
+            for i in 0..pairs {
+                let real = format!("{dir}/d{i}");
+                let link = format!("{dir}/x{i}");
+                let _ = std::os::unix::fs::symlink(target, &link);
+                let _ = rustix::fs::renameat_with(
+                    cwd,
+                    real.as_str(),
+                    cwd,
+                    link.as_str(),
+                    rustix::fs::RenameFlags::EXCHANGE,
+                );
+            }
+        }
+    }
     if args.iter().any(|a| a == "--sleep-forever") {
         std::thread::sleep(Duration::from_secs(3600));
         return;
@@ -99,6 +124,30 @@ fn main() {
         let me = std::env::current_exe().unwrap_or_default();
         let child = std::process::Command::new(&me)
             .arg("--sleep-forever")
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => {
+                let _ = writeln!(out, "escapee pid={}", child.id());
+            }
+            Err(e) => {
+                let _ = writeln!(out, "escapee failed: {e}");
+            }
+        }
+    }
+    // `--escape-swap N:TARGET`: a copy of itself in a process group of its own that, by
+    // absolute path (so it follows the directory when a restore replaces it), keeps
+    // exchanging the directories `d<i>` with links `x<i>` to TARGET.
+    if let Some(spec) = flag("--escape-swap") {
+        use std::os::unix::process::CommandExt;
+        let me = std::env::current_exe().unwrap_or_default();
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let child = std::process::Command::new(&me)
+            .arg("--swap-dirs")
+            .arg(format!("{spec}:{}", cwd.display()))
             .process_group(0)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
