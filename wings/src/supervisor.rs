@@ -769,23 +769,26 @@ impl Supervisor {
     }
 
     /// Makes the server's directory (0700, given to its user) and returns it with that user.
+    /// Mode and owner are set on the opened directory, not by name.
     fn make_dir(&self, id: &str) -> Result<(PathBuf, Option<(u32, u32)>), String> {
         let dir = self.server_dir(id);
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let owner = self.owner(id)?;
-        if let Some((uid, gid)) = owner {
-            beneath::open_root(&dir)
-                .and_then(|fd| {
-                    Ok(rustix::fs::fchown(
-                        &fd,
-                        Some(rustix::fs::Uid::from_raw(uid)),
-                        Some(rustix::fs::Gid::from_raw(gid)),
-                    )?)
-                })
-                .map_err(|e| format!("cannot give {} to the server's user: {e}", dir.display()))?;
+        let made = match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+            _ => beneath::open_root(&dir),
         }
+        .and_then(|fd| {
+            rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o700))?;
+            if let Some((uid, gid)) = owner {
+                rustix::fs::fchown(
+                    &fd,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                )?;
+            }
+            Ok(())
+        });
+        made.map_err(|e| format!("cannot prepare {}: {e}", dir.display()))?;
         Ok((dir, owner))
     }
 
