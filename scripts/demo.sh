@@ -83,6 +83,9 @@ fi
 echo
 "$bin/api" node list --json
 
+say "How us-east-1-node-01 confines servers (wings check: user per server, cgroups, uid block)"
+env $("$bin/dev-ca" env us-east-1-node-01 --api-url "$api_url") "$bin/wings" check | sed 's/^/  /'
+
 say "Forged node 1: a valid certificate from our CA, but for a CN the panel does not know"
 "$bin/dev-ca" generate rogue-node rogue.example.com >/dev/null
 start_wings rogue-node rogue.log

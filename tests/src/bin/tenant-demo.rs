@@ -74,6 +74,23 @@ async fn story(args: Args) -> anyhow::Result<()> {
         status,
         &json!({"name": body["name"]}),
     );
+    // A template may not steer how a program is loaded: a loader hook is refused by name.
+    let (status, body) = admin
+        .post(
+            "/api/admin/templates",
+            json!({
+                "name": "preloaded",
+                "command": args.program,
+                "variables": [{"name": "LD_PRELOAD", "pattern": ".*", "default": ""}],
+            }),
+        )
+        .await;
+    anyhow::ensure!(status == 400, "a loader hook was accepted: {body}");
+    show(
+        "POST /api/admin/templates (LD_PRELOAD)",
+        status,
+        &body["error"],
+    );
 
     println!("\nA tenant admin registers, makes a tenant and a server:");
     let (alice, _) = rest.verified_user(&args.outbox, "alice@example.com").await;
