@@ -6,6 +6,7 @@ mod dev_ca;
 mod hardening;
 mod identity;
 mod limiter;
+mod node_boundary;
 mod node_channel;
 mod openapi;
 mod preflight;

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use client::{NodeClient, dial, dial_with};
+pub use client::{IdleConnection, NodeClient, connect_idle, dial, dial_with, hello, open};
 pub use pki::{NodeCert, TestPki};
 pub use process::{Proc, bin_path, panel_env, rss_kib, run, signal, start_panel};
 pub use redis_server::RedisServer;

@@ -2,8 +2,10 @@
 //! fingerprint) and only then HTTP/2 + tonic, one task per connection.
 //!
 //! Admission runs on every connection, resumed TLS sessions included (a resumed session
-//! restores the client chain without re-verifying it, so the database check is what keeps a
-//! disabled node out).
+//! restores the client chain without re-verifying it, so the database check here is what keeps
+//! a disabled node out), and again on every stream. An admitted connection is kept in the
+//! registry's connections, where kicks and the watcher reach it, and is closed if no stream is
+//! welcomed on it within the Hello timeout.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,17 +16,17 @@ use chrono::{DateTime, Utc};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use proto::node::v1::node_control_server::NodeControlServer;
-use rustls_pki_types::CertificateDer;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Rejection;
-use super::service::{NodeControlService, NodeIdentity};
+use super::admission::{Attempt, record, reject};
+use super::service::{HELLO_TIMEOUT, NodeControlService, NodeIdentity};
 use super::tls::{Captured, TlsSetup, classify};
 use crate::AppState;
-use crate::audit::{self, AuditEvent};
+use crate::audit::AuditEvent;
 use crate::nodes::store::{self, Admission};
 
 /// How long a rejected (but TLS-authenticated) connection is kept to deliver its gRPC status.
@@ -174,12 +176,22 @@ async fn handle(
     .await;
     tracing::info!(node = %info.common_name, %peer, pinned_now = admission == Admission::Pinned, "node authenticated");
 
-    let kick = CancellationToken::new();
+    // Kept where `kick` and the watcher reach it from now on, stream or not.
+    let connection = state.registry.connections.add(
+        &info.common_name,
+        &info.fingerprint,
+        CancellationToken::new(),
+    );
+    let close = connection.close.clone();
+    let welcomed = CancellationToken::new();
     let identity = Arc::new(NodeIdentity {
         node_id: info.common_name,
         fingerprint: info.fingerprint,
+        certificate: cert,
+        resumed,
         peer,
-        kick: kick.clone(),
+        connection: connection.clone(),
+        welcomed: welcomed.clone(),
     });
     let service = NodeControlServer::new(NodeControlService::new(state.clone(), identity));
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -187,82 +199,37 @@ async fn handle(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let connection =
+    let connection_io =
         builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-    tokio::pin!(connection);
+    tokio::pin!(connection_io);
+    // A connection that has not been welcomed on a stream within the Hello timeout is closed.
+    let unwelcomed = async {
+        tokio::select! {
+            _ = welcomed.cancelled() => std::future::pending::<()>().await,
+            _ = tokio::time::sleep(HELLO_TIMEOUT) => {}
+        }
+    };
     tokio::select! {
-        result = connection.as_mut() => {
+        result = connection_io.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "node connection ended with an error");
             }
         }
-        // Kicked or shutting down: let the final status out, then close.
-        _ = async { tokio::select! { _ = kick.cancelled() => {}, _ = shutdown.cancelled() => {} } } => {
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(DRAIN, connection.as_mut()).await;
+        // Kicked, no stream in time or shutting down: let the final status out, then close.
+        _ = async { tokio::select! {
+            _ = close.cancelled() => {},
+            _ = shutdown.cancelled() => {},
+            _ = unwelcomed => {
+                tracing::info!(node = %connection.node_id, %peer, "no stream within the Hello timeout; closing");
+            },
+        } } => {
+            connection_io.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, connection_io.as_mut()).await;
         }
     }
+    state.registry.connections.remove(connection.id);
     // The stream task watches this token: the connection is gone, so is the stream.
-    kick.cancel();
-}
-
-/// One connection attempt, as far as it got.
-struct Attempt<'a> {
-    peer: SocketAddr,
-    /// The certificate the client presented, verified or not.
-    presented: Option<&'a CertificateDer<'static>>,
-    /// Whether TLS resumed an earlier session.
-    resumed: bool,
-}
-
-/// Audits and counts a rejection.
-async fn reject(
-    state: &AppState,
-    rejection: Rejection,
-    attempt: &Attempt<'_>,
-    detail: Option<String>,
-) {
-    state
-        .metrics
-        .node_rejections
-        .with_label_values(&[rejection.reason()])
-        .inc();
-    let common_name = attempt
-        .presented
-        .and_then(|c| security::pki::common_name(c).ok());
-    let fingerprint = attempt.presented.map(|c| security::pki::fingerprint(c));
-    let peer = attempt.peer;
-    tracing::warn!(
-        reason = rejection.reason(),
-        %peer,
-        cn = common_name.as_deref().unwrap_or("unknown"),
-        detail = detail.as_deref().unwrap_or(""),
-        "node connection rejected"
-    );
-    record(
-        state,
-        AuditEvent {
-            actor: common_name.clone().unwrap_or_else(|| "unknown".into()),
-            action: "node.connect".into(),
-            target: common_name,
-            outcome: format!("rejected: {}", rejection.reason()),
-            ip: Some(peer.ip().to_string()),
-            details: json!({
-                "fingerprint": fingerprint,
-                "reason": rejection.reason(),
-                "detail": detail,
-                "resumed": attempt.resumed,
-            }),
-            tenant_id: None,
-        },
-    )
-    .await;
-}
-
-async fn record(state: &AppState, event: AuditEvent) {
-    if let Err(e) = audit::record(&state.db, event).await {
-        tracing::error!(error = %e, "cannot write audit row");
-    }
+    close.cancel();
 }
 
 /// Serves HTTP/2 on an authenticated-but-refused connection, answering every request with

@@ -1,10 +1,12 @@
 //! The node channel's server side: a tokio-rustls accept loop that authenticates every
-//! connection before tonic sees a byte of it ([`listener`]), the TLS set-up ([`tls`]) and the
-//! `NodeControl` service that runs the stream ([`service`]).
+//! connection before tonic sees a byte of it ([`listener`]), the admission checks and their
+//! audit rows (`admission`, run on every connection and again on every stream), the TLS set-up
+//! ([`tls`]) and the `NodeControl` service that runs the stream ([`service`]).
 //!
 //! tonic's built-in TLS would drop failed handshakes silently; accepting connections ourselves
 //! lets every rejection — at the TLS layer or after it — be audited, counted and explained.
 
+mod admission;
 pub mod listener;
 pub mod service;
 pub mod tls;
@@ -34,13 +36,15 @@ pub enum Rejection {
     NodeDisabled,
     /// The node has another certificate pinned.
     FingerprintMismatch,
+    /// The node's pinned certificate was reset after this connection was admitted.
+    FingerprintReset,
     /// The panel could not check the node (database down).
     PanelUnavailable,
 }
 
 impl Rejection {
     /// Every reason, so each is exported (at 0) before it first happens.
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 13] = [
         Rejection::NoClientCertificate,
         Rejection::UnknownCa,
         Rejection::CertificateExpired,
@@ -52,6 +56,7 @@ impl Rejection {
         Rejection::UnknownNode,
         Rejection::NodeDisabled,
         Rejection::FingerprintMismatch,
+        Rejection::FingerprintReset,
         Rejection::PanelUnavailable,
     ];
 
@@ -69,6 +74,7 @@ impl Rejection {
             Rejection::UnknownNode => "unknown_node",
             Rejection::NodeDisabled => "node_disabled",
             Rejection::FingerprintMismatch => "fingerprint_mismatch",
+            Rejection::FingerprintReset => "fingerprint_reset",
             Rejection::PanelUnavailable => "panel_unavailable",
         }
     }
@@ -85,6 +91,9 @@ impl Rejection {
             Rejection::NodeDisabled => "this node is disabled in the panel",
             Rejection::FingerprintMismatch => {
                 "another certificate is pinned for this node; an operator must reset its fingerprint"
+            }
+            Rejection::FingerprintReset => {
+                "the pinned certificate of this node was reset; reconnect to pin again"
             }
             Rejection::PanelUnavailable => "the panel cannot check this node right now",
             _ => "TLS handshake rejected",
@@ -111,6 +120,7 @@ impl From<crate::nodes::store::Refusal> for Rejection {
             Refusal::UnknownNode => Rejection::UnknownNode,
             Refusal::Disabled => Rejection::NodeDisabled,
             Refusal::FingerprintMismatch => Rejection::FingerprintMismatch,
+            Refusal::FingerprintReset => Rejection::FingerprintReset,
         }
     }
 }

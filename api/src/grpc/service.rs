@@ -16,18 +16,22 @@ use chrono::Utc;
 use futures::Stream;
 use proto::node::v1::node_control_server::NodeControl;
 use proto::node::v1::{NodeMessage, PanelMessage, Welcome, node_message, panel_message};
+use rustls_pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::admission;
 use crate::AppState;
+use crate::nodes::connections::Connection;
 use crate::nodes::store;
 use crate::nodes::{Kick, Session};
 use crate::servers;
 
-/// How long a node has, after the handshake, to send `Hello`.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node has, after the handshake, to open its stream and send `Hello`; a
+/// connection not welcomed on a stream by then is closed.
+pub(super) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A node is dropped after this many heartbeat intervals without a message.
 const MISSED_HEARTBEATS: u32 = 3;
 /// Messages queued for a node before senders wait.
@@ -40,10 +44,16 @@ pub struct NodeIdentity {
     pub node_id: String,
     /// The admitted certificate's fingerprint.
     pub fingerprint: String,
+    /// The admitted certificate.
+    pub certificate: CertificateDer<'static>,
+    /// Whether TLS resumed an earlier session.
+    pub resumed: bool,
     /// The peer address.
     pub peer: SocketAddr,
-    /// Cancelled to drop this connection.
-    pub kick: CancellationToken,
+    /// The admitted connection; its `close` token drops it.
+    pub connection: Connection,
+    /// Cancelled once a stream of this connection is registered.
+    pub welcomed: CancellationToken,
 }
 
 /// The service for one connection.
@@ -70,6 +80,11 @@ impl NodeControl for NodeControlService {
         request: Request<Streaming<NodeMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let identity = &self.identity;
+        // The connection may have sat idle since its handshake: admit it again.
+        if let Err(rejection) = admission::recheck(&self.state, identity).await {
+            identity.connection.close.cancel();
+            return Err(rejection.status());
+        }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(NodeMessage {
@@ -87,7 +102,7 @@ impl NodeControl for NodeControlService {
         let session = self.state.registry.register(
             &identity.node_id,
             &identity.fingerprint,
-            identity.kick.clone(),
+            &identity.connection,
             tx.clone(),
         );
         self.state
@@ -98,6 +113,7 @@ impl NodeControl for NodeControlService {
             self.state.registry.unregister(&session);
             return Err(e.to_status());
         }
+        identity.welcomed.cancel();
         tracing::info!(
             node = %identity.node_id,
             peer = %identity.peer,
