@@ -1,10 +1,12 @@
-//! Closing the node boundary (issue 13, items 8–10) against the real panel and real TLS:
-//! admitted connections that sit idle without a stream.
+//! Closing the node boundary (issue 13, items 8 and 9) against the real panel and real TLS:
+//! admitted connections that sit idle without a stream, and expired certificates through TLS
+//! 1.3 resumption.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tests::{DbKind, NodeCert, connect_idle, eventually, hello, open};
+use security::pki::{LeafKind, LeafSpec};
+use tests::{DbKind, NodeCert, connect_idle, dial_with, eventually, hello, open};
 
 use crate::node_channel::{CAP, Fixture};
 
@@ -122,8 +124,56 @@ async fn stream_on_idle_connection_is_admitted_again(kind: DbKind) {
     }
 }
 
+/// A certificate that expires while its TLS session is cached: the resumed connection is
+/// refused at admission although TLS 1.3 resumption does not look at the certificate again.
+async fn expired_certificate_refused_through_resumption(kind: DbKind) {
+    let f = Fixture::start(kind).await;
+    f.add_node("node-1").await;
+    let now = time::OffsetDateTime::now_utc();
+    let not_after = now + time::Duration::seconds(4);
+    let cert = f.pki.issue(LeafSpec {
+        kind: LeafKind::Node,
+        common_name: "node-1".into(),
+        hostnames: vec!["node.example.com".into()],
+        not_before: now - time::Duration::minutes(5),
+        not_after,
+    });
+    let config = client_config(&f, &cert);
+    let first = dial_with(f.addr(), config.clone(), 5)
+        .await
+        .expect("admitted while valid");
+    drop(first);
+    wait_offline(&f).await;
+    // Real time has to pass: the TLS session cache keys on it, and so does rustls.
+    let wait = (not_after - time::OffsetDateTime::now_utc()) + time::Duration::seconds(2);
+    tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
+    let err = dial_with(f.addr(), config, 5)
+        .await
+        .err()
+        .expect("an expired certificate is refused");
+    assert!(err.contains("certificate_expired"), "{err}");
+    f.assert_rejected("node-1", "certificate_expired", Some(&cert.fingerprint))
+        .await;
+    let rows = f.audit().await;
+    let refused = rows
+        .iter()
+        .find(|r| r.outcome == "rejected: certificate_expired")
+        .expect("row");
+    assert_eq!(
+        refused.details["resumed"],
+        serde_json::json!(true),
+        "the refused connection resumed TLS"
+    );
+    assert!(!f.panel.state().registry.is_online("node-1"));
+}
+
+async fn wait_offline(f: &Fixture) {
+    eventually("offline", CAP, || async { !f.node("node-1").await.online }).await;
+}
+
 crate::on_both_databases!(
     idle_connection_is_closed_after_the_hello_timeout,
     idle_connection_dropped_by_cli_from_another_process,
     stream_on_idle_connection_is_admitted_again,
+    expired_certificate_refused_through_resumption,
 );

@@ -8,7 +8,9 @@
 use std::net::SocketAddr;
 
 use rustls_pki_types::CertificateDer;
+use security::pki::Validity;
 use serde_json::json;
+use time::OffsetDateTime;
 
 use super::Rejection;
 use super::service::NodeIdentity;
@@ -16,18 +18,42 @@ use crate::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::nodes::store;
 
-/// Re-runs admission for a stream opening on an admitted connection: the node must still
-/// exist, be enabled and have this connection's certificate pinned. Refusals are audited.
-pub(super) async fn recheck(state: &AppState, identity: &NodeIdentity) -> Result<(), Rejection> {
-    let rejection =
-        match store::still_admitted(&state.db, &identity.node_id, &identity.fingerprint).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(refusal)) => Rejection::from(refusal),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot check node");
-                Rejection::PanelUnavailable
+/// Why a certificate is refused at `now` for its validity window, if it is. TLS checks the
+/// window on a full handshake only; a resumed TLS 1.3 session restores the certificate without
+/// looking at it again, so admission checks it itself, every time.
+pub(super) fn outside_validity(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Option<Rejection> {
+    match security::pki::validity(not_before, not_after, now) {
+        Validity::Valid => None,
+        Validity::Expired => Some(Rejection::CertificateExpired),
+        Validity::NotYetValid => Some(Rejection::CertificateNotYetValid),
+    }
+}
+
+/// Re-runs admission for a stream opening on an admitted connection at `now`: the certificate
+/// must still be valid, the node must still exist, be enabled and have this connection's
+/// certificate pinned. Refusals are audited.
+pub(super) async fn recheck(
+    state: &AppState,
+    identity: &NodeIdentity,
+    now: OffsetDateTime,
+) -> Result<(), Rejection> {
+    let rejection = match outside_validity(identity.not_before, identity.not_after, now) {
+        Some(rejection) => rejection,
+        None => {
+            match store::still_admitted(&state.db, &identity.node_id, &identity.fingerprint).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(refusal)) => Rejection::from(refusal),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot check node");
+                    Rejection::PanelUnavailable
+                }
             }
-        };
+        }
+    };
     let attempt = Attempt {
         peer: identity.peer,
         presented: Some(&identity.certificate),

@@ -2,10 +2,10 @@
 //! fingerprint) and only then HTTP/2 + tonic, one task per connection.
 //!
 //! Admission runs on every connection, resumed TLS sessions included (a resumed session
-//! restores the client chain without re-verifying it, so the database check here is what keeps
-//! a disabled node out), and again on every stream. An admitted connection is kept in the
-//! registry's connections, where kicks and the watcher reach it, and is closed if no stream is
-//! welcomed on it within the Hello timeout.
+//! restores the client chain without re-verifying it, so the validity window and the database
+//! check here are what keep an expired certificate or a disabled node out), and again on every
+//! stream. An admitted connection is kept in the registry's connections, where kicks and the
+//! watcher reach it, and is closed if no stream is welcomed on it within the Hello timeout.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Rejection;
-use super::admission::{Attempt, record, reject};
+use super::admission::{Attempt, outside_validity, record, reject};
 use super::service::{HELLO_TIMEOUT, NodeControlService, NodeIdentity};
 use super::tls::{Captured, TlsSetup, classify};
 use crate::AppState;
@@ -137,6 +137,19 @@ async fn handle(
             return;
         }
     };
+    // Resumed sessions skip the TLS layer's check of the validity window: check it here.
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(rejection) = outside_validity(info.not_before, info.not_after, now) {
+        reject(
+            &state,
+            rejection,
+            &attempt,
+            Some("checked at admission".into()),
+        )
+        .await;
+        linger_with_status(stream, rejection.status()).await;
+        return;
+    }
     let not_after =
         DateTime::<Utc>::from_timestamp(info.not_after.unix_timestamp(), 0).unwrap_or_default();
     let admission =
@@ -188,6 +201,8 @@ async fn handle(
         node_id: info.common_name,
         fingerprint: info.fingerprint,
         certificate: cert,
+        not_before: info.not_before,
+        not_after: info.not_after,
         resumed,
         peer,
         connection: connection.clone(),

@@ -96,6 +96,8 @@ impl Rejection {
                 "the pinned certificate of this node was reset; reconnect to pin again"
             }
             Rejection::PanelUnavailable => "the panel cannot check this node right now",
+            Rejection::CertificateExpired => "the certificate has expired",
+            Rejection::CertificateNotYetValid => "the certificate is not valid yet",
             _ => "TLS handshake rejected",
         }
     }

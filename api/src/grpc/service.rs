@@ -46,6 +46,10 @@ pub struct NodeIdentity {
     pub fingerprint: String,
     /// The admitted certificate.
     pub certificate: CertificateDer<'static>,
+    /// Start of the certificate's validity.
+    pub not_before: time::OffsetDateTime,
+    /// End of the certificate's validity.
+    pub not_after: time::OffsetDateTime,
     /// Whether TLS resumed an earlier session.
     pub resumed: bool,
     /// The peer address.
@@ -81,7 +85,8 @@ impl NodeControl for NodeControlService {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let identity = &self.identity;
         // The connection may have sat idle since its handshake: admit it again.
-        if let Err(rejection) = admission::recheck(&self.state, identity).await {
+        let now = time::OffsetDateTime::now_utc();
+        if let Err(rejection) = admission::recheck(&self.state, identity, now).await {
             identity.connection.close.cancel();
             return Err(rejection.status());
         }

@@ -20,7 +20,7 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
-pub use inspect::{CertInfo, common_name, fingerprint, inspect};
+pub use inspect::{CertInfo, Validity, common_name, fingerprint, inspect, validity};
 pub use layout::{CertLayout, write_private, write_public};
 pub use verify::{key_matches_cert, verify_issued_by};
 

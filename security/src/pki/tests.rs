@@ -74,6 +74,22 @@ fn node_cert_chains_to_its_ca() {
 }
 
 #[test]
+fn validity_is_judged_at_the_given_time() {
+    let ca = CertificateAuthority::generate("Test CA", now(), CA_DAYS).unwrap();
+    let info = inspect(&ca.issue(&node_spec("node-1")).unwrap().cert_der).unwrap();
+    assert_eq!(info.validity_at(now()), Validity::Valid);
+    assert_eq!(info.validity_at(info.not_after), Validity::Valid);
+    assert_eq!(
+        info.validity_at(info.not_after + Duration::seconds(1)),
+        Validity::Expired
+    );
+    assert_eq!(
+        info.validity_at(info.not_before - Duration::seconds(1)),
+        Validity::NotYetValid
+    );
+}
+
+#[test]
 fn server_cert_verifies_for_its_names_only() {
     let ca = CertificateAuthority::generate("Test CA", now(), CA_DAYS).unwrap();
     let hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
