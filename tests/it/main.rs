@@ -9,6 +9,7 @@ mod limiter;
 mod node_boundary;
 mod node_channel;
 mod openapi;
+mod panel_identity;
 mod preflight;
 mod rbac;
 mod secrets;

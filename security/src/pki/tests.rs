@@ -61,15 +61,18 @@ fn node_cert_chains_to_its_ca() {
     assert_eq!(info.fingerprint.len(), 64);
     assert_eq!(info.days_left(now()), i64::from(LEAF_DAYS) - 1);
     assert!(key_matches_cert(&leaf.key_pem, &leaf.cert_der).unwrap());
-    // Node certificates carry server auth too, for their own host names.
-    verify_issued_by(
-        ca.cert_der(),
-        &leaf.cert_der,
-        LeafKind::Server,
-        Some("node1.example.com"),
-        SystemTime::now(),
-    )
-    .unwrap();
+    // Node certificates are client-auth only: never a server, even for their own names.
+    assert!(
+        verify_issued_by(
+            ca.cert_der(),
+            &leaf.cert_der,
+            LeafKind::Server,
+            Some("node1.example.com"),
+            SystemTime::now(),
+        )
+        .is_err()
+    );
+    assert!(!is_panel_certificate(&leaf.cert_der));
     assert!(inspect(ca.cert_der()).unwrap().is_ca);
 }
 
@@ -116,6 +119,7 @@ fn server_cert_verifies_for_its_names_only() {
         )
         .is_err()
     );
+    assert!(is_panel_certificate(&leaf.cert_der), "the panel's URI SAN");
     // A server-only certificate cannot be used as a node's client certificate.
     assert!(
         verify_issued_by(
