@@ -7,6 +7,7 @@ mod hardening;
 mod identity;
 mod limiter;
 mod node_boundary;
+mod node_bounds;
 mod node_channel;
 mod openapi;
 mod panel_identity;

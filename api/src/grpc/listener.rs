@@ -21,10 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::Rejection;
 use super::admission::{Attempt, outside_validity, record, reject};
 use super::service::{HELLO_TIMEOUT, NodeControlService, NodeIdentity};
 use super::tls::{Captured, TlsSetup, classify};
+use super::{Rejection, bounds};
 use crate::AppState;
 use crate::audit::AuditEvent;
 use crate::nodes::store::{self, Admission};
@@ -208,7 +208,8 @@ async fn handle(
         connection: connection.clone(),
         welcomed: welcomed.clone(),
     });
-    let service = NodeControlServer::new(NodeControlService::new(state.clone(), identity));
+    let service = NodeControlServer::new(NodeControlService::new(state.clone(), identity))
+        .max_decoding_message_size(bounds::MAX_MESSAGE_BYTES);
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())

@@ -1,12 +1,14 @@
 //! The node channel's server side: a tokio-rustls accept loop that authenticates every
 //! connection before tonic sees a byte of it ([`listener`]), the admission checks and their
-//! audit rows (`admission`, run on every connection and again on every stream), the TLS set-up
+//! audit rows (`admission`, run on every connection and again on every stream), the bounds on
+//! what a node sends ([`bounds`]), the TLS set-up
 //! ([`tls`]) and the `NodeControl` service that runs the stream ([`service`]).
 //!
 //! tonic's built-in TLS would drop failed handshakes silently; accepting connections ourselves
 //! lets every rejection — at the TLS layer or after it — be audited, counted and explained.
 
 mod admission;
+pub mod bounds;
 pub mod listener;
 pub mod service;
 pub mod tls;

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::admission;
+use super::{admission, bounds};
 use crate::AppState;
 use crate::nodes::connections::Connection;
 use crate::nodes::store;
@@ -92,14 +92,17 @@ impl NodeControl for NodeControlService {
         }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(NodeMessage {
-                kind: Some(node_message::Kind::Hello(hello)),
-            }))) => hello,
-            Ok(Ok(Some(_))) => {
-                return Err(Status::invalid_argument("the first message must be Hello"));
+            Ok(Ok(Some(mut message))) => {
+                bounds::apply(&mut message, &self.state.metrics);
+                match message.kind {
+                    Some(node_message::Kind::Hello(hello)) => hello,
+                    _ => return Err(Status::invalid_argument("the first message must be Hello")),
+                }
             }
             Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
-            Ok(Err(status)) => return Err(status),
+            Ok(Err(status)) => {
+                return Err(bounds::oversized(&status, &self.state.metrics).unwrap_or(status));
+            }
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
         };
         let interval = Duration::from_secs(u64::from(hello.heartbeat_interval_secs.clamp(1, 60)));
@@ -194,46 +197,54 @@ async fn pump(
             Ok(Ok(None)) => break None,
             Ok(Err(status)) => {
                 tracing::debug!(node = %session.node_id, %status, "node stream error");
-                break None;
+                break bounds::oversized(&status, &state.metrics);
             }
-            Ok(Ok(Some(message))) => match message.kind {
-                Some(node_message::Kind::Heartbeat(_)) => {
-                    if let Err(e) = store::touch(&state.db, &session.node_id, Utc::now()).await {
-                        tracing::warn!(node = %session.node_id, error = %e, "cannot record heartbeat");
+            Ok(Ok(Some(mut message))) => {
+                let truncated = bounds::apply(&mut message, &state.metrics);
+                match message.kind {
+                    Some(node_message::Kind::Heartbeat(_)) => {
+                        if let Err(e) = store::touch(&state.db, &session.node_id, Utc::now()).await
+                        {
+                            tracing::warn!(node = %session.node_id, error = %e, "cannot record heartbeat");
+                        }
+                    }
+                    Some(node_message::Kind::Ack(ack)) => {
+                        if let Err(e) =
+                            servers::commands::on_ack(&state, &session.node_id, ack).await
+                        {
+                            tracing::warn!(node = %session.node_id, error = %e, "cannot record an ack");
+                        }
+                    }
+                    Some(node_message::Kind::Status(status)) => {
+                        if let Err(e) = servers::on_status(&state, &session.node_id, &status).await
+                        {
+                            tracing::warn!(node = %session.node_id, error = %e, "cannot record a status");
+                        }
+                    }
+                    Some(node_message::Kind::Stats(stats)) => {
+                        if owned(&state, &session.node_id, &mut owns, &stats.server_id).await {
+                            servers::on_stats(&state, stats);
+                        }
+                    }
+                    Some(node_message::Kind::Console(line)) => {
+                        let owned =
+                            owned(&state, &session.node_id, &mut owns, &line.server_id).await;
+                        if owned {
+                            servers::on_console(&state, line, truncated);
+                        }
+                    }
+                    Some(node_message::Kind::Backup(result)) => {
+                        if let Err(e) =
+                            servers::backups::on_result(&state, &session.node_id, result).await
+                        {
+                            tracing::warn!(node = %session.node_id, error = %e, "cannot record a backup result");
+                        }
+                    }
+                    Some(node_message::Kind::Hello(_)) | None => {
+                        tracing::debug!(node = %session.node_id, "ignoring unexpected message");
                     }
                 }
-                Some(node_message::Kind::Ack(ack)) => {
-                    if let Err(e) = servers::commands::on_ack(&state, &session.node_id, ack).await {
-                        tracing::warn!(node = %session.node_id, error = %e, "cannot record an ack");
-                    }
-                }
-                Some(node_message::Kind::Status(status)) => {
-                    if let Err(e) = servers::on_status(&state, &session.node_id, &status).await {
-                        tracing::warn!(node = %session.node_id, error = %e, "cannot record a status");
-                    }
-                }
-                Some(node_message::Kind::Stats(stats)) => {
-                    if owned(&state, &session.node_id, &mut owns, &stats.server_id).await {
-                        servers::on_stats(&state, stats);
-                    }
-                }
-                Some(node_message::Kind::Console(line)) => {
-                    let owned = owned(&state, &session.node_id, &mut owns, &line.server_id).await;
-                    if owned {
-                        servers::on_console(&state, line);
-                    }
-                }
-                Some(node_message::Kind::Backup(result)) => {
-                    if let Err(e) =
-                        servers::backups::on_result(&state, &session.node_id, result).await
-                    {
-                        tracing::warn!(node = %session.node_id, error = %e, "cannot record a backup result");
-                    }
-                }
-                Some(node_message::Kind::Hello(_)) | None => {
-                    tracing::debug!(node = %session.node_id, "ignoring unexpected message");
-                }
-            },
+            }
         }
     };
     let reason = end.as_ref().map_or("stream closed", |s| s.message());
