@@ -1,10 +1,15 @@
-//! Bounds on the node channel (issue 13, item 11) against the real panel and real TLS: what an
-//! admitted node sends is cut to size and counted in `/metrics`.
+//! Bounds on the node channel (issue 13, items 11 and 12) against the real panel and real
+//! TLS: what an admitted node sends is cut to size and counted, and what unauthenticated
+//! clients can do to the audit log and the accept loop is capped.
+
+use std::time::Duration;
 
 use api::db::entities::server;
+use api::grpc::gate::MAX_HANDSHAKES_PER_IP;
 use proto::node::v1::{CommandAck, ConsoleLine, NodeMessage, ServerStatus, node_message};
 use sea_orm::{ActiveModelTrait, Set};
 use tests::{DbKind, connect_idle, dial, eventually, hello, open};
+use tokio::io::AsyncReadExt;
 
 use crate::node_channel::{CAP, Fixture};
 
@@ -138,8 +143,66 @@ async fn hello_list_and_strings_are_capped(kind: DbKind) {
     .await;
 }
 
+async fn refusals_from_one_ip_fold_into_one_audit_row(kind: DbKind) {
+    let f = Fixture::start(kind).await;
+    for _ in 0..12 {
+        assert!(dial(f.addr(), &f.pki.ca_certs(), None, 5).await.is_err());
+    }
+    eventually("each refusal counted", CAP, || async {
+        f.rejections("no_client_certificate") == 12
+    })
+    .await;
+    eventually("one row with a count of 12", CAP, || async {
+        let rows: Vec<_> = f
+            .audit()
+            .await
+            .into_iter()
+            .filter(|r| r.outcome == "rejected: no_client_certificate")
+            .collect();
+        rows.len() == 1 && rows[0].details["count"] == serde_json::json!(12)
+    })
+    .await;
+    let row = f.audit().await.remove(0);
+    assert_eq!(
+        (row.actor.as_str(), row.ip.as_deref()),
+        ("unknown", Some("127.0.0.1"))
+    );
+    assert!(row.details["first_at"].is_string() && row.details["last_at"].is_string());
+}
+
+async fn handshakes_are_capped_per_ip(kind: DbKind) {
+    let f = Fixture::start_with(kind, |c| c.handshake_timeout = Duration::from_secs(60)).await;
+    f.add_node("node-1").await;
+    let mut stalled = Vec::new();
+    for _ in 0..MAX_HANDSHAKES_PER_IP {
+        stalled.push(tokio::net::TcpStream::connect(f.addr()).await.expect("tcp"));
+    }
+    for i in 0..4 {
+        let mut extra = tokio::net::TcpStream::connect(f.addr()).await.expect("tcp");
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(CAP, extra.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} over the cap is closed at once"));
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    eventually("each refused handshake counted", CAP, || async {
+        f.rejections("too_many_handshakes") == 4
+    })
+    .await;
+    drop(stalled);
+    let cert = f.pki.node("node-1");
+    eventually("a node gets in once the stalled ones left", CAP, || async {
+        dial(f.addr(), &f.pki.ca_certs(), Some(cert.identity()), 5)
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
 crate::on_both_databases!(
     oversized_message_ends_the_stream,
     long_console_lines_are_cut_and_marked,
     hello_list_and_strings_are_capped,
+    refusals_from_one_ip_fold_into_one_audit_row,
+    handshakes_are_capped_per_ip,
 );

@@ -74,6 +74,10 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
         http_tls: None,
         node_watch_interval: Duration::from_millis(200),
         handshake_timeout: Duration::from_secs(5),
+        max_handshakes: (
+            api::grpc::gate::MAX_HANDSHAKES,
+            api::grpc::gate::MAX_HANDSHAKES_PER_IP,
+        ),
         command_timeout: Duration::from_secs(10),
         identity: api::config::IdentityConfig::development(pki.layout.root().join("data")),
     }

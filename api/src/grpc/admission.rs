@@ -72,13 +72,25 @@ pub(super) struct Attempt<'a> {
     pub(super) resumed: bool,
 }
 
-/// Audits and counts a rejection.
+/// Audits and counts a rejection: one audit row each (post-authentication refusals; the
+/// listener folds pre-authentication ones, see `fold`).
 pub(super) async fn reject(
     state: &AppState,
     rejection: Rejection,
     attempt: &Attempt<'_>,
     detail: Option<String>,
 ) {
+    let event = count(state, rejection, attempt, detail);
+    record(state, event).await;
+}
+
+/// Counts a rejection in the metric, logs it and returns its audit event (not yet written).
+pub(super) fn count(
+    state: &AppState,
+    rejection: Rejection,
+    attempt: &Attempt<'_>,
+    detail: Option<String>,
+) -> AuditEvent {
     state
         .metrics
         .node_rejections
@@ -96,24 +108,20 @@ pub(super) async fn reject(
         detail = detail.as_deref().unwrap_or(""),
         "node connection rejected"
     );
-    record(
-        state,
-        AuditEvent {
-            actor: common_name.clone().unwrap_or_else(|| "unknown".into()),
-            action: "node.connect".into(),
-            target: common_name,
-            outcome: format!("rejected: {}", rejection.reason()),
-            ip: Some(peer.ip().to_string()),
-            details: json!({
-                "fingerprint": fingerprint,
-                "reason": rejection.reason(),
-                "detail": detail,
-                "resumed": attempt.resumed,
-            }),
-            tenant_id: None,
-        },
-    )
-    .await;
+    AuditEvent {
+        actor: common_name.clone().unwrap_or_else(|| "unknown".into()),
+        action: "node.connect".into(),
+        target: common_name,
+        outcome: format!("rejected: {}", rejection.reason()),
+        ip: Some(peer.ip().to_string()),
+        details: json!({
+            "fingerprint": fingerprint,
+            "reason": rejection.reason(),
+            "detail": detail,
+            "resumed": attempt.resumed,
+        }),
+        tenant_id: None,
+    }
 }
 
 pub(super) async fn record(state: &AppState, event: AuditEvent) {

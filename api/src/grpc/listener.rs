@@ -22,6 +22,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{Attempt, outside_validity, record, reject};
+use super::fold::{self, Folder};
+use super::gate::{Gate, Slot};
 use super::service::{HELLO_TIMEOUT, NodeControlService, NodeIdentity};
 use super::tls::{Captured, TlsSetup, classify};
 use super::{Rejection, bounds};
@@ -43,6 +45,14 @@ pub async fn serve(
     stop_accepting: CancellationToken,
     shutdown: CancellationToken,
 ) {
+    let (overall, per_ip) = state.config.max_handshakes;
+    let gate = Gate::with_caps(overall, per_ip);
+    let folder = Arc::new(Folder::default());
+    tokio::spawn(fold::run_flusher(
+        state.clone(),
+        folder.clone(),
+        shutdown.clone(),
+    ));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop_accepting.cancelled() => return,
@@ -56,9 +66,29 @@ pub async fn serve(
                 }
             },
         };
+        let slot = match gate.enter(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                // Closed before any TLS work; counted and audited (folded) off the loop.
+                drop(tcp);
+                let (state, folder) = (state.clone(), folder.clone());
+                tokio::spawn(async move {
+                    let attempt = Attempt {
+                        peer,
+                        presented: None,
+                        resumed: false,
+                    };
+                    let detail = Some(format!("{} cap reached", full.label()));
+                    let rejection = Rejection::TooManyHandshakes;
+                    fold::refuse(&state, &folder, rejection, &attempt, detail).await;
+                });
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let (state, tls, shutdown) = (state.clone(), tls.clone(), shutdown.clone());
-        tokio::spawn(async move { handle(state, tls, tcp, peer, shutdown).await });
+        let folder = folder.clone();
+        tokio::spawn(async move { handle(state, tls, tcp, peer, shutdown, slot, &folder).await });
     }
 }
 
@@ -68,6 +98,8 @@ async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    slot: Slot,
+    folder: &Folder,
 ) {
     let captured: Captured = Arc::new(Mutex::new(None));
     let config = match tls.for_connection(captured.clone()) {
@@ -82,6 +114,7 @@ async fn handle(
         TlsAcceptor::from(config).accept(tcp),
     )
     .await;
+    drop(slot);
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -91,7 +124,7 @@ async fn handle(
                 presented: presented.as_ref(),
                 resumed: false,
             };
-            reject(&state, classify(&e), &attempt, Some(e.to_string())).await;
+            fold::refuse(&state, folder, classify(&e), &attempt, Some(e.to_string())).await;
             return;
         }
         Err(_) => {
@@ -101,7 +134,7 @@ async fn handle(
                 presented: presented.as_ref(),
                 resumed: false,
             };
-            reject(&state, Rejection::HandshakeTimeout, &attempt, None).await;
+            fold::refuse(&state, folder, Rejection::HandshakeTimeout, &attempt, None).await;
             return;
         }
     };
@@ -120,7 +153,14 @@ async fn handle(
             presented: None,
             resumed,
         };
-        reject(&state, Rejection::NoClientCertificate, &attempt, None).await;
+        fold::refuse(
+            &state,
+            folder,
+            Rejection::NoClientCertificate,
+            &attempt,
+            None,
+        )
+        .await;
         return;
     };
     let attempt = Attempt {

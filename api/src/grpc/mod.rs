@@ -1,7 +1,8 @@
 //! The node channel's server side: a tokio-rustls accept loop that authenticates every
 //! connection before tonic sees a byte of it ([`listener`]), the admission checks and their
 //! audit rows (`admission`, run on every connection and again on every stream), the bounds on
-//! what a node sends ([`bounds`]), the TLS set-up
+//! what a node sends ([`bounds`]), the caps on handshakes ([`gate`]) and the folding of
+//! pre-authentication refusals into one audit row per address and minute (`fold`), the TLS set-up
 //! ([`tls`]) and the `NodeControl` service that runs the stream ([`service`]).
 //!
 //! tonic's built-in TLS would drop failed handshakes silently; accepting connections ourselves
@@ -9,6 +10,8 @@
 
 mod admission;
 pub mod bounds;
+mod fold;
+pub mod gate;
 pub mod listener;
 pub mod service;
 pub mod tls;
@@ -30,6 +33,8 @@ pub enum Rejection {
     HandshakeFailed,
     /// The handshake did not finish in time.
     HandshakeTimeout,
+    /// Too many handshakes were in progress (overall or from the address).
+    TooManyHandshakes,
     /// The certificate's subject does not hold exactly one UTF-8 CN.
     InvalidCommonName,
     /// No node has the certificate's CN as id.
@@ -46,7 +51,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason, so each is exported (at 0) before it first happens.
-    pub const ALL: [Rejection; 13] = [
+    pub const ALL: [Rejection; 14] = [
         Rejection::NoClientCertificate,
         Rejection::UnknownCa,
         Rejection::CertificateExpired,
@@ -54,6 +59,7 @@ impl Rejection {
         Rejection::BadCertificate,
         Rejection::HandshakeFailed,
         Rejection::HandshakeTimeout,
+        Rejection::TooManyHandshakes,
         Rejection::InvalidCommonName,
         Rejection::UnknownNode,
         Rejection::NodeDisabled,
@@ -72,6 +78,7 @@ impl Rejection {
             Rejection::BadCertificate => "bad_certificate",
             Rejection::HandshakeFailed => "handshake_failed",
             Rejection::HandshakeTimeout => "handshake_timeout",
+            Rejection::TooManyHandshakes => "too_many_handshakes",
             Rejection::InvalidCommonName => "invalid_common_name",
             Rejection::UnknownNode => "unknown_node",
             Rejection::NodeDisabled => "node_disabled",
