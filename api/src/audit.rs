@@ -1,7 +1,8 @@
 //! Writing audit rows in the contract's shape.
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use serde_json::Value;
 
 use crate::Error;
@@ -28,8 +29,14 @@ pub struct AuditEvent {
 
 /// Appends `event` to the audit log.
 pub async fn record(db: &DatabaseConnection, event: AuditEvent) -> Result<(), Error> {
+    insert(db, event).await.map(drop)
+}
+
+/// Appends `event` to the audit log and returns the new row's id.
+pub async fn insert(db: &DatabaseConnection, event: AuditEvent) -> Result<String, Error> {
+    let id = uuid::Uuid::now_v7().to_string();
     audit_log::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
+        id: Set(id.clone()),
         at: Set(Utc::now()),
         actor: Set(event.actor),
         action: Set(event.action),
@@ -41,6 +48,20 @@ pub async fn record(db: &DatabaseConnection, event: AuditEvent) -> Result<(), Er
     }
     .insert(db)
     .await?;
+    Ok(id)
+}
+
+/// Replaces the details of row `id` (a folded row's count grows).
+pub async fn update_details(
+    db: &DatabaseConnection,
+    id: &str,
+    details: Value,
+) -> Result<(), Error> {
+    audit_log::Entity::update_many()
+        .col_expr(audit_log::Column::Details, Expr::value(details))
+        .filter(audit_log::Column::Id.eq(id))
+        .exec(db)
+        .await?;
     Ok(())
 }
 

@@ -109,6 +109,9 @@ impl Panel {
                 .node_rejections
                 .with_label_values(&[rejection.reason()]);
         }
+        for cut in grpc::bounds::Cut::ALL {
+            metrics.node_input_cut.with_label_values(&[cut.label()]);
+        }
         let identity = identity::Identity::new(
             &config.identity,
             config.environment,

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub node_accepted: IntCounter,
     /// Nodes with a live stream.
     pub nodes_connected: IntGauge,
+    /// What was cut from node messages, by kind (`grpc::bounds`).
+    pub node_input_cut: IntCounterVec,
     /// Refresh tokens presented again (families revoked).
     pub refresh_reuse: IntCounter,
     /// Rate-limit checks answered in memory because Redis failed.
@@ -43,6 +45,14 @@ impl Metrics {
         let node_accepted = IntCounter::new(
             "mamba_node_connections_accepted_total",
             "Node-channel connections admitted",
+        )
+        .expect("static metric definition is valid");
+        let node_input_cut = IntCounterVec::new(
+            Opts::new(
+                "mamba_node_input_cut_total",
+                "Cuts made to what nodes send: oversized messages, Hello entries past the cap, truncated console lines and strings",
+            ),
+            &["what"],
         )
         .expect("static metric definition is valid");
         let nodes_connected = IntGauge::new("mamba_nodes_connected", "Nodes with a live stream")
@@ -93,6 +103,7 @@ impl Metrics {
             Box::new(node_rejections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(node_accepted.clone()),
             Box::new(nodes_connected.clone()),
+            Box::new(node_input_cut.clone()),
             Box::new(refresh_reuse.clone()),
             Box::new(limiter_fallbacks.clone()),
             Box::new(argon2_queue.clone()),
@@ -109,6 +120,7 @@ impl Metrics {
             node_rejections,
             node_accepted,
             nodes_connected,
+            node_input_cut,
             refresh_reuse,
             limiter_fallbacks,
             argon2_queue,

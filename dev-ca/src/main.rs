@@ -44,7 +44,7 @@ enum Command {
         #[arg(long, default_value_t = pki::CA_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
-    /// Issue a node certificate: CN = node id, SAN = the host names, client+server auth.
+    /// Issue a node certificate: CN = node id, SAN = the host names, client auth only.
     Generate {
         /// The node id, [a-z0-9][a-z0-9-]{0,62}.
         node_id: String,
@@ -58,7 +58,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Issue the panel's gRPC server certificate for the given host names.
+    /// Issue the panel's gRPC server certificate for the given host names, with the panel
+    /// identity (URI SAN spiffe://mamba/panel) that Wings requires.
     Server {
         /// Host names or IP addresses Wings dials the panel by.
         #[arg(required = true)]

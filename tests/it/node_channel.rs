@@ -11,24 +11,30 @@ use sea_orm::{EntityTrait, QueryOrder};
 use security::pki::{LeafKind, LeafSpec};
 use tests::{DbKind, TestPki, database_url, dial, eventually, panel_config};
 
-const CAP: Duration = Duration::from_secs(10);
+pub(crate) const CAP: Duration = Duration::from_secs(10);
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    panel: Panel,
-    db_url: String,
+/// A panel started in-process on a fresh database with a test PKI.
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) pki: TestPki,
+    pub(crate) panel: Panel,
+    pub(crate) db_url: String,
 }
 
 impl Fixture {
-    async fn start(kind: DbKind) -> Fixture {
+    pub(crate) async fn start(kind: DbKind) -> Fixture {
+        Self::start_with(kind, |_| {}).await
+    }
+
+    /// Starts the panel with `adjust` applied to the test configuration.
+    pub(crate) async fn start_with(kind: DbKind, adjust: impl FnOnce(&mut api::Config)) -> Fixture {
         security::tls::install_default_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = TestPki::new(dir.path());
         let db_url = database_url(kind, dir.path()).await;
-        let panel = Panel::start(panel_config(&pki, db_url.clone()))
-            .await
-            .expect("panel starts");
+        let mut config = panel_config(&pki, db_url.clone());
+        adjust(&mut config);
+        let panel = Panel::start(config).await.expect("panel starts");
         Fixture {
             dir,
             pki,
@@ -37,20 +43,20 @@ impl Fixture {
         }
     }
 
-    async fn add_node(&self, id: &str) {
+    pub(crate) async fn add_node(&self, id: &str) {
         store::add(&self.panel.state().db, id, "node.example.com", None)
             .await
             .expect("add node");
     }
 
-    async fn node(&self, id: &str) -> node::Model {
+    pub(crate) async fn node(&self, id: &str) -> node::Model {
         store::get(&self.panel.state().db, id)
             .await
             .expect("db")
             .expect("node exists")
     }
 
-    async fn audit(&self) -> Vec<audit_log::Model> {
+    pub(crate) async fn audit(&self) -> Vec<audit_log::Model> {
         audit_log::Entity::find()
             .order_by_asc(audit_log::Column::At)
             .all(&self.panel.state().db)
@@ -58,7 +64,7 @@ impl Fixture {
             .expect("read audit")
     }
 
-    fn rejections(&self, reason: &str) -> u64 {
+    pub(crate) fn rejections(&self, reason: &str) -> u64 {
         self.panel
             .state()
             .metrics
@@ -68,7 +74,12 @@ impl Fixture {
     }
 
     /// Waits for the audit row of a rejection and checks its shape and the metric.
-    async fn assert_rejected(&self, actor: &str, reason: &str, fingerprint: Option<&str>) {
+    pub(crate) async fn assert_rejected(
+        &self,
+        actor: &str,
+        reason: &str,
+        fingerprint: Option<&str>,
+    ) {
         let outcome = format!("rejected: {reason}");
         let matches = |row: &audit_log::Model| {
             row.actor == actor
@@ -91,7 +102,7 @@ impl Fixture {
         assert!(self.rejections(reason) >= 1, "metric for {reason}");
     }
 
-    fn addr(&self) -> std::net::SocketAddr {
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
         self.panel.grpc_addr
     }
 }

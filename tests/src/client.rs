@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use proto::node::v1::node_control_client::NodeControlClient;
 use proto::node::v1::{
     Heartbeat, Hello, NodeMessage, PanelMessage, Welcome, node_message, panel_message,
 };
@@ -38,9 +39,41 @@ pub async fn dial_with(
     config: std::sync::Arc<rustls::ClientConfig>,
     heartbeat_secs: u32,
 ) -> Result<NodeClient, String> {
-    let (mut client, io_error) = wings::tls::connect("127.0.0.1", addr.port(), config)
+    let connection = connect_idle(addr, config).await?;
+    open(connection, hello(heartbeat_secs)).await
+}
+
+/// An admitted-or-not TLS + HTTP/2 connection to the panel that has opened no stream yet.
+pub type IdleConnection = (
+    NodeControlClient<tonic::transport::Channel>,
+    wings::tls::FirstIoError,
+);
+
+/// Completes TLS and HTTP/2 with the panel at `addr` and opens no stream.
+pub async fn connect_idle(
+    addr: SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<IdleConnection, String> {
+    wings::tls::connect("127.0.0.1", addr.port(), config)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// The `Hello` the test clients send: no servers, a heartbeat promised every `heartbeat_secs`.
+pub fn hello(heartbeat_secs: u32) -> Hello {
+    Hello {
+        version: "test".into(),
+        hostname: "test-host".into(),
+        capacity: None,
+        heartbeat_interval_secs: heartbeat_secs,
+        servers: Vec::new(),
+    }
+}
+
+/// Opens the node stream on `connection`, sends `hello` and waits for `Welcome`. The error
+/// text carries the gRPC status and any TLS alert.
+pub async fn open(connection: IdleConnection, hello: Hello) -> Result<NodeClient, String> {
+    let (mut client, io_error) = connection;
     let describe = |status: tonic::Status| {
         format!(
             "{:?}: {} [{}]",
@@ -51,13 +84,7 @@ pub async fn dial_with(
     };
     let (tx, rx) = mpsc::channel(8);
     let hello = NodeMessage {
-        kind: Some(node_message::Kind::Hello(Hello {
-            version: "test".into(),
-            hostname: "test-host".into(),
-            capacity: None,
-            heartbeat_interval_secs: heartbeat_secs,
-            servers: Vec::new(),
-        })),
+        kind: Some(node_message::Kind::Hello(hello)),
     };
     tx.send(hello).await.map_err(|e| e.to_string())?;
     let mut inbound = client

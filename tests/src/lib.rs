@@ -17,7 +17,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use client::{NodeClient, dial, dial_with};
+pub use client::{IdleConnection, NodeClient, connect_idle, dial, dial_with, hello, open};
 pub use pki::{NodeCert, TestPki};
 pub use process::{Proc, bin_path, panel_env, rss_kib, run, signal, start_panel};
 pub use redis_server::RedisServer;
@@ -74,6 +74,10 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
         http_tls: None,
         node_watch_interval: Duration::from_millis(200),
         handshake_timeout: Duration::from_secs(5),
+        max_handshakes: (
+            api::grpc::gate::MAX_HANDSHAKES,
+            api::grpc::gate::MAX_HANDSHAKES_PER_IP,
+        ),
         command_timeout: Duration::from_secs(10),
         identity: api::config::IdentityConfig::development(pki.layout.root().join("data")),
     }

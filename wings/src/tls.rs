@@ -1,6 +1,7 @@
 //! The node channel's client side: a rustls client configuration (the panel's certificate
-//! checked against `WINGS_API_CA_CERT`, our own certificate presented) and a tonic channel
-//! over our own TCP + TLS connector.
+//! checked against `WINGS_API_CA_CERT` and required to carry the panel's identity
+//! `spiffe://mamba/panel`, so that a node certificate of the same CA cannot pose as the panel;
+//! our own certificate presented) and a tonic channel over our own TCP + TLS connector.
 
 use std::io;
 use std::pin::Pin;
@@ -38,17 +39,20 @@ pub fn load(config: &Config) -> Result<Arc<ClientConfig>, Error> {
     client_config(&ca, Some(identity))
 }
 
-/// A client configuration trusting `ca` for the panel's certificate and presenting `identity`
+/// A client configuration trusting `ca` for the panel's certificate, which must also be a
+/// panel certificate ([`security::pki::PanelServerVerifier`]), and presenting `identity`
 /// (tests also build one with no identity, to see the panel refuse it).
 pub fn client_config(
     ca: &[CertificateDer<'static>],
     identity: Option<Identity>,
 ) -> Result<Arc<ClientConfig>, Error> {
     let roots = security::tls::root_store(ca)?;
+    let verifier = security::pki::PanelServerVerifier::new(roots)?;
     let builder = ClientConfig::builder_with_provider(security::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
-        .with_root_certificates(roots);
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
     let mut config = match identity {
         Some(id) => builder
             .with_client_auth_cert(id.chain, id.key)

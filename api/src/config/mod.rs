@@ -30,6 +30,11 @@ pub const LOG_FORMAT: &str = "LOG_FORMAT";
 pub const PANEL_HTTP_TLS_CERT_FILE: &str = "PANEL_HTTP_TLS_CERT_FILE";
 /// Private key for TLS on the REST listener.
 pub const PANEL_HTTP_TLS_KEY_FILE: &str = "PANEL_HTTP_TLS_KEY_FILE";
+/// Node-channel TLS handshakes in progress at once, overall (default 256).
+pub const PANEL_GRPC_MAX_HANDSHAKES: &str = "PANEL_GRPC_MAX_HANDSHAKES";
+/// Node-channel TLS handshakes in progress at once from one IP address (default 16; raise it
+/// when a TCP balancer without the PROXY protocol makes every node come from its address).
+pub const PANEL_GRPC_MAX_HANDSHAKES_PER_IP: &str = "PANEL_GRPC_MAX_HANDSHAKES_PER_IP";
 
 /// The default database: a SQLite file under `data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/panel.db?mode=rwc";
@@ -67,6 +72,8 @@ pub struct Config {
     pub node_watch_interval: Duration,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// How many TLS handshakes may be in progress at once: (overall, per IP address).
+    pub max_handshakes: (usize, usize),
     /// How long a node has to acknowledge a command before it is marked failed.
     pub command_timeout: Duration,
     /// Accounts, tokens, mail and rate limits.
@@ -125,6 +132,20 @@ impl Config {
                 "{DATABASE_URL}: must start with sqlite:, postgres:// or postgresql://"
             ));
         }
+        let mut count = |name: &str, default: usize| match get(name) {
+            None => default,
+            Some(raw) => match raw.trim().parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => n,
+                _ => {
+                    errors.push(format!("{name}: {raw:?} is not a number from 1 to 1000000"));
+                    default
+                }
+            },
+        };
+        let max_handshakes = (
+            count(PANEL_GRPC_MAX_HANDSHAKES, 256),
+            count(PANEL_GRPC_MAX_HANDSHAKES_PER_IP, 16),
+        );
         let path = |name: &str, default: &str| {
             PathBuf::from(get(name).unwrap_or_else(|| default.to_owned()))
         };
@@ -148,6 +169,7 @@ impl Config {
             },
             node_watch_interval: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
+            max_handshakes,
             command_timeout: Duration::from_secs(10),
             identity: IdentityConfig::from_lookup(&get, &mut errors),
         };
@@ -192,11 +214,18 @@ mod tests {
             PANEL_GRPC_ADDR => Some("not-an-address".into()),
             DATABASE_URL => Some("mysql://x".into()),
             PANEL_CA_CERT => Some("/nonexistent/ca.pem".into()),
+            PANEL_GRPC_MAX_HANDSHAKES_PER_IP => Some("0".into()),
             _ => None,
         })
         .unwrap_err();
         let all = errors.join("\n");
-        for name in [PANEL_ENV, PANEL_GRPC_ADDR, DATABASE_URL, PANEL_CA_CERT] {
+        for name in [
+            PANEL_ENV,
+            PANEL_GRPC_ADDR,
+            DATABASE_URL,
+            PANEL_CA_CERT,
+            PANEL_GRPC_MAX_HANDSHAKES_PER_IP,
+        ] {
             assert!(all.contains(name), "{name} missing from {all}");
         }
     }

@@ -2,8 +2,10 @@
 //! fingerprint) and only then HTTP/2 + tonic, one task per connection.
 //!
 //! Admission runs on every connection, resumed TLS sessions included (a resumed session
-//! restores the client chain without re-verifying it, so the database check is what keeps a
-//! disabled node out).
+//! restores the client chain without re-verifying it, so the validity window and the database
+//! check here are what keep an expired certificate or a disabled node out), and again on every
+//! stream. An admitted connection is kept in the registry's connections, where kicks and the
+//! watcher reach it, and is closed if no stream is welcomed on it within the Hello timeout.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,17 +16,19 @@ use chrono::{DateTime, Utc};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use proto::node::v1::node_control_server::NodeControlServer;
-use rustls_pki_types::CertificateDer;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::Rejection;
-use super::service::{NodeControlService, NodeIdentity};
+use super::admission::{Attempt, outside_validity, record, reject};
+use super::fold::{self, Folder};
+use super::gate::{Gate, Slot};
+use super::service::{HELLO_TIMEOUT, NodeControlService, NodeIdentity};
 use super::tls::{Captured, TlsSetup, classify};
+use super::{Rejection, bounds};
 use crate::AppState;
-use crate::audit::{self, AuditEvent};
+use crate::audit::AuditEvent;
 use crate::nodes::store::{self, Admission};
 
 /// How long a rejected (but TLS-authenticated) connection is kept to deliver its gRPC status.
@@ -41,6 +45,14 @@ pub async fn serve(
     stop_accepting: CancellationToken,
     shutdown: CancellationToken,
 ) {
+    let (overall, per_ip) = state.config.max_handshakes;
+    let gate = Gate::with_caps(overall, per_ip);
+    let folder = Arc::new(Folder::default());
+    tokio::spawn(fold::run_flusher(
+        state.clone(),
+        folder.clone(),
+        shutdown.clone(),
+    ));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop_accepting.cancelled() => return,
@@ -54,9 +66,29 @@ pub async fn serve(
                 }
             },
         };
+        let slot = match gate.enter(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                // Closed before any TLS work; counted and audited (folded) off the loop.
+                drop(tcp);
+                let (state, folder) = (state.clone(), folder.clone());
+                tokio::spawn(async move {
+                    let attempt = Attempt {
+                        peer,
+                        presented: None,
+                        resumed: false,
+                    };
+                    let detail = Some(format!("{} cap reached", full.label()));
+                    let rejection = Rejection::TooManyHandshakes;
+                    fold::refuse(&state, &folder, rejection, &attempt, detail).await;
+                });
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let (state, tls, shutdown) = (state.clone(), tls.clone(), shutdown.clone());
-        tokio::spawn(async move { handle(state, tls, tcp, peer, shutdown).await });
+        let folder = folder.clone();
+        tokio::spawn(async move { handle(state, tls, tcp, peer, shutdown, slot, &folder).await });
     }
 }
 
@@ -66,6 +98,8 @@ async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    slot: Slot,
+    folder: &Folder,
 ) {
     let captured: Captured = Arc::new(Mutex::new(None));
     let config = match tls.for_connection(captured.clone()) {
@@ -80,6 +114,7 @@ async fn handle(
         TlsAcceptor::from(config).accept(tcp),
     )
     .await;
+    drop(slot);
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -89,7 +124,7 @@ async fn handle(
                 presented: presented.as_ref(),
                 resumed: false,
             };
-            reject(&state, classify(&e), &attempt, Some(e.to_string())).await;
+            fold::refuse(&state, folder, classify(&e), &attempt, Some(e.to_string())).await;
             return;
         }
         Err(_) => {
@@ -99,7 +134,7 @@ async fn handle(
                 presented: presented.as_ref(),
                 resumed: false,
             };
-            reject(&state, Rejection::HandshakeTimeout, &attempt, None).await;
+            fold::refuse(&state, folder, Rejection::HandshakeTimeout, &attempt, None).await;
             return;
         }
     };
@@ -118,7 +153,14 @@ async fn handle(
             presented: None,
             resumed,
         };
-        reject(&state, Rejection::NoClientCertificate, &attempt, None).await;
+        fold::refuse(
+            &state,
+            folder,
+            Rejection::NoClientCertificate,
+            &attempt,
+            None,
+        )
+        .await;
         return;
     };
     let attempt = Attempt {
@@ -135,6 +177,19 @@ async fn handle(
             return;
         }
     };
+    // Resumed sessions skip the TLS layer's check of the validity window: check it here.
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(rejection) = outside_validity(info.not_before, info.not_after, now) {
+        reject(
+            &state,
+            rejection,
+            &attempt,
+            Some("checked at admission".into()),
+        )
+        .await;
+        linger_with_status(stream, rejection.status()).await;
+        return;
+    }
     let not_after =
         DateTime::<Utc>::from_timestamp(info.not_after.unix_timestamp(), 0).unwrap_or_default();
     let admission =
@@ -174,95 +229,63 @@ async fn handle(
     .await;
     tracing::info!(node = %info.common_name, %peer, pinned_now = admission == Admission::Pinned, "node authenticated");
 
-    let kick = CancellationToken::new();
+    // Kept where `kick` and the watcher reach it from now on, stream or not.
+    let connection = state.registry.connections.add(
+        &info.common_name,
+        &info.fingerprint,
+        CancellationToken::new(),
+    );
+    let close = connection.close.clone();
+    let welcomed = CancellationToken::new();
     let identity = Arc::new(NodeIdentity {
         node_id: info.common_name,
         fingerprint: info.fingerprint,
+        certificate: cert,
+        not_before: info.not_before,
+        not_after: info.not_after,
+        resumed,
         peer,
-        kick: kick.clone(),
+        connection: connection.clone(),
+        welcomed: welcomed.clone(),
     });
-    let service = NodeControlServer::new(NodeControlService::new(state.clone(), identity));
+    let service = NodeControlServer::new(NodeControlService::new(state.clone(), identity))
+        .max_decoding_message_size(bounds::MAX_MESSAGE_BYTES);
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let connection =
+    let connection_io =
         builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-    tokio::pin!(connection);
+    tokio::pin!(connection_io);
+    // A connection that has not been welcomed on a stream within the Hello timeout is closed.
+    let unwelcomed = async {
+        tokio::select! {
+            _ = welcomed.cancelled() => std::future::pending::<()>().await,
+            _ = tokio::time::sleep(HELLO_TIMEOUT) => {}
+        }
+    };
     tokio::select! {
-        result = connection.as_mut() => {
+        result = connection_io.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "node connection ended with an error");
             }
         }
-        // Kicked or shutting down: let the final status out, then close.
-        _ = async { tokio::select! { _ = kick.cancelled() => {}, _ = shutdown.cancelled() => {} } } => {
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(DRAIN, connection.as_mut()).await;
+        // Kicked, no stream in time or shutting down: let the final status out, then close.
+        _ = async { tokio::select! {
+            _ = close.cancelled() => {},
+            _ = shutdown.cancelled() => {},
+            _ = unwelcomed => {
+                tracing::info!(node = %connection.node_id, %peer, "no stream within the Hello timeout; closing");
+            },
+        } } => {
+            connection_io.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, connection_io.as_mut()).await;
         }
     }
+    state.registry.connections.remove(connection.id);
     // The stream task watches this token: the connection is gone, so is the stream.
-    kick.cancel();
-}
-
-/// One connection attempt, as far as it got.
-struct Attempt<'a> {
-    peer: SocketAddr,
-    /// The certificate the client presented, verified or not.
-    presented: Option<&'a CertificateDer<'static>>,
-    /// Whether TLS resumed an earlier session.
-    resumed: bool,
-}
-
-/// Audits and counts a rejection.
-async fn reject(
-    state: &AppState,
-    rejection: Rejection,
-    attempt: &Attempt<'_>,
-    detail: Option<String>,
-) {
-    state
-        .metrics
-        .node_rejections
-        .with_label_values(&[rejection.reason()])
-        .inc();
-    let common_name = attempt
-        .presented
-        .and_then(|c| security::pki::common_name(c).ok());
-    let fingerprint = attempt.presented.map(|c| security::pki::fingerprint(c));
-    let peer = attempt.peer;
-    tracing::warn!(
-        reason = rejection.reason(),
-        %peer,
-        cn = common_name.as_deref().unwrap_or("unknown"),
-        detail = detail.as_deref().unwrap_or(""),
-        "node connection rejected"
-    );
-    record(
-        state,
-        AuditEvent {
-            actor: common_name.clone().unwrap_or_else(|| "unknown".into()),
-            action: "node.connect".into(),
-            target: common_name,
-            outcome: format!("rejected: {}", rejection.reason()),
-            ip: Some(peer.ip().to_string()),
-            details: json!({
-                "fingerprint": fingerprint,
-                "reason": rejection.reason(),
-                "detail": detail,
-                "resumed": attempt.resumed,
-            }),
-            tenant_id: None,
-        },
-    )
-    .await;
-}
-
-async fn record(state: &AppState, event: AuditEvent) {
-    if let Err(e) = audit::record(&state.db, event).await {
-        tracing::error!(error = %e, "cannot write audit row");
-    }
+    close.cancel();
 }
 
 /// Serves HTTP/2 on an authenticated-but-refused connection, answering every request with

@@ -16,18 +16,22 @@ use chrono::Utc;
 use futures::Stream;
 use proto::node::v1::node_control_server::NodeControl;
 use proto::node::v1::{NodeMessage, PanelMessage, Welcome, node_message, panel_message};
+use rustls_pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::{admission, bounds};
 use crate::AppState;
+use crate::nodes::connections::Connection;
 use crate::nodes::store;
 use crate::nodes::{Kick, Session};
 use crate::servers;
 
-/// How long a node has, after the handshake, to send `Hello`.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node has, after the handshake, to open its stream and send `Hello`; a
+/// connection not welcomed on a stream by then is closed.
+pub(super) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A node is dropped after this many heartbeat intervals without a message.
 const MISSED_HEARTBEATS: u32 = 3;
 /// Messages queued for a node before senders wait.
@@ -40,10 +44,20 @@ pub struct NodeIdentity {
     pub node_id: String,
     /// The admitted certificate's fingerprint.
     pub fingerprint: String,
+    /// The admitted certificate.
+    pub certificate: CertificateDer<'static>,
+    /// Start of the certificate's validity.
+    pub not_before: time::OffsetDateTime,
+    /// End of the certificate's validity.
+    pub not_after: time::OffsetDateTime,
+    /// Whether TLS resumed an earlier session.
+    pub resumed: bool,
     /// The peer address.
     pub peer: SocketAddr,
-    /// Cancelled to drop this connection.
-    pub kick: CancellationToken,
+    /// The admitted connection; its `close` token drops it.
+    pub connection: Connection,
+    /// Cancelled once a stream of this connection is registered.
+    pub welcomed: CancellationToken,
 }
 
 /// The service for one connection.
@@ -70,16 +84,25 @@ impl NodeControl for NodeControlService {
         request: Request<Streaming<NodeMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let identity = &self.identity;
+        // The connection may have sat idle since its handshake: admit it again.
+        let now = time::OffsetDateTime::now_utc();
+        if let Err(rejection) = admission::recheck(&self.state, identity, now).await {
+            identity.connection.close.cancel();
+            return Err(rejection.status());
+        }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(NodeMessage {
-                kind: Some(node_message::Kind::Hello(hello)),
-            }))) => hello,
-            Ok(Ok(Some(_))) => {
-                return Err(Status::invalid_argument("the first message must be Hello"));
+            Ok(Ok(Some(mut message))) => {
+                bounds::apply(&mut message, &self.state.metrics);
+                match message.kind {
+                    Some(node_message::Kind::Hello(hello)) => hello,
+                    _ => return Err(Status::invalid_argument("the first message must be Hello")),
+                }
             }
             Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
-            Ok(Err(status)) => return Err(status),
+            Ok(Err(status)) => {
+                return Err(bounds::oversized(&status, &self.state.metrics).unwrap_or(status));
+            }
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
         };
         let interval = Duration::from_secs(u64::from(hello.heartbeat_interval_secs.clamp(1, 60)));
@@ -87,7 +110,7 @@ impl NodeControl for NodeControlService {
         let session = self.state.registry.register(
             &identity.node_id,
             &identity.fingerprint,
-            identity.kick.clone(),
+            &identity.connection,
             tx.clone(),
         );
         self.state
@@ -98,6 +121,7 @@ impl NodeControl for NodeControlService {
             self.state.registry.unregister(&session);
             return Err(e.to_status());
         }
+        identity.welcomed.cancel();
         tracing::info!(
             node = %identity.node_id,
             peer = %identity.peer,
@@ -173,46 +197,54 @@ async fn pump(
             Ok(Ok(None)) => break None,
             Ok(Err(status)) => {
                 tracing::debug!(node = %session.node_id, %status, "node stream error");
-                break None;
+                break bounds::oversized(&status, &state.metrics);
             }
-            Ok(Ok(Some(message))) => match message.kind {
-                Some(node_message::Kind::Heartbeat(_)) => {
-                    if let Err(e) = store::touch(&state.db, &session.node_id, Utc::now()).await {
-                        tracing::warn!(node = %session.node_id, error = %e, "cannot record heartbeat");
+            Ok(Ok(Some(mut message))) => {
+                let truncated = bounds::apply(&mut message, &state.metrics);
+                match message.kind {
+                    Some(node_message::Kind::Heartbeat(_)) => {
+                        if let Err(e) = store::touch(&state.db, &session.node_id, Utc::now()).await
+                        {
+                            tracing::warn!(node = %session.node_id, error = %e, "cannot record heartbeat");
+                        }
+                    }
+                    Some(node_message::Kind::Ack(ack)) => {
+                        if let Err(e) =
+                            servers::commands::on_ack(&state, &session.node_id, ack).await
+                        {
+                            tracing::warn!(node = %session.node_id, error = %e, "cannot record an ack");
+                        }
+                    }
+                    Some(node_message::Kind::Status(status)) => {
+                        if let Err(e) = servers::on_status(&state, &session.node_id, &status).await
+                        {
+                            tracing::warn!(node = %session.node_id, error = %e, "cannot record a status");
+                        }
+                    }
+                    Some(node_message::Kind::Stats(stats)) => {
+                        if owned(&state, &session.node_id, &mut owns, &stats.server_id).await {
+                            servers::on_stats(&state, stats);
+                        }
+                    }
+                    Some(node_message::Kind::Console(line)) => {
+                        let owned =
+                            owned(&state, &session.node_id, &mut owns, &line.server_id).await;
+                        if owned {
+                            servers::on_console(&state, line, truncated);
+                        }
+                    }
+                    Some(node_message::Kind::Backup(result)) => {
+                        if let Err(e) =
+                            servers::backups::on_result(&state, &session.node_id, result).await
+                        {
+                            tracing::warn!(node = %session.node_id, error = %e, "cannot record a backup result");
+                        }
+                    }
+                    Some(node_message::Kind::Hello(_)) | None => {
+                        tracing::debug!(node = %session.node_id, "ignoring unexpected message");
                     }
                 }
-                Some(node_message::Kind::Ack(ack)) => {
-                    if let Err(e) = servers::commands::on_ack(&state, &session.node_id, ack).await {
-                        tracing::warn!(node = %session.node_id, error = %e, "cannot record an ack");
-                    }
-                }
-                Some(node_message::Kind::Status(status)) => {
-                    if let Err(e) = servers::on_status(&state, &session.node_id, &status).await {
-                        tracing::warn!(node = %session.node_id, error = %e, "cannot record a status");
-                    }
-                }
-                Some(node_message::Kind::Stats(stats)) => {
-                    if owned(&state, &session.node_id, &mut owns, &stats.server_id).await {
-                        servers::on_stats(&state, stats);
-                    }
-                }
-                Some(node_message::Kind::Console(line)) => {
-                    let owned = owned(&state, &session.node_id, &mut owns, &line.server_id).await;
-                    if owned {
-                        servers::on_console(&state, line);
-                    }
-                }
-                Some(node_message::Kind::Backup(result)) => {
-                    if let Err(e) =
-                        servers::backups::on_result(&state, &session.node_id, result).await
-                    {
-                        tracing::warn!(node = %session.node_id, error = %e, "cannot record a backup result");
-                    }
-                }
-                Some(node_message::Kind::Hello(_)) | None => {
-                    tracing::debug!(node = %session.node_id, "ignoring unexpected message");
-                }
-            },
+            }
         }
     };
     let reason = end.as_ref().map_or("stream closed", |s| s.message());

@@ -1,7 +1,8 @@
 //! Nodes: their rows in the database ([`store`]), the live streams of connected nodes
-//! ([`registry`]), and the watcher that drops a stream when its node is disabled or its
+//! ([`registry`]), every admitted connection ([`connections`]), and the watcher that drops a stream when its node is disabled or its
 //! fingerprint reset, also by another process ([`watch`]).
 
+pub mod connections;
 pub mod registry;
 pub mod store;
 pub mod watch;

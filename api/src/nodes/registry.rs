@@ -1,4 +1,5 @@
-//! The live streams of connected nodes, one per node.
+//! The live streams of connected nodes, one per node, and every admitted connection
+//! ([`Connections`]), so that a kick reaches a connection that has not opened its stream yet.
 //!
 //! Everything that needs to reach a connected node goes through [`NodeRegistry`], so that a
 //! registry spanning several panel replicas (routing through Redis pub/sub) can replace this
@@ -11,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use proto::node::v1::PanelMessage;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::connections::{Connection, Connections};
 
 /// Messages to a node's stream (a status ends it).
 pub type Outbound = mpsc::Sender<Result<PanelMessage, tonic::Status>>;
@@ -27,6 +30,8 @@ pub struct Session {
     pub node_id: String,
     /// The fingerprint of the certificate the stream was admitted with.
     pub fingerprint: String,
+    /// The id of the connection the stream runs on (see [`Connections`]).
+    pub connection: u64,
     /// Cancelled to drop the stream and its connection.
     pub kick: CancellationToken,
     /// Why it was kicked, set before `kick` is cancelled.
@@ -103,6 +108,8 @@ impl Session {
 pub struct NodeRegistry {
     sessions: Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
+    /// Every admitted connection, with or without a stream.
+    pub connections: Connections,
 }
 
 impl NodeRegistry {
@@ -112,14 +119,15 @@ impl NodeRegistry {
         &self,
         node_id: &str,
         fingerprint: &str,
-        kick: CancellationToken,
+        connection: &Connection,
         outbound: Outbound,
     ) -> Session {
         let session = Session {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             node_id: node_id.to_owned(),
             fingerprint: fingerprint.to_owned(),
-            kick,
+            connection: connection.id,
+            kick: connection.close.clone(),
             reason: Arc::default(),
             outbound,
         };
@@ -142,23 +150,42 @@ impl NodeRegistry {
         }
     }
 
-    /// Drops the live stream of `node_id`, if any, giving `reason` to the node.
+    /// Drops the live stream of `node_id`, if any, giving `reason` to the node, and closes
+    /// every other admitted connection of the node (idle ones included). Returns whether
+    /// there was anything to drop.
     pub fn kick(&self, node_id: &str, reason: Kick) -> bool {
         let session = self.lock().get(node_id).cloned();
-        match session {
-            Some(s) => {
-                s.kick(reason);
-                true
-            }
-            None => false,
+        let had_session = session.is_some();
+        if let Some(s) = session {
+            s.kick(reason);
         }
+        let connections = self.connections.of_node(node_id);
+        for c in &connections {
+            c.close.cancel();
+        }
+        had_session || !connections.is_empty()
     }
 
-    /// Drops every live stream (shutdown).
+    /// Closes one admitted connection, giving `reason` to the stream on it, if any.
+    pub fn kick_connection(&self, connection: u64, reason: Kick) {
+        let Some(c) = self.connections.get(connection) else {
+            return;
+        };
+        let session = self.lock().get(&c.node_id).cloned();
+        if let Some(s) = session.filter(|s| s.connection == connection) {
+            s.kick(reason);
+        }
+        c.close.cancel();
+    }
+
+    /// Drops every live stream and closes every admitted connection (shutdown).
     pub fn kick_all(&self, reason: Kick) {
         let all: Vec<Session> = self.lock().values().cloned().collect();
         for s in all {
             s.kick(reason);
+        }
+        for c in self.connections.all() {
+            c.close.cancel();
         }
     }
 
@@ -207,8 +234,14 @@ mod tests {
     fn a_new_session_replaces_and_kicks_the_old_one() {
         let registry = NodeRegistry::default();
         let (tx, _rx) = mpsc::channel(1);
-        let first = registry.register("n1", "aa", CancellationToken::new(), tx.clone());
-        let second = registry.register("n1", "aa", CancellationToken::new(), tx);
+        let c1 = registry
+            .connections
+            .add("n1", "aa", CancellationToken::new());
+        let c2 = registry
+            .connections
+            .add("n1", "aa", CancellationToken::new());
+        let first = registry.register("n1", "aa", &c1, tx.clone());
+        let second = registry.register("n1", "aa", &c2, tx);
         assert!(first.kick.is_cancelled());
         assert_eq!(first.kick_reason(), Some(Kick::Replaced));
         assert!(
@@ -220,5 +253,27 @@ mod tests {
         assert_eq!(second.kick_reason(), Some(Kick::Disabled));
         assert!(registry.unregister(&second));
         assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn a_kick_closes_idle_connections_of_the_node_only() {
+        let registry = NodeRegistry::default();
+        let idle = registry
+            .connections
+            .add("n1", "aa", CancellationToken::new());
+        let other = registry
+            .connections
+            .add("n2", "bb", CancellationToken::new());
+        assert!(
+            registry.kick("n1", Kick::Disabled),
+            "an idle connection counts"
+        );
+        assert!(idle.close.is_cancelled());
+        assert!(!other.close.is_cancelled());
+        let (tx, _rx) = mpsc::channel(1);
+        let session = registry.register("n2", "bb", &other, tx);
+        registry.kick_connection(other.id, Kick::FingerprintReset);
+        assert_eq!(session.kick_reason(), Some(Kick::FingerprintReset));
+        assert!(other.close.is_cancelled());
     }
 }

@@ -146,6 +146,8 @@ pub enum Refusal {
     Disabled,
     /// Another certificate is pinned for this node.
     FingerprintMismatch,
+    /// No certificate is pinned any more: the connection was admitted before a reset.
+    FingerprintReset,
 }
 
 impl Refusal {
@@ -155,6 +157,7 @@ impl Refusal {
             Refusal::UnknownNode => "unknown_node",
             Refusal::Disabled => "node_disabled",
             Refusal::FingerprintMismatch => "fingerprint_mismatch",
+            Refusal::FingerprintReset => "fingerprint_reset",
         }
     }
 }
@@ -220,6 +223,25 @@ pub async fn admit(
             }
         }
     }
+}
+
+/// Checks again that a connection admitted earlier with `fingerprint` may still speak for
+/// node `id` (when it opens a stream): the node exists, is enabled and has exactly this
+/// fingerprint pinned. Never pins: a reset must be followed by a new connection.
+pub async fn still_admitted(
+    db: &DatabaseConnection,
+    id: &str,
+    fingerprint: &str,
+) -> Result<Result<(), Refusal>, Error> {
+    Ok(match get(db, id).await? {
+        None => Err(Refusal::UnknownNode),
+        Some(row) if !row.enabled => Err(Refusal::Disabled),
+        Some(row) => match row.fingerprint.as_deref() {
+            Some(pinned) if pinned == fingerprint => Ok(()),
+            Some(_) => Err(Refusal::FingerprintMismatch),
+            None => Err(Refusal::FingerprintReset),
+        },
+    })
 }
 
 /// Records a node as online or offline, and when it was last heard from.

@@ -1,6 +1,7 @@
-//! Drops the stream of a node that was disabled, or whose fingerprint was reset or changed,
-//! whoever did it: this process's REST API, or `api node …` run in another process against
-//! the same database. The watcher re-reads the node rows of live sessions every interval.
+//! Drops the connections (and the stream on each) of a node that was disabled, or whose
+//! fingerprint was reset or changed, whoever did it: this process's REST API, or `api node …`
+//! run in another process against the same database. The watcher re-reads the node rows of
+//! every admitted connection every interval, idle connections without a stream included.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +22,8 @@ pub async fn run(state: Arc<AppState>, interval: Duration, shutdown: Cancellatio
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let sessions = state.registry.sessions();
-        if sessions.is_empty() {
+        let connections = state.registry.connections.all();
+        if connections.is_empty() {
             continue;
         }
         let rows = match store::list(&state.db).await {
@@ -35,18 +36,20 @@ pub async fn run(state: Arc<AppState>, interval: Duration, shutdown: Cancellatio
                 continue;
             }
         };
-        for session in sessions {
-            let reason = match rows.get(&session.node_id) {
+        for connection in connections {
+            let reason = match rows.get(&connection.node_id) {
                 None => Some(Kick::Deleted),
                 Some(row) if !row.enabled => Some(Kick::Disabled),
-                Some(row) if row.fingerprint.as_deref() != Some(session.fingerprint.as_str()) => {
+                Some(row)
+                    if row.fingerprint.as_deref() != Some(connection.fingerprint.as_str()) =>
+                {
                     Some(Kick::FingerprintReset)
                 }
                 Some(_) => None,
             };
             if let Some(reason) = reason {
-                tracing::info!(node = %session.node_id, reason = reason.label(), "dropping node stream");
-                state.registry.kick(&session.node_id, reason);
+                tracing::info!(node = %connection.node_id, reason = reason.label(), "dropping node connection");
+                state.registry.kick_connection(connection.id, reason);
             }
         }
     }

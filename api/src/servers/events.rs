@@ -32,6 +32,8 @@ pub enum Event {
     Console {
         /// The line, without its newline.
         line: String,
+        /// Whether the line was cut to the panel's limit (16 KiB).
+        truncated: bool,
         /// `stdout` or `stderr`.
         stream: &'static str,
         /// When (RFC 3339).
@@ -221,6 +223,7 @@ mod tests {
     fn line(n: usize) -> Event {
         Event::Console {
             line: n.to_string(),
+            truncated: false,
             stream: "stdout",
             at: String::new(),
         }

@@ -421,8 +421,9 @@ pub async fn on_status(
     Ok(())
 }
 
-/// A console line from a node, for a server the caller checked belongs to it.
-pub fn on_console(state: &AppState, line: ConsoleLine) {
+/// A console line from a node, for a server the caller checked belongs to it; `truncated`
+/// when the panel cut it to size (`grpc::bounds`).
+pub fn on_console(state: &AppState, line: ConsoleLine, truncated: bool) {
     let stream = match line.stream() {
         ConsoleStream::Stdout => "stdout",
         ConsoleStream::Stderr => "stderr",
@@ -431,6 +432,7 @@ pub fn on_console(state: &AppState, line: ConsoleLine) {
         &line.server_id.clone(),
         Event::Console {
             line: line.line,
+            truncated,
             stream,
             at: rfc3339_ms(line.at_unix_ms),
         },

@@ -36,10 +36,41 @@ pub struct CertInfo {
     pub is_ca: bool,
 }
 
+/// Where a moment falls in a certificate's validity window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// Before `not_before`.
+    NotYetValid,
+    /// Within the window (both ends included, as webpki counts them).
+    Valid,
+    /// After `not_after`.
+    Expired,
+}
+
 impl CertInfo {
     /// Whole days from `now` until `not_after` (negative once expired).
     pub fn days_left(&self, now: OffsetDateTime) -> i64 {
         (self.not_after - now).whole_days()
+    }
+
+    /// Whether the certificate is valid at `now`.
+    pub fn validity_at(&self, now: OffsetDateTime) -> Validity {
+        validity(self.not_before, self.not_after, now)
+    }
+}
+
+/// Where `now` falls in the window `not_before..=not_after`.
+pub fn validity(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Validity {
+    if now < not_before {
+        Validity::NotYetValid
+    } else if now > not_after {
+        Validity::Expired
+    } else {
+        Validity::Valid
     }
 }
 

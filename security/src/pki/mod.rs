@@ -1,13 +1,14 @@
 //! The certificate authority behind the node channel.
 //!
 //! A CA ([`CertificateAuthority`]) issues two kinds of leaf ([`LeafKind`]): node certificates
-//! (CN = node id, SAN = host names, client and server auth) and the panel's gRPC server
-//! certificate. All keys are ECDSA P-256. Serials are random 128-bit values, validity windows
+//! (CN = node id, SAN = host names, client auth only) and the panel's gRPC server certificate
+//! (server auth, and the URI SAN [`PANEL_URI`] that Wings requires, see [`panel`]). All keys are ECDSA P-256. Serials are random 128-bit values, validity windows
 //! start a few minutes in the past to absorb clock skew, and leaves carry the authority key
 //! identifier of the CA that signed them.
 
 mod inspect;
 mod layout;
+pub mod panel;
 mod verify;
 
 #[cfg(test)]
@@ -20,8 +21,9 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
-pub use inspect::{CertInfo, common_name, fingerprint, inspect};
+pub use inspect::{CertInfo, Validity, common_name, fingerprint, inspect, validity};
 pub use layout::{CertLayout, write_private, write_public};
+pub use panel::{PANEL_URI, PanelServerVerifier, is_panel_certificate};
 pub use verify::{key_matches_cert, verify_issued_by};
 
 use crate::Error;
@@ -48,9 +50,10 @@ pub fn validate_node_id(id: &str) -> Result<(), Error> {
 /// What a leaf certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeafKind {
-    /// A Wings node: client auth towards the panel, server auth for its own endpoints.
+    /// A Wings node: client auth towards the panel, nothing else (a node certificate must
+    /// never pass for a server, least of all the panel).
     Node,
-    /// The panel's gRPC server.
+    /// The panel's gRPC server: server auth and the URI SAN [`PANEL_URI`].
     Server,
 }
 
@@ -181,13 +184,16 @@ impl CertificateAuthority {
             .iter()
             .map(|h| san(h))
             .collect::<Result<_, _>>()?;
+        if spec.kind == LeafKind::Server {
+            let uri = PANEL_URI
+                .try_into()
+                .map_err(|_| Error::InvalidHostname(PANEL_URI.to_owned()))?;
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = match spec.kind {
-            LeafKind::Node => vec![
-                ExtendedKeyUsagePurpose::ClientAuth,
-                ExtendedKeyUsagePurpose::ServerAuth,
-            ],
+            LeafKind::Node => vec![ExtendedKeyUsagePurpose::ClientAuth],
             LeafKind::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
         };
         params.serial_number = Some(random_serial());

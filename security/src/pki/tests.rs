@@ -61,16 +61,35 @@ fn node_cert_chains_to_its_ca() {
     assert_eq!(info.fingerprint.len(), 64);
     assert_eq!(info.days_left(now()), i64::from(LEAF_DAYS) - 1);
     assert!(key_matches_cert(&leaf.key_pem, &leaf.cert_der).unwrap());
-    // Node certificates carry server auth too, for their own host names.
-    verify_issued_by(
-        ca.cert_der(),
-        &leaf.cert_der,
-        LeafKind::Server,
-        Some("node1.example.com"),
-        SystemTime::now(),
-    )
-    .unwrap();
+    // Node certificates are client-auth only: never a server, even for their own names.
+    assert!(
+        verify_issued_by(
+            ca.cert_der(),
+            &leaf.cert_der,
+            LeafKind::Server,
+            Some("node1.example.com"),
+            SystemTime::now(),
+        )
+        .is_err()
+    );
+    assert!(!is_panel_certificate(&leaf.cert_der));
     assert!(inspect(ca.cert_der()).unwrap().is_ca);
+}
+
+#[test]
+fn validity_is_judged_at_the_given_time() {
+    let ca = CertificateAuthority::generate("Test CA", now(), CA_DAYS).unwrap();
+    let info = inspect(&ca.issue(&node_spec("node-1")).unwrap().cert_der).unwrap();
+    assert_eq!(info.validity_at(now()), Validity::Valid);
+    assert_eq!(info.validity_at(info.not_after), Validity::Valid);
+    assert_eq!(
+        info.validity_at(info.not_after + Duration::seconds(1)),
+        Validity::Expired
+    );
+    assert_eq!(
+        info.validity_at(info.not_before - Duration::seconds(1)),
+        Validity::NotYetValid
+    );
 }
 
 #[test]
@@ -100,6 +119,7 @@ fn server_cert_verifies_for_its_names_only() {
         )
         .is_err()
     );
+    assert!(is_panel_certificate(&leaf.cert_der), "the panel's URI SAN");
     // A server-only certificate cannot be used as a node's client certificate.
     assert!(
         verify_issued_by(

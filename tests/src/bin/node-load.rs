@@ -84,8 +84,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .map(|c| full_handshake_config(wings::tls::client_config(&ca, Some(c.identity()))))
         .collect::<Result<_, _>>()?;
 
-    let (panel, grpc) =
-        tests::start_panel(dir, &tests::panel_env(&pki, &db_url, "127.0.0.1:0")).await;
+    let (panel, grpc) = tests::start_panel(dir, &load_env(&pki, &db_url)).await;
     let grpc: std::net::SocketAddr = grpc.parse()?;
     let bare = tests::Proc::start(
         "node-load",
@@ -387,4 +386,15 @@ fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The panel's environment for this run: every simulated node dials from 127.0.0.1, so the
+/// per-address handshake cap is raised to the overall one.
+fn load_env(pki: &tests::TestPki, db_url: &str) -> Vec<(String, String)> {
+    let mut env = tests::panel_env(pki, db_url, "127.0.0.1:0");
+    env.push((
+        api::config::PANEL_GRPC_MAX_HANDSHAKES_PER_IP.into(),
+        api::grpc::gate::MAX_HANDSHAKES.to_string(),
+    ));
+    env
 }
