@@ -20,6 +20,8 @@ pub struct Metrics {
     pub limiter_fallbacks: IntCounter,
     /// Password hashings waiting for a slot.
     pub argon2_queue: IntGauge,
+    /// Password hashings refused at once because the queue was full.
+    pub argon2_shed: IntCounter,
     /// Commands sent to nodes, by action.
     pub commands: IntCounterVec,
     /// REST requests answered, by method, route template and status.
@@ -62,6 +64,11 @@ impl Metrics {
             "Password hashings waiting for a slot",
         )
         .expect("static metric definition is valid");
+        let argon2_shed = IntCounter::new(
+            "mamba_argon2_shed_total",
+            "Password hashings refused at once (503) because the queue was full",
+        )
+        .expect("static metric definition is valid");
         let commands = IntCounterVec::new(
             Opts::new(
                 "mamba_node_commands_total",
@@ -96,6 +103,7 @@ impl Metrics {
             Box::new(refresh_reuse.clone()),
             Box::new(limiter_fallbacks.clone()),
             Box::new(argon2_queue.clone()),
+            Box::new(argon2_shed.clone()),
             Box::new(commands.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_latency.clone()),
@@ -112,6 +120,7 @@ impl Metrics {
             refresh_reuse,
             limiter_fallbacks,
             argon2_queue,
+            argon2_shed,
             commands,
             http_requests,
             http_latency,

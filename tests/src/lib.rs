@@ -12,6 +12,7 @@ mod process;
 mod redis_server;
 pub mod rest;
 pub mod sim;
+pub mod smtp;
 
 use std::future::Future;
 use std::path::Path;

@@ -11,6 +11,7 @@ mod openapi;
 mod secrets;
 mod servers;
 mod tenants;
+mod throttle;
 pub mod tls;
 
 use std::net::SocketAddr;

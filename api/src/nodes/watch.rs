@@ -1,6 +1,7 @@
 //! Drops the stream of a node that was disabled, or whose fingerprint was reset or changed,
 //! whoever did it: this process's REST API, or `api node …` run in another process against
-//! the same database. The watcher re-reads the node rows of live sessions every interval.
+//! the same database. The watcher re-reads the node rows of live sessions every interval, and
+//! fails the commands nobody acked in time ([`crate::servers::commands::sweep`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ pub async fn run(state: Arc<AppState>, interval: Duration, shutdown: Cancellatio
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        if let Err(e) = crate::servers::commands::sweep(&state).await {
+            tracing::warn!(error = %e, "cannot sweep overdue commands");
         }
         let sessions = state.registry.sessions();
         if sessions.is_empty() {
