@@ -26,6 +26,10 @@ pub struct Metrics {
     pub commands: IntCounterVec,
     /// REST requests answered, by method, route template and status.
     pub http_requests: IntCounterVec,
+    /// REST connections open now.
+    pub http_connections: IntGauge,
+    /// REST connections closed at once because a cap was reached, by cap (`total`, `per_ip`).
+    pub http_connections_refused: IntCounterVec,
     /// REST latency until the response head, by method, route template and status.
     pub http_latency: HistogramVec,
 }
@@ -85,6 +89,22 @@ impl Metrics {
             &["method", "route", "status"],
         )
         .expect("static metric definition is valid");
+        let http_connections = IntGauge::new(
+            "mamba_http_connections_open",
+            "REST connections open now (handshaking ones included)",
+        )
+        .expect("static metric definition is valid");
+        let http_connections_refused = IntCounterVec::new(
+            Opts::new(
+                "mamba_http_connections_refused_total",
+                "REST connections closed at once because a cap was reached, by cap",
+            ),
+            &["cap"],
+        )
+        .expect("static metric definition is valid");
+        for cap in ["total", "per_ip"] {
+            http_connections_refused.with_label_values(&[cap]);
+        }
         let http_latency = HistogramVec::new(
             HistogramOpts::new(
                 "mamba_http_request_duration_seconds",
@@ -106,6 +126,8 @@ impl Metrics {
             Box::new(argon2_shed.clone()),
             Box::new(commands.clone()),
             Box::new(http_requests.clone()),
+            Box::new(http_connections.clone()),
+            Box::new(http_connections_refused.clone()),
             Box::new(http_latency.clone()),
         ] {
             registry
@@ -123,6 +145,8 @@ impl Metrics {
             argon2_shed,
             commands,
             http_requests,
+            http_connections,
+            http_connections_refused,
             http_latency,
         }
     }

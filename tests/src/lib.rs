@@ -76,6 +76,7 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
         node_watch_interval: Duration::from_millis(200),
         handshake_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(10),
+        http_limits: api::config::HttpLimits::default(),
         identity: api::config::IdentityConfig::development(pki.layout.root().join("data")),
     }
 }

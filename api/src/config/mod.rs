@@ -31,6 +31,14 @@ pub const PANEL_HTTP_TLS_CERT_FILE: &str = "PANEL_HTTP_TLS_CERT_FILE";
 /// Private key for TLS on the REST listener.
 pub const PANEL_HTTP_TLS_KEY_FILE: &str = "PANEL_HTTP_TLS_KEY_FILE";
 
+/// Seconds a client has to send a request's head; also how long an idle keep-alive connection
+/// is kept (the timer starts when the panel starts waiting for the next request).
+pub const PANEL_HTTP_HEADER_TIMEOUT_SECS: &str = "PANEL_HTTP_HEADER_TIMEOUT_SECS";
+/// Open REST connections at most.
+pub const PANEL_HTTP_MAX_CONNECTIONS: &str = "PANEL_HTTP_MAX_CONNECTIONS";
+/// Open REST connections per client (IPv4 address or IPv6 /64) at most.
+pub const PANEL_HTTP_MAX_CONNECTIONS_PER_IP: &str = "PANEL_HTTP_MAX_CONNECTIONS_PER_IP";
+
 /// The default database: a SQLite file under `data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/panel.db?mode=rwc";
 
@@ -69,8 +77,33 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long a node has to acknowledge a command before it is marked failed.
     pub command_timeout: Duration,
+    /// Bounds of the REST listener's connections.
+    pub http_limits: HttpLimits,
     /// Accounts, tokens, mail and rate limits.
     pub identity: IdentityConfig,
+}
+
+/// Bounds of the REST listener's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's head must arrive within this; an idle keep-alive connection is closed after
+    /// it too.
+    pub header_timeout: Duration,
+    /// Open connections at most (handshaking ones included).
+    pub max_connections: usize,
+    /// Open connections per client (an IPv4 address or an IPv6 /64) at most;
+    /// `TRUSTED_PROXIES` peers count only towards `max_connections`.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+        }
+    }
 }
 
 impl Config {
@@ -125,6 +158,28 @@ impl Config {
                 "{DATABASE_URL}: must start with sqlite:, postgres:// or postgresql://"
             ));
         }
+        let mut count = |name: &str, default: usize| match get(name) {
+            None => default,
+            Some(raw) => match raw.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    errors.push(format!("{name}: {raw:?} is not a positive whole number"));
+                    default
+                }
+            },
+        };
+        let defaults = HttpLimits::default();
+        let http_limits = HttpLimits {
+            header_timeout: Duration::from_secs(count(
+                PANEL_HTTP_HEADER_TIMEOUT_SECS,
+                defaults.header_timeout.as_secs() as usize,
+            ) as u64),
+            max_connections: count(PANEL_HTTP_MAX_CONNECTIONS, defaults.max_connections),
+            max_connections_per_ip: count(
+                PANEL_HTTP_MAX_CONNECTIONS_PER_IP,
+                defaults.max_connections_per_ip,
+            ),
+        };
         let path = |name: &str, default: &str| {
             PathBuf::from(get(name).unwrap_or_else(|| default.to_owned()))
         };
@@ -149,6 +204,7 @@ impl Config {
             node_watch_interval: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(10),
+            http_limits,
             identity: IdentityConfig::from_lookup(&get, &mut errors),
         };
         let http_tls = config.http_tls.as_ref();
