@@ -112,9 +112,9 @@ pub trait Limiter: Send + Sync {
 }
 
 /// The in-memory limiter. Forgets a key once its newest entry (or its block) has aged out,
-/// found through a min-heap of expiry times, so each request does a bounded amount of
-/// forgetting however many keys there are; memory stays bounded by the keys active within
-/// their windows.
+/// found through a min-heap holding one due time per key, so each request does a bounded
+/// amount of forgetting however many keys there are; memory stays bounded by the keys active
+/// within their windows.
 #[derive(Debug, Default)]
 pub struct MemoryLimiter {
     state: Mutex<MemoryState>,
@@ -126,7 +126,7 @@ struct MemoryState {
     windows: HashMap<String, (VecDeque<i64>, i64)>,
     /// Blocked ids and until when.
     blocks: HashMap<String, i64>,
-    /// (when, key) at which a window or block may have aged out; stale entries are skipped.
+    /// (when, key) at which a window or block may have aged out, one per key.
     expiries: BinaryHeap<Reverse<(i64, Expiry)>>,
 }
 
@@ -169,10 +169,18 @@ impl MemoryLimiter {
         let mut state = self.lock();
         state.prune(now_ms);
         let window = rule.window_ms();
-        let (log, kept_window) = state
-            .windows
-            .entry(key.to_owned())
-            .or_insert_with(|| (VecDeque::new(), window));
+        if !state.windows.contains_key(key) {
+            // One expiry entry per key: when it comes due the key goes or is due again later.
+            state
+                .windows
+                .insert(key.to_owned(), (VecDeque::new(), window));
+            state
+                .expiries
+                .push(Reverse((now_ms + window, Expiry::Window(key.to_owned()))));
+        }
+        let Some((log, kept_window)) = state.windows.get_mut(key) else {
+            unreachable!("inserted above");
+        };
         *kept_window = window;
         let horizon = now_ms - window;
         while log.front().is_some_and(|&t| t <= horizon) {
@@ -183,18 +191,12 @@ impl MemoryLimiter {
             log.push_back(now_ms);
         }
         let used = u32::try_from(log.len()).unwrap_or(u32::MAX);
-        let decision = Decision {
+        Decision {
             allowed,
             limit: rule.limit,
             remaining: rule.limit.saturating_sub(used),
             reset_at_ms: log.front().copied().unwrap_or(now_ms) + window,
-        };
-        if allowed {
-            state
-                .expiries
-                .push(Reverse((now_ms + window, Expiry::Window(key.to_owned()))));
         }
-        decision
     }
 }
 
@@ -209,20 +211,29 @@ impl MemoryState {
             let Some(Reverse((_, what))) = self.expiries.pop() else {
                 return;
             };
-            match what {
-                Expiry::Window(key) => {
-                    let aged = self.windows.get(&key).is_some_and(|(log, window)| {
-                        log.back().is_none_or(|&t| t + window <= now_ms)
-                    });
-                    if aged {
-                        self.windows.remove(&key);
+            // Each key has one entry: gone when aged out, due again at its new end otherwise.
+            let due_again = match &what {
+                Expiry::Window(key) => match self.windows.get(key) {
+                    Some((log, window)) => match log.back() {
+                        Some(&newest) if newest + window > now_ms => Some(newest + window),
+                        _ => {
+                            self.windows.remove(key);
+                            None
+                        }
+                    },
+                    None => None,
+                },
+                Expiry::Block(id) => match self.blocks.get(id) {
+                    Some(&until) if until > now_ms => Some(until),
+                    Some(_) => {
+                        self.blocks.remove(id);
+                        None
                     }
-                }
-                Expiry::Block(id) => {
-                    if self.blocks.get(&id).is_some_and(|&until| until <= now_ms) {
-                        self.blocks.remove(&id);
-                    }
-                }
+                    None => None,
+                },
+            };
+            if let Some(at) = due_again {
+                self.expiries.push(Reverse((at, what)));
             }
         }
     }
@@ -249,10 +260,11 @@ impl Limiter for MemoryLimiter {
                 now_ms.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2));
             let mut state = self.lock();
             state.prune(now_ms);
-            state.blocks.insert(id.to_owned(), until);
-            state
-                .expiries
-                .push(Reverse((until, Expiry::Block(id.to_owned()))));
+            if state.blocks.insert(id.to_owned(), until).is_none() {
+                state
+                    .expiries
+                    .push(Reverse((until, Expiry::Block(id.to_owned()))));
+            }
             Ok(())
         })
     }

@@ -6,7 +6,10 @@
 //! - in-memory limiter checks/s;
 //! - JWT verifications/s (EdDSA and ES256);
 //! - `/health` latency of the real `api serve` alone and during 50 concurrent logins (argon2id
-//!   runs on a bounded blocking pool, so logins must not stall other requests).
+//!   runs on a bounded blocking pool, so logins must not stall other requests);
+//! - a correct login's latency while 300 failed logins are in flight from 300 addresses behind
+//!   a trusted proxy (the hashing queue is bounded: the answer, a token or 503, must come
+//!   within a second).
 //!
 //! It starts its own redis-server and panel on loopback and stops them. Run by hand:
 //! `cargo run --release -p tests --bin identity-load`.
@@ -146,6 +149,7 @@ async fn measure(redis_url: &str, redis_port: u16, dir: &std::path::Path) -> any
         "RATE_LIMITS".into(),
         "login=1000000/1m,register=1000/1m,api=1000000/1m".into(),
     ));
+    env.push(("TRUSTED_PROXIES".into(), "127.0.0.1".into()));
     env.push((
         "MAIL_OUTBOX_DIR".into(),
         dir.join("outbox").display().to_string(),
@@ -204,6 +208,7 @@ async fn measure(redis_url: &str, redis_port: u16, dir: &std::path::Path) -> any
     for l in loaders {
         let _ = l.await;
     }
+    let flood = login_flood(&http, &base, &credentials).await?;
     drop(panel);
 
     println!();
@@ -234,7 +239,109 @@ async fn measure(redis_url: &str, redis_port: u16, dir: &std::path::Path) -> any
         tests::bench::percentile(&during, 99.0)
     );
     println!("| logins/s meanwhile (argon2id m=19 MiB t=2 p=1) | {login_rate:.1} |");
+    println!(
+        "| correct login during {FLOOD} failed logins in flight from {FLOOD} addresses, p50 / max ({} samples, ms) | {:.1} / {:.1} |",
+        flood.latencies.len(),
+        tests::bench::percentile(&flood.latencies, 50.0),
+        flood.latencies.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "| those correct logins answered with a token / 503 | {} / {} |",
+        flood.tokens, flood.shed_correct
+    );
+    println!(
+        "| flood logins meanwhile: 401 / 503 shed | {} / {} |",
+        flood.refused, flood.shed
+    );
     Ok(())
+}
+
+/// Failed logins kept in flight by the flood.
+const FLOOD: usize = 300;
+/// Correct logins timed during it, one after another.
+const FLOOD_SAMPLES: usize = 30;
+
+/// What a correct login met during a flood of failed ones.
+struct Flood {
+    /// Its latencies (ms), sorted.
+    latencies: Vec<f64>,
+    /// Answered with a token.
+    tokens: usize,
+    /// Answered 503 (the hashing queue was full).
+    shed_correct: usize,
+    /// Flood logins answered 401.
+    refused: usize,
+    /// Flood logins answered 503.
+    shed: usize,
+}
+
+/// Keeps [`FLOOD`] failed logins in flight, each from a new address (through the trusted
+/// proxy) for a new unknown email, while [`FLOOD_SAMPLES`] correct logins are timed.
+async fn login_flood(
+    http: &reqwest::Client,
+    base: &str,
+    credentials: &Value,
+) -> anyhow::Result<Flood> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let (refused, shed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let workers: Vec<_> = (0..FLOOD)
+        .map(|_| {
+            let (http, url) = (http.clone(), format!("{base}/api/auth/login"));
+            let (stop, next) = (stop.clone(), next.clone());
+            let (refused, shed) = (refused.clone(), shed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+                    let body = json!({"email": format!("flood{n}@example.com"), "password": "wrong password!"});
+                    let sent = http
+                        .post(&url)
+                        .header("x-forwarded-for", ip)
+                        .json(&body)
+                        .send()
+                        .await;
+                    match sent.map(|r| r.status().as_u16()) {
+                        Ok(401) => refused.fetch_add(1, Ordering::Relaxed),
+                        Ok(503) => shed.fetch_add(1, Ordering::Relaxed),
+                        _ => 0,
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut latencies, mut tokens, mut shed_correct) = (Vec::new(), 0, 0);
+    for i in 0..FLOOD_SAMPLES {
+        let start = Instant::now();
+        let status = http
+            .post(format!("{base}/api/auth/login"))
+            .header("x-forwarded-for", format!("192.0.2.{}", i % 250 + 1))
+            .json(credentials)
+            .send()
+            .await?
+            .status()
+            .as_u16();
+        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+        match status {
+            200 => tokens += 1,
+            503 => shed_correct += 1,
+            other => anyhow::bail!("a correct login answered {other} during the flood"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(Flood {
+        latencies,
+        tokens,
+        shed_correct,
+        refused: refused.load(Ordering::Relaxed),
+        shed: shed.load(Ordering::Relaxed),
+    })
 }
 
 /// Sequential `/health` requests for `window`; their latencies in ms, sorted.
