@@ -140,10 +140,16 @@ pub async fn login(
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<Value>> {
     let attempt = Attempt::new(ip, &body.email);
-    attempt.admit(&state).await?;
+    let lane = attempt.admit(&state).await?;
     match state
         .identity
-        .login(&body.email, &body.password, body.tenant_id, &origin(ip))
+        .login(
+            &body.email,
+            &body.password,
+            body.tenant_id,
+            &origin(ip),
+            lane,
+        )
         .await
     {
         Ok(pair) => {

@@ -5,7 +5,8 @@
 //! in from a network that has logged into the account before (remembered 30 days), is never
 //! throttled: an attacker spread over many addresses gets about 20 guesses per half hour on an
 //! account but cannot lock its owner out. Unknown emails are throttled the same way, so the
-//! throttle says nothing about which accounts exist.
+//! throttle says nothing about which accounts exist. A familiar network's logins may also use
+//! places of the password-hashing queue a flood from fresh addresses cannot take.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use security::limiter::Rule;
 
 use super::guard::ClientIp;
+use crate::identity::Lane;
 use crate::{AppState, Error};
 
 /// Failed logins from one client within an hour that block it for an hour.
@@ -59,22 +61,24 @@ impl Attempt {
         format!("login:{}", self.client)
     }
 
-    /// Refuses a blocked client, and an unfamiliar one on a throttled account.
-    pub(super) async fn admit(&self, state: &Arc<AppState>) -> Result<(), Error> {
+    /// Refuses a blocked client, and an unfamiliar one on a throttled account; otherwise the
+    /// lane of the hashing queue the attempt may use.
+    pub(super) async fn admit(&self, state: &Arc<AppState>) -> Result<Lane, Error> {
         let limits = &state.limits;
         if limits.is_blocked(&self.client_key()).await {
             return Err(Error::RateLimited {
                 retry_after_secs: CLIENT_FAILURES.window.as_secs(),
             });
         }
-        if limits.is_blocked(&self.account_key()).await
-            && !limits.is_blocked(&self.familiar_key()).await
-        {
+        if limits.is_blocked(&self.familiar_key()).await {
+            return Ok(Lane::Familiar);
+        }
+        if limits.is_blocked(&self.account_key()).await {
             return Err(Error::RateLimited {
                 retry_after_secs: ACCOUNT_THROTTLE.as_secs(),
             });
         }
-        Ok(())
+        Ok(Lane::Anyone)
     }
 
     /// Counts a failure against the client and, from an unfamiliar place, the account.

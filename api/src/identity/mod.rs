@@ -86,6 +86,16 @@ impl Principal {
     }
 }
 
+/// Which places of the password-hashing queue a login may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The shared places: a flood of logins fills them.
+    Anyone,
+    /// Also the places kept for logins from a network that has logged into the account before
+    /// (a flood from fresh addresses never takes them, so the owner still gets in).
+    Familiar,
+}
+
 /// Who is asking, for audit rows.
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
@@ -228,6 +238,7 @@ impl Identity {
         password: &str,
         tenant_id: Option<String>,
         origin: &Origin,
+        lane: Lane,
     ) -> Result<TokenPair, Error> {
         // No account has a password longer than registration allows: such an attempt is
         // answered like an unknown email, without hashing a megabyte.
@@ -243,7 +254,7 @@ impl Identity {
                 .find(|&i| password.is_char_boundary(i))
                 .unwrap_or(0);
             let password = password[..cut].to_owned();
-            self.blocking(move || password::dummy_verify(&password))
+            self.blocking_in(lane, move || password::dummy_verify(&password))
                 .await?;
             self.audit(
                 "unknown",
@@ -256,7 +267,7 @@ impl Identity {
         };
         let (phc, attempt) = (user.password_hash.clone(), password.to_owned());
         match self
-            .blocking(move || password::verify(&phc, &attempt))
+            .blocking_in(lane, move || password::verify(&phc, &attempt))
             .await?
         {
             Verdict::Mismatch => {
@@ -491,18 +502,31 @@ impl Identity {
             .map_err(Error::from)
     }
 
-    /// Runs CPU-heavy work on the blocking pool, at most [`hashing_slots`] at a time, with at
-    /// most [`QUEUE_PER_SLOT`] per slot waiting: beyond that the work is refused at once
-    /// ([`Error::Unavailable`], 503 with `Retry-After`) rather than queued for seconds.
+    /// [`Identity::blocking_in`] the lane anyone may use.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
+        self.blocking_in(Lane::Anyone, work).await
+    }
+
+    /// Runs CPU-heavy work on the blocking pool, at most [`hashing_slots`] at a time, with at
+    /// most [`QUEUE_PER_SLOT`] per slot waiting (twice that for [`Lane::Familiar`]): beyond that
+    /// the work is refused at once ([`Error::Unavailable`], 503 with `Retry-After`) rather than
+    /// queued for seconds.
+    async fn blocking_in<T: Send + 'static>(
+        &self,
+        lane: Lane,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let cap = match lane {
+            Lane::Anyone => self.queue_cap,
+            Lane::Familiar => self.queue_cap * 2,
+        };
         let permit = match self.hashing.clone().try_acquire_owned() {
             Ok(permit) => Ok(permit),
             Err(_) => {
-                let Some(_place) = Queued::enter(&self.queued, self.queue_cap, &self.metrics)
-                else {
+                let Some(_place) = Queued::enter(&self.queued, cap, &self.metrics) else {
                     self.metrics.argon2_shed.inc();
                     return Err(Error::Unavailable(SHED_RETRY_AFTER_SECS));
                 };
