@@ -63,6 +63,9 @@ pub enum Error {
         /// Seconds until a request will be admitted.
         retry_after_secs: u64,
     },
+    /// The panel is over capacity (e.g. the password-hashing queue is full): shed at once.
+    #[error("over capacity; retry in {0} s")]
+    Unavailable(u64),
     /// An I/O failure, e.g. binding a port.
     #[error("{context}: {source}")]
     Io {

@@ -138,6 +138,14 @@ impl Panel {
             stopping: CancellationToken::new(),
             config: config.clone(),
         });
+        // Commands a previous run sent and nobody acked: failed now, not left pending.
+        let swept = servers::commands::sweep(&state).await?;
+        if swept > 0 {
+            tracing::warn!(
+                swept,
+                "commands left pending by a previous run marked failed"
+            );
+        }
         let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
             .await
             .map_err(|e| {

@@ -1,51 +1,80 @@
 //! Rate limits as the panel applies them: Redis when configured, falling back to the in-memory
-//! limiter (never to "unlimited") when Redis fails, with a log line and a metric.
+//! limiter (never to "unlimited") when Redis fails, with a log line and a metric. When Redis
+//! does not answer at start, a background task keeps connecting and Redis is used as soon as it
+//! answers; `/health` says `down` meanwhile.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use security::limiter::{Decision, Limiter, MemoryLimiter, RedisLimiter, Rule};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::metrics::Metrics;
 
+/// The first wait between connection attempts to a Redis that did not answer at start.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// The longest wait between them.
+const LAST_RETRY: Duration = Duration::from_secs(5);
+
 /// The panel's limiter.
 pub struct Limits {
-    redis: Option<RedisLimiter>,
+    /// Whether `REDIS_URL` is set.
+    configured: bool,
+    /// Set once a connection is made (at start, or later by the connector task).
+    redis: Arc<OnceLock<RedisLimiter>>,
     memory: MemoryLimiter,
     metrics: Metrics,
     last_warning_ms: AtomicI64,
+    /// Stops the connector task when the panel's state goes.
+    _connector: Option<DropGuard>,
 }
 
 impl Limits {
-    /// Connects to Redis when `redis_url` is set; if it cannot, limits are kept in memory
-    /// until it can (the connection manager keeps trying).
+    /// Connects to Redis when `redis_url` is set; if it cannot, limits are kept in memory and a
+    /// background task keeps trying until it can (then the connection manager reconnects by
+    /// itself).
     pub async fn new(redis_url: Option<&str>, key_prefix: &str, metrics: Metrics) -> Limits {
-        let redis = match redis_url {
-            None => None,
-            Some(url) => match RedisLimiter::connect(url, key_prefix).await {
-                Ok(limiter) => Some(limiter),
-                Err(e) => {
-                    tracing::error!(error = %e, "REDIS_URL: cannot connect; rate limits are kept in memory");
-                    None
+        let redis = Arc::new(OnceLock::new());
+        let mut connector = None;
+        if let Some(url) = redis_url {
+            match RedisLimiter::connect(url, key_prefix).await {
+                Ok(limiter) => {
+                    let _ = redis.set(limiter);
                 }
-            },
-        };
+                Err(e) => {
+                    tracing::error!(error = %e, "REDIS_URL: cannot connect; rate limits are kept in memory until it answers");
+                    let stop = CancellationToken::new();
+                    tokio::spawn(connect_later(
+                        url.to_owned(),
+                        key_prefix.to_owned(),
+                        redis.clone(),
+                        stop.clone(),
+                    ));
+                    connector = Some(stop.drop_guard());
+                }
+            }
+        }
         Limits {
+            configured: redis_url.is_some(),
             redis,
             memory: MemoryLimiter::new(),
             metrics,
             last_warning_ms: AtomicI64::new(0),
+            _connector: connector,
         }
     }
 
     /// Counts a request; never fails.
     pub async fn check(&self, key: &str, rule: Rule) -> Decision {
         let now = now_ms();
-        if let Some(redis) = &self.redis {
-            match redis.check(key, rule, now).await {
+        match self.redis.get() {
+            Some(redis) => match redis.check(key, rule, now).await {
                 Ok(decision) => return decision,
                 Err(e) => self.fell_back(&e),
-            }
+            },
+            None if self.configured => self.metrics.limiter_fallbacks.inc(),
+            None => {}
         }
         self.memory_check(key, rule, now).await
     }
@@ -53,7 +82,7 @@ impl Limits {
     /// Blocks `id` for `duration`.
     pub async fn block(&self, id: &str, duration: Duration) {
         let now = now_ms();
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis.get() {
             match redis.block(id, duration, now).await {
                 Ok(()) => return,
                 Err(e) => self.fell_back(&e),
@@ -65,7 +94,7 @@ impl Limits {
     /// Whether `id` is blocked.
     pub async fn is_blocked(&self, id: &str) -> bool {
         let now = now_ms();
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis.get() {
             match redis.is_blocked(id, now).await {
                 Ok(blocked) => return blocked,
                 Err(e) => self.fell_back(&e),
@@ -76,7 +105,8 @@ impl Limits {
 
     /// `ok`, `down` or `disabled`, for `/health`.
     pub async fn redis_status(&self) -> &'static str {
-        match &self.redis {
+        match self.redis.get() {
+            None if self.configured => "down",
             None => "disabled",
             Some(redis) => match redis.ping().await {
                 Ok(()) => "ok",
@@ -110,6 +140,31 @@ impl Limits {
         {
             tracing::warn!(%error, "Redis rate limiter failed; using in-memory limits");
         }
+    }
+}
+
+/// Connects to `url` until it answers (backing off to [`LAST_RETRY`]) or `stop` is cancelled.
+async fn connect_later(
+    url: String,
+    prefix: String,
+    redis: Arc<OnceLock<RedisLimiter>>,
+    stop: CancellationToken,
+) {
+    let mut wait = FIRST_RETRY;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match RedisLimiter::connect(&url, &prefix).await {
+            Ok(limiter) => {
+                let _ = redis.set(limiter);
+                tracing::info!("REDIS_URL: connected; rate limits are kept in Redis from now on");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "REDIS_URL: still no answer"),
+        }
+        wait = (wait * 2).min(LAST_RETRY);
     }
 }
 

@@ -22,10 +22,16 @@ pub struct Metrics {
     pub limiter_fallbacks: IntCounter,
     /// Password hashings waiting for a slot.
     pub argon2_queue: IntGauge,
+    /// Password hashings refused at once because the queue was full.
+    pub argon2_shed: IntCounter,
     /// Commands sent to nodes, by action.
     pub commands: IntCounterVec,
     /// REST requests answered, by method, route template and status.
     pub http_requests: IntCounterVec,
+    /// REST connections open now.
+    pub http_connections: IntGauge,
+    /// REST connections closed at once because a cap was reached, by cap (`total`, `per_ip`).
+    pub http_connections_refused: IntCounterVec,
     /// REST latency until the response head, by method, route template and status.
     pub http_latency: HistogramVec,
 }
@@ -72,6 +78,11 @@ impl Metrics {
             "Password hashings waiting for a slot",
         )
         .expect("static metric definition is valid");
+        let argon2_shed = IntCounter::new(
+            "mamba_argon2_shed_total",
+            "Password hashings refused at once (503) because the queue was full",
+        )
+        .expect("static metric definition is valid");
         let commands = IntCounterVec::new(
             Opts::new(
                 "mamba_node_commands_total",
@@ -88,6 +99,22 @@ impl Metrics {
             &["method", "route", "status"],
         )
         .expect("static metric definition is valid");
+        let http_connections = IntGauge::new(
+            "mamba_http_connections_open",
+            "REST connections open now (handshaking ones included)",
+        )
+        .expect("static metric definition is valid");
+        let http_connections_refused = IntCounterVec::new(
+            Opts::new(
+                "mamba_http_connections_refused_total",
+                "REST connections closed at once because a cap was reached, by cap",
+            ),
+            &["cap"],
+        )
+        .expect("static metric definition is valid");
+        for cap in ["total", "per_ip"] {
+            http_connections_refused.with_label_values(&[cap]);
+        }
         let http_latency = HistogramVec::new(
             HistogramOpts::new(
                 "mamba_http_request_duration_seconds",
@@ -107,8 +134,11 @@ impl Metrics {
             Box::new(refresh_reuse.clone()),
             Box::new(limiter_fallbacks.clone()),
             Box::new(argon2_queue.clone()),
+            Box::new(argon2_shed.clone()),
             Box::new(commands.clone()),
             Box::new(http_requests.clone()),
+            Box::new(http_connections.clone()),
+            Box::new(http_connections_refused.clone()),
             Box::new(http_latency.clone()),
         ] {
             registry
@@ -124,8 +154,11 @@ impl Metrics {
             refresh_reuse,
             limiter_fallbacks,
             argon2_queue,
+            argon2_shed,
             commands,
             http_requests,
+            http_connections,
+            http_connections_refused,
             http_latency,
         }
     }

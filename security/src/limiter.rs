@@ -7,7 +7,8 @@
 //! it was admitted. Both implementations take the current time from the caller, so they agree
 //! on every edge and tests can move the clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -110,12 +111,36 @@ pub trait Limiter: Send + Sync {
     fn is_blocked<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, Error>>;
 }
 
-/// The in-memory limiter.
+/// The in-memory limiter. Forgets a key once its newest entry (or its block) has aged out,
+/// found through a min-heap holding one due time per key, so each request does a bounded
+/// amount of forgetting however many keys there are; memory stays bounded by the keys active
+/// within their windows.
 #[derive(Debug, Default)]
 pub struct MemoryLimiter {
-    windows: Mutex<HashMap<String, VecDeque<i64>>>,
-    blocks: Mutex<HashMap<String, i64>>,
+    state: Mutex<MemoryState>,
 }
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    /// Each key's admitted times and its window (ms).
+    windows: HashMap<String, (VecDeque<i64>, i64)>,
+    /// Blocked ids and until when.
+    blocks: HashMap<String, i64>,
+    /// (when, key) at which a window or block may have aged out, one per key.
+    expiries: BinaryHeap<Reverse<(i64, Expiry)>>,
+}
+
+/// What an expiry entry is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Expiry {
+    /// A key of `windows`.
+    Window(String),
+    /// An id of `blocks`.
+    Block(String),
+}
+
+/// Expiry entries looked at per call at most: the rest waits for the next calls.
+const PRUNE_PER_CALL: usize = 64;
 
 impl MemoryLimiter {
     /// An empty limiter.
@@ -123,14 +148,41 @@ impl MemoryLimiter {
         Self::default()
     }
 
+    /// Keys and blocks held now (for tests and metrics).
+    pub fn len(&self) -> usize {
+        let state = self.lock();
+        state.windows.len() + state.blocks.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        // Every entry is complete when the lock is released; a panic elsewhere leaves nothing
+        // half-written.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn check_now(&self, key: &str, rule: Rule, now_ms: i64) -> Decision {
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget idle keys now and then so memory stays bounded by the active ones.
-        if windows.len() > 10_000 {
-            windows.retain(|_, log| log.back().is_some_and(|&t| t > now_ms - 86_400_000));
+        let mut state = self.lock();
+        state.prune(now_ms);
+        let window = rule.window_ms();
+        if !state.windows.contains_key(key) {
+            // One expiry entry per key: when it comes due the key goes or is due again later.
+            state
+                .windows
+                .insert(key.to_owned(), (VecDeque::new(), window));
+            state
+                .expiries
+                .push(Reverse((now_ms + window, Expiry::Window(key.to_owned()))));
         }
-        let log = windows.entry(key.to_owned()).or_default();
-        let horizon = now_ms - rule.window_ms();
+        let Some((log, kept_window)) = state.windows.get_mut(key) else {
+            unreachable!("inserted above");
+        };
+        *kept_window = window;
+        let horizon = now_ms - window;
         while log.front().is_some_and(|&t| t <= horizon) {
             log.pop_front();
         }
@@ -143,7 +195,46 @@ impl MemoryLimiter {
             allowed,
             limit: rule.limit,
             remaining: rule.limit.saturating_sub(used),
-            reset_at_ms: log.front().copied().unwrap_or(now_ms) + rule.window_ms(),
+            reset_at_ms: log.front().copied().unwrap_or(now_ms) + window,
+        }
+    }
+}
+
+impl MemoryState {
+    /// Forgets what has aged out by `now_ms`, looking at most at [`PRUNE_PER_CALL`] entries.
+    fn prune(&mut self, now_ms: i64) {
+        for _ in 0..PRUNE_PER_CALL {
+            match self.expiries.peek() {
+                Some(Reverse((at, _))) if *at <= now_ms => {}
+                _ => return,
+            }
+            let Some(Reverse((_, what))) = self.expiries.pop() else {
+                return;
+            };
+            // Each key has one entry: gone when aged out, due again at its new end otherwise.
+            let due_again = match &what {
+                Expiry::Window(key) => match self.windows.get(key) {
+                    Some((log, window)) => match log.back() {
+                        Some(&newest) if newest + window > now_ms => Some(newest + window),
+                        _ => {
+                            self.windows.remove(key);
+                            None
+                        }
+                    },
+                    None => None,
+                },
+                Expiry::Block(id) => match self.blocks.get(id) {
+                    Some(&until) if until > now_ms => Some(until),
+                    Some(_) => {
+                        self.blocks.remove(id);
+                        None
+                    }
+                    None => None,
+                },
+            };
+            if let Some(at) = due_again {
+                self.expiries.push(Reverse((at, what)));
+            }
         }
     }
 }
@@ -165,26 +256,24 @@ impl Limiter for MemoryLimiter {
         now_ms: i64,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            let until = now_ms + i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2);
-            self.blocks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.to_owned(), until);
+            let until =
+                now_ms.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2));
+            let mut state = self.lock();
+            state.prune(now_ms);
+            if state.blocks.insert(id.to_owned(), until).is_none() {
+                state
+                    .expiries
+                    .push(Reverse((until, Expiry::Block(id.to_owned()))));
+            }
             Ok(())
         })
     }
 
     fn is_blocked<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
-            let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-            match blocks.get(id) {
-                Some(&until) if until > now_ms => Ok(true),
-                Some(_) => {
-                    blocks.remove(id);
-                    Ok(false)
-                }
-                None => Ok(false),
-            }
+            let mut state = self.lock();
+            state.prune(now_ms);
+            Ok(state.blocks.get(id).is_some_and(|&until| until > now_ms))
         })
     }
 }
@@ -339,6 +428,54 @@ mod tests {
         );
         for bad in ["0/1m", "5/0s", "5", "x/1m", "5/1w", ""] {
             assert!(Rule::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn memory_forgets_keys_by_time_not_by_scanning() {
+        let limiter = MemoryLimiter::new();
+        let second = Rule {
+            limit: 2,
+            window: Duration::from_secs(1),
+        };
+        let hour = Rule {
+            limit: 2,
+            window: Duration::from_secs(3600),
+        };
+        for i in 0..20_000 {
+            limiter.check_now(&format!("client-{i}"), second, 0);
+        }
+        limiter.check_now("long", hour, 0);
+        let blocked = futures_lite_block(limiter.block("b", Duration::from_millis(2_000), 0));
+        assert!(blocked.is_ok());
+        assert_eq!(limiter.len(), 20_002);
+        // Within the window nothing is forgotten.
+        limiter.check_now("client-0", second, 999);
+        assert_eq!(limiter.len(), 20_002);
+        // Past it each call forgets a bounded batch; enough calls forget them all, but not the
+        // key whose window is an hour.
+        let mut calls = 0;
+        while limiter.len() > 2 && calls < 1_000 {
+            limiter.check_now("probe", second, 5_000);
+            calls += 1;
+        }
+        assert_eq!(
+            limiter.len(),
+            2,
+            "probe and long remain after {calls} calls"
+        );
+        assert!(calls <= 20_002 / PRUNE_PER_CALL + 2, "{calls} calls");
+        assert!(limiter.check_now("long", hour, 5_000).remaining == 0);
+    }
+
+    /// Polls a future that never waits (the in-memory limiter's) to completion.
+    fn futures_lite_block<T>(future: BoxFuture<'_, T>) -> T {
+        let mut future = future;
+        let waker = std::task::Waker::noop();
+        let mut context = std::task::Context::from_waker(waker);
+        match future.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => panic!("the in-memory limiter never waits"),
         }
     }
 

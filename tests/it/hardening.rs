@@ -269,3 +269,123 @@ async fn metrics_count_requests_by_route_template_and_status() {
         assert!(metrics.contains(family), "{family} missing");
     }
 }
+
+/// Reads until the panel closes `stream`; whether it did within `cap`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, cap: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + cap;
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A connection to the panel from `source` (any 127.0.0.0/8 address).
+async fn connect_from(source: &str, panel: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(panel).await.unwrap()
+}
+
+/// Item 20, with real sockets: connections that send half a request line and stop, and a
+/// keep-alive connection left idle, are closed after the header timeout; connections over the
+/// per-client cap and over the overall cap are closed at once, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_time_out_and_connections_are_capped() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, _pki, mut config) = tests::roomy_setup(DbKind::Sqlite).await;
+    config.http_limits = api::config::HttpLimits {
+        header_timeout: Duration::from_secs(3),
+        max_connections: 60,
+        max_connections_per_ip: 40,
+    };
+    let panel = api::Panel::start(config).await.unwrap();
+    let addr = panel.http_addr;
+
+    let mut slow = Vec::new();
+    for _ in 0..30 {
+        let mut stream = connect_from("127.0.0.1", addr).await;
+        stream.write_all(b"GET /health HT").await.unwrap();
+        slow.push(stream);
+    }
+    let mut idle = connect_from("127.0.0.1", addr).await;
+    idle.write_all(b"GET /health HTTP/1.1\r\nhost: panel\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // Generous beside the 3 s timeout; unbounded, they stay open for good.
+    let cap = Duration::from_secs(15);
+    for (n, stream) in slow.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, cap).await,
+            "half a request line: connection {n} still open"
+        );
+    }
+    assert!(
+        closed_within(&mut idle, cap).await,
+        "an idle keep-alive connection still open"
+    );
+    drop((slow, idle));
+
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(connect_from("127.0.0.1", addr).await);
+    }
+    let mut over_client = connect_from("127.0.0.1", addr).await;
+    assert!(
+        closed_within(&mut over_client, Duration::from_secs(1)).await,
+        "the 41st connection of one client is closed at once"
+    );
+    for _ in 0..20 {
+        held.push(connect_from("127.0.0.2", addr).await);
+    }
+    let mut over_total = connect_from("127.0.0.3", addr).await;
+    assert!(
+        closed_within(&mut over_total, Duration::from_secs(1)).await,
+        "the 61st connection overall is closed at once"
+    );
+    assert!(
+        !closed_within(&mut held[0], Duration::from_millis(200)).await,
+        "connections within the caps stay open meanwhile"
+    );
+    drop(held);
+
+    let counted = |text: &str, series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // The held connections' slots free once the panel sees them close.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        if let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await {
+            metrics = response.text().await.unwrap_or_default();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        counted(
+            &metrics,
+            "mamba_http_connections_refused_total{cap=\"per_ip\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        counted(
+            &metrics,
+            "mamba_http_connections_refused_total{cap=\"total\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(metrics.contains("mamba_http_connections_open"));
+    panel.shutdown().await;
+}

@@ -339,11 +339,17 @@ async fn logout_logout_all_and_password_reset(kind: DbKind) {
         StatusCode::ACCEPTED,
         "no hint whether the account exists"
     );
-    let reset = mail::outbox_for(&f.outbox, "cy@example.com")
-        .into_iter()
-        .find(|m| m.body.contains("reset-password?token="))
-        .expect("reset mail");
-    let token = reset.token().unwrap();
+    // Mailed after the answer.
+    let reset = || {
+        mail::outbox_for(&f.outbox, "cy@example.com")
+            .into_iter()
+            .find(|m| m.body.contains("reset-password?token="))
+    };
+    tests::eventually("the reset mail", Duration::from_secs(10), || {
+        std::future::ready(reset().is_some())
+    })
+    .await;
+    let token = reset().and_then(|m| m.token()).unwrap();
     let (status, body) = f
         .post(
             "/api/auth/password-reset/confirm",
@@ -528,6 +534,14 @@ async fn limits_headers_proxies_and_lockout(kind: DbKind) {
             .json(&json!({"email": "lock@example.com", "password": password}))
             .send()
     };
+    // The owner's network: familiar to the account, so its throttle never applies there.
+    assert_eq!(
+        login_from("198.51.100.10", PASSWORD)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     for _ in 0..10 {
         let response = login_from("198.51.100.9", "wrong password!").await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -689,6 +703,48 @@ async fn redis_killed_mid_test_falls_back_to_memory(kind: DbKind) {
     assert!(f.panel.state().metrics.limiter_fallbacks.get() >= 6);
 }
 
+/// Item 19: with Redis down at start the panel keeps limits in memory, says `redis: down`, and
+/// uses Redis as soon as a redis-server answers on `REDIS_URL`.
+async fn redis_down_at_start_is_used_once_it_answers(kind: DbKind) {
+    let port = tests::RedisServer::free_port();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let f = Fixture::start(kind, |c| {
+        c.identity.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
+        c.identity.redis_key_prefix = prefix.clone();
+    })
+    .await;
+    let redis_health =
+        || async { f.send(f.http.get(format!("{}/health", f.base))).await.1["redis"].clone() };
+    assert_eq!(
+        redis_health().await,
+        "down",
+        "REDIS_URL is set but nothing answers"
+    );
+    let (status, _) = f.login("nobody@example.com", PASSWORD).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "limits kept in memory meanwhile"
+    );
+
+    let redis = tests::RedisServer::start_on(port).await;
+    tests::eventually(
+        "Redis used once it answers",
+        Duration::from_secs(20),
+        || async { redis_health().await == "ok" },
+    )
+    .await;
+    f.login("nobody@example.com", PASSWORD).await;
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}rl:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "the login was counted in Redis");
+}
+
 /// `/health` answers 503 with `db: down` while the panel cannot reach its database, and
 /// recovers by itself. PostgreSQL only: the test cuts the panel off for real.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -781,6 +837,57 @@ async fn admin_grant_from_the_cli(kind: DbKind) {
     assert!(!ok && err.contains("not found"), "{err}");
 }
 
+/// Item 16: a login naming a tenant signs it into the token only for a member; any other
+/// tenant (another's, unknown, malformed) is 400 `invalid_request` and opens no session.
+async fn login_tenant_must_be_a_membership(kind: DbKind) {
+    let f = Fixture::start(kind, |_| {}).await;
+    let rest = tests::Rest::new(f.base.clone());
+    let (dee, _) = rest.verified_user(&f.outbox, "dee@example.com").await;
+    let (eve, _) = rest.verified_user(&f.outbox, "eve@example.com").await;
+    let (_, own) = dee.post("/api/tenants", json!({"name": "dee-co"})).await;
+    let (_, foreign) = eve.post("/api/tenants", json!({"name": "eve-co"})).await;
+    let login = |tenant: Value| {
+        f.post(
+            "/api/auth/login",
+            json!({"email": "dee@example.com", "password": PASSWORD, "tenant_id": tenant}),
+        )
+    };
+    let sessions = || async {
+        api::db::entities::session::Entity::find()
+            .all(&f.panel.state().db)
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = sessions().await;
+    for bad in [
+        foreign["id"].clone(),
+        json!(uuid::Uuid::new_v4().to_string()),
+        json!("not-a-tenant"),
+    ] {
+        let (status, body) = login(bad.clone()).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "tenant_id {bad}: {body}"
+        );
+    }
+    assert_eq!(sessions().await, before, "no session for a refused login");
+    let (status, pair) = login(own["id"].clone()).await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    let session = api::db::entities::session::Entity::find()
+        .all(&f.panel.state().db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.tenant_id.is_some())
+        .expect("the session of the tenant login");
+    assert_eq!(
+        session.tenant_id.as_ref(),
+        own["id"].as_str().map(str::to_owned).as_ref()
+    );
+}
+
 /// A P-256 PKCS#8 key, generated by the same code the PKI uses.
 fn p256_pem() -> String {
     let ca = security::pki::CertificateAuthority::generate("k", time::OffsetDateTime::now_utc(), 1)
@@ -798,4 +905,6 @@ crate::on_both_databases!(
     jwks_and_key_rotation_across_restart,
     redis_killed_mid_test_falls_back_to_memory,
     admin_grant_from_the_cli,
+    login_tenant_must_be_a_membership,
+    redis_down_at_start_is_used_once_it_answers,
 );

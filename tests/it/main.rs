@@ -1,7 +1,9 @@
 //! The one integration-test binary: every black-box test of the workspace, by area.
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
+mod abuse;
 mod binaries;
+mod boundary;
 mod dev_ca;
 mod hardening;
 mod identity;

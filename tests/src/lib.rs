@@ -12,6 +12,7 @@ mod process;
 mod redis_server;
 pub mod rest;
 pub mod sim;
+pub mod smtp;
 
 use std::future::Future;
 use std::path::Path;
@@ -79,6 +80,7 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
             api::grpc::gate::MAX_HANDSHAKES_PER_IP,
         ),
         command_timeout: Duration::from_secs(10),
+        http_limits: api::config::HttpLimits::default(),
         identity: api::config::IdentityConfig::development(pki.layout.root().join("data")),
     }
 }

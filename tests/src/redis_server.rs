@@ -14,10 +14,19 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one and waits until it accepts connections.
     pub async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(Self::free_port()).await
+    }
+
+    /// A loopback port nothing listens on (yet), for a server started later.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
-            .port();
+            .port()
+    }
+
+    /// Starts one on `port` and waits until it accepts connections.
+    pub async fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
             .args([
                 "--bind",

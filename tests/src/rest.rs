@@ -183,6 +183,20 @@ impl EventReader {
         }
     }
 
+    /// Waits up to `cap` for the panel to end the stream (events meanwhile are passed over);
+    /// how long it took, `None` when it is still open.
+    pub async fn ended(&mut self, cap: Duration) -> Option<Duration> {
+        let start = tokio::time::Instant::now();
+        let deadline = start + cap;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Some(start.elapsed()),
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Every event received so far, without waiting.
     pub fn drain(&mut self) -> Vec<(String, Value)> {
         let mut out = Vec::new();

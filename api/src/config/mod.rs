@@ -36,6 +36,14 @@ pub const PANEL_GRPC_MAX_HANDSHAKES: &str = "PANEL_GRPC_MAX_HANDSHAKES";
 /// when a TCP balancer without the PROXY protocol makes every node come from its address).
 pub const PANEL_GRPC_MAX_HANDSHAKES_PER_IP: &str = "PANEL_GRPC_MAX_HANDSHAKES_PER_IP";
 
+/// Seconds a client has to send a request's head; also how long an idle keep-alive connection
+/// is kept (the timer starts when the panel starts waiting for the next request).
+pub const PANEL_HTTP_HEADER_TIMEOUT_SECS: &str = "PANEL_HTTP_HEADER_TIMEOUT_SECS";
+/// Open REST connections at most.
+pub const PANEL_HTTP_MAX_CONNECTIONS: &str = "PANEL_HTTP_MAX_CONNECTIONS";
+/// Open REST connections per client (IPv4 address or IPv6 /64) at most.
+pub const PANEL_HTTP_MAX_CONNECTIONS_PER_IP: &str = "PANEL_HTTP_MAX_CONNECTIONS_PER_IP";
+
 /// The default database: a SQLite file under `data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/panel.db?mode=rwc";
 
@@ -76,8 +84,33 @@ pub struct Config {
     pub max_handshakes: (usize, usize),
     /// How long a node has to acknowledge a command before it is marked failed.
     pub command_timeout: Duration,
+    /// Bounds of the REST listener's connections.
+    pub http_limits: HttpLimits,
     /// Accounts, tokens, mail and rate limits.
     pub identity: IdentityConfig,
+}
+
+/// Bounds of the REST listener's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's head must arrive within this; an idle keep-alive connection is closed after
+    /// it too.
+    pub header_timeout: Duration,
+    /// Open connections at most (handshaking ones included).
+    pub max_connections: usize,
+    /// Open connections per client (an IPv4 address or an IPv6 /64) at most;
+    /// `TRUSTED_PROXIES` peers count only towards `max_connections`.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+        }
+    }
 }
 
 impl Config {
@@ -146,6 +179,18 @@ impl Config {
             count(PANEL_GRPC_MAX_HANDSHAKES, 256),
             count(PANEL_GRPC_MAX_HANDSHAKES_PER_IP, 16),
         );
+        let defaults = HttpLimits::default();
+        let http_limits = HttpLimits {
+            header_timeout: Duration::from_secs(count(
+                PANEL_HTTP_HEADER_TIMEOUT_SECS,
+                defaults.header_timeout.as_secs() as usize,
+            ) as u64),
+            max_connections: count(PANEL_HTTP_MAX_CONNECTIONS, defaults.max_connections),
+            max_connections_per_ip: count(
+                PANEL_HTTP_MAX_CONNECTIONS_PER_IP,
+                defaults.max_connections_per_ip,
+            ),
+        };
         let path = |name: &str, default: &str| {
             PathBuf::from(get(name).unwrap_or_else(|| default.to_owned()))
         };
@@ -171,6 +216,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(10),
             max_handshakes,
             command_timeout: Duration::from_secs(10),
+            http_limits,
             identity: IdentityConfig::from_lookup(&get, &mut errors),
         };
         let http_tls = config.http_tls.as_ref();

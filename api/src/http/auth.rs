@@ -1,28 +1,21 @@
 //! `/api/auth/*` and `/.well-known/jwks.json`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use security::limiter::Rule;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::Caller;
 use super::error::{ApiError, ApiJson};
 use super::guard::ClientIp;
+use super::throttle::Attempt;
 use crate::db::entities::user;
 use crate::identity::{ACCESS_TTL, Origin, TokenPair};
 use crate::{AppState, Error};
-
-/// Failed logins from one IP within an hour that block it for an hour.
-const FAILED_LOGINS: Rule = Rule {
-    limit: 10,
-    window: Duration::from_secs(3600),
-};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -100,13 +93,36 @@ pub struct EmailBody {
     email: String,
 }
 
-/// POST /api/auth/resend-verification: 202 whatever the email.
+/// POST /api/auth/resend-verification: 202 whatever the email, at once (see [`after_answer`]).
 pub async fn resend_verification(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<EmailBody>,
 ) -> Result<StatusCode> {
-    state.identity.resend_verification(&body.email).await?;
+    after_answer(&state, "resend verification", move |state| async move {
+        state.identity.resend_verification(&body.email).await
+    });
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Runs the look-up and the mail of an endpoint that answers 202 whatever the email after the
+/// answer, so an existing account's answer takes no longer than a missing one's. Bounded: when
+/// [`crate::identity::Identity::mail_job`] has no slot the job is dropped with a warning.
+fn after_answer<F, Fut>(state: &Arc<AppState>, what: &'static str, work: F)
+where
+    F: FnOnce(Arc<AppState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::result::Result<(), Error>> + Send + 'static,
+{
+    let Some(slot) = state.identity.mail_job() else {
+        tracing::warn!(what, "too many mail jobs queued; request dropped");
+        return;
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = work(state).await {
+            tracing::warn!(what, error = %e, "background mail job failed");
+        }
+        drop(slot);
+    });
 }
 
 /// `{email, password, tenant_id?}`.
@@ -117,34 +133,31 @@ pub struct Login {
     tenant_id: Option<String>,
 }
 
-/// POST /api/auth/login. Ten failures from one IP within an hour block it for an hour.
+/// POST /api/auth/login, throttled per client and per account (see [`super::throttle`]).
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ip: ClientIp,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<Value>> {
-    let blocked_key = format!("login:{}", ip.0);
-    if state.limits.is_blocked(&blocked_key).await {
-        return Err(Error::RateLimited {
-            retry_after_secs: 3600,
-        }
-        .into());
-    }
+    let attempt = Attempt::new(ip, &body.email);
+    let lane = attempt.admit(&state).await?;
     match state
         .identity
-        .login(&body.email, &body.password, body.tenant_id, &origin(ip))
+        .login(
+            &body.email,
+            &body.password,
+            body.tenant_id,
+            &origin(ip),
+            lane,
+        )
         .await
     {
-        Ok(pair) => Ok(pair_json(pair)),
+        Ok(pair) => {
+            attempt.succeeded(&state).await;
+            Ok(pair_json(pair))
+        }
         Err(Error::InvalidCredentials) => {
-            let failures = state
-                .limits
-                .check(&format!("login-failures:{}", ip.0), FAILED_LOGINS)
-                .await;
-            if !failures.allowed || failures.remaining == 0 {
-                state.limits.block(&blocked_key, FAILED_LOGINS.window).await;
-                tracing::warn!(ip = %ip.0, "too many failed logins: blocked for an hour");
-            }
+            attempt.failed(&state).await;
             Err(Error::InvalidCredentials.into())
         }
         Err(e) => Err(e.into()),
@@ -197,16 +210,19 @@ pub async fn logout_all(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// POST /api/auth/password-reset: 202 whatever the email.
+/// POST /api/auth/password-reset: 202 whatever the email, at once (see [`after_answer`]).
 pub async fn password_reset(
     State(state): State<Arc<AppState>>,
     ip: ClientIp,
     ApiJson(body): ApiJson<EmailBody>,
 ) -> Result<StatusCode> {
-    state
-        .identity
-        .request_password_reset(&body.email, &origin(ip))
-        .await?;
+    let origin = origin(ip);
+    after_answer(&state, "password reset", move |state| async move {
+        state
+            .identity
+            .request_password_reset(&body.email, &origin)
+            .await
+    });
     Ok(StatusCode::ACCEPTED)
 }
 

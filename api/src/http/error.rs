@@ -37,43 +37,63 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The contract's error code for `error`, without any of its text: what audit rows keep
+    /// (the detail goes to the log).
+    pub fn code_of(error: &Error) -> &'static str {
+        classify(error).1
+    }
+}
+
+/// The status and code of every error, in one place.
+fn classify(error: &Error) -> (StatusCode, &'static str) {
+    use StatusCode as S;
+    match error {
+        Error::Invalid(_) => (S::BAD_REQUEST, "invalid_request"),
+        Error::WeakPassword(_) => (S::BAD_REQUEST, "weak_password"),
+        Error::NotFound(_) => (S::NOT_FOUND, "not_found"),
+        Error::Conflict(_) => (S::CONFLICT, "conflict"),
+        Error::NodeOffline(_) => (S::CONFLICT, "node_offline"),
+        Error::NoFreePort(_) => (S::CONFLICT, "no_free_port"),
+        Error::Undecryptable => (S::CONFLICT, "secret_unreadable"),
+        Error::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated"),
+        Error::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
+        Error::TokenReused => (S::UNAUTHORIZED, "token_reused"),
+        Error::Forbidden { code, .. } => (S::FORBIDDEN, code),
+        Error::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
+        Error::Db(_) | Error::Mail(_) | Error::Unavailable(_) => {
+            (S::SERVICE_UNAVAILABLE, "unavailable")
+        }
+        _ => (S::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(error: Error) -> ApiError {
-        use StatusCode as S;
-        let (status, code) = match &error {
-            Error::Invalid(_) => (S::BAD_REQUEST, "invalid_request"),
-            Error::WeakPassword(_) => (S::BAD_REQUEST, "weak_password"),
-            Error::NotFound(_) => (S::NOT_FOUND, "not_found"),
-            Error::Conflict(_) => (S::CONFLICT, "conflict"),
-            Error::NodeOffline(_) => (S::CONFLICT, "node_offline"),
-            Error::NoFreePort(_) => (S::CONFLICT, "no_free_port"),
-            Error::Undecryptable => (S::CONFLICT, "secret_unreadable"),
-            Error::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated"),
-            Error::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
-            Error::TokenReused => (S::UNAUTHORIZED, "token_reused"),
-            Error::Forbidden { code, .. } => (S::FORBIDDEN, *code),
-            Error::RateLimited { retry_after_secs } => {
-                return ApiError {
-                    status: S::TOO_MANY_REQUESTS,
-                    code: "rate_limited",
-                    message: "too many requests; retry later".into(),
-                    retry_after: Some(*retry_after_secs),
-                };
-            }
+        let (status, code) = classify(&error);
+        match &error {
+            Error::RateLimited { retry_after_secs } => ApiError {
+                status,
+                code,
+                message: "too many requests; retry later".into(),
+                retry_after: Some(*retry_after_secs),
+            },
+            Error::Unavailable(retry_after_secs) => ApiError {
+                status,
+                code,
+                message: "the panel is busy; retry later".into(),
+                retry_after: Some(*retry_after_secs),
+            },
             Error::Db(_) | Error::Mail(_) => {
                 tracing::error!(error = %error, "dependency failed");
-                return ApiError::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "a dependency is unavailable; retry later",
-                );
+                ApiError::new(status, code, "a dependency is unavailable; retry later")
             }
-            _ => {
+            _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = %error, "internal error");
-                return ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error");
+                ApiError::new(status, code, "internal error")
             }
-        };
-        ApiError::new(status, code, error.to_string())
+            _ => ApiError::new(status, code, error.to_string()),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Request guards: the client IP (`X-Forwarded-For` believed only from `TRUSTED_PROXIES`),
-//! and per-class rate limits with `X-RateLimit-*` headers.
+//! and per-class rate limits with `X-RateLimit-*` headers, counted per IPv4 address or IPv6 /64.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -54,6 +54,26 @@ impl Class {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
+impl ClientIp {
+    /// What per-IP limits and the block list count under: an IPv4 address, or the /64 network
+    /// of an IPv6 one (a single host is given a whole /64 and can rotate through it).
+    pub fn limit_key(self) -> String {
+        limit_key(self.0)
+    }
+}
+
+/// See [`ClientIp::limit_key`]; IPv4-mapped IPv6 addresses count as their IPv4 address.
+pub fn limit_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => ipnet::Ipv6Net::new(v6, 64)
+                .map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
+        },
+    }
+}
+
 impl axum::extract::FromRequestParts<Arc<AppState>> for ClientIp {
     type Rejection = std::convert::Infallible;
 
@@ -103,7 +123,10 @@ pub async fn limit(
 ) -> Response {
     let decision = state
         .limits
-        .check(&format!("{}:{ip}", class.name()), class.rule(&state))
+        .check(
+            &format!("{}:{}", class.name(), limit_key(ip)),
+            class.rule(&state),
+        )
         .await;
     respond_limited(decision, request, next).await
 }
@@ -169,5 +192,15 @@ mod tests {
             "no trusted proxies: header ignored"
         );
         assert_eq!(from_forwarded(local, &HeaderMap::new(), &trusted), local);
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let key = |ip: &str| limit_key(ip.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
     }
 }

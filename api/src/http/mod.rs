@@ -7,13 +7,14 @@ mod auth;
 mod error;
 mod guard;
 mod hardening;
+mod listener;
 mod openapi;
 mod secrets;
 mod servers;
 mod tenants;
+mod throttle;
 pub mod tls;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -22,7 +23,6 @@ use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
@@ -41,40 +41,15 @@ use crate::AppState;
 const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Serves until `shutdown` is cancelled, over TLS when `tls` is given; in-flight requests
-/// finish first.
+/// finish first (see [`listener`] for the bounds on connections).
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) {
-    let deadline = state.handshake_timeout;
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let stopped = shutdown.clone();
-    let stopped = async move { stopped.cancelled().await };
-    let served = match tls {
-        Some(config) => match tls::TlsListener::new(listener, config, deadline, shutdown) {
-            Ok(listener) => {
-                // `tap_io` only to get axum's peer-address `ConnectInfo` for a custom listener.
-                axum::serve(listener.tap_io(|_| {}), app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-            }
-            Err(e) => Err(e),
-        },
-        None => {
-            // Small responses and SSE events go out at once, not after the peer's delayed ACK.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }
-    };
-    if let Err(e) = served {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+    let app = router(state.clone());
+    listener::serve(state, app, listener, tls, shutdown).await;
 }
 
 /// A route: method, path template, what it requires, and an optional rate-limit class.

@@ -25,7 +25,7 @@ use crate::{AppState, Error, tenancy};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// How often an open event stream re-reads the caller's role (and sends a keep-alive).
+/// How often an open event stream re-reads the caller's session and role.
 const RECHECK: Duration = Duration::from_secs(15);
 
 fn server_json(view: ServerView) -> Value {
@@ -145,7 +145,11 @@ pub async fn power(
     let result = servers::power(&state, &server, action).await;
     let outcome = match &result {
         Ok(_) => "accepted".to_owned(),
-        Err(e) => format!("rejected: {e}"),
+        Err(e) => {
+            // Tenant members read the audit log: the row keeps the contract's code only.
+            tracing::warn!(server = %server_id, action = action.as_str(), error = %e, "power action refused");
+            format!("rejected: {}", ApiError::code_of(e))
+        }
     };
     let details = json!({ "action": action.as_str(), "command_id": result.as_ref().ok() });
     let event = ctx.audit("server.power", Some(&server_id), &outcome, details);
@@ -178,8 +182,10 @@ pub async fn command(
 
 /// GET /api/tenants/{tid}/servers/{sid}/events: `status`, `console` (with `server:console`)
 /// and `command` events as Server-Sent Events. The first event is the current status, then
-/// the last console lines the panel has. The caller's role is re-read every 15 s; a caller
-/// who lost access has the stream closed.
+/// the last console lines the panel has. The stream ends when its access token expires, at
+/// once when this panel revokes its session (logout, logout-all, password reset, refresh
+/// reuse), and within 15 s when another process does; the caller's role is re-read every 15 s
+/// too, and a caller who lost access has the stream closed.
 pub async fn events(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -209,8 +215,14 @@ pub async fn events(
         reason: server.state_reason.clone(),
         at: server.updated_at.to_rfc3339(),
     };
+    let principal = ctx.principal.clone();
+    let mut revocations = state.identity.revocations();
+    // The stream lives no longer than the access token that opened it.
+    let token_left = principal.claims.exp - chrono::Utc::now().timestamp();
+    let expiry = tokio::time::sleep(Duration::from_secs(u64::try_from(token_left).unwrap_or(0)));
     let stream = async_stream::stream! {
         let mut subscription = subscription;
+        tokio::pin!(expiry);
         yield Ok(sse(&first));
         if console {
             for event in std::mem::take(&mut subscription.backlog) {
@@ -222,7 +234,22 @@ pub async fn events(
         loop {
             tokio::select! {
                 _ = state.stopping.cancelled() => break,
+                () = &mut expiry => break,
+                notice = revocations.recv() => {
+                    let recheck_now = match notice {
+                        Ok(user_id) => user_id == principal.user.id,
+                        Err(RecvError::Lagged(_)) => true,
+                        Err(RecvError::Closed) => break,
+                    };
+                    if recheck_now && !session_live(&state, &principal).await {
+                        break;
+                    }
+                }
                 _ = recheck.tick() => {
+                    // Revocations by another process (a replica, the CLI) show up here.
+                    if !session_live(&state, &principal).await {
+                        break;
+                    }
                     let role = tenancy::role_of(&state.db, &ctx.tenant_id, &ctx.principal.user.id).await;
                     match role {
                         Ok(Some(role)) if role.grants(Permission::ServerRead) => {
@@ -247,6 +274,12 @@ pub async fn events(
         }
     };
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Whether the stream's session is still live; a database failure ends the stream too (the
+/// client reconnects and is authenticated afresh).
+async fn session_live(state: &AppState, principal: &crate::identity::Principal) -> bool {
+    matches!(state.identity.session_live(principal).await, Ok(true))
 }
 
 fn sse(event: &Event) -> SseEvent {

@@ -2,8 +2,8 @@
 //! tokens rotated in families with reuse detection, logout, password reset.
 //!
 //! Crypto lives in `security` (argon2id, JWT); this module keeps the state. Password hashing
-//! runs on the blocking pool behind a semaphore, so a burst of logins queues instead of
-//! starving the runtime.
+//! runs on the blocking pool behind a semaphore with a bounded queue, so a burst of logins
+//! neither starves the runtime nor waits for seconds: what is over the queue is shed at once.
 
 mod email;
 use email::Purpose;
@@ -12,6 +12,7 @@ mod refresh;
 pub mod tokens;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -20,7 +21,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, Qu
 use security::jwt::{Claims, KeyRing};
 use security::password::{self, Verdict};
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast};
 
 use crate::Error;
 use crate::audit::{self, AuditEvent};
@@ -37,6 +38,14 @@ pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 86_400);
 pub const VERIFY_TTL: Duration = Duration::from_secs(86_400);
 /// Password reset tokens live 1 hour.
 pub const RESET_TTL: Duration = Duration::from_secs(3600);
+/// Hashings that may wait per hashing slot; more are shed at once.
+pub const QUEUE_PER_SLOT: usize = 4;
+/// `Retry-After` of a shed request: a queue's worth of hashing is well under a second.
+const SHED_RETRY_AFTER_SECS: u64 = 1;
+/// Mail jobs (look-up, token, send) that may run after their answer at once; more are dropped.
+const MAIL_JOBS: usize = 64;
+/// Revocation notices kept for slow event streams (one that lags re-checks its session).
+const REVOCATION_BACKLOG: usize = 256;
 /// Concurrent argon2 computations (each takes 19 MiB and a core for tens of milliseconds):
 /// one core is always left to serve other requests.
 fn hashing_slots() -> usize {
@@ -77,6 +86,16 @@ impl Principal {
     }
 }
 
+/// Which places of the password-hashing queue a login may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The shared places: a flood of logins fills them.
+    Anyone,
+    /// Also the places kept for logins from a network that has logged into the account before
+    /// (a flood from fresh addresses never takes them, so the owner still gets in).
+    Familiar,
+}
+
 /// Who is asking, for audit rows.
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
@@ -97,6 +116,14 @@ pub struct Identity {
     mailer: Mailer,
     hashing: Arc<Semaphore>,
     metrics: Metrics,
+    /// User ids whose sessions were just revoked in this process, for open event streams.
+    revocations: broadcast::Sender<String>,
+    /// Slots of mail jobs run after their request was answered.
+    mail_jobs: Arc<Semaphore>,
+    /// Hashings waiting for a slot now.
+    queued: Arc<AtomicUsize>,
+    /// At most this many may wait.
+    queue_cap: usize,
 }
 
 impl Identity {
@@ -121,6 +148,10 @@ impl Identity {
             mailer,
             hashing: Arc::new(Semaphore::new(hashing_slots())),
             metrics,
+            revocations: broadcast::channel(REVOCATION_BACKLOG).0,
+            mail_jobs: Arc::new(Semaphore::new(MAIL_JOBS)),
+            queued: Arc::new(AtomicUsize::new(0)),
+            queue_cap: hashing_slots() * QUEUE_PER_SLOT,
         })
     }
 
@@ -207,6 +238,7 @@ impl Identity {
         password: &str,
         tenant_id: Option<String>,
         origin: &Origin,
+        lane: Lane,
     ) -> Result<TokenPair, Error> {
         // No account has a password longer than registration allows: such an attempt is
         // answered like an unknown email, without hashing a megabyte.
@@ -222,7 +254,7 @@ impl Identity {
                 .find(|&i| password.is_char_boundary(i))
                 .unwrap_or(0);
             let password = password[..cut].to_owned();
-            self.blocking(move || password::dummy_verify(&password))
+            self.blocking_in(lane, move || password::dummy_verify(&password))
                 .await?;
             self.audit(
                 "unknown",
@@ -235,7 +267,7 @@ impl Identity {
         };
         let (phc, attempt) = (user.password_hash.clone(), password.to_owned());
         match self
-            .blocking(move || password::verify(&phc, &attempt))
+            .blocking_in(lane, move || password::verify(&phc, &attempt))
             .await?
         {
             Verdict::Mismatch => {
@@ -259,6 +291,11 @@ impl Identity {
                 }
             }
         }
+        // The token carries the tenant as a claim: only one the user belongs to is signed.
+        let tenant_id = match tenant_id {
+            None => None,
+            Some(tid) => Some(self.member_tenant(&user.id, &tid, origin).await?),
+        };
         let session = session::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
             user_id: Set(user.id.clone()),
@@ -277,6 +314,28 @@ impl Identity {
         })
     }
 
+    /// `tenant_id` normalised when `user_id` is a member of it; 400 (audited) otherwise.
+    async fn member_tenant(
+        &self,
+        user_id: &str,
+        tenant_id: &str,
+        origin: &Origin,
+    ) -> Result<String, Error> {
+        let tenant_id = tenant_id.trim().to_ascii_lowercase();
+        let member = uuid::Uuid::try_parse(&tenant_id).is_ok()
+            && crate::tenancy::role_of(&self.db, &tenant_id, user_id)
+                .await?
+                .is_some();
+        if member {
+            return Ok(tenant_id);
+        }
+        self.audit(user_id, "auth.login", "failure: not_member", origin)
+            .await;
+        Err(Error::Invalid(
+            "tenant_id: you are not a member of this tenant".into(),
+        ))
+    }
+
     /// Exchanges a refresh token for a new pair (see [`refresh`] for reuse detection).
     pub async fn refresh(&self, token: &str, origin: &Origin) -> Result<TokenPair, Error> {
         refresh::exchange(self, token, origin).await
@@ -290,6 +349,7 @@ impl Identity {
                 .one(&self.db)
                 .await?
             {
+                self.announce_revoked(&s.user_id);
                 self.audit(&s.user_id, "auth.logout", "success", origin)
                     .await;
             }
@@ -300,6 +360,7 @@ impl Identity {
     /// Revokes every session of `user_id`: every refresh and access token stops working.
     pub async fn logout_all(&self, user_id: &str, origin: &Origin) -> Result<(), Error> {
         revoke_sessions(&self.db, session::Column::UserId.eq(user_id), "logout-all").await?;
+        self.announce_revoked(user_id);
         self.audit(user_id, "auth.logout_all", "success", origin)
             .await;
         Ok(())
@@ -350,6 +411,7 @@ impl Identity {
             "password reset",
         )
         .await?;
+        self.announce_revoked(&user_id);
         self.audit(&user_id, "auth.password_reset", "success", origin)
             .await;
         Ok(())
@@ -391,6 +453,32 @@ impl Identity {
         })
     }
 
+    /// Whether the session of `principal` is still live (not revoked, its user still there):
+    /// what open event streams re-check.
+    pub async fn session_live(&self, principal: &Principal) -> Result<bool, Error> {
+        let session = session::Entity::find_by_id(&principal.session_id)
+            .one(&self.db)
+            .await?;
+        Ok(session.is_some_and(|s| s.revoked_at.is_none() && s.user_id == principal.user.id))
+    }
+
+    /// A slot for a mail job run after its request was answered; `None` when all are taken.
+    pub fn mail_job(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.mail_jobs.clone().try_acquire_owned().ok()
+    }
+
+    /// Notices of sessions revoked by this process: the user id whose sessions changed.
+    /// Revocations made elsewhere (another replica, the CLI) are caught by re-checking.
+    pub fn revocations(&self) -> broadcast::Receiver<String> {
+        self.revocations.subscribe()
+    }
+
+    /// Tells open event streams of `user_id` to re-check their session.
+    fn announce_revoked(&self, user_id: &str) {
+        // No receivers is not an error: no stream is open.
+        let _ = self.revocations.send(user_id.to_owned());
+    }
+
     fn access_token(&self, user: &user::Model, session: &session::Model) -> Result<String, Error> {
         let now = Utc::now().timestamp();
         let claims = Claims {
@@ -414,14 +502,37 @@ impl Identity {
             .map_err(Error::from)
     }
 
-    /// Runs CPU-heavy work on the blocking pool, at most [`hashing_slots`] at a time.
+    /// [`Identity::blocking_in`] the lane anyone may use.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        self.metrics.argon2_queue.inc();
-        let permit = self.hashing.clone().acquire_owned().await;
-        self.metrics.argon2_queue.dec();
+        self.blocking_in(Lane::Anyone, work).await
+    }
+
+    /// Runs CPU-heavy work on the blocking pool, at most [`hashing_slots`] at a time, with at
+    /// most [`QUEUE_PER_SLOT`] per slot waiting (twice that for [`Lane::Familiar`]): beyond that
+    /// the work is refused at once ([`Error::Unavailable`], 503 with `Retry-After`) rather than
+    /// queued for seconds.
+    async fn blocking_in<T: Send + 'static>(
+        &self,
+        lane: Lane,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let cap = match lane {
+            Lane::Anyone => self.queue_cap,
+            Lane::Familiar => self.queue_cap * 2,
+        };
+        let permit = match self.hashing.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(_) => {
+                let Some(_place) = Queued::enter(&self.queued, cap, &self.metrics) else {
+                    self.metrics.argon2_shed.inc();
+                    return Err(Error::Unavailable(SHED_RETRY_AFTER_SECS));
+                };
+                self.hashing.clone().acquire_owned().await
+            }
+        };
         let _permit = permit.map_err(|_| Error::Config("hashing pool closed".into()))?;
         tokio::task::spawn_blocking(work)
             .await
@@ -441,6 +552,33 @@ impl Identity {
         if let Err(e) = audit::record(&self.db, event).await {
             tracing::error!(error = %e, "cannot write audit row");
         }
+    }
+}
+
+/// A place in the hashing queue, given back when dropped (also when the request is dropped
+/// while it waits).
+struct Queued<'a> {
+    queued: &'a AtomicUsize,
+    metrics: &'a Metrics,
+}
+
+impl<'a> Queued<'a> {
+    /// Takes a place if fewer than `cap` are taken.
+    fn enter(queued: &'a AtomicUsize, cap: usize, metrics: &'a Metrics) -> Option<Queued<'a>> {
+        queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
+        metrics.argon2_queue.inc();
+        Some(Queued { queued, metrics })
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.argon2_queue.dec();
     }
 }
 

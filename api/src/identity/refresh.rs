@@ -100,6 +100,7 @@ pub async fn exchange(
         )
         .await?;
         identity.metrics.refresh_reuse.inc();
+        identity.announce_revoked(&session.user_id);
         let event = AuditEvent {
             actor: session.user_id.clone(),
             action: "auth.refresh".into(),

@@ -1,7 +1,8 @@
 //! Drops the connections (and the stream on each) of a node that was disabled, or whose
 //! fingerprint was reset or changed, whoever did it: this process's REST API, or `api node …`
 //! run in another process against the same database. The watcher re-reads the node rows of
-//! every admitted connection every interval, idle connections without a stream included.
+//! every admitted connection every interval, idle connections without a stream included, and
+//! fails the commands nobody acked in time ([`crate::servers::commands::sweep`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +22,9 @@ pub async fn run(state: Arc<AppState>, interval: Duration, shutdown: Cancellatio
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        if let Err(e) = crate::servers::commands::sweep(&state).await {
+            tracing::warn!(error = %e, "cannot sweep overdue commands");
         }
         let connections = state.registry.connections.all();
         if connections.is_empty() {

@@ -18,6 +18,11 @@ use crate::pagination::{self, Page, PageQuery};
 use crate::tenancy::{new_id, validate_name};
 use crate::{AppState, Error};
 
+/// The code an audit row keeps for a failure the node reported (its own text is only logged).
+const NODE_ERROR: &str = "node_error";
+/// The fixed sentence beside [`NODE_ERROR`].
+const NODE_ERROR_MESSAGE: &str = "the node could not complete the operation";
+
 /// Asks the server's node for a backup; the row is `pending` until the node reports.
 pub async fn create(
     state: &Arc<AppState>,
@@ -189,7 +194,17 @@ pub async fn on_result(state: &AppState, node_id: &str, result: BackupResult) ->
             ("restore", outcome)
         }
     };
-    let details = serde_json::json!({ "backup_id": row.id, "error": error });
+    if !result.ok {
+        // The node's words go to the log only: tenant members read the audit log.
+        tracing::warn!(node = %node_id, backup = %row.id, operation = what, error = %result.error, "the node reports a failed {what}");
+    }
+    let details = match &error {
+        None => serde_json::json!({ "backup_id": row.id }),
+        Some(_) => serde_json::json!({
+            "backup_id": row.id,
+            "error": { "code": NODE_ERROR, "message": NODE_ERROR_MESSAGE },
+        }),
+    };
     crate::audit::record_or_log(
         &state.db,
         crate::audit::AuditEvent {
@@ -199,7 +214,7 @@ pub async fn on_result(state: &AppState, node_id: &str, result: BackupResult) ->
             outcome: if result.ok {
                 "ok".into()
             } else {
-                format!("failed: {}", result.error)
+                format!("failed: {NODE_ERROR}")
             },
             ip: None,
             details,

@@ -1,5 +1,6 @@
 //! Commands down a node's stream: each gets an id and a row, is answered by the node's ack,
-//! and is marked failed if no ack arrives in time. A server's `state` is only ever what its
+//! and is marked failed by [`sweep`] if no ack arrives in time (a sweep of the database, not a
+//! timer per command, so it holds across restarts). A server's `state` is only ever what its
 //! node reported, so a lost command leaves the truth in place.
 
 use std::sync::Arc;
@@ -112,7 +113,8 @@ pub async fn dispatch(
     send(state, node_id, server_id, action.as_str(), payload).await
 }
 
-/// Sends one command (`name` for the commands table and metrics) and starts its ack timer.
+/// Sends one command (`name` for the commands table and metrics); [`sweep`] fails it if no
+/// ack comes in time.
 pub async fn send(
     state: &Arc<AppState>,
     node_id: &str,
@@ -155,19 +157,30 @@ pub async fn send(
         return Err(Error::NodeOffline(node_id.to_owned()));
     }
     state.metrics.commands.with_label_values(&[name]).inc();
-    let state = state.clone();
-    let timeout = state.config.command_timeout;
-    let command_id = id.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(timeout).await;
-        let error = format!("no ack from the node within {} s", timeout.as_secs());
-        match finish(&state, &command_id, None, false, &error).await {
-            Ok(true) => tracing::warn!(command = %command_id, "command timed out"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(command = %command_id, error = %e, "cannot fail command"),
-        }
-    });
     Ok(id)
+}
+
+/// Marks failed every command still `pending` past its deadline (sent longer ago than the
+/// command timeout), from the database: run at start and on every node-watcher tick, so a
+/// command outlives no restart of the panel that sent it. Returns how many it failed.
+pub async fn sweep(state: &AppState) -> Result<usize, Error> {
+    let timeout = state.config.command_timeout;
+    let cutoff = Utc::now()
+        - chrono::Duration::from_std(timeout).unwrap_or_else(|_| chrono::Duration::days(1));
+    let overdue = command_row::Entity::find()
+        .filter(command_row::Column::State.eq("pending"))
+        .filter(command_row::Column::CreatedAt.lt(cutoff))
+        .all(&state.db)
+        .await?;
+    let error = format!("no ack from the node within {} s", timeout.as_secs());
+    let mut failed = 0;
+    for command in overdue {
+        if finish(state, &command.id, None, false, &error).await? {
+            tracing::warn!(command = %command.id, node = %command.node_id, "command timed out");
+            failed += 1;
+        }
+    }
+    Ok(failed)
 }
 
 fn need(expanded: Option<Expanded>) -> Result<Expanded, Error> {

@@ -6,7 +6,10 @@
 //! - in-memory limiter checks/s;
 //! - JWT verifications/s (EdDSA and ES256);
 //! - `/health` latency of the real `api serve` alone and during 50 concurrent logins (argon2id
-//!   runs on a bounded blocking pool, so logins must not stall other requests).
+//!   runs on a bounded blocking pool, so logins must not stall other requests);
+//! - a correct login's latency while 300 failed logins are in flight from 300 addresses behind
+//!   a trusted proxy (the hashing queue is bounded: the answer, a token or 503, must come
+//!   within a second).
 //!
 //! It starts its own redis-server and panel on loopback and stops them. Run by hand:
 //! `cargo run --release -p tests --bin identity-load`.
@@ -146,6 +149,7 @@ async fn measure(redis_url: &str, redis_port: u16, dir: &std::path::Path) -> any
         "RATE_LIMITS".into(),
         "login=1000000/1m,register=1000/1m,api=1000000/1m".into(),
     ));
+    env.push(("TRUSTED_PROXIES".into(), "127.0.0.1".into()));
     env.push((
         "MAIL_OUTBOX_DIR".into(),
         dir.join("outbox").display().to_string(),
@@ -204,6 +208,7 @@ async fn measure(redis_url: &str, redis_port: u16, dir: &std::path::Path) -> any
     for l in loaders {
         let _ = l.await;
     }
+    let flood = login_flood(&http, &base, &credentials).await?;
     drop(panel);
 
     println!();
@@ -234,7 +239,147 @@ async fn measure(redis_url: &str, redis_port: u16, dir: &std::path::Path) -> any
         tests::bench::percentile(&during, 99.0)
     );
     println!("| logins/s meanwhile (argon2id m=19 MiB t=2 p=1) | {login_rate:.1} |");
+    for (place, sample) in [
+        ("a new address", &flood.fresh),
+        ("the account's usual network", &flood.familiar),
+    ] {
+        println!(
+            "| correct login from {place} during {FLOOD} failed logins in flight from {FLOOD} addresses, p50 / max ({} samples, ms) | {:.1} / {:.1} |",
+            sample.latencies.len(),
+            tests::bench::percentile(&sample.latencies, 50.0),
+            sample.latencies.last().copied().unwrap_or(0.0)
+        );
+        println!(
+            "| those answered with a token / 503 | {} / {} |",
+            sample.tokens, sample.shed
+        );
+    }
+    println!(
+        "| flood logins meanwhile: 401 / 503 shed | {} / {} |",
+        flood.refused, flood.shed
+    );
     Ok(())
+}
+
+/// Failed logins kept in flight by the flood.
+const FLOOD: usize = 300;
+/// Correct logins timed during it, one after another.
+const FLOOD_SAMPLES: usize = 30;
+
+/// The address the correct user logs in from before the flood (familiar to the account).
+const HOME: &str = "192.0.2.1";
+
+/// Correct logins from one kind of place.
+#[derive(Default)]
+struct Sample {
+    /// Latencies (ms), sorted.
+    latencies: Vec<f64>,
+    /// Answered with a token.
+    tokens: usize,
+    /// Answered 503 (the hashing queue was full).
+    shed: usize,
+}
+
+/// What correct logins met during a flood of failed ones.
+struct Flood {
+    /// From addresses new to the account.
+    fresh: Sample,
+    /// From [`HOME`].
+    familiar: Sample,
+    /// Flood logins answered 401.
+    refused: usize,
+    /// Flood logins answered 503.
+    shed: usize,
+}
+
+/// Keeps [`FLOOD`] failed logins in flight, each from a new address (through the trusted
+/// proxy) for a new unknown email, while [`FLOOD_SAMPLES`] correct logins are timed.
+async fn login_flood(
+    http: &reqwest::Client,
+    base: &str,
+    credentials: &Value,
+) -> anyhow::Result<Flood> {
+    let home = http
+        .post(format!("{base}/api/auth/login"))
+        .header("x-forwarded-for", HOME)
+        .json(credentials)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        home.status().is_success(),
+        "login from {HOME}: {}",
+        home.status()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let (refused, shed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let workers: Vec<_> = (0..FLOOD)
+        .map(|_| {
+            let (http, url) = (http.clone(), format!("{base}/api/auth/login"));
+            let (stop, next) = (stop.clone(), next.clone());
+            let (refused, shed) = (refused.clone(), shed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+                    let body = json!({"email": format!("flood{n}@example.com"), "password": "wrong password!"});
+                    let sent = http
+                        .post(&url)
+                        .header("x-forwarded-for", ip)
+                        .json(&body)
+                        .send()
+                        .await;
+                    match sent.map(|r| r.status().as_u16()) {
+                        Ok(401) => refused.fetch_add(1, Ordering::Relaxed),
+                        Ok(503) => shed.fetch_add(1, Ordering::Relaxed),
+                        _ => 0,
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut fresh = Sample::default();
+    let mut familiar = Sample::default();
+    for i in 0..FLOOD_SAMPLES {
+        // Alternately from a new address and from the one that logged in before the flood.
+        let (ip, sample) = if i % 2 == 0 {
+            (format!("192.0.2.{}", i + 2), &mut fresh)
+        } else {
+            (HOME.to_owned(), &mut familiar)
+        };
+        let start = Instant::now();
+        let status = http
+            .post(format!("{base}/api/auth/login"))
+            .header("x-forwarded-for", ip)
+            .json(credentials)
+            .send()
+            .await?
+            .status()
+            .as_u16();
+        sample
+            .latencies
+            .push(start.elapsed().as_secs_f64() * 1000.0);
+        match status {
+            200 => sample.tokens += 1,
+            503 => sample.shed += 1,
+            other => anyhow::bail!("a correct login answered {other} during the flood"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    for sample in [&mut fresh, &mut familiar] {
+        sample.latencies.sort_by(f64::total_cmp);
+    }
+    Ok(Flood {
+        fresh,
+        familiar,
+        refused: refused.load(Ordering::Relaxed),
+        shed: shed.load(Ordering::Relaxed),
+    })
 }
 
 /// Sequential `/health` requests for `window`; their latencies in ms, sorted.

@@ -8,6 +8,7 @@ mod identity;
 mod limits;
 mod ports;
 mod secrets;
+mod sweep;
 mod tenancy;
 
 /// All migrations, in order.
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(backups::CreateBackups),
             Box::new(ports::AddPorts),
             Box::new(limits::AddLimits),
+            Box::new(sweep::AddCommandSweepIndex),
         ]
     }
 }

@@ -188,13 +188,20 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
             .body(token_body)
             .json(200, schema("UserEnvelope")),
         ("POST", "/api/auth/resend-verification") => Doc::new("Mail a new verification link")
-            .describe("202 whatever the address, so as not to tell which accounts exist.")
+            .describe(
+                "202 whatever the address, at once: the look-up and the mail run after the \
+                 answer, so its timing does not tell which accounts exist.",
+            )
             .body(email_body)
             .empty(202),
         ("POST", "/api/auth/login") => Doc::new("Log in")
             .describe(
                 "Unknown email and wrong password both answer 401 `invalid_credentials`. Ten \
-                 failures from one IP within an hour block it for an hour (429).",
+                 failures from one client (IPv4 address or IPv6 /64) within an hour block it \
+                 for an hour (429); twenty on one account from networks that never logged \
+                 into it throttle such networks for 15 minutes (429). `tenant_id` must name a \
+                 tenant of the user (400 otherwise). When the password-hashing queue is full \
+                 the login is refused at once: 503 `unavailable` with `Retry-After`.",
             )
             .body(object(
                 &["email", "password"],
@@ -204,12 +211,12 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
                     "tenant_id": {
                         "type": "string",
                         "nullable": true,
-                        "description": "The client's default tenant, put in the token.",
+                        "description": "The client's default tenant, put in the token; one the user is a member of.",
                     },
                 }),
             ))
             .json(200, schema("TokenPair"))
-            .errors(&[401]),
+            .errors(&[401, 503]),
         ("POST", "/api/auth/refresh") => Doc::new("Exchange a refresh token for a new pair")
             .describe(
                 "Rotation: the old token is used up. Presenting a used one answers 401 \
@@ -223,7 +230,10 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
             .body(refresh_body)
             .empty(204),
         ("POST", "/api/auth/password-reset") => Doc::new("Mail a password reset link")
-            .describe("202 whatever the address. The token is valid for one hour, once.")
+            .describe(
+                "202 whatever the address, at once (the mail is sent after the answer). The \
+                 token is valid for one hour, once.",
+            )
             .body(email_body)
             .empty(202),
         ("POST", "/api/auth/password-reset/confirm") => Doc::new("Set a new password")
