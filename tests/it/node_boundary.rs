@@ -327,7 +327,7 @@ async fn unconfined_servers_are_refused_unless_allowed() {
     );
     let wings = Proc::start("wings", &[], &env, dir);
     wings.wait_for_line("connected to the panel", CAP).await;
-    template(&admin, "plain", &["--interval-ms", "200"]).await;
+    template(&admin, "plain", &["--interval-ms", "200", "--escape"]).await;
     let (server, _) = server(&alice, &wings, "plain").await;
     power(&alice, &server, "start").await;
     eventually("refused: unconfined", CAP, || async {
@@ -345,8 +345,17 @@ async fn unconfined_servers_are_refused_unless_allowed() {
     let _wings = Proc::start("wings", &[], &env, dir);
     _wings.wait_for_line("connected to the panel", CAP).await;
     let mut events = start(&alice, &server).await;
+    // Without cgroups, the server's processes are found by its uid: one that left the process
+    // group dies with it all the same.
+    let line = console_line(&mut events, "escapee pid=").await;
+    let escapee: u32 = field(&line, "pid=").parse().unwrap();
+    assert!(alive(escapee));
     power(&alice, &server, "kill").await;
     until_state(&mut events, "offline").await;
+    eventually("the unconfined server's escapee is gone", CAP, || async {
+        !alive(escapee)
+    })
+    .await;
 }
 
 /// Item 6 (node side): a loader variable in a template stored before the panel refused them

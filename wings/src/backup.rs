@@ -56,7 +56,12 @@ impl<W: Write> Write for Hashing<W> {
 /// walked by descriptor ([`beneath::walk`]): links are archived as links, never followed, and
 /// when `owner` is given, a regular file that is not that user's (a hard link to someone
 /// else's file) is left out.
-pub fn create(dir: &Path, out: &Path, owner: Option<u32>) -> io::Result<Archive> {
+///
+/// At most `budget` bytes of file content are archived (the server's disk quota): a sparse
+/// file or a tree of hard links that would make an archive larger than the server may hold
+/// fails the backup instead of filling the node's disk. A file with several links is archived
+/// once.
+pub fn create(dir: &Path, out: &Path, owner: Option<u32>, budget: u64) -> io::Result<Archive> {
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -70,9 +75,19 @@ pub fn create(dir: &Path, out: &Path, owner: Option<u32>) -> io::Result<Archive>
     };
     let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::fast());
     let mut builder = tar::Builder::new(gz);
-    beneath::walk(root.as_fd(), &mut |path, node| {
-        append(&mut builder, path, node, owner)
-    })?;
+    let mut taken = Taken {
+        bytes: 0,
+        budget,
+        linked: std::collections::HashSet::new(),
+    };
+    let walked = beneath::walk(root.as_fd(), &mut |path, node| {
+        append(&mut builder, path, node, owner, &mut taken)
+    });
+    if let Err(e) = walked {
+        drop(builder);
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
     let gz = builder.into_inner()?;
     let mut hashing = gz.finish()?;
     hashing.flush()?;
@@ -85,12 +100,21 @@ pub fn create(dir: &Path, out: &Path, owner: Option<u32>) -> io::Result<Archive>
     })
 }
 
+/// What a backup has taken so far.
+struct Taken {
+    bytes: u64,
+    budget: u64,
+    /// Files with several links already archived, by device and inode.
+    linked: std::collections::HashSet<(u64, u64)>,
+}
+
 /// Adds one entry, from its descriptor, to the archive.
 fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     path: &Path,
     node: beneath::Node<'_>,
     owner: Option<u32>,
+    taken: &mut Taken,
 ) -> io::Result<()> {
     let header_for = |stat: &rustix::fs::Stat, kind: tar::EntryType, size: u64| {
         let mut header = tar::Header::new_gnu();
@@ -111,7 +135,17 @@ fn append<W: Write>(
                 tracing::warn!(path = %path.display(), "left out of the backup: not the server's own file");
                 return Ok(());
             }
+            if stat.st_nlink > 1 && !taken.linked.insert((stat.st_dev, stat.st_ino)) {
+                return Ok(());
+            }
             let size = u64::try_from(stat.st_size).unwrap_or(0);
+            taken.bytes = taken.bytes.saturating_add(size);
+            if taken.bytes > taken.budget {
+                return Err(io::Error::other(format!(
+                    "the server's files exceed its disk quota of {} MiB",
+                    taken.budget >> 20
+                )));
+            }
             let mut header = header_for(stat, tar::EntryType::Regular, size);
             // Exactly `size` bytes whatever the file does meanwhile: cut if it grew,
             // zero-padded if it shrank.
@@ -378,7 +412,10 @@ pub fn restore(
         let _ = std::fs::rename(&old, server_dir);
         return Err(e.into());
     }
-    beneath::remove_tree(&old)?;
+    if let Err(e) = beneath::remove_tree(&old) {
+        // The restore itself is done; the next one clears what is left.
+        tracing::warn!(path = %old.display(), error = %e, "cannot remove the replaced tree");
+    }
     Ok(())
 }
 
@@ -395,7 +432,7 @@ mod tests {
         std::fs::write(dir.join("world/region/r.0.0"), vec![7u8; 100_000]).unwrap();
         std::os::unix::fs::symlink("world/region/r.0.0", dir.join("latest")).unwrap();
         let out = tmp.path().join("backups/b.tar.gz");
-        let made = create(&dir, &out, None).unwrap();
+        let made = create(&dir, &out, None, 1 << 30).unwrap();
         assert_eq!(made.sha256, sha256_of(&out).unwrap());
         assert_eq!(made.size_bytes, std::fs::metadata(&out).unwrap().len());
         std::fs::write(dir.join("server.properties"), "motd=changed\n").unwrap();
@@ -412,6 +449,21 @@ mod tests {
             restore(&out, &"0".repeat(64), &dir, None),
             Err(Refused::Checksum)
         ));
+        // Hard links are archived once; more content than the quota fails the backup and
+        // leaves nothing behind.
+        for i in 0..50 {
+            std::fs::hard_link(
+                dir.join("world/region/r.0.0"),
+                dir.join(format!("link-{i}")),
+            )
+            .unwrap();
+        }
+        let linked = tmp.path().join("backups/linked.tar.gz");
+        create(&dir, &linked, None, 200_000).unwrap();
+        let over = tmp.path().join("backups/over.tar.gz");
+        let error = create(&dir, &over, None, 50_000).unwrap_err();
+        assert!(error.to_string().contains("disk quota"), "{error}");
+        assert!(!over.exists() && !over.with_extension("part").exists());
     }
 
     #[test]

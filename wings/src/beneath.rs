@@ -234,15 +234,45 @@ pub fn walk(
 }
 
 /// The bytes of regular files beneath `root` (links not followed).
+/// Nothing is opened but directories (sizes come from `statat`, so a file the tenant holds a
+/// lease on cannot stall it), an entry that vanishes midway is passed by, and a tree deeper
+/// than [`MAX_DEPTH`] is an error, never a smaller number.
 pub fn disk_usage(root: BorrowedFd<'_>) -> io::Result<u64> {
     let mut total = 0u64;
-    walk(root, &mut |_, node| {
-        if let Node::File(_, stat) = node {
-            total = total.saturating_add(u64::try_from(stat.st_size).unwrap_or(0));
+    let mut stack: Vec<(OwnedFd, Vec<OsString>)> = Vec::new();
+    let top = rustix::io::fcntl_dupfd_cloexec(root, 0)?;
+    let list = names(top.as_fd())?;
+    stack.push((top, list));
+    loop {
+        let depth = stack.len();
+        let Some((dir, pending)) = stack.last_mut() else {
+            return Ok(total);
+        };
+        let Some(name) = pending.pop() else {
+            stack.pop();
+            continue;
+        };
+        let Ok(stat) = rustix::fs::statat(dir.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        match kind(&stat) {
+            FileType::RegularFile => {
+                total = total.saturating_add(u64::try_from(stat.st_size).unwrap_or(0));
+            }
+            FileType::Directory => {
+                if depth >= MAX_DEPTH {
+                    return Err(io::Error::other(format!(
+                        "the tree is deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+                if let Ok(inner) = open_dir_at(dir.as_fd(), &name) {
+                    let list = names(inner.as_fd())?;
+                    stack.push((inner, list));
+                }
+            }
+            _ => {}
         }
-        Ok(())
-    })?;
-    Ok(total)
+    }
 }
 
 /// Removes everything inside `root` (not `root` itself), by descriptor: `unlinkat` relative to
@@ -298,10 +328,23 @@ fn remove_pass(root: BorrowedFd<'_>, spare: &mut u64) -> io::Result<Pass> {
             continue;
         }
         if depth >= MAX_DEPTH {
-            // Too deep to hold a descriptor per level: move it up and take it next pass.
-            *spare += 1;
-            let new_name = format!(".wings-flatten-{spare}");
-            rustix::fs::renameat(dir.as_fd(), &name, root, new_name.as_str())?;
+            // Too deep to hold a descriptor per level: move it up (under a name nothing else
+            // has: never over an entry) and take it next pass.
+            loop {
+                *spare += 1;
+                let new_name = format!(".wings-flatten-{spare}");
+                match rustix::fs::renameat_with(
+                    dir.as_fd(),
+                    &name,
+                    root,
+                    new_name.as_str(),
+                    rustix::fs::RenameFlags::NOREPLACE,
+                ) {
+                    Ok(()) => break,
+                    Err(rustix::io::Errno::EXIST) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             flattened = true;
             continue;
         }

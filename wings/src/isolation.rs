@@ -7,7 +7,7 @@
 //! to start servers unless `WINGS_ALLOW_UNCONFINED=1` (see [`Cgroups::unconfined`]).
 //!
 //! A server's process chain is `wings enter-cgroups` (root, with no variable of the tenant's
-//! in its environment: the server's variables travel encoded in [`SERVER_ENV_VAR`]), which
+//! in its environment: the server's variables travel encoded in `WINGS_SERVER_ENV_<n>`), which
 //! joins the cgroups, sets the open-files limit, drops to the server's uid and gid with no
 //! supplementary groups and no new privileges, and only then execs the program with the
 //! server's environment. No root helper ever sees a loader variable of the tenant's.
@@ -23,7 +23,8 @@ use proto::node::v1::Limits;
 pub const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 /// The controllers without which a server is not confined.
 pub const REQUIRED: [&str; 2] = ["memory", "pids"];
-/// The variable that carries a server's environment, hex-encoded, through `enter-cgroups`.
+/// The prefix of the variables that carry a server's environment, hex-encoded, through
+/// `enter-cgroups` (`WINGS_SERVER_ENV_0`, `_1`, …).
 pub const SERVER_ENV_VAR: &str = "WINGS_SERVER_ENV";
 /// How long killing a server's processes may take before Wings gives up waiting.
 const KILL_WAIT: Duration = Duration::from_secs(3);
@@ -194,6 +195,10 @@ impl Cgroups {
             std::fs::create_dir_all(&freezer)
                 .map_err(|e| format!("cannot create {}: {e}", freezer.display()))?;
         }
+        // A Wings that died between freezing and thawing must not leave the new process frozen.
+        if let Some(freeze) = self.freeze_switch(server_id) {
+            freeze.set(false, Instant::now());
+        }
         Ok(())
     }
 
@@ -280,29 +285,44 @@ impl Cgroups {
         pids
     }
 
+    /// How the server's cgroup is frozen: the v2 `cgroup.freeze`, else the v1 freezer.
+    fn freeze_switch(&self, server_id: &str) -> Option<Freeze> {
+        match self {
+            Cgroups::V2 { .. } => Some(Freeze {
+                dir: self.dir("memory", server_id),
+                file: "cgroup.freeze",
+                frozen: "1",
+                thawed: "0",
+            }),
+            Cgroups::V1 { .. } => self.freezer(server_id).map(|dir| Freeze {
+                dir,
+                file: "freezer.state",
+                frozen: "FROZEN",
+                thawed: "THAWED",
+            }),
+        }
+    }
+
     /// Kills every process in the server's cgroups, whatever session or process group it
-    /// moved to: `cgroup.kill` on v2; on v1 the cgroup is frozen first (so nothing forks
-    /// between reading the list and the signals), each process killed, then thawed. Waits
-    /// (up to a few seconds) until the cgroups are empty.
-    pub fn kill_all(&self, server_id: &str) {
+    /// moved to: `cgroup.kill` on v2 (Linux 5.14+); else the cgroup is frozen first (v2
+    /// `cgroup.freeze`, the v1 freezer), so nothing forks between reading the list and the
+    /// signals, each process killed, then thawed. Waits (up to a few seconds) until the
+    /// cgroups are empty and says whether they are.
+    pub fn kill_all(&self, server_id: &str) -> bool {
         let deadline = Instant::now() + KILL_WAIT;
         if let Cgroups::V2 { .. } = self {
             let _ = std::fs::write(self.dir("memory", server_id).join("cgroup.kill"), "1");
         }
-        let freezer = self.freezer(server_id);
+        let freeze = self.freeze_switch(server_id);
         loop {
-            let pids = self.pids(server_id);
-            if pids.is_empty() || Instant::now() > deadline {
-                return;
+            if self.pids(server_id).is_empty() {
+                return true;
             }
-            if let Some(freezer) = &freezer {
-                let _ = std::fs::write(freezer.join("freezer.state"), "FROZEN");
-                while Instant::now() < deadline
-                    && std::fs::read_to_string(freezer.join("freezer.state"))
-                        .is_ok_and(|s| s.trim() == "FREEZING")
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+            if Instant::now() > deadline {
+                return false;
+            }
+            if let Some(freeze) = &freeze {
+                freeze.set(true, deadline);
             }
             for pid in self.pids(server_id) {
                 let _ = nix::sys::signal::kill(
@@ -310,8 +330,8 @@ impl Cgroups {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            if let Some(freezer) = &freezer {
-                let _ = std::fs::write(freezer.join("freezer.state"), "THAWED");
+            if let Some(freeze) = &freeze {
+                freeze.set(false, deadline);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -329,15 +349,62 @@ impl Cgroups {
     }
 }
 
+/// A cgroup's freeze switch.
+struct Freeze {
+    dir: PathBuf,
+    file: &'static str,
+    frozen: &'static str,
+    thawed: &'static str,
+}
+
+impl Freeze {
+    /// Freezes or thaws, waiting (until `deadline`) for a freeze to take hold.
+    fn set(&self, frozen: bool, deadline: Instant) {
+        let value = if frozen { self.frozen } else { self.thawed };
+        if std::fs::write(self.dir.join(self.file), value).is_err() || !frozen {
+            return;
+        }
+        let settled = || match self.file {
+            "freezer.state" => std::fs::read_to_string(self.dir.join(self.file))
+                .is_ok_and(|s| s.trim() != "FREEZING"),
+            _ => std::fs::read_to_string(self.dir.join("cgroup.events"))
+                .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1")),
+        };
+        while Instant::now() < deadline && !settled() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// Kills every process whose real, effective or saved uid is `uid` (how a server's processes
-/// are found without a cgroup controller, and the sweep after the cgroup kill), repeating
-/// until none is left or a few seconds have passed.
-pub fn kill_user(uid: u32) {
+/// are found without a cgroup controller, and the sweep after the cgroup kill): first in one
+/// step through `wings kill-user` (which becomes `uid` and signals every process it may, so
+/// none can fork meanwhile), then by `/proc` until none is left or a few seconds have passed.
+/// Says whether none is left.
+pub fn kill_user(uid: u32) -> bool {
+    if uid == 0 {
+        return false;
+    }
+    if !processes_of(uid).is_empty()
+        && let Ok(wings) = std::env::current_exe()
+    {
+        let _ = std::process::Command::new(wings)
+            .arg("kill-user")
+            .arg(format!("--uid={uid}"))
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
     let deadline = Instant::now() + KILL_WAIT;
     loop {
         let pids = processes_of(uid);
-        if pids.is_empty() || Instant::now() > deadline {
-            return;
+        if pids.is_empty() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
         }
         for pid in pids {
             let _ = nix::sys::signal::kill(
@@ -371,8 +438,41 @@ pub fn processes_of(uid: u32) -> Vec<i32> {
         .collect()
 }
 
-/// A server's environment as one variable's value: `key=value` pairs, NUL-separated, hex.
-pub fn encode_env<'a>(vars: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+/// `wings kill-user`: becomes `uid` (no groups, no way back) and sends SIGKILL to every
+/// process it may signal (`kill(-1)`): every process of that uid, itself included, in one step
+/// the kernel takes without letting any of them fork meanwhile.
+pub fn kill_as_user(uid: u32) -> std::process::ExitCode {
+    use nix::unistd::{Gid, Uid};
+    if uid == 0 {
+        return std::process::ExitCode::from(126);
+    }
+    let dropped = nix::unistd::setgroups(&[])
+        .and_then(|()| {
+            nix::unistd::setresgid(Gid::from_raw(uid), Gid::from_raw(uid), Gid::from_raw(uid))
+        })
+        .and_then(|()| {
+            nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
+        });
+    if dropped.is_err() {
+        return std::process::ExitCode::from(126);
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-1),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    std::process::ExitCode::SUCCESS
+}
+
+/// Longest value of one environment variable the kernel takes (`MAX_ARG_STRLEN` is 128 KiB),
+/// with room for the name.
+const ENV_CHUNK: usize = 120 * 1024;
+
+/// A server's environment as variables for [`SERVER_ENV_VAR`]: `key=value` pairs,
+/// NUL-separated, hex-encoded, cut into `WINGS_SERVER_ENV_0`, `_1`, … of at most
+/// [`ENV_CHUNK`] characters each.
+pub fn encode_env<'a>(
+    vars: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<(String, String)> {
     let mut raw = Vec::new();
     for (key, value) in vars {
         raw.extend_from_slice(key.as_bytes());
@@ -380,11 +480,34 @@ pub fn encode_env<'a>(vars: impl IntoIterator<Item = (&'a String, &'a String)>) 
         raw.extend_from_slice(value.as_bytes());
         raw.push(0);
     }
-    hex::encode(raw)
+    let encoded = hex::encode(raw);
+    encoded
+        .as_bytes()
+        .chunks(ENV_CHUNK)
+        .enumerate()
+        .map(|(i, chunk)| {
+            (
+                format!("{SERVER_ENV_VAR}_{i}"),
+                String::from_utf8_lossy(chunk).into_owned(),
+            )
+        })
+        .collect()
 }
 
-/// The pairs [`encode_env`] wrote.
-pub fn decode_env(encoded: &str) -> Option<Vec<(OsString, OsString)>> {
+/// The encoded environment from `lookup` (the chunks [`encode_env`] made, in order).
+pub fn read_env(lookup: impl Fn(&str) -> Option<String>) -> Option<Vec<(OsString, OsString)>> {
+    let mut encoded = String::new();
+    for i in 0.. {
+        match lookup(&format!("{SERVER_ENV_VAR}_{i}")) {
+            Some(chunk) => encoded.push_str(&chunk),
+            None => break,
+        }
+    }
+    decode_env(&encoded)
+}
+
+/// The pairs the hex text of [`encode_env`] holds.
+fn decode_env(encoded: &str) -> Option<Vec<(OsString, OsString)>> {
     let raw = hex::decode(encoded).ok()?;
     raw.split(|b| *b == 0)
         .filter(|pair| !pair.is_empty())
@@ -425,10 +548,7 @@ pub fn enter_and_exec(
         eprintln!("wings: {what}");
         std::process::ExitCode::from(126)
     };
-    let Some(env) = std::env::var(SERVER_ENV_VAR)
-        .ok()
-        .and_then(|encoded| decode_env(&encoded))
-    else {
+    let Some(env) = read_env(|name| std::env::var(name).ok()) else {
         return fail(format!("{SERVER_ENV_VAR} is missing or malformed"));
     };
     let pid = std::process::id().to_string();
@@ -480,11 +600,22 @@ mod tests {
             ("EMPTY".to_owned(), String::new()),
         ];
         let encoded = encode_env(vars.iter().map(|(k, v)| (k, v)));
-        assert!(encoded.bytes().all(|b| b.is_ascii_hexdigit()));
-        let decoded = decode_env(&encoded).unwrap();
+        assert_eq!(encoded.len(), 1);
+        assert!(encoded[0].1.bytes().all(|b| b.is_ascii_hexdigit()));
+        let lookup = |vars: &[(String, String)], name: &str| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        };
+        let decoded = read_env(|name| lookup(&encoded, name)).unwrap();
         assert_eq!(decoded.len(), 3);
         assert_eq!(decoded[1], ("MOTD".into(), "a=b c\u{e9}".into()));
         assert_eq!(decoded[2], ("EMPTY".into(), "".into()));
         assert!(decode_env("zz").is_none());
+        // An environment larger than one variable may hold is cut into several.
+        let big = [("BIG".to_owned(), "x".repeat(200 * 1024))];
+        let encoded = encode_env(big.iter().map(|(k, v)| (k, v)));
+        assert_eq!(encoded.len(), 4);
+        assert!(encoded.iter().all(|(_, v)| v.len() <= ENV_CHUNK));
+        let decoded = read_env(|name| lookup(&encoded, name)).unwrap();
+        assert_eq!(decoded[0].1.len(), 200 * 1024);
     }
 }

@@ -46,6 +46,14 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
     },
+    /// Internal: become `uid` and kill every process of it (how Wings ends a server's
+    /// processes in one step).
+    #[command(hide = true)]
+    KillUser {
+        /// The uid whose processes die.
+        #[arg(long)]
+        uid: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +72,9 @@ fn main() -> ExitCode {
             open_files: *nofile,
         };
         return wings::isolation::enter_and_exec(procs, identity, command);
+    }
+    if let Some(Command::KillUser { uid }) = &cli.command {
+        return wings::isolation::kill_as_user(*uid);
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -143,6 +154,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Walks over tenants' trees hold a descriptor per level: take the hard limit of open
+    // files as the soft one (servers get their own limit from their template).
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let (status, _) = tokio::sync::watch::channel(AgentStatus::Connecting);

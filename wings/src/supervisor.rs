@@ -167,6 +167,10 @@ pub struct Supervisor {
     refuse_start: Option<String>,
     /// The uids handed out on this node (when Wings is root).
     uids: Mutex<Option<users::UidPool>>,
+    /// Servers with a backup being made (one at a time each).
+    backing_up: Mutex<std::collections::HashSet<String>>,
+    /// Backups made at once on this node.
+    backup_permits: Arc<tokio::sync::Semaphore>,
     slots: Mutex<HashMap<String, Slot>>,
     events: mpsc::UnboundedSender<NodeMessage>,
     console: mpsc::Sender<NodeMessage>,
@@ -204,13 +208,39 @@ fn process_usage(pid: u32) -> (u64, u64) {
     (rss, ticks * 10_000_000)
 }
 
-/// The bytes of files under `dir`, walked by descriptor (links not followed).
-fn dir_size(dir: &Path) -> u64 {
+/// The bytes of files under `dir`, walked by descriptor (links not followed); an error when
+/// the tree cannot be measured (deeper than [`beneath::MAX_DEPTH`]). A missing directory
+/// holds nothing.
+fn dir_size(dir: &Path) -> std::io::Result<u64> {
     use std::os::fd::AsFd;
-    beneath::open_root(dir)
-        .and_then(|root| beneath::disk_usage(root.as_fd()))
-        .unwrap_or(0)
+    match beneath::open_root(dir) {
+        Ok(root) => beneath::disk_usage(root.as_fd()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
 }
+
+/// Why a server with `limits` may not start from `dir`, if it may not: over its disk quota,
+/// or a tree that cannot be measured (which would otherwise hide what is under it).
+fn over_quota(dir: &Path, limits: &proto::node::v1::Limits) -> Option<String> {
+    if limits.disk_bytes == 0 {
+        return None;
+    }
+    match dir_size(dir) {
+        Ok(used) if used > limits.disk_bytes => Some(format!(
+            "disk_quota: the server's directory holds {} MiB, over its {} MiB",
+            used >> 20,
+            limits.disk_bytes >> 20
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "disk_quota: the server's directory cannot be measured ({e})"
+        )),
+    }
+}
+
+/// Backups made at once on one node (more wait their turn).
+const BACKUPS_AT_ONCE: usize = 2;
 
 /// Seconds a running server has to stop before a restore kills it.
 const RESTORE_STOP_GRACE_SECS: u32 = 10;
@@ -314,6 +344,8 @@ impl Supervisor {
             isolation,
             refuse_start,
             uids: Mutex::new(uids),
+            backing_up: Mutex::new(std::collections::HashSet::new()),
+            backup_permits: Arc::new(tokio::sync::Semaphore::new(BACKUPS_AT_ONCE)),
             slots: Mutex::new(HashMap::new()),
             events: events_tx,
             console: console_tx,
@@ -340,7 +372,9 @@ impl Supervisor {
                     tracing::warn!(server = %name, pid, "killing the process a previous Wings left behind");
                     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                 }
-                supervisor.kill_everything(&name);
+                if !supervisor.kill_everything(&name) {
+                    tracing::error!(server = %name, "a process a previous Wings left behind could not be killed");
+                }
                 let _ = std::fs::remove_file(supervisor.pid_file(&name));
                 if spec.is_some() {
                     resume.push(name.clone());
@@ -352,6 +386,13 @@ impl Supervisor {
             let spec = supervisor.lock().get(&id).and_then(|s| s.spec.clone());
             if let Some(spec) = spec {
                 tracing::info!(server = %id, "starting again the server that ran when Wings stopped");
+                let limits = spec.limits.unwrap_or(DEFAULT_LIMITS);
+                if let Some(reason) = over_quota(&supervisor.server_dir(&id), &limits) {
+                    tracing::warn!(server = %id, %reason, "not started again");
+                    let mut slots = supervisor.lock();
+                    supervisor.set_state(&mut slots, &id, ServerState::Offline, reason);
+                    continue;
+                }
                 if let Err(e) = supervisor.spawn(&id, spec) {
                     tracing::warn!(server = %id, error = %e, "cannot start the server again");
                 }
@@ -503,7 +544,7 @@ impl Supervisor {
     ) -> Result<(), String> {
         match action {
             Some(command::Action::Install(spec)) => self.install(id, spec),
-            Some(command::Action::Start(spec)) => self.spawn(id, spec),
+            Some(command::Action::Start(spec)) => self.start(id, spec).await,
             Some(command::Action::Stop(stop)) => self.stop(id, Signal::SIGTERM, stop.grace_secs),
             Some(command::Action::Kill(_)) => self.stop(id, Signal::SIGKILL, 0),
             Some(command::Action::Restart(restart)) => {
@@ -516,7 +557,7 @@ impl Supervisor {
                     )
                     .await?;
                 }
-                self.spawn(id, spec)
+                self.start(id, spec).await
             }
             Some(command::Action::Delete(_)) => self.delete(id).await,
             Some(command::Action::Backup(backup)) => self.backup(id, &backup.backup_id),
@@ -591,14 +632,38 @@ impl Supervisor {
         if !dir.is_dir() {
             return Err("the server has no directory on this node".into());
         }
+        if !self
+            .backing_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned())
+        {
+            return Err("a backup of this server is being made".into());
+        }
         let me = self.clone();
         let owner = self.uid_of(id);
+        let budget = self
+            .lock()
+            .get(id)
+            .and_then(|slot| slot.spec.as_ref())
+            .and_then(|spec| spec.limits)
+            .unwrap_or(DEFAULT_LIMITS)
+            .disk_bytes;
+        let permits = self.backup_permits.clone();
         let (id, backup_id) = (id.to_owned(), backup_id.to_owned());
         tokio::spawn(async move {
-            let made = tokio::task::spawn_blocking(move || backup::create(&dir, &out, owner))
-                .await
-                .map_err(|e| format!("the backup task failed: {e}"))
-                .and_then(|r| r.map_err(|e| format!("cannot archive the server: {e}")));
+            let permit = permits.acquire_owned().await;
+            let made = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                backup::create(&dir, &out, owner, budget)
+            })
+            .await
+            .map_err(|e| format!("the backup task failed: {e}"))
+            .and_then(|r| r.map_err(|e| format!("cannot archive the server: {e}")));
+            me.backing_up
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
             match &made {
                 Ok(a) => {
                     tracing::info!(server = %id, backup = %backup_id, bytes = a.size_bytes, "backup made")
@@ -643,7 +708,7 @@ impl Supervisor {
             .await?;
         }
         // Nothing of the server runs while its tree is replaced.
-        self.kill_everything_async(id).await;
+        self.kill_everything_async(id).await?;
         let dir = self.server_dir(id);
         let expected = sha256.to_owned();
         let owner = self.owner(id)?;
@@ -688,7 +753,7 @@ impl Supervisor {
                     .collect();
                 if let Ok(sizes) = tokio::task::spawn_blocking(move || {
                     dirs.into_iter()
-                        .map(|(id, dir)| (id, dir_size(&dir)))
+                        .map(|(id, dir)| (id, dir_size(&dir).unwrap_or(0)))
                         .collect::<Vec<_>>()
                 })
                 .await
@@ -749,23 +814,28 @@ impl Supervisor {
 
     /// Kills every process of the server (blocking): its cgroups, then anything left running
     /// as its uid. Without root there is neither, and only its process group is signalled.
-    fn kill_everything(&self, id: &str) {
-        if let Some(cgroups) = &self.isolation {
-            cgroups.kill_all(id);
-        }
-        if let Some(uid) = self.uid_of(id) {
-            isolation::kill_user(uid);
-        }
+    /// Says whether none is left.
+    fn kill_everything(&self, id: &str) -> bool {
+        let in_cgroups = self
+            .isolation
+            .as_ref()
+            .is_none_or(|cgroups| cgroups.kill_all(id));
+        let as_uid = self.uid_of(id).is_none_or(isolation::kill_user);
+        in_cgroups && as_uid
     }
 
-    /// [`Supervisor::kill_everything`] off the async threads.
-    async fn kill_everything_async(self: &Arc<Self>, id: &str) {
+    /// [`Supervisor::kill_everything`] off the async threads; an error when a process of the
+    /// server survived.
+    async fn kill_everything_async(self: &Arc<Self>, id: &str) -> Result<(), String> {
         if self.isolation.is_none() {
-            return;
+            return Ok(());
         }
         let me = self.clone();
         let id = id.to_owned();
-        let _ = tokio::task::spawn_blocking(move || me.kill_everything(&id)).await;
+        match tokio::task::spawn_blocking(move || me.kill_everything(&id)).await {
+            Ok(true) => Ok(()),
+            _ => Err("a process of the server could not be killed".into()),
+        }
     }
 
     /// Makes the server's directory (0700, given to its user) and returns it with that user.
@@ -805,7 +875,25 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Starts the server's process with `spec`.
+    /// Starts the server: its directory's size is measured on the blocking pool (a tree of
+    /// millions of entries must not hold up the node's other work), then [`Supervisor::spawn`].
+    async fn start(self: &Arc<Self>, id: &str, spec: ServerSpec) -> Result<(), String> {
+        let limits = spec.limits.unwrap_or(DEFAULT_LIMITS);
+        let dir = self.server_dir(id);
+        let refusal = tokio::task::spawn_blocking(move || over_quota(&dir, &limits))
+            .await
+            .map_err(|e| format!("the disk check failed: {e}"))?;
+        if let Some(reason) = refusal {
+            let mut slots = self.lock();
+            if slots.contains_key(id) {
+                self.set_state(&mut slots, id, ServerState::Offline, reason.clone());
+            }
+            return Err(reason);
+        }
+        self.spawn(id, spec)
+    }
+
+    /// Starts the server's process with `spec` (its disk quota already checked).
     fn spawn(self: &Arc<Self>, id: &str, spec: ServerSpec) -> Result<(), String> {
         if self.is_running(id) {
             return Err("the server is already running".into());
@@ -828,19 +916,6 @@ impl Supervisor {
             self.set_state(&mut slots, id, ServerState::Starting, String::new());
         }
         let limits = spec.limits.unwrap_or(DEFAULT_LIMITS);
-        if limits.disk_bytes > 0 {
-            let used = dir_size(&dir);
-            if used > limits.disk_bytes {
-                let reason = format!(
-                    "disk_quota: the server's directory holds {} MiB, over its {} MiB",
-                    used >> 20,
-                    limits.disk_bytes >> 20
-                );
-                let mut slots = self.lock();
-                self.set_state(&mut slots, id, ServerState::Offline, reason.clone());
-                return Err(reason);
-            }
-        }
         // The server's own variables, then what Wings sets itself.
         let mut env: Vec<(String, String)> = spec
             .env
@@ -869,10 +944,7 @@ impl Supervisor {
                     .arg("--")
                     .arg(&spec.program)
                     .env_clear()
-                    .env(
-                        isolation::SERVER_ENV_VAR,
-                        isolation::encode_env(env.iter().map(|(k, v)| (k, v))),
-                    );
+                    .envs(isolation::encode_env(env.iter().map(|(k, v)| (k, v))));
                 command
             }
             _ => {
@@ -967,7 +1039,9 @@ impl Supervisor {
         });
         let status = child.wait().await;
         // The server is its main process: what it leaves running dies with it.
-        self.kill_everything_async(&id).await;
+        if let Err(e) = self.kill_everything_async(&id).await {
+            tracing::error!(server = %id, error = %e, "processes outlived the server's main process");
+        }
         // Output still in the pipes belongs before the exit; a grandchild holding them open
         // does not hold up the exit report for long.
         for reader in [out, err].into_iter().flatten() {
@@ -1066,11 +1140,6 @@ impl Supervisor {
         drop(slots);
         killpg(Pid::from_raw(pid as i32), signal)
             .map_err(|e| format!("cannot signal the process: {e}"))?;
-        if signal == Signal::SIGKILL {
-            let me = self.clone();
-            let id = id.to_owned();
-            tokio::task::spawn_blocking(move || me.kill_everything(&id));
-        }
         if signal == Signal::SIGTERM {
             let me = self.clone();
             let id = id.to_owned();
@@ -1083,7 +1152,6 @@ impl Supervisor {
                 if still {
                     tracing::warn!(server = %id, pid, "grace period over: SIGKILL");
                     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                    me.kill_everything_async(&id).await;
                 }
             });
         }
@@ -1107,7 +1175,7 @@ impl Supervisor {
             self.stop(id, Signal::SIGKILL, 0)?;
             self.reaped(id, REAP_TIMEOUT).await?;
         }
-        self.kill_everything_async(id).await;
+        self.kill_everything_async(id).await?;
         self.lock().remove(id);
         let dir = self.server_dir(id);
         tokio::task::spawn_blocking(move || beneath::remove_tree(&dir))

@@ -73,13 +73,30 @@ impl UidPool {
         if let Some(uid) = self.of(server_id) {
             return Ok(uid);
         }
+        // A server from before uids came from the range (an upgraded node) keeps the user it
+        // has; its uid is recorded, so it too is never handed out again.
+        let adopted = nix::unistd::User::from_name(&user_name(server_id))
+            .ok()
+            .flatten()
+            .map(|user| user.uid.as_raw());
+        if let Some(uid) = adopted {
+            self.given.insert(uid, server_id.to_owned());
+            self.save()
+                .map_err(|e| format!("cannot record uid {uid} in {}: {e}", self.file.display()))?;
+            return Ok(uid);
+        }
+        let subordinate = subordinate_ranges();
         let start = self
             .given
             .range(self.range.clone())
             .next_back()
             .map_or(*self.range.start(), |(last, _)| last.saturating_add(1));
         let uid = (start..=*self.range.end())
-            .find(|uid| !self.given.contains_key(uid) && !known_to_system(*uid))
+            .find(|uid| {
+                !self.given.contains_key(uid)
+                    && !subordinate.iter().any(|r| r.contains(uid))
+                    && !known_to_system(*uid)
+            })
             .ok_or_else(|| {
                 format!(
                     "no uid left in WINGS_UID_RANGE {}-{}: every one was used once",
@@ -103,6 +120,25 @@ impl UidPool {
         std::fs::write(&part, text)?;
         std::fs::rename(&part, &self.file)
     }
+}
+
+/// The subordinate uid and gid ranges handed to users for their containers
+/// (`/etc/subuid`, `/etc/subgid`: `name:first:count` per line): never server uids.
+fn subordinate_ranges() -> Vec<RangeInclusive<u32>> {
+    ["/etc/subuid", "/etc/subgid"]
+        .iter()
+        .filter_map(|file| std::fs::read_to_string(file).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|line| {
+                    let mut parts = line.split(':').skip(1);
+                    let first: u32 = parts.next()?.trim().parse().ok()?;
+                    let count: u32 = parts.next()?.trim().parse().ok()?;
+                    Some(first..=first.saturating_add(count.saturating_sub(1)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Whether a user or group with this id exists already.
@@ -236,18 +272,21 @@ pub fn remove_owned_by(dir: &Path, uid: u32) -> io::Result<()> {
 
 /// Removes the shared memory segments, semaphore sets and message queues `uid` owns.
 fn remove_ipc_of(uid: u32) {
-    // (file, ipcrm flag, column of the id, column of the owner's uid)
-    for (file, flag, id_col, uid_col) in [
-        ("/proc/sysvipc/shm", "-m", 1, 7),
-        ("/proc/sysvipc/sem", "-s", 1, 4),
-        ("/proc/sysvipc/msg", "-q", 1, 7),
+    // (file, ipcrm flag, column of the id, columns of the owner's and the creator's uid: an
+    // owner can hand an object to another uid with IPC_SET, never its creation)
+    for (file, flag, id_col, uid_cols) in [
+        ("/proc/sysvipc/shm", "-m", 1, [7, 9]),
+        ("/proc/sysvipc/sem", "-s", 1, [4, 6]),
+        ("/proc/sysvipc/msg", "-q", 1, [7, 9]),
     ] {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.get(uid_col).and_then(|c| c.parse::<u32>().ok()) == Some(uid)
+            if uid_cols
+                .iter()
+                .any(|col| cols.get(*col).and_then(|c| c.parse::<u32>().ok()) == Some(uid))
                 && let Some(id) = cols.get(id_col)
             {
                 let _ = run("ipcrm", &[flag, id]);
