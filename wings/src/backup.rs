@@ -214,7 +214,10 @@ fn contained(path: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Whether a link at `at` (relative) pointing to `target` stays inside the root.
+/// Whether a link at `at` (relative) pointing to `target` stays inside the root, judged by its
+/// text alone: a chain of links inside the tree can still lead out (`q -> .`, then
+/// `p -> q/q/../..`). That is harmless because Wings never follows a link in a server's tree
+/// (see [`crate::beneath`]); it keeps restored trees from pointing outside at a glance.
 fn link_stays_inside(at: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;

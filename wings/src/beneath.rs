@@ -279,9 +279,15 @@ pub fn disk_usage(root: BorrowedFd<'_>) -> io::Result<u64> {
 /// each directory, never a path from the top. A tree deeper than [`MAX_DEPTH`] is flattened
 /// first (its deep directories renamed up to `root`), so any depth is removed.
 pub fn remove_contents(root: BorrowedFd<'_>) -> io::Result<()> {
+    remove_contents_of(root, None)
+}
+
+/// [`remove_contents`], but only what belongs to `only` when it is given: another user's
+/// entries (and the directories that still hold them) stay.
+pub fn remove_contents_of(root: BorrowedFd<'_>, only: Option<u32>) -> io::Result<()> {
     let mut spare = 0u64;
     loop {
-        match remove_pass(root, &mut spare)? {
+        match remove_pass(root, &mut spare, only)? {
             Pass::Done => return Ok(()),
             Pass::Again => continue,
         }
@@ -293,7 +299,7 @@ enum Pass {
     Again,
 }
 
-fn remove_pass(root: BorrowedFd<'_>, spare: &mut u64) -> io::Result<Pass> {
+fn remove_pass(root: BorrowedFd<'_>, spare: &mut u64, only: Option<u32>) -> io::Result<Pass> {
     let mut stack: Vec<(OwnedFd, Vec<OsString>, Option<OsString>)> = Vec::new();
     let top = rustix::io::fcntl_dupfd_cloexec(root, 0)?;
     let list = names(top.as_fd())?;
@@ -310,11 +316,11 @@ fn remove_pass(root: BorrowedFd<'_>, spare: &mut u64) -> io::Result<Pass> {
                 break;
             };
             if let Some((parent, _, _)) = stack.last() {
-                ignore_missing(rustix::fs::unlinkat(
-                    parent.as_fd(),
-                    &own_name,
-                    AtFlags::REMOVEDIR,
-                ))?;
+                match rustix::fs::unlinkat(parent.as_fd(), &own_name, AtFlags::REMOVEDIR) {
+                    // Another user's entries kept it.
+                    Err(rustix::io::Errno::NOTEMPTY) if only.is_some() => {}
+                    other => ignore_missing(other)?,
+                }
             }
             continue;
         };
@@ -323,6 +329,9 @@ fn remove_pass(root: BorrowedFd<'_>, spare: &mut u64) -> io::Result<Pass> {
             Err(rustix::io::Errno::NOENT) => continue,
             Err(e) => return Err(e.into()),
         };
+        if only.is_some_and(|uid| uid != stat.st_uid) {
+            continue;
+        }
         if kind(&stat) != FileType::Directory {
             ignore_missing(rustix::fs::unlinkat(dir.as_fd(), &name, AtFlags::empty()))?;
             continue;

@@ -260,7 +260,7 @@ pub fn remove_owned_by(dir: &Path, uid: u32) -> io::Result<()> {
         }
         if beneath::kind(&stat) == rustix::fs::FileType::Directory {
             if let Ok(inner) = beneath::open_dir_at(fd.as_fd(), &name) {
-                beneath::remove_contents(inner.as_fd())?;
+                beneath::remove_contents_of(inner.as_fd(), Some(uid))?;
             }
             let _ = rustix::fs::unlinkat(fd.as_fd(), &name, rustix::fs::AtFlags::REMOVEDIR);
         } else {
@@ -330,6 +330,16 @@ mod tests {
         std::os::unix::fs::symlink(&keep, shared.join("link")).unwrap();
         remove_owned_by(&shared, me.wrapping_add(1)).unwrap();
         assert!(shared.join("dir").exists(), "another uid's files stay");
+        // Another user's file inside the uid's directory stays, and so does the directory.
+        if me == 0 {
+            std::fs::write(shared.join("dir/theirs"), "x").unwrap();
+            std::os::unix::fs::lchown(shared.join("dir/theirs"), Some(4_000_000_100), None)
+                .unwrap();
+            remove_owned_by(&shared, me).unwrap();
+            assert!(shared.join("dir/theirs").exists());
+            assert!(!shared.join("dir/inner").exists());
+            std::fs::remove_file(shared.join("dir/theirs")).unwrap();
+        }
         remove_owned_by(&shared, me).unwrap();
         assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
         assert!(keep.join("file").exists(), "a link's target is not touched");
