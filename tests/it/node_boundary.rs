@@ -38,12 +38,23 @@ async fn template(admin: &Rest, name: &str, args: &[&str]) {
 /// A new tenant's server of `template`, installed; its path and id. `wings` is the node, whose
 /// log a failure shows.
 async fn server(rest: &Rest, wings: &Proc, template: &str) -> (String, String) {
+    server_with(rest, wings, template, json!({})).await
+}
+
+/// [`server`] with these template variables.
+async fn server_with(
+    rest: &Rest,
+    wings: &Proc,
+    template: &str,
+    variables: Value,
+) -> (String, String) {
     let (_, tenant) = rest.post("/api/tenants", json!({"name": "t"})).await;
     let servers = format!("/api/tenants/{}/servers", tenant["id"].as_str().unwrap());
     let (status, body) = rest
         .post(
             &servers,
-            json!({"name": template, "node_id": "node-1", "template": template}),
+            json!({"name": template, "node_id": "node-1", "template": template,
+                   "variables": variables}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -420,20 +431,12 @@ __attribute__((constructor)) static void mark(void) {{
     row.variables = Set(json!([{"name": "LD_PRELOAD", "pattern": ".*", "default": ""}]));
     row.update(&db).await.unwrap();
 
-    let (_, tenant) = alice.post("/api/tenants", json!({"name": "t"})).await;
-    let servers = format!("/api/tenants/{}/servers", tenant["id"].as_str().unwrap());
-    let (status, body) = alice
-        .post(
-            &servers,
-            json!({"name": "p", "node_id": "node-1", "template": "preload",
-                   "variables": {"LD_PRELOAD": library.display().to_string()}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let server = format!("{servers}/{}", body["id"].as_str().unwrap());
-    eventually("installed", CAP, || async {
-        server_state(&alice, &server).await == "offline"
-    })
+    let (server, _) = server_with(
+        &alice,
+        &wings,
+        "preload",
+        json!({"LD_PRELOAD": library.display().to_string()}),
+    )
     .await;
     let mut events = start(&alice, &server).await;
     let loads = std::fs::read_to_string(&log).unwrap_or_default();

@@ -120,47 +120,20 @@ fn main() {
     // `--escape`: start a copy of itself that sleeps in a process group of its own (out of
     // reach of a signal to the server's group), and say its pid.
     if args.iter().any(|a| a == "--escape") {
-        use std::os::unix::process::CommandExt;
-        let me = std::env::current_exe().unwrap_or_default();
-        let child = std::process::Command::new(&me)
-            .arg("--sleep-forever")
-            .process_group(0)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        match child {
-            Ok(child) => {
-                let _ = writeln!(out, "escapee pid={}", child.id());
-            }
-            Err(e) => {
-                let _ = writeln!(out, "escapee failed: {e}");
-            }
-        }
+        escapee(&mut out, &["--sleep-forever".to_owned()]);
     }
-    // `--escape-swap N:TARGET`: a copy of itself in a process group of its own that, by
-    // absolute path (so it follows the directory when a restore replaces it), keeps
-    // exchanging the directories `d<i>` with links `x<i>` to TARGET.
+    // `--escape-swap N:TARGET`: such a copy that, by absolute path (so it follows the
+    // directory when a restore replaces it), keeps exchanging the directories `d<i>` with
+    // links `x<i>` to TARGET.
     if let Some(spec) = flag("--escape-swap") {
-        use std::os::unix::process::CommandExt;
-        let me = std::env::current_exe().unwrap_or_default();
         let cwd = std::env::current_dir().unwrap_or_default();
-        let child = std::process::Command::new(&me)
-            .arg("--swap-dirs")
-            .arg(format!("{spec}:{}", cwd.display()))
-            .process_group(0)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        match child {
-            Ok(child) => {
-                let _ = writeln!(out, "escapee pid={}", child.id());
-            }
-            Err(e) => {
-                let _ = writeln!(out, "escapee failed: {e}");
-            }
-        }
+        escapee(
+            &mut out,
+            &[
+                "--swap-dirs".to_owned(),
+                format!("{spec}:{}", cwd.display()),
+            ],
+        );
     }
     // `--litter PATH`: leave a file there (in a shared directory) and say so.
     if let Some(path) = flag("--litter") {
@@ -220,4 +193,21 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Starts a copy of this program with `args` in a process group of its own and says its pid.
+fn escapee(out: &mut impl Write, args: &[String]) {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().unwrap_or_default();
+    let child = std::process::Command::new(&me)
+        .args(args)
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let _ = match child {
+        Ok(child) => writeln!(out, "escapee pid={}", child.id()),
+        Err(e) => writeln!(out, "escapee failed: {e}"),
+    };
 }
