@@ -1,4 +1,5 @@
-//! Caps on concurrent TLS handshakes of the node channel, overall and per IP address.
+//! Caps on concurrent TLS handshakes of the node channel, overall and per IP address (an IPv6
+//! client by its /64, as every per-IP limit: [`crate::http::guard::limit_key`]).
 //!
 //! A handshake costs the panel a task, a TLS state and, until it times out, a socket; without
 //! a cap, anyone able to open TCP connections could hold as many as the process allows. The
@@ -46,14 +47,14 @@ pub struct Gate {
 #[derive(Debug, Default)]
 struct Open {
     total: usize,
-    by_ip: HashMap<IpAddr, usize>,
+    by_ip: HashMap<String, usize>,
 }
 
 /// One handshake's place; dropping it frees the place.
 #[derive(Debug)]
 pub struct Slot {
     gate: Arc<Gate>,
-    ip: IpAddr,
+    key: String,
 }
 
 impl Gate {
@@ -72,7 +73,8 @@ impl Gate {
         if open.total >= self.overall {
             return Err(Full::Overall);
         }
-        let mine = open.by_ip.entry(ip).or_default();
+        let key = crate::http::guard::limit_key(ip);
+        let mine = open.by_ip.entry(key.clone()).or_default();
         if *mine >= self.per_ip {
             return Err(Full::PerIp);
         }
@@ -80,7 +82,7 @@ impl Gate {
         open.total += 1;
         Ok(Slot {
             gate: self.clone(),
-            ip,
+            key,
         })
     }
 
@@ -94,10 +96,10 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.gate.lock();
         open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.by_ip.get_mut(&self.ip) {
+        if let Some(n) = open.by_ip.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                open.by_ip.remove(&self.ip);
+                open.by_ip.remove(&self.key);
             }
         }
     }
@@ -120,5 +122,19 @@ mod tests {
         drop(a1);
         let _a3 = gate.enter(a).expect("a place was freed");
         assert_eq!(gate.lock().by_ip.len(), 2);
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64() {
+        let gate = Gate::with_caps(10, 2);
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let other_in_same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let _a = gate.enter(one).unwrap();
+        let _b = gate.enter(other_in_same_64).unwrap();
+        assert_eq!(
+            gate.enter("2001:db8:1:2::77".parse().unwrap()).unwrap_err(),
+            Full::PerIp
+        );
+        assert!(gate.enter("2001:db8:1:3::1".parse().unwrap()).is_ok());
     }
 }

@@ -5,7 +5,7 @@ mod access;
 mod admin;
 mod auth;
 mod error;
-mod guard;
+pub(crate) mod guard;
 mod hardening;
 mod listener;
 mod openapi;
