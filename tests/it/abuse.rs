@@ -211,6 +211,7 @@ async fn ipv6_counts_by_64_and_accounts_are_throttled(kind: DbKind) {
 /// gets an answer, a token or that 503, within a generous cap (the goal is 1 s; unbounded, it
 /// waited for the whole queue); from a network that logged into the account before, a token.
 async fn a_login_flood_is_shed_and_a_correct_login_answers(kind: DbKind) {
+    tests::raise_open_files_limit();
     let (_dir, panel, outbox) = behind_a_proxy(kind, "login=1000/1m,register=1000/1m").await;
     let rest = Rest::new(format!("http://{}", panel.http_addr));
     rest.register_verified(&outbox, "owner@example.com").await;

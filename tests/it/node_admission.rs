@@ -22,8 +22,10 @@ async fn admitted_idle(f: &Fixture, cert: &NodeCert) -> tests::IdleConnection {
     let idle = connect_idle(f.addr(), client_config(f, cert))
         .await
         .expect("TLS and HTTP/2 up");
+    // Pinned first, then registered: wait for both.
     eventually("the idle connection is admitted", CAP, || async {
         f.node("node-1").await.fingerprint.as_deref() == Some(cert.fingerprint.as_str())
+            && !f.panel.state().registry.connections.is_empty()
     })
     .await;
     idle

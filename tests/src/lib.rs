@@ -136,3 +136,15 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let status = response.status().as_u16();
     (status, response.text().await.expect("response body"))
 }
+
+/// Raises this process's soft limit of open files to its hard limit: a test that holds
+/// hundreds of connections at once (client and in-process panel sides both count) must not
+/// depend on the caller's shell (1,024 is a common soft limit for ordinary users).
+pub fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
