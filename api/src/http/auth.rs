@@ -246,6 +246,46 @@ pub async fn password_reset_confirm(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `{current_password, new_password}`.
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// POST /api/auth/password (authenticated): a wrong current password counts as a failed login
+/// of the caller's account from this client (see [`super::throttle`]).
+pub async fn change_password(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    Caller(principal): Caller,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> Result<StatusCode> {
+    let attempt = Attempt::new(ip, &principal.user.email);
+    let lane = attempt.admit(&state).await?;
+    match state
+        .identity
+        .change_password(
+            &principal,
+            &body.current_password,
+            &body.new_password,
+            &origin(ip),
+            lane,
+        )
+        .await
+    {
+        Ok(()) => {
+            attempt.succeeded(&state).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(Error::InvalidCredentials) => {
+            attempt.failed(&state).await;
+            Err(Error::InvalidCredentials.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// GET /api/auth/me (authenticated).
 pub async fn me(
     State(state): State<Arc<AppState>>,

@@ -8,6 +8,7 @@
 mod email;
 use email::Purpose;
 pub(crate) mod keys;
+mod passwords;
 mod refresh;
 pub mod tokens;
 
@@ -169,7 +170,7 @@ impl Identity {
         origin: &Origin,
     ) -> Result<user::Model, Error> {
         let email = normalise_email(email)?;
-        password::check_strength(password).map_err(|e| Error::WeakPassword(e.to_string()))?;
+        passwords::check_new(password, &email)?;
         if find_user(&self.db, &email).await?.is_some() {
             return Err(Error::Conflict(
                 "an account with this email already exists".into(),
@@ -395,7 +396,12 @@ impl Identity {
         new_password: &str,
         origin: &Origin,
     ) -> Result<(), Error> {
+        // The policy needs the account's email: the token's user is read before it is used up,
+        // so a refused password leaves the token usable.
         password::check_strength(new_password).map_err(|e| Error::WeakPassword(e.to_string()))?;
+        if let Some(user) = self.email_token_user(Purpose::PasswordReset, token).await? {
+            passwords::check_new(new_password, &user.email)?;
+        }
         let user_id = self
             .consume_email_token(Purpose::PasswordReset, token)
             .await?;

@@ -132,13 +132,15 @@ fn optional_display_name() -> Value {
     })
 }
 
-/// A new password: at least 12 characters, at most 1024 bytes.
+/// A new password: at least 12 characters, at most 1024 bytes, not a common one.
 fn new_password() -> Value {
     json!({
         "type": "string",
         "minLength": 12,
         "maxLength": 1024,
-        "description": "At least 12 characters and at most 1024 bytes.",
+        "description": "At least 12 characters and at most 1024 bytes; not one of the 20,000 \
+                        most common passwords nor containing the local part of the email \
+                        (400 `weak_password`).",
     })
 }
 
@@ -246,6 +248,22 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
         ("POST", "/api/auth/logout-all") => Doc::new("End every session of the caller")
             .describe("Access tokens issued before now stop working.")
             .empty(204),
+        ("POST", "/api/auth/password") => Doc::new("Change the caller's password")
+            .describe(
+                "Checks `current_password` (a wrong one answers 401 `invalid_credentials` and \
+                 counts as a failed login from this client: ten within an hour block it for an \
+                 hour, logins included). The new password must have at least 12 characters, at \
+                 most 1024 bytes, not be one of the 20,000 most common passwords nor contain \
+                 the local part of the account's email (400 `weak_password`). Every other \
+                 session of the account ends (its access tokens at their next request, its \
+                 refresh tokens at once); the caller's stays. A notice is mailed.",
+            )
+            .body(object(
+                &["current_password", "new_password"],
+                json!({ "current_password": string(), "new_password": new_password() }),
+            ))
+            .empty(204)
+            .errors(&[401, 503]),
         ("GET", "/api/auth/me") => {
             Doc::new("The caller and their memberships").json(200, schema("Me"))
         }
