@@ -1,10 +1,11 @@
 //! Issue 18's account features over the real REST API of an in-process panel on both
 //! databases: changing a password (the policy, the current password throttled like a login,
-//! other sessions ended and the caller's kept, the notice mailed).
+//! other sessions ended and the caller's kept, the notice mailed); listing one's sessions and
+//! ending one.
 
 use std::path::PathBuf;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tests::rest::{PASSWORD, Rest};
 use tests::{DbKind, mail};
@@ -172,7 +173,108 @@ async fn wrong_current_password_is_throttled_like_login(kind: DbKind) {
     );
 }
 
+/// Logs `email` in sending `user_agent`: the session's client and refresh token.
+async fn session_as(anon: &Rest, email: &str, user_agent: &str) -> (Rest, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/auth/login", anon.base))
+        .header(reqwest::header::USER_AGENT, user_agent)
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let pair: Value = response.json().await.unwrap();
+    (
+        anon.with_token(pair["access_token"].as_str().unwrap()),
+        pair["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn list(client: &Rest) -> Vec<Value> {
+    let (status, body) = client.get("/api/auth/sessions").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"].as_array().unwrap().clone()
+}
+
+async fn end(client: &Rest, id: &str) -> (StatusCode, Value) {
+    client
+        .call(Method::DELETE, &format!("/api/auth/sessions/{id}"), None)
+        .await
+}
+
+async fn sessions_are_listed_and_ended_one_by_one(kind: DbKind) {
+    let f = start(kind).await;
+    let email = "listing@example.test";
+    f.anon.register_verified(&f.outbox, email).await;
+    let (laptop, _) = session_as(&f.anon, email, "accounts-test/laptop").await;
+    let (phone, phone_refresh) = session_as(&f.anon, email, &"phone ".repeat(200)).await;
+
+    let items = list(&laptop).await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    let mine = items.iter().find(|s| s["current"] == true).unwrap();
+    let other = items.iter().find(|s| s["current"] == false).unwrap();
+    assert_eq!(mine["user_agent"], "accounts-test/laptop");
+    assert_eq!(mine["ip"], "127.0.0.1");
+    assert!(
+        mine["created_at"].is_string() && mine["last_used_at"].is_string(),
+        "{mine}"
+    );
+    let phone_agent = other["user_agent"].as_str().unwrap();
+    assert!(phone_agent.starts_with("phone phone") && phone_agent.chars().count() <= 255);
+    let phone_id = other["id"].as_str().unwrap().to_owned();
+    let from_phone = list(&phone).await;
+    assert_eq!(
+        from_phone
+            .iter()
+            .find(|s| s["current"] == true)
+            .map(|s| s["id"].clone()),
+        Some(Value::String(phone_id.clone())),
+    );
+
+    // Another user cannot see or end them.
+    let stranger_email = "stranger@example.test";
+    f.anon.register_verified(&f.outbox, stranger_email).await;
+    let (stranger, _) = session(&f.anon, stranger_email).await;
+    assert_eq!(list(&stranger).await.len(), 1);
+    let (status, body) = end(&stranger, &phone_id).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "{body}"
+    );
+    assert_eq!(phone.get("/api/auth/me").await.0, StatusCode::OK);
+    let (status, body) = end(&laptop, "not-a-uuid").await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "{body}"
+    );
+
+    // The laptop ends the phone's session: its access token stops, its refresh family too.
+    let (status, body) = end(&laptop, &phone_id).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(phone.get("/api/auth/me").await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = f
+        .anon
+        .post(
+            "/api/auth/refresh",
+            json!({ "refresh_token": phone_refresh }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(laptop.get("/api/auth/me").await.0, StatusCode::OK);
+    let left: Vec<Value> = list(&laptop).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["current"], true);
+    assert_eq!(
+        end(&laptop, &phone_id).await.0,
+        StatusCode::NOT_FOUND,
+        "once"
+    );
+}
+
 crate::on_both_databases!(
     password_change_ends_other_sessions,
     wrong_current_password_is_throttled_like_login,
+    sessions_are_listed_and_ended_one_by_one,
 );

@@ -10,6 +10,7 @@ use email::Purpose;
 pub(crate) mod keys;
 mod passwords;
 mod refresh;
+pub mod sessions;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -102,6 +103,9 @@ pub enum Lane {
 pub struct Origin {
     /// The client IP.
     pub ip: Option<String>,
+    /// The client's `User-Agent`, bounded (see [`sessions::bounded_user_agent`]); kept with a
+    /// session opened by login.
+    pub user_agent: Option<String>,
 }
 
 /// The identity service.
@@ -304,6 +308,9 @@ impl Identity {
             created_at: Set(Utc::now()),
             revoked_at: Set(None),
             revoked_reason: Set(None),
+            ip: Set(origin.ip.clone()),
+            user_agent: Set(origin.user_agent.clone()),
+            last_used_at: Set(None),
         }
         .insert(&self.db)
         .await?;
@@ -440,8 +447,18 @@ impl Identity {
         let session = session::Entity::find_by_id(&claims.sid)
             .one(&self.db)
             .await?;
+        let now = Utc::now();
         match session {
-            Some(s) if s.revoked_at.is_none() && s.user_id == claims.sub => {}
+            Some(s) if s.revoked_at.is_none() && s.user_id == claims.sub => {
+                let stale = s.last_used_at.is_none_or(|at| {
+                    now.signed_duration_since(at)
+                        .to_std()
+                        .is_ok_and(|age| age >= sessions::TOUCH_EVERY)
+                });
+                if stale {
+                    self.touch(&s.id, now).await?;
+                }
+            }
             _ => {
                 return Err(Error::Unauthenticated(
                     "the session of this token has ended",

@@ -8,6 +8,7 @@ mod identity;
 mod limits;
 mod ports;
 mod secrets;
+mod session_details;
 mod sweep;
 mod tenancy;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(ports::AddPorts),
             Box::new(limits::AddLimits),
             Box::new(sweep::AddCommandSweepIndex),
+            Box::new(session_details::AddSessionDetails),
         ]
     }
 }

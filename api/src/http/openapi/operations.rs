@@ -264,6 +264,25 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
             ))
             .empty(204)
             .errors(&[401, 503]),
+        ("GET", "/api/auth/sessions") => Doc::new("The caller's live sessions")
+            .describe(
+                "Newest first, at most 100: where each was opened (IP and `User-Agent` at \
+                 login), when, when last used (to the minute) and whether it is the caller's.",
+            )
+            .json(
+                200,
+                object(
+                    &["items"],
+                    json!({ "items": { "type": "array", "items": schema("Session") } }),
+                ),
+            ),
+        ("DELETE", "/api/auth/sessions/{id}") => Doc::new("End one of the caller's sessions")
+            .describe(
+                "Its access tokens stop at their next request, its refresh tokens at once. \
+                 Another user's, an ended or an unknown session is 404.",
+            )
+            .empty(204)
+            .errors(&[400]),
         ("GET", "/api/auth/me") => {
             Doc::new("The caller and their memberships").json(200, schema("Me"))
         }
