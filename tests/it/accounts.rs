@@ -1,7 +1,8 @@
 //! Issue 18's account features over the real REST API of an in-process panel on both
 //! databases: changing a password (the policy, the current password throttled like a login,
 //! other sessions ended and the caller's kept, the notice mailed); listing one's sessions and
-//! ending one.
+//! ending one; and the real `api` binary's `user lock|unlock|revoke-sessions` against the
+//! running panel's database.
 
 use std::path::PathBuf;
 
@@ -15,21 +16,24 @@ const NEW_PASSWORD: &str = "purple otter on a bicycle";
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    _panel: api::Panel,
+    panel: api::Panel,
     outbox: PathBuf,
     anon: Rest,
+    db_url: String,
 }
 
 async fn start(kind: DbKind) -> Fixture {
     let (dir, _pki, config) = tests::roomy_setup(kind).await;
     let outbox = config.identity.outbox_dir.clone();
+    let db_url = config.database_url.clone();
     let panel = api::Panel::start(config).await.unwrap();
     let anon = Rest::new(format!("http://{}", panel.http_addr));
     Fixture {
         _dir: dir,
-        _panel: panel,
+        panel,
         outbox,
         anon,
+        db_url,
     }
 }
 
@@ -273,8 +277,94 @@ async fn sessions_are_listed_and_ended_one_by_one(kind: DbKind) {
     );
 }
 
+async fn refresh_status(anon: &Rest, refresh_token: &str) -> StatusCode {
+    anon.post(
+        "/api/auth/refresh",
+        json!({ "refresh_token": refresh_token }),
+    )
+    .await
+    .0
+}
+
+/// `api user <command> <email>` against the fixture's database: (success, stdout, stderr).
+fn cli(f: &Fixture, command: &str, email: &str) -> (bool, String, String) {
+    let env = [("DATABASE_URL".to_owned(), f.db_url.clone())];
+    tests::run("api", &["user", command, email], &env, f._dir.path())
+}
+
+async fn cli_locks_unlocks_and_revokes_sessions(kind: DbKind) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let f = start(kind).await;
+    let email = "incident@example.test";
+    f.anon.register_verified(&f.outbox, email).await;
+    let (first, first_refresh) = session(&f.anon, email).await;
+    let (second, _) = session(&f.anon, email).await;
+
+    // revoke-sessions: every session ends at its next request; the account stays usable.
+    let (ok, out, err) = cli(&f, "revoke-sessions", "INCIDENT@example.test");
+    assert!(ok && out.contains("2 sessions ended"), "{out}{err}");
+    assert_eq!(first.get("/api/auth/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(second.get("/api/auth/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refresh_status(&f.anon, &first_refresh).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let (third, third_refresh) = session(&f.anon, email).await;
+
+    // lock: sessions end, logins and refreshes are refused (the right password gets 403,
+    // a wrong one the usual 401).
+    let (ok, out, err) = cli(&f, "lock", email);
+    assert!(ok && out.contains("locked; 1 sessions ended"), "{out}{err}");
+    assert_eq!(third.get("/api/auth/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refresh_status(&f.anon, &third_refresh).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = login(&f.anon, email, PASSWORD).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{body}"
+    );
+    let (status, body) = login(&f.anon, email, "not the password at all").await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, Some("invalid_credentials")),
+        "{body}"
+    );
+
+    // unlock: logins work again.
+    let (ok, out, err) = cli(&f, "unlock", email);
+    assert!(ok && out.contains("unlocked"), "{out}{err}");
+    let (fourth, _) = session(&f.anon, email).await;
+    assert_eq!(fourth.get("/api/auth/me").await.0, StatusCode::OK);
+
+    let (ok, _, err) = cli(&f, "lock", "nobody@example.test");
+    assert!(!ok && err.contains("not found"), "{err}");
+
+    // Audited, with the CLI as the actor.
+    use api::db::entities::audit_log;
+    let rows = audit_log::Entity::find()
+        .filter(audit_log::Column::Action.starts_with("user."))
+        .all(&f.panel.state().db)
+        .await
+        .unwrap();
+    let mut seen: Vec<(String, String)> = rows.into_iter().map(|r| (r.action, r.actor)).collect();
+    seen.sort();
+    let cli_actor = |a: &str| (a.to_owned(), "cli".to_owned());
+    assert_eq!(
+        seen,
+        vec![
+            cli_actor("user.lock"),
+            cli_actor("user.revoke_sessions"),
+            cli_actor("user.unlock")
+        ]
+    );
+}
+
 crate::on_both_databases!(
     password_change_ends_other_sessions,
     wrong_current_password_is_throttled_like_login,
     sessions_are_listed_and_ended_one_by_one,
+    cli_locks_unlocks_and_revokes_sessions,
 );

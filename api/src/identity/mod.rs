@@ -8,6 +8,7 @@
 mod email;
 use email::Purpose;
 pub(crate) mod keys;
+pub mod lock;
 mod passwords;
 mod refresh;
 pub mod sessions;
@@ -189,6 +190,7 @@ impl Identity {
             email_verified: Set(false),
             is_platform_admin: Set(false),
             created_at: Set(Utc::now()),
+            locked_at: Set(None),
         }
         .insert(&self.db)
         .await
@@ -295,6 +297,12 @@ impl Identity {
                         .await?;
                 }
             }
+        }
+        // A locked account is told so only after its password was right.
+        if let Err(e) = lock::refuse_locked(&user) {
+            self.audit(&user.id, "auth.login", "failure: locked", origin)
+                .await;
+            return Err(e);
         }
         // The token carries the tenant as a claim: only one the user belongs to is signed.
         let tenant_id = match tenant_id {
@@ -469,6 +477,9 @@ impl Identity {
             .one(&self.db)
             .await?
             .ok_or(Error::Unauthenticated("the account of this token is gone"))?;
+        if user.locked_at.is_some() {
+            return Err(Error::Unauthenticated("this account is locked"));
+        }
         Ok(Principal {
             user,
             session_id: claims.sid.clone(),

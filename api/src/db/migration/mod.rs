@@ -11,6 +11,7 @@ mod secrets;
 mod session_details;
 mod sweep;
 mod tenancy;
+mod user_lock;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(limits::AddLimits),
             Box::new(sweep::AddCommandSweepIndex),
             Box::new(session_details::AddSessionDetails),
+            Box::new(user_lock::AddUserLock),
         ]
     }
 }

@@ -203,7 +203,8 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
                  for an hour (429); twenty on one account from networks that never logged \
                  into it throttle such networks for 15 minutes (429). `tenant_id` must name a \
                  tenant of the user (400 otherwise). When the password-hashing queue is full \
-                 the login is refused at once: 503 `unavailable` with `Retry-After`.",
+                 the login is refused at once: 503 `unavailable` with `Retry-After`. A locked \
+                 account (`api user lock`) with the right password is 403 `forbidden`.",
             )
             .body(object(
                 &["email", "password"],
@@ -218,7 +219,7 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
                 }),
             ))
             .json(200, schema("TokenPair"))
-            .errors(&[401, 503]),
+            .errors(&[401, 403, 503]),
         ("POST", "/api/auth/refresh") => Doc::new("Exchange a refresh token for a new pair")
             .describe(
                 "Rotation: the old token is used up. Presenting a used one answers 401 \
