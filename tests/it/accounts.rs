@@ -150,6 +150,45 @@ async fn password_change_ends_other_sessions(kind: DbKind) {
         .collect();
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert!(!notices[0].body.contains(NEW_PASSWORD));
+
+    // Reset-confirm applies the policy too, and a refused password leaves the token usable.
+    let (status, _) = f
+        .anon
+        .post("/api/auth/password-reset", json!({ "email": email }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let mut token = None;
+    tests::eventually("the reset mail", std::time::Duration::from_secs(10), || {
+        token = mail::outbox_for(&f.outbox, email)
+            .into_iter()
+            .rev()
+            .find(|m| m.body.contains("reset-password?token="))
+            .and_then(|m| m.token());
+        std::future::ready(token.is_some())
+    })
+    .await;
+    for weak in ["123qweasdzxc", "rosalind forever and ever"] {
+        let (status, body) = f
+            .anon
+            .post(
+                "/api/auth/password-reset/confirm",
+                json!({ "token": token, "new_password": weak }),
+            )
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, Some("weak_password")),
+            "{weak}: {body}"
+        );
+    }
+    let (status, body) = f
+        .anon
+        .post(
+            "/api/auth/password-reset/confirm",
+            json!({ "token": token, "new_password": "a third fine passphrase" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 }
 
 /// A wrong current password counts like a failed login: ten from one client within an hour
