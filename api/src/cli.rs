@@ -1,5 +1,6 @@
-//! The `api` command line: `serve`, `migrate` and the `node` commands. Node changes go to the
-//! database; a running panel sees them within a second and drops affected streams.
+//! The `api` command line: `serve`, `migrate`, the `node`, `admin`, `user` and `keys` commands.
+//! Node and user changes go to the database; a running panel sees them within a second (a
+//! user's sessions at their next request) and drops affected streams.
 
 use std::process::ExitCode;
 
@@ -45,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Incident response on an account (audited).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Master encryption keys.
     Keys {
         #[command(subcommand)]
@@ -68,6 +74,26 @@ enum KeysCommand {
 enum AdminCommand {
     /// Make an existing user a platform administrator (nodes, templates, platform audit).
     Grant {
+        /// The user's email.
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Lock the account: logins and refreshes are refused, every session ends at its next
+    /// request (event streams included).
+    Lock {
+        /// The user's email.
+        email: String,
+    },
+    /// Unlock the account (its ended sessions stay ended).
+    Unlock {
+        /// The user's email.
+        email: String,
+    },
+    /// End every session of the account at its next request; the account stays usable.
+    RevokeSessions {
         /// The user's email.
         email: String,
     },
@@ -221,6 +247,22 @@ async fn run(command: Command) -> Result<(), Error> {
             let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
             let user = crate::identity::grant_platform_admin(&db, &email).await?;
             println!("{} is now a platform administrator", user.email);
+            Ok(())
+        }
+        Command::User { command } => {
+            use crate::identity::lock::{self, UserCommand as Do};
+            let (what, email) = match command {
+                UserCommand::Lock { email } => (Do::Lock, email),
+                UserCommand::Unlock { email } => (Do::Unlock, email),
+                UserCommand::RevokeSessions { email } => (Do::RevokeSessions, email),
+            };
+            let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
+            let (user, ended) = lock::run(&db, what, &email).await?;
+            match what {
+                Do::Lock => println!("{} locked; {ended} sessions ended", user.email),
+                Do::Unlock => println!("{} unlocked", user.email),
+                Do::RevokeSessions => println!("{}: {ended} sessions ended", user.email),
+            }
             Ok(())
         }
         Command::Node { command } => {

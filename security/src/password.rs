@@ -7,6 +7,9 @@ use argon2::{Algorithm, Argon2, Params, Version};
 
 use crate::Error;
 
+mod policy;
+pub use policy::{check_new, is_common};
+
 /// Memory cost in KiB (19 MiB).
 pub const M_COST_KIB: u32 = 19 * 1024;
 /// Iterations.

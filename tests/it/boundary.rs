@@ -200,6 +200,68 @@ async fn event_streams_end_with_their_session(kind: DbKind) {
         sixth.ended(Duration::from_millis(300)).await.is_none(),
         "the same session's longer-lived token keeps its stream"
     );
+
+    // Issue 18: a password change ends the other sessions' streams and keeps the caller's;
+    // ending one session ends its stream; `api user lock` (another process) ends the rest.
+    let login_with = |password: &'static str| async move {
+        let (status, pair) = rest
+            .post(
+                "/api/auth/login",
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{pair}");
+        pair
+    };
+    let seven = login_with("a brand new passphrase").await;
+    let mut seventh = open_events(rest, &seven, &path).await;
+    let caller = rest.with_token(five["access_token"].as_str().unwrap());
+    let (status, body) = caller
+        .post(
+            "/api/auth/password",
+            json!({"current_password": "a brand new passphrase", "new_password": "yet another passphrase"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert!(
+        seventh.ended(revoked_cap).await.is_some(),
+        "password change"
+    );
+    assert!(
+        sixth.ended(Duration::from_millis(300)).await.is_none(),
+        "the changer's own stream stays"
+    );
+    let eight = login_with("yet another passphrase").await;
+    let mut eighth = open_events(rest, &eight, &path).await;
+    let (_, sessions) = rest
+        .with_token(eight["access_token"].as_str().unwrap())
+        .get("/api/auth/sessions")
+        .await;
+    let sid = sessions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = caller
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/auth/sessions/{sid}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(eighth.ended(revoked_cap).await.is_some(), "session ended");
+    let env = [("DATABASE_URL".to_owned(), world.config.database_url.clone())];
+    let (ok, out, err) = tests::run("api", &["user", "lock", email], &env, world._dir.path());
+    assert!(ok, "{out}{err}");
+    assert!(
+        sixth.ended(revoked_cap).await.is_some(),
+        "a lock from the CLI ends the stream at the re-check"
+    );
 }
 
 /// `token` re-signed with the panel's development key to expire `secs` from now.

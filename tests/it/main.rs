@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
 mod abuse;
+mod accounts;
 mod binaries;
 mod boundary;
 mod dev_ca;

@@ -395,6 +395,53 @@ async fn answers_conform_to_the_document(kind: DbKind) {
     bob.expect(S::FORBIDDEN, "GET", "/api/admin/nodes", &[], None)
         .await;
 
+    // Account: sessions and password change.
+    let sessions = alice
+        .expect(S::OK, "GET", "/api/auth/sessions", &[], None)
+        .await;
+    let alice_sid = sessions["items"][0]["id"].as_str().unwrap().to_owned();
+    let path = "/api/auth/sessions/{id}";
+    bob.expect(S::NOT_FOUND, "DELETE", path, &[&alice_sid], None)
+        .await;
+    bob.expect(S::BAD_REQUEST, "DELETE", path, &["nope"], None)
+        .await;
+    let body = json!({ "email": "bob@example.com", "password": PASSWORD });
+    anon.expect(S::OK, "POST", "/api/auth/login", &[], Some(body))
+        .await;
+    let sessions = bob
+        .expect(S::OK, "GET", "/api/auth/sessions", &[], None)
+        .await;
+    let other = sessions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.expect(S::NO_CONTENT, "DELETE", path, &[&other], None)
+        .await;
+    let body =
+        json!({ "current_password": "not the password", "new_password": "a fine new passphrase" });
+    bob.expect(
+        S::UNAUTHORIZED,
+        "POST",
+        "/api/auth/password",
+        &[],
+        Some(body),
+    )
+    .await;
+    let body = json!({ "current_password": PASSWORD, "new_password": "qwerty123456" });
+    bob.expect(
+        S::BAD_REQUEST,
+        "POST",
+        "/api/auth/password",
+        &[],
+        Some(body),
+    )
+    .await;
+
     // Platform: a node with ports that connects and obeys, a template.
     let node = json!({ "id": "node-1", "fqdn": "node1.example.com", "ports": "30000-30009" });
     alice

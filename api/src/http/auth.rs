@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::Path;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,7 +15,7 @@ use super::error::{ApiError, ApiJson};
 use super::guard::ClientIp;
 use super::throttle::Attempt;
 use crate::db::entities::user;
-use crate::identity::{ACCESS_TTL, Origin, TokenPair};
+use crate::identity::{ACCESS_TTL, Origin, TokenPair, sessions};
 use crate::{AppState, Error};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -22,6 +23,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 fn origin(ip: ClientIp) -> Origin {
     Origin {
         ip: Some(ip.0.to_string()),
+        user_agent: None,
     }
 }
 
@@ -137,19 +139,20 @@ pub struct Login {
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ip: ClientIp,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<Value>> {
     let attempt = Attempt::new(ip, &body.email);
+    let origin = Origin {
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| sessions::bounded_user_agent(v.as_bytes())),
+        ..origin(ip)
+    };
     let lane = attempt.admit(&state).await?;
     match state
         .identity
-        .login(
-            &body.email,
-            &body.password,
-            body.tenant_id,
-            &origin(ip),
-            lane,
-        )
+        .login(&body.email, &body.password, body.tenant_id, &origin, lane)
         .await
     {
         Ok(pair) => {
@@ -242,6 +245,87 @@ pub async fn password_reset_confirm(
     state
         .identity
         .confirm_password_reset(&body.token, &body.new_password, &origin(ip))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `{current_password, new_password}`.
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// POST /api/auth/password (authenticated): a wrong current password counts as a failed login
+/// of the caller's account from this client (see [`super::throttle`]).
+pub async fn change_password(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    Caller(principal): Caller,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> Result<StatusCode> {
+    let attempt = Attempt::new(ip, &principal.user.email);
+    let lane = attempt.admit(&state).await?;
+    match state
+        .identity
+        .change_password(
+            &principal,
+            &body.current_password,
+            &body.new_password,
+            &origin(ip),
+            lane,
+        )
+        .await
+    {
+        Ok(()) => {
+            attempt.succeeded(&state).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(Error::InvalidCredentials) => {
+            attempt.failed(&state).await;
+            Err(Error::InvalidCredentials.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// GET /api/auth/sessions (authenticated): the caller's live sessions, newest first.
+pub async fn sessions(
+    State(state): State<Arc<AppState>>,
+    Caller(principal): Caller,
+) -> Result<Json<Value>> {
+    let items: Vec<Value> = state
+        .identity
+        .sessions(&principal)
+        .await?
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "created_at": s.created_at,
+                "last_used_at": s.last_used_at,
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+                "current": s.current,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// DELETE /api/auth/sessions/{id} (authenticated): ends one of the caller's sessions.
+pub async fn end_session(
+    State(state): State<Arc<AppState>>,
+    ip: ClientIp,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let id = uuid::Uuid::try_parse(&id)
+        .map_err(|_| Error::Invalid("id: not a UUID".into()))?
+        .to_string();
+    state
+        .identity
+        .end_session(&principal, &id, &origin(ip))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

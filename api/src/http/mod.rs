@@ -142,6 +142,20 @@ fn table() -> Vec<Entry> {
             Authenticated,
             auth::logout_all,
         ),
+        at(
+            "POST",
+            "/api/auth/password",
+            Authenticated,
+            auth::change_password,
+        )
+        .limited(Class::Login),
+        at("GET", "/api/auth/sessions", Authenticated, auth::sessions),
+        at(
+            "DELETE",
+            "/api/auth/sessions/{id}",
+            Authenticated,
+            auth::end_session,
+        ),
         at("GET", "/api/auth/me", Authenticated, auth::me),
         at("GET", "/api/permissions", Authenticated, permissions),
         at("GET", "/api/templates", Verified, tenants::templates),

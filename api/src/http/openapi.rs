@@ -205,6 +205,7 @@ fn parameter_schema(path: &str, name: &str) -> Option<(Value, &'static str)> {
         "uid" => (uuid, "The member's user id."),
         "bid" => (uuid, "The backup."),
         "cid" => (uuid, "The command."),
+        "id" if path.starts_with("/api/auth/sessions/") => (uuid, "The session."),
         "id" if path.starts_with("/api/admin/nodes/") => (
             json!({ "type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$" }),
             "The node id (its certificate's CN).",

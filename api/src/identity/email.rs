@@ -67,6 +67,25 @@ impl Identity {
         Ok(token)
     }
 
+    /// The user of a valid, unused token, without using it up.
+    pub(super) async fn email_token_user(
+        &self,
+        purpose: Purpose,
+        token: &str,
+    ) -> Result<Option<user::Model>, Error> {
+        let row = email_token::Entity::find()
+            .filter(email_token::Column::TokenHash.eq(tokens::hash(token)))
+            .filter(email_token::Column::Purpose.eq(purpose.as_str()))
+            .filter(email_token::Column::UsedAt.is_null())
+            .filter(email_token::Column::ExpiresAt.gt(Utc::now()))
+            .one(&self.db)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(user::Entity::find_by_id(&row.user_id).one(&self.db).await?)
+    }
+
     /// Marks a token used in one conditional update (so it works once, even under races) and
     /// returns its user.
     pub(super) async fn consume_email_token(

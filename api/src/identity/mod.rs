@@ -8,7 +8,10 @@
 mod email;
 use email::Purpose;
 pub(crate) mod keys;
+pub mod lock;
+mod passwords;
 mod refresh;
+pub mod sessions;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -101,6 +104,9 @@ pub enum Lane {
 pub struct Origin {
     /// The client IP.
     pub ip: Option<String>,
+    /// The client's `User-Agent`, bounded (see [`sessions::bounded_user_agent`]); kept with a
+    /// session opened by login.
+    pub user_agent: Option<String>,
 }
 
 /// The identity service.
@@ -169,7 +175,7 @@ impl Identity {
         origin: &Origin,
     ) -> Result<user::Model, Error> {
         let email = normalise_email(email)?;
-        password::check_strength(password).map_err(|e| Error::WeakPassword(e.to_string()))?;
+        passwords::check_new(password, &email)?;
         if find_user(&self.db, &email).await?.is_some() {
             return Err(Error::Conflict(
                 "an account with this email already exists".into(),
@@ -184,6 +190,7 @@ impl Identity {
             email_verified: Set(false),
             is_platform_admin: Set(false),
             created_at: Set(Utc::now()),
+            locked_at: Set(None),
         }
         .insert(&self.db)
         .await
@@ -291,6 +298,12 @@ impl Identity {
                 }
             }
         }
+        // A locked account is told so only after its password was right.
+        if let Err(e) = lock::refuse_locked(&user) {
+            self.audit(&user.id, "auth.login", "failure: locked", origin)
+                .await;
+            return Err(e);
+        }
         // The token carries the tenant as a claim: only one the user belongs to is signed.
         let tenant_id = match tenant_id {
             None => None,
@@ -303,6 +316,9 @@ impl Identity {
             created_at: Set(Utc::now()),
             revoked_at: Set(None),
             revoked_reason: Set(None),
+            ip: Set(origin.ip.clone()),
+            user_agent: Set(origin.user_agent.clone()),
+            last_used_at: Set(None),
         }
         .insert(&self.db)
         .await?;
@@ -395,7 +411,12 @@ impl Identity {
         new_password: &str,
         origin: &Origin,
     ) -> Result<(), Error> {
+        // The policy needs the account's email: the token's user is read before it is used up,
+        // so a refused password leaves the token usable.
         password::check_strength(new_password).map_err(|e| Error::WeakPassword(e.to_string()))?;
+        if let Some(user) = self.email_token_user(Purpose::PasswordReset, token).await? {
+            passwords::check_new(new_password, &user.email)?;
+        }
         let user_id = self
             .consume_email_token(Purpose::PasswordReset, token)
             .await?;
@@ -434,8 +455,18 @@ impl Identity {
         let session = session::Entity::find_by_id(&claims.sid)
             .one(&self.db)
             .await?;
+        let now = Utc::now();
         match session {
-            Some(s) if s.revoked_at.is_none() && s.user_id == claims.sub => {}
+            Some(s) if s.revoked_at.is_none() && s.user_id == claims.sub => {
+                let stale = s.last_used_at.is_none_or(|at| {
+                    now.signed_duration_since(at)
+                        .to_std()
+                        .is_ok_and(|age| age >= sessions::TOUCH_EVERY)
+                });
+                if stale {
+                    self.touch(&s.id, now).await?;
+                }
+            }
             _ => {
                 return Err(Error::Unauthenticated(
                     "the session of this token has ended",
@@ -446,6 +477,9 @@ impl Identity {
             .one(&self.db)
             .await?
             .ok_or(Error::Unauthenticated("the account of this token is gone"))?;
+        if user.locked_at.is_some() {
+            return Err(Error::Unauthenticated("this account is locked"));
+        }
         Ok(Principal {
             user,
             session_id: claims.sid.clone(),

@@ -120,6 +120,9 @@ pub async fn exchange(
         .one(db)
         .await?
         .ok_or(Error::Unauthenticated("the account of this token is gone"))?;
+    if user.locked_at.is_some() {
+        return Err(Error::Unauthenticated("this account is locked"));
+    }
     let refresh_token = issue(db, &session.id, Some(row.id.clone())).await?;
     Ok(TokenPair {
         access_token: identity.access_token(&user, &session)?,

@@ -19,6 +19,12 @@ pub struct Model {
     pub revoked_at: Option<DateTimeUtc>,
     /// Why.
     pub revoked_reason: Option<String>,
+    /// The client's IP at login.
+    pub ip: Option<String>,
+    /// The client's `User-Agent` at login, at most 255 characters.
+    pub user_agent: Option<String>,
+    /// When an access token of it was last accepted (to the minute).
+    pub last_used_at: Option<DateTimeUtc>,
 }
 
 /// No relations declared.

@@ -21,6 +21,8 @@ pub struct Model {
     pub is_platform_admin: bool,
     /// When the account was created.
     pub created_at: DateTimeUtc,
+    /// When a platform administrator locked it (`api user lock`); null when usable.
+    pub locked_at: Option<DateTimeUtc>,
 }
 
 /// No relations declared.

@@ -8,8 +8,10 @@ mod identity;
 mod limits;
 mod ports;
 mod secrets;
+mod session_details;
 mod sweep;
 mod tenancy;
+mod user_lock;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -26,6 +28,8 @@ impl MigratorTrait for Migrator {
             Box::new(ports::AddPorts),
             Box::new(limits::AddLimits),
             Box::new(sweep::AddCommandSweepIndex),
+            Box::new(session_details::AddSessionDetails),
+            Box::new(user_lock::AddUserLock),
         ]
     }
 }

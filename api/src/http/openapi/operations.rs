@@ -132,13 +132,15 @@ fn optional_display_name() -> Value {
     })
 }
 
-/// A new password: at least 12 characters, at most 1024 bytes.
+/// A new password: at least 12 characters, at most 1024 bytes, not a common one.
 fn new_password() -> Value {
     json!({
         "type": "string",
         "minLength": 12,
         "maxLength": 1024,
-        "description": "At least 12 characters and at most 1024 bytes.",
+        "description": "At least 12 characters and at most 1024 bytes; not one of the 20,000 \
+                        most common passwords nor containing the local part of the email \
+                        (400 `weak_password`).",
     })
 }
 
@@ -201,7 +203,8 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
                  for an hour (429); twenty on one account from networks that never logged \
                  into it throttle such networks for 15 minutes (429). `tenant_id` must name a \
                  tenant of the user (400 otherwise). When the password-hashing queue is full \
-                 the login is refused at once: 503 `unavailable` with `Retry-After`.",
+                 the login is refused at once: 503 `unavailable` with `Retry-After`. A locked \
+                 account (`api user lock`) with the right password is 403 `forbidden`.",
             )
             .body(object(
                 &["email", "password"],
@@ -216,7 +219,7 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
                 }),
             ))
             .json(200, schema("TokenPair"))
-            .errors(&[401, 503]),
+            .errors(&[401, 403, 503]),
         ("POST", "/api/auth/refresh") => Doc::new("Exchange a refresh token for a new pair")
             .describe(
                 "Rotation: the old token is used up. Presenting a used one answers 401 \
@@ -246,6 +249,41 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
         ("POST", "/api/auth/logout-all") => Doc::new("End every session of the caller")
             .describe("Access tokens issued before now stop working.")
             .empty(204),
+        ("POST", "/api/auth/password") => Doc::new("Change the caller's password")
+            .describe(
+                "Checks `current_password` (a wrong one answers 401 `invalid_credentials` and \
+                 counts as a failed login from this client: ten within an hour block it for an \
+                 hour, logins included). The new password must have at least 12 characters, at \
+                 most 1024 bytes, not be one of the 20,000 most common passwords nor contain \
+                 the local part of the account's email (400 `weak_password`). Every other \
+                 session of the account ends (its access tokens at their next request, its \
+                 refresh tokens at once); the caller's stays. A notice is mailed.",
+            )
+            .body(object(
+                &["current_password", "new_password"],
+                json!({ "current_password": string(), "new_password": new_password() }),
+            ))
+            .empty(204)
+            .errors(&[401, 503]),
+        ("GET", "/api/auth/sessions") => Doc::new("The caller's live sessions")
+            .describe(
+                "Newest first, at most 100: where each was opened (IP and `User-Agent` at \
+                 login), when, when last used (to the minute) and whether it is the caller's.",
+            )
+            .json(
+                200,
+                object(
+                    &["items"],
+                    json!({ "items": { "type": "array", "items": schema("Session") } }),
+                ),
+            ),
+        ("DELETE", "/api/auth/sessions/{id}") => Doc::new("End one of the caller's sessions")
+            .describe(
+                "Its access tokens stop at their next request, its refresh tokens at once. \
+                 Another user's, an ended or an unknown session is 404.",
+            )
+            .empty(204)
+            .errors(&[400]),
         ("GET", "/api/auth/me") => {
             Doc::new("The caller and their memberships").json(200, schema("Me"))
         }

@@ -219,6 +219,18 @@ fn identity() -> Value {
             "required": ["tenant_id", "role"],
             "properties": { "tenant_id": uuid(), "role": schema("Role") },
         },
+        "Session": {
+            "type": "object",
+            "required": ["id", "created_at", "last_used_at", "ip", "user_agent", "current"],
+            "properties": {
+                "id": uuid(),
+                "created_at": time(),
+                "last_used_at": nullable_time(),
+                "ip": nullable_string(),
+                "user_agent": nullable_string(),
+                "current": { "type": "boolean" },
+            },
+        },
         "TokenPair": {
             "type": "object",
             "required": ["access_token", "refresh_token", "token_type", "expires_in"],
