@@ -247,22 +247,22 @@ async fn stop_and_kill_end_processes_that_left_the_group() {
         // A server each: a new event stream replays the console's backlog.
         let (server, _) = server(&alice, &wings, "escaper").await;
         let mut events = start(&alice, &server).await;
-        let line = console_line(&mut events, "escapee pid=").await;
-        let escapee: u32 = field(&line, "pid=").parse().unwrap();
-        assert!(
-            alive(escapee),
-            "the escapee runs: {:?} {}\n{}",
-            std::fs::read_to_string(format!("/proc/{escapee}/status")),
-            alice.get(&server).await.1,
-            wings.log()
-        );
-        power(&alice, &server, action).await;
-        until_state(&mut events, "offline").await;
-        eventually(&format!("{action} ends the escapee"), CAP, || async {
-            !alive(escapee)
-        })
-        .await;
+        escapee_dies_with(&alice, &server, &mut events, action).await;
     }
+}
+
+/// Reads the escapee's pid from the console, then `action`s the server: once it is offline,
+/// the escapee must be gone too.
+async fn escapee_dies_with(rest: &Rest, server: &str, events: &mut EventReader, action: &str) {
+    let line = console_line(events, "escapee pid=").await;
+    let escapee: u32 = field(&line, "pid=").parse().unwrap();
+    assert!(alive(escapee), "the escapee runs");
+    power(rest, server, action).await;
+    until_state(events, "offline").await;
+    eventually(&format!("{action} ends the escapee"), CAP, || async {
+        !alive(escapee)
+    })
+    .await;
 }
 
 /// Item 4: a deleted server's uid is never given to the next server, and what it left in the
@@ -358,15 +358,7 @@ async fn unconfined_servers_are_refused_unless_allowed() {
     let mut events = start(&alice, &server).await;
     // Without cgroups, the server's processes are found by its uid: one that left the process
     // group dies with it all the same.
-    let line = console_line(&mut events, "escapee pid=").await;
-    let escapee: u32 = field(&line, "pid=").parse().unwrap();
-    assert!(alive(escapee));
-    power(&alice, &server, "kill").await;
-    until_state(&mut events, "offline").await;
-    eventually("the unconfined server's escapee is gone", CAP, || async {
-        !alive(escapee)
-    })
-    .await;
+    escapee_dies_with(&alice, &server, &mut events, "kill").await;
 }
 
 /// Item 6 (node side): a loader variable in a template stored before the panel refused them
