@@ -799,8 +799,17 @@ impl Supervisor {
         let mut uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
         match uids.as_mut() {
             Some(pool) => {
-                let uid = pool.allocate(id)?;
-                users::ensure_user(id, uid, &self.server_dir(id)).map(Some)
+                let mut uid = pool.allocate(id)?;
+                // The uid may have been taken since it was chosen (an administrator, another
+                // agent on the host): it stays recorded as used, and the next one is tried.
+                for _ in 0..users::TAKEN_RETRIES {
+                    match users::ensure_user(id, uid, &self.server_dir(id)) {
+                        Ok(ids) => return Ok(Some(ids)),
+                        Err(_) if users::taken_elsewhere(id, uid) => uid = pool.reallocate(id)?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(format!("uids keep being taken by others (last {uid})"))
             }
             None => Ok(None),
         }

@@ -110,6 +110,17 @@ impl UidPool {
         Ok(uid)
     }
 
+    /// Gives `server_id` a new uid: the one it had stays recorded (as taken by someone else)
+    /// and is never handed out.
+    pub fn reallocate(&mut self, server_id: &str) -> Result<u32, String> {
+        for owner in self.given.values_mut() {
+            if owner == server_id {
+                *owner = TAKEN.to_owned();
+            }
+        }
+        self.allocate(server_id)
+    }
+
     fn save(&self) -> io::Result<()> {
         let text: String = self
             .given
@@ -139,6 +150,22 @@ fn subordinate_ranges() -> Vec<RangeInclusive<u32>> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// What `state/uids` records for a uid that turned out to be someone else's.
+const TAKEN: &str = "-";
+
+/// How often a server is given another uid when the one chosen was taken meanwhile.
+pub const TAKEN_RETRIES: usize = 8;
+
+/// Whether `uid` now belongs to someone other than the server's user (it was taken between
+/// being chosen and `useradd`).
+pub fn taken_elsewhere(server_id: &str, uid: u32) -> bool {
+    known_to_system(uid)
+        && !matches!(
+            nix::unistd::User::from_name(&user_name(server_id)),
+            Ok(Some(user)) if user.uid.as_raw() == uid
+        )
 }
 
 /// Whether a user or group with this id exists already.
@@ -315,6 +342,14 @@ mod tests {
         assert!(![a, b].contains(&c));
         let error = pool.allocate("d").unwrap_err();
         assert!(error.contains("WINGS_UID_RANGE"), "{error}");
+        // A uid taken by someone else meanwhile stays used; the server gets another.
+        let mut pool = UidPool::load(tmp.path(), 4_000_000_000..=4_000_000_009).unwrap();
+        let first = pool.allocate("e").unwrap();
+        let second = pool.reallocate("e").unwrap();
+        assert_ne!(first, second);
+        assert_eq!(pool.of("e"), Some(second));
+        let reloaded = UidPool::load(tmp.path(), 4_000_000_000..=4_000_000_009).unwrap();
+        assert_eq!(reloaded.given.get(&first).map(String::as_str), Some(TAKEN));
     }
 
     #[test]
