@@ -438,6 +438,14 @@ pub fn processes_of(uid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// Becomes `uid`:`gid` for good: no supplementary groups, real, effective and saved ids all
+/// changed (group first, while root may still change it).
+fn become_user(uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> nix::Result<()> {
+    nix::unistd::setgroups(&[])?;
+    nix::unistd::setresgid(gid, gid, gid)?;
+    nix::unistd::setresuid(uid, uid, uid)
+}
+
 /// `wings kill-user`: becomes `uid` (no groups, no way back) and sends SIGKILL to every
 /// process it may signal (`kill(-1)`): every process of that uid, itself included, in one step
 /// the kernel takes without letting any of them fork meanwhile.
@@ -446,14 +454,7 @@ pub fn kill_as_user(uid: u32) -> std::process::ExitCode {
     if uid == 0 {
         return std::process::ExitCode::from(126);
     }
-    let dropped = nix::unistd::setgroups(&[])
-        .and_then(|()| {
-            nix::unistd::setresgid(Gid::from_raw(uid), Gid::from_raw(uid), Gid::from_raw(uid))
-        })
-        .and_then(|()| {
-            nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
-        });
-    if dropped.is_err() {
+    if become_user(Uid::from_raw(uid), Gid::from_raw(uid)).is_err() {
         return std::process::ExitCode::from(126);
     }
     let _ = nix::sys::signal::kill(
@@ -566,9 +567,7 @@ pub fn enter_and_exec(
         identity.open_files,
         identity.open_files,
     )
-    .and_then(|()| nix::unistd::setgroups(&[]))
-    .and_then(|()| nix::unistd::setresgid(gid, gid, gid))
-    .and_then(|()| nix::unistd::setresuid(uid, uid, uid))
+    .and_then(|()| become_user(uid, gid))
     .and_then(|()| nix::sys::prctl::set_no_new_privs());
     if let Err(e) = dropped {
         return fail(format!("cannot drop to the server's user: {e}"));
