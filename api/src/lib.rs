@@ -12,6 +12,7 @@
 //! Crypto and certificate work is delegated to the `security` crate.
 #![forbid(unsafe_code)]
 
+pub mod apikeys;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub handshake_timeout: Duration,
     /// The master keys of envelope-encrypted secrets.
     pub vault: secrets::Vault,
+    /// The hashing key of tenant API keys.
+    pub api_keys: apikeys::Hasher,
     /// Live server events for SSE subscribers.
     pub events: servers::Events,
     /// Cancelled when the panel stops: long-lived responses (SSE) end.
@@ -134,6 +137,7 @@ impl Panel {
             metrics,
             handshake_timeout: config.handshake_timeout,
             vault,
+            api_keys: apikeys::Hasher::default(),
             events: servers::Events::default(),
             stopping: CancellationToken::new(),
             config: config.clone(),

@@ -14,16 +14,24 @@ use tests::{DbKind, mail};
 /// A password that passes the policy, other than [`PASSWORD`].
 const NEW_PASSWORD: &str = "purple otter on a bicycle";
 
-struct Fixture {
+/// An in-process panel on a fresh database, and where its mail goes.
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    panel: api::Panel,
-    outbox: PathBuf,
-    anon: Rest,
-    db_url: String,
+    pub(crate) panel: api::Panel,
+    pub(crate) outbox: PathBuf,
+    pub(crate) anon: Rest,
+    pub(crate) db_url: String,
 }
 
-async fn start(kind: DbKind) -> Fixture {
-    let (dir, _pki, config) = tests::roomy_setup(kind).await;
+/// [`start_with`] roomy limits.
+pub(crate) async fn start(kind: DbKind) -> Fixture {
+    start_with(kind, tests::roomy_limits()).await
+}
+
+/// A panel on a fresh `kind` database with these rate limits.
+pub(crate) async fn start_with(kind: DbKind, limits: api::config::RateLimits) -> Fixture {
+    let (dir, _pki, mut config) = tests::roomy_setup(kind).await;
+    config.identity.rate_limits = limits;
     let outbox = config.identity.outbox_dir.clone();
     let db_url = config.database_url.clone();
     let panel = api::Panel::start(config).await.unwrap();
@@ -65,7 +73,8 @@ async fn change(caller: &Rest, current: &str, new: &str) -> (StatusCode, Value) 
         .await
 }
 
-fn code(body: &Value) -> Option<&str> {
+/// The `error.code` of an error body.
+pub(crate) fn code(body: &Value) -> Option<&str> {
     body["error"]["code"].as_str()
 }
 

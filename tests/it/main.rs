@@ -3,11 +3,13 @@
 
 mod abuse;
 mod accounts;
+mod api_keys;
 mod binaries;
 mod boundary;
 mod dev_ca;
 mod hardening;
 mod identity;
+mod invitations;
 mod limiter;
 mod node_admission;
 mod node_boundary;

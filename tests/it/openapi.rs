@@ -563,6 +563,47 @@ async fn answers_conform_to_the_document(kind: DbKind) {
         .expect(S::NOT_FOUND, "GET", secret, &[tid, "db_password"], None)
         .await;
 
+    // Invitations and API keys.
+    let invitations = "/api/tenants/{tid}/invitations";
+    let body = json!({ "email": "carol@example.com", "role": "support" });
+    let invited = alice
+        .expect(S::ACCEPTED, "POST", invitations, &[tid], Some(body))
+        .await;
+    alice.expect(S::OK, "GET", invitations, &[tid], None).await;
+    let iid = invited["id"].as_str().unwrap();
+    let withdraw = "/api/tenants/{tid}/invitations/{iid}";
+    alice
+        .expect(S::NO_CONTENT, "DELETE", withdraw, &[tid, iid], None)
+        .await;
+    alice
+        .expect(S::NOT_FOUND, "DELETE", withdraw, &[tid, iid], None)
+        .await;
+    let body = json!({ "token": "not a real token" });
+    let accept = "/api/invitations/accept";
+    bob.expect(S::BAD_REQUEST, "POST", accept, &[], Some(body))
+        .await;
+    let keys = "/api/tenants/{tid}/api-keys";
+    let body = json!({ "name": "ci", "permissions": ["server:read"], "expires_at": null });
+    let made = alice
+        .expect(S::CREATED, "POST", keys, &[tid], Some(body))
+        .await;
+    let body = json!({ "name": "too much", "permissions": ["secret:read"] });
+    bob.expect(S::FORBIDDEN, "POST", keys, &[tid], Some(body))
+        .await;
+    alice.expect(S::OK, "GET", keys, &[tid], None).await;
+    let script = anon.with_token(&made["key"]);
+    script
+        .expect(S::FORBIDDEN, "GET", "/api/auth/me", &[], None)
+        .await;
+    let key = "/api/tenants/{tid}/api-keys/{kid}";
+    let kid = made["id"].as_str().unwrap();
+    alice
+        .expect(S::NO_CONTENT, "DELETE", key, &[tid, kid], None)
+        .await;
+    alice
+        .expect(S::NOT_FOUND, "DELETE", key, &[tid, kid], None)
+        .await;
+
     // A server: made, started, written to, watched, backed up, restored.
     let body = json!({ "name": "web", "node_id": "node-1", "template": "app" });
     let servers = "/api/tenants/{tid}/servers";

@@ -139,6 +139,29 @@ async fn add_member(tenant: &Tenant, email: &str, role: &str) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
+/// A pending invitation of the tenant (by its owner) and an API key of `caller` in it: the ids
+/// the invitation and key routes take.
+async fn invitation_and_key(t: &Tenant, caller: &Rest, name: &str) -> (String, String) {
+    let (status, invitation) = t
+        .owner
+        .post(
+            &format!("/api/tenants/{}/invitations", t.id),
+            json!({"email": format!("invitee-{name}@example.com"), "role": "member"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{invitation}");
+    // Every role may make keys for itself (holding what the role grants).
+    let (status, key) = caller
+        .post(
+            &format!("/api/tenants/{}/api-keys", t.id),
+            json!({"name": "own", "permissions": ["server:read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    (id(&invitation), id(&key))
+}
+
 /// The example request of a tenant route: the path filled in, a body that succeeds for a
 /// caller allowed to make it, and the success status.
 fn example(
@@ -153,12 +176,24 @@ fn example(
         .replace("{cid}", &ids.command)
         .replace("{uid}", &ids.member)
         .replace("{bid}", &ids.backup)
+        .replace("{iid}", &ids.invitation)
+        .replace("{kid}", &ids.key)
         .replace("{name}", "db");
     let method = Method::from_bytes(route.method.as_bytes()).unwrap();
     let (body, ok) = match (route.method, route.path) {
         ("GET", _) => (None, StatusCode::OK),
         ("DELETE", "/api/tenants/{tid}/members/{uid}") => (None, StatusCode::NO_CONTENT),
         ("DELETE", "/api/tenants/{tid}/secrets/{name}") => (None, StatusCode::NO_CONTENT),
+        ("DELETE", "/api/tenants/{tid}/invitations/{iid}") => (None, StatusCode::NO_CONTENT),
+        ("DELETE", "/api/tenants/{tid}/api-keys/{kid}") => (None, StatusCode::NO_CONTENT),
+        ("POST", "/api/tenants/{tid}/invitations") => (
+            Some(json!({"email": format!("invited-{fresh_email}"), "role": "member"})),
+            StatusCode::ACCEPTED,
+        ),
+        ("POST", "/api/tenants/{tid}/api-keys") => (
+            Some(json!({"name": "ci", "permissions": ["server:read"]})),
+            StatusCode::CREATED,
+        ),
         ("DELETE", "/api/tenants/{tid}/servers/{sid}/backups/{bid}") => {
             (None, StatusCode::NO_CONTENT)
         }
@@ -199,6 +234,8 @@ fn example(
 
 struct Ids {
     backup: String,
+    invitation: String,
+    key: String,
     tenant: String,
     server: String,
     command: String,
@@ -287,8 +324,11 @@ async fn role_matrix(kind: DbKind) {
         let t = tenant(&world, &founder, name).await;
         add_member(&t, &format!("{name}@example.com"), name).await;
         add_member(&t, &format!("victim-{name}@example.com"), "member").await;
+        let (invitation, key) = invitation_and_key(&t, &caller, name).await;
         let ids = Ids {
             backup: t.backup.clone(),
+            invitation,
+            key,
             tenant: t.id.clone(),
             server: t.server.clone(),
             command: t.command.clone(),
@@ -330,6 +370,8 @@ async fn snapshot(t: &Tenant) -> Vec<Value> {
         format!("{base}/members"),
         format!("{base}/servers"),
         format!("{base}/audit"),
+        format!("{base}/invitations"),
+        format!("{base}/api-keys"),
     ] {
         let (status, body) = t.owner.get(&path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
@@ -347,9 +389,12 @@ async fn other_tenants_ids_are_not_found(kind: DbKind) {
     let a = tenant(&world, &alice, "A").await;
     add_member(&a, "member-a@example.com", "member").await;
     let b = tenant(&world, &bob, "B").await;
+    let (invitation, key) = invitation_and_key(&a, &alice, "a").await;
     let before = snapshot(&a).await;
     let theirs = Ids {
         backup: a.backup.clone(),
+        invitation: invitation.clone(),
+        key: key.clone(),
         tenant: a.id.clone(),
         server: a.server.clone(),
         command: a.command.clone(),
@@ -357,6 +402,8 @@ async fn other_tenants_ids_are_not_found(kind: DbKind) {
     };
     let mixed = Ids {
         backup: a.backup.clone(),
+        invitation,
+        key,
         tenant: b.id.clone(),
         server: a.server.clone(),
         command: a.command.clone(),
@@ -368,7 +415,10 @@ async fn other_tenants_ids_are_not_found(kind: DbKind) {
         let got = status_of(&bob, method, &path, body).await;
         assert_eq!(got, StatusCode::NOT_FOUND, "{} {path}", route.method);
         // A's server, command or member under B's own tenant.
-        if ["{sid}", "{uid}"].iter().any(|p| route.path.contains(p)) {
+        if ["{sid}", "{uid}", "{iid}", "{kid}"]
+            .iter()
+            .any(|p| route.path.contains(p))
+        {
             let (method, path, body, _) = example(&route, &mixed, "fresh@example.com");
             let got = status_of(&bob, method, &path, body).await;
             assert_eq!(got, StatusCode::NOT_FOUND, "{} {path}", route.method);

@@ -5,6 +5,10 @@
 //!
 //! A non-member gets 404 (a tenant's existence is not leaked); a member without the permission
 //! gets 403. Both are audited.
+//!
+//! A tenant API key (`Bearer mhp_…`) is accepted only on the routes the table opens to keys
+//! (tenant routes, but not those managing keys), only for its own tenant, and only for what
+//! both the key and its creator's current role grant; it is rate-limited per key.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,8 +22,9 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::guard::{self, ClientIp};
+use crate::apikeys::{self, Grant as ApiKeyGrant};
 use crate::audit::{self, AuditEvent};
-use crate::identity::Principal;
+use crate::identity::{Credential, Principal};
 use crate::{AppState, Error, tenancy};
 
 /// What a route requires of its caller.
@@ -39,7 +44,7 @@ pub enum Access {
 }
 
 /// Path parameters that are UUIDs; anything else there is a 400.
-const UUID_PARAMS: [&str; 5] = ["tid", "sid", "uid", "cid", "bid"];
+const UUID_PARAMS: [&str; 6] = ["tid", "sid", "uid", "cid", "bid", "iid"];
 
 /// The caller of a tenant route, as authorised for this request.
 #[derive(Debug, Clone)]
@@ -57,10 +62,20 @@ pub struct TenantCtx {
 }
 
 impl TenantCtx {
-    /// Whether the caller's role grants `permission` here.
+    /// Whether the caller's role (and key, if they used one) grants `permission` here.
     pub fn allows(&self, permission: Permission) -> bool {
-        let principal = authz::Principal::new([(self.tenant_id.clone(), self.role)]);
+        self.grants(self.role, permission)
+    }
+
+    /// Whether `role`, as this caller holds it, grants `permission` here: an API key narrows
+    /// it to what the key was given.
+    pub fn grants(&self, role: Role, permission: Permission) -> bool {
+        let principal = authz::Principal::new([(self.tenant_id.clone(), role)]);
         authz::can(&principal, permission, &self.tenant_id)
+            && self
+                .principal
+                .api_key()
+                .is_none_or(|grant| grant.allows(permission))
     }
 
     /// Refuses (403, audited) unless the caller's role grants `permission`.
@@ -81,7 +96,7 @@ impl TenantCtx {
         details: serde_json::Value,
     ) -> AuditEvent {
         AuditEvent {
-            actor: self.principal.user.id.clone(),
+            actor: self.principal.actor(),
             action: action.to_owned(),
             target: target.map(str::to_owned),
             outcome: outcome.to_owned(),
@@ -142,35 +157,69 @@ async fn deny(state: &AppState, ctx: &TenantCtx, wanted: &[Permission]) {
     audit::record_or_log(&state.db, event).await;
 }
 
-/// Middleware: enforces `access` for one route.
+/// Middleware: enforces the access of `route`.
 pub async fn guard(
     state: Arc<AppState>,
-    access: Access,
+    route: super::Route,
     ClientIp(ip): ClientIp,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if access == Access::Public {
+    if route.access == Access::Public {
         return next.run(request).await;
     }
     let principal = match authenticate(&state, request.headers()).await {
         Ok(principal) => principal,
         Err(e) => return e.into_response(),
     };
+    let bucket = match principal.api_key() {
+        Some(grant) => format!("apikey:{}", grant.id),
+        None => format!("api:{}", principal.user.id),
+    };
     let decision = state
         .limits
-        .check(
-            &format!("api:{}", principal.user.id),
-            state.config.identity.rate_limits.api,
-        )
+        .check(&bucket, state.config.identity.rate_limits.api)
         .await;
+    let authorized = match principal.api_key() {
+        Some(grant) if !route.api_keys => {
+            let described = format!("{} {}", request.method(), request.uri().path());
+            Err(refuse_key(&state, grant, ip, described).await)
+        }
+        _ => Ok(()),
+    };
     if decision.allowed
-        && let Err(e) = authorize(&state, access, &principal, ip, &mut request).await
+        && let Err(e) = match authorized {
+            Ok(()) => authorize(&state, route.access, &principal, ip, &mut request).await,
+            Err(e) => Err(e),
+        }
     {
         return guard::with_limit_headers(&decision, e.into_response());
     }
     request.extensions_mut().insert(principal);
     guard::respond_limited(decision, request, next).await
+}
+
+/// Refuses (403, audited) an API key on a route not open to keys.
+async fn refuse_key(
+    state: &AppState,
+    grant: &ApiKeyGrant,
+    ip: IpAddr,
+    described: String,
+) -> ApiError {
+    let event = AuditEvent {
+        actor: format!("apikey:{}", grant.id),
+        action: "authz.denied".into(),
+        target: Some(described),
+        outcome: "rejected: api_key_not_allowed".into(),
+        ip: Some(ip.to_string()),
+        details: json!({}),
+        tenant_id: Some(grant.tenant_id.clone()),
+    };
+    audit::record_or_log(&state.db, event).await;
+    ApiError::from(Error::Forbidden {
+        code: "forbidden",
+        message: "API keys reach their tenant's server, backup and secret routes only",
+    })
 }
 
 async fn authenticate(
@@ -187,6 +236,19 @@ async fn authenticate(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(Error::Unauthenticated("missing bearer token"))?;
+    if bearer.starts_with(apikeys::PREFIX) {
+        let (user, grant) = apikeys::authenticate(
+            &state.db,
+            (&state.api_keys, &state.vault),
+            bearer,
+            chrono::Utc::now(),
+        )
+        .await?;
+        return Ok(Principal {
+            user,
+            credential: Credential::ApiKey(grant),
+        });
+    }
     Ok(state.identity.authenticate(bearer).await?)
 }
 
@@ -206,7 +268,7 @@ async fn authorize(
                 return Ok(());
             }
             let event = AuditEvent {
-                actor: principal.user.id.clone(),
+                actor: principal.actor(),
                 action: "authz.denied".into(),
                 target: Some(described),
                 outcome: "rejected: not_platform_admin".into(),
@@ -237,10 +299,16 @@ async fn authorize(
             let tenant_id = tenant_id.ok_or_else(|| {
                 ApiError::from(Error::Config("tenant route without {tid}".into()))
             })?;
-            let Some(role) = tenancy::role_of(&state.db, &tenant_id, &principal.user.id).await?
-            else {
+            let foreign_key = principal
+                .api_key()
+                .is_some_and(|grant| grant.tenant_id != tenant_id);
+            let role = match foreign_key {
+                true => None,
+                false => tenancy::role_of(&state.db, &tenant_id, &principal.user.id).await?,
+            };
+            let Some(role) = role else {
                 let event = AuditEvent {
-                    actor: principal.user.id.clone(),
+                    actor: principal.actor(),
                     action: "authz.denied".into(),
                     target: Some(described),
                     outcome: "rejected: not_member".into(),

@@ -109,7 +109,7 @@ pub async fn resend_verification(
 /// Runs the look-up and the mail of an endpoint that answers 202 whatever the email after the
 /// answer, so an existing account's answer takes no longer than a missing one's. Bounded: when
 /// [`crate::identity::Identity::mail_job`] has no slot the job is dropped with a warning.
-fn after_answer<F, Fut>(state: &Arc<AppState>, what: &'static str, work: F)
+pub(super) fn after_answer<F, Fut>(state: &Arc<AppState>, what: &'static str, work: F)
 where
     F: FnOnce(Arc<AppState>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = std::result::Result<(), Error>> + Send + 'static,

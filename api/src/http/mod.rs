@@ -3,10 +3,12 @@
 
 mod access;
 mod admin;
+mod apikeys;
 mod auth;
 mod error;
 pub(crate) mod guard;
 mod hardening;
+mod invitations;
 mod listener;
 mod openapi;
 mod secrets;
@@ -63,6 +65,8 @@ pub struct Route {
     pub access: Access,
     /// Rate-limit class (per IP) on top of the per-user API limit.
     pub limit: Option<Class>,
+    /// Whether a tenant API key may call it (tenant routes, but for those managing keys).
+    pub api_keys: bool,
 }
 
 struct Entry {
@@ -88,6 +92,7 @@ where
             path,
             access,
             limit: None,
+            api_keys: matches!(access, Access::Tenant(_)),
         },
         handler: on(filter, handler),
     }
@@ -96,6 +101,12 @@ where
 impl Entry {
     fn limited(mut self, class: Class) -> Entry {
         self.route.limit = Some(class);
+        self
+    }
+
+    /// Closed to API keys: a key cannot make, list or revoke keys.
+    fn sessions_only(mut self) -> Entry {
+        self.route.api_keys = false;
         self
     }
 }
@@ -198,6 +209,52 @@ fn table() -> Vec<Entry> {
             Tenant(&[P::MemberManage]),
             tenants::remove_member,
         ),
+        at(
+            "POST",
+            "/api/tenants/{tid}/invitations",
+            Tenant(&[P::MemberManage]),
+            invitations::create,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/invitations",
+            Tenant(&[P::MemberManage]),
+            invitations::list,
+        ),
+        at(
+            "DELETE",
+            "/api/tenants/{tid}/invitations/{iid}",
+            Tenant(&[P::MemberManage]),
+            invitations::withdraw,
+        ),
+        at(
+            "POST",
+            "/api/invitations/accept",
+            Verified,
+            invitations::accept,
+        ),
+        // Any member makes keys for themselves; a key never holds more than its maker's role.
+        at(
+            "POST",
+            "/api/tenants/{tid}/api-keys",
+            Tenant(&[P::TenantRead, P::ServerRead]),
+            apikeys::create,
+        )
+        .sessions_only(),
+        at(
+            "GET",
+            "/api/tenants/{tid}/api-keys",
+            Tenant(&[P::TenantRead, P::ServerRead]),
+            apikeys::list,
+        )
+        .sessions_only(),
+        at(
+            "DELETE",
+            "/api/tenants/{tid}/api-keys/{kid}",
+            Tenant(&[P::TenantRead, P::ServerRead]),
+            apikeys::revoke,
+        )
+        .sessions_only(),
         at(
             "GET",
             "/api/tenants/{tid}/audit",
@@ -363,11 +420,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 },
             ));
         }
-        let access = route.access;
         let guard_state = state.clone();
         handler = handler.route_layer(from_fn_with_state(
             state.clone(),
-            move |ip, request, next| access::guard(guard_state.clone(), access, ip, request, next),
+            move |ip, request, next| access::guard(guard_state.clone(), route, ip, request, next),
         ));
         router = router.route(route.path, handler);
     }

@@ -109,6 +109,7 @@ fn operation(route: &Route) -> Value {
             .collect();
         op.insert("x-permissions".into(), Value::Array(names));
     }
+    op.insert("x-api-keys".into(), json!(route.api_keys));
     if let Some(limits) = rate_limits(route) {
         op.insert("x-rate-limit".into(), limits);
     }
@@ -141,7 +142,7 @@ fn tag(path: &str) -> &'static str {
         "secrets"
     } else if path.contains("/servers") {
         "servers"
-    } else if path.starts_with("/api/tenants") {
+    } else if path.starts_with("/api/tenants") || path.starts_with("/api/invitations") {
         "tenants"
     } else if path.starts_with("/api/") {
         "catalog"
@@ -174,8 +175,14 @@ fn description(route: &Route, doc: &Doc) -> Option<String> {
                 .filter_map(|p| serde_json::to_value(p).ok())
                 .filter_map(|v| v.as_str().map(|s| format!("`{s}`")))
                 .collect();
+            let keys = if route.api_keys {
+                " A tenant API key (`Bearer mhp_…`) of this tenant given that permission may \
+                 call it too."
+            } else {
+                " API keys may not call it (403)."
+            };
             Some(format!(
-                "Needs a role in the tenant granting {}; non-members get 404.",
+                "Needs a role in the tenant granting {}; non-members get 404.{keys}",
                 names.join(" or ")
             ))
         }
@@ -205,6 +212,11 @@ fn parameter_schema(path: &str, name: &str) -> Option<(Value, &'static str)> {
         "uid" => (uuid, "The member's user id."),
         "bid" => (uuid, "The backup."),
         "cid" => (uuid, "The command."),
+        "iid" => (uuid, "The invitation."),
+        "kid" => (
+            json!({ "type": "string", "pattern": "^[0-9a-f]{16}$" }),
+            "The API key's id.",
+        ),
         "id" if path.starts_with("/api/auth/sessions/") => (uuid, "The session."),
         "id" if path.starts_with("/api/admin/nodes/") => (
             json!({ "type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$" }),

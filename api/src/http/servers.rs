@@ -218,7 +218,8 @@ pub async fn events(
     let principal = ctx.principal.clone();
     let mut revocations = state.identity.revocations();
     // The stream lives no longer than the access token that opened it.
-    let token_left = principal.claims.exp - chrono::Utc::now().timestamp();
+    let now = chrono::Utc::now().timestamp();
+    let token_left = principal.open_until(now) - now;
     let expiry = tokio::time::sleep(Duration::from_secs(u64::try_from(token_left).unwrap_or(0)));
     let stream = async_stream::stream! {
         let mut subscription = subscription;
@@ -252,8 +253,8 @@ pub async fn events(
                     }
                     let role = tenancy::role_of(&state.db, &ctx.tenant_id, &ctx.principal.user.id).await;
                     match role {
-                        Ok(Some(role)) if role.grants(Permission::ServerRead) => {
-                            console = role.grants(Permission::ServerConsole);
+                        Ok(Some(role)) if ctx.grants(role, Permission::ServerRead) => {
+                            console = ctx.grants(role, Permission::ServerConsole);
                         }
                         Ok(_) => break,
                         Err(_) => {}

@@ -140,7 +140,7 @@ pub struct RolePatch {
     role: String,
 }
 
-fn parse_role(name: &str) -> Result<authz::Role> {
+pub(super) fn parse_role(name: &str) -> Result<authz::Role> {
     authz::Role::parse(name)
         .ok_or_else(|| Error::Invalid("role must be owner, admin, support or member".into()).into())
 }

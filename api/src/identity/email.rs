@@ -116,3 +116,33 @@ impl Identity {
             .ok_or_else(|| Error::Invalid("the token is invalid".into()))
     }
 }
+
+impl Identity {
+    /// Mails an invitation link to `to`. An address without an account is told to register
+    /// first; the inviter's answer was the same either way.
+    pub async fn mail_invitation(
+        &self,
+        to: &str,
+        tenant_id: &str,
+        token: &str,
+    ) -> Result<(), Error> {
+        let registered = super::find_user(&self.db, to).await?.is_some();
+        let link = format!("{}/invitations/accept?token={token}", self.public_url);
+        let first = if registered {
+            String::new()
+        } else {
+            format!(
+                "You have no Mamba account yet: register with this address at {}/register and \
+                 verify it first, then open the link.\n\n",
+                self.public_url
+            )
+        };
+        let body = format!(
+            "You were invited to join a tenant ({tenant_id}) on Mamba Host Panel.\n\n{first}\
+             Accept within 7 days, logged in as {to}: {link}\n\nIf you did not expect this, ignore this mail.\n"
+        );
+        self.mailer
+            .send(to, "You are invited to a Mamba tenant", body)
+            .await
+    }
+}

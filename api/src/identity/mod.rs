@@ -64,18 +64,66 @@ pub struct TokenPair {
     pub refresh_token: String,
 }
 
-/// A caller authenticated by an access token whose session is live.
+/// A caller authenticated by an access token whose session is live, or by an API key.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// The user, as the database has it now.
+    /// The user (an API key's creator), as the database has it now.
     pub user: user::Model,
-    /// The session (`sid`).
-    pub session_id: String,
-    /// The token's claims.
-    pub claims: Claims,
+    /// How the caller proved it.
+    pub credential: Credential,
+}
+
+/// What a caller presented.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// An access token of a live session.
+    Session {
+        /// The session (`sid`).
+        id: String,
+        /// The token's claims.
+        claims: Claims,
+    },
+    /// A tenant API key (`mhp_…`).
+    ApiKey(crate::apikeys::Grant),
 }
 
 impl Principal {
+    /// The session of an access token; `None` for an API key.
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Session { id, .. } => Some(id),
+            Credential::ApiKey(_) => None,
+        }
+    }
+
+    /// The API key, when the caller used one.
+    pub fn api_key(&self) -> Option<&crate::apikeys::Grant> {
+        match &self.credential {
+            Credential::Session { .. } => None,
+            Credential::ApiKey(grant) => Some(grant),
+        }
+    }
+
+    /// Who audit rows name: the user, or `apikey:<id>` for a key.
+    pub fn actor(&self) -> String {
+        match &self.credential {
+            Credential::Session { .. } => self.user.id.clone(),
+            Credential::ApiKey(grant) => format!("apikey:{}", grant.id),
+        }
+    }
+
+    /// Until when (Unix seconds) long-lived responses may stay open: the access token's
+    /// expiry, or for a key an access token's lifetime from `now` (its own expiry if sooner).
+    pub fn open_until(&self, now: i64) -> i64 {
+        match &self.credential {
+            Credential::Session { claims, .. } => claims.exp,
+            Credential::ApiKey(grant) => {
+                let cap = now + ACCESS_TTL.as_secs() as i64;
+                grant.expires_at.map_or(cap, |at| at.timestamp().min(cap))
+            }
+        }
+    }
+
     /// Refuses callers whose email is not verified (creating tenants, servers, secrets).
     pub fn require_verified(&self) -> Result<(), Error> {
         if self.user.email_verified {
@@ -482,15 +530,29 @@ impl Identity {
         }
         Ok(Principal {
             user,
-            session_id: claims.sid.clone(),
-            claims,
+            credential: Credential::Session {
+                id: claims.sid.clone(),
+                claims,
+            },
         })
     }
 
     /// Whether the session of `principal` is still live (not revoked, its user still there):
     /// what open event streams re-check.
     pub async fn session_live(&self, principal: &Principal) -> Result<bool, Error> {
-        let session = session::Entity::find_by_id(&principal.session_id)
+        let session_id = match &principal.credential {
+            Credential::Session { id, .. } => id,
+            Credential::ApiKey(grant) => {
+                let user_live = user::Entity::find_by_id(&principal.user.id)
+                    .one(&self.db)
+                    .await?
+                    .is_some_and(|u| u.locked_at.is_none());
+                return Ok(
+                    user_live && crate::apikeys::still_live(&self.db, grant, Utc::now()).await?
+                );
+            }
+        };
+        let session = session::Entity::find_by_id(session_id)
             .one(&self.db)
             .await?;
         Ok(session.is_some_and(|s| s.revoked_at.is_none() && s.user_id == principal.user.id))

@@ -57,7 +57,7 @@ impl Identity {
             &self.db,
             session::Column::UserId
                 .eq(&user.id)
-                .and(session::Column::Id.ne(&principal.session_id)),
+                .and(session::Column::Id.ne(principal.session_id().unwrap_or_default())),
             REASON,
         )
         .await?;

@@ -51,7 +51,7 @@ impl Identity {
         Ok(rows
             .into_iter()
             .map(|s| SessionInfo {
-                current: s.id == principal.session_id,
+                current: principal.session_id() == Some(s.id.as_str()),
                 id: s.id,
                 created_at: s.created_at,
                 last_used_at: s.last_used_at,

@@ -9,8 +9,10 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, Set, TransactionTrait,
 };
 
+pub mod invitations;
+
 use crate::Error;
-use crate::db::entities::{membership, tenant, user};
+use crate::db::entities::{api_key, membership, tenant, user};
 use crate::pagination::{self, Page, PageQuery};
 
 /// A tenant as a member sees it.
@@ -185,11 +187,17 @@ pub async fn get(db: &DatabaseConnection, tenant_id: &str) -> Result<tenant::Mod
         .ok_or_else(|| Error::NotFound("tenant".into()))
 }
 
-/// Removes the tenant's row and memberships (its servers are the caller's to remove first).
+/// Removes the tenant's row, memberships, invitations and API keys (its servers are the
+/// caller's to remove first).
 pub async fn delete(db: &DatabaseConnection, tenant_id: &str) -> Result<(), Error> {
     let txn = db.begin().await?;
     membership::Entity::delete_many()
         .filter(membership::Column::TenantId.eq(tenant_id))
+        .exec(&txn)
+        .await?;
+    invitations::delete_all(&txn, tenant_id).await?;
+    api_key::Entity::delete_many()
+        .filter(api_key::Column::TenantId.eq(tenant_id))
         .exec(&txn)
         .await?;
     tenant::Entity::delete_by_id(tenant_id).exec(&txn).await?;

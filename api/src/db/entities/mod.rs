@@ -1,10 +1,12 @@
 //! sea-orm entities, one module per table.
 
+pub mod api_key;
 pub mod audit_log;
 pub mod backup;
 pub mod command;
 pub mod email_token;
 pub mod encryption_key;
+pub mod invitation;
 pub mod membership;
 pub mod node;
 pub mod refresh_token;

@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+mod accounts;
 mod backups;
 mod identity;
 mod limits;
@@ -30,6 +31,8 @@ impl MigratorTrait for Migrator {
             Box::new(sweep::AddCommandSweepIndex),
             Box::new(session_details::AddSessionDetails),
             Box::new(user_lock::AddUserLock),
+            Box::new(accounts::CreateInvitations),
+            Box::new(accounts::CreateApiKeys),
         ]
     }
 }

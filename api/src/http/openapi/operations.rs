@@ -287,6 +287,16 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
         ("GET", "/api/auth/me") => {
             Doc::new("The caller and their memberships").json(200, schema("Me"))
         }
+        ("POST", "/api/invitations/accept") => Doc::new("Accept an invitation to a tenant")
+            .describe(
+                "The token is from the invitation mail: one use, 7 days. The caller must be \
+                 logged in with the invited, verified address (403 otherwise; an address \
+                 without an account registers first). A used, withdrawn, expired or unknown \
+                 link is 400; already a member of the tenant, 409.",
+            )
+            .body(token_body)
+            .empty(204)
+            .errors(&[400, 403, 409]),
         ("GET", "/api/permissions") => {
             Doc::new("The role → permission table").json(200, schema("RolePermissions"))
         }
@@ -339,6 +349,58 @@ fn describe_tenant(method: &str, rest: &str) -> Option<Doc> {
         ("GET", "/audit") => {
             Doc::new("The tenant's audit log, newest first").paged(schema("AuditEntry"))
         }
+        ("POST", "/invitations") => Doc::new("Invite an address into the tenant")
+            .describe(
+                "Mails a one-time link (7 days) to the address, whether or not it has an \
+                 account: the answer is the same either way. Only an owner invites an owner. \
+                 At most 100 pending invitations per tenant (409). Unknown fields are refused.",
+            )
+            .body(object(
+                &["email", "role"],
+                json!({ "email": string(), "role": schema("Role") }),
+            ))
+            .json(202, schema("Invitation"))
+            .errors(&[409]),
+        ("GET", "/invitations") => {
+            Doc::new("The tenant's pending invitations, oldest first").paged(schema("Invitation"))
+        }
+        ("DELETE", "/invitations/{iid}") => Doc::new("Withdraw a pending invitation")
+            .describe("Its link stops working. Only an owner withdraws an owner's invitation.")
+            .empty(204),
+        ("POST", "/api-keys") => Doc::new("Make an API key for scripts")
+            .describe(
+                "The whole key (`mhp_` + 16 hex characters + `_` + 43 base64url characters) is \
+                 in this answer only. It reaches this tenant's routes only, with the \
+                 permissions given here, each of which the caller's role must grant (403), and \
+                 never more than the caller's role grants at the time of use. Send it as \
+                 `Authorization: Bearer mhp_…`. At most 25 live keys per member. Unknown \
+                 fields are refused.",
+            )
+            .body(object(
+                &["name", "permissions"],
+                json!({
+                    "name": display_name(),
+                    "permissions": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": schema("Permission"),
+                    },
+                    "expires_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "nullable": true,
+                        "description": "In the future; absent or null: it does not expire.",
+                    },
+                }),
+            ))
+            .json(201, schema("NewApiKey"))
+            .errors(&[409]),
+        ("GET", "/api-keys") => Doc::new("Live API keys")
+            .describe("The caller's own; every member's with `member:manage`. Never the secret.")
+            .paged(schema("ApiKey")),
+        ("DELETE", "/api-keys/{kid}") => Doc::new("Revoke an API key")
+            .describe("One's own, or any with `member:manage`; it stops at its next request.")
+            .empty(204),
         ("POST", "/servers") => Doc::new("Create a server")
             .describe(
                 "Needs a verified email address. 409 `node_offline` when the node is not \

@@ -281,6 +281,52 @@ fn tenancy() -> Value {
                 },
             },
         },
+        "Invitation": {
+            "type": "object",
+            "required": ["id", "email", "role", "invited_by", "created_at", "expires_at"],
+            "properties": {
+                "id": uuid(),
+                "email": { "type": "string" },
+                "role": schema("Role"),
+                "invited_by": uuid(),
+                "created_at": time(),
+                "expires_at": time(),
+            },
+        },
+        "ApiKey": {
+            "type": "object",
+            "required": ["id", "prefix", "name", "permissions", "created_by", "created_at", "last_used_at", "expires_at"],
+            "properties": {
+                "id": { "type": "string", "pattern": "^[0-9a-f]{16}$" },
+                "prefix": {
+                    "type": "string",
+                    "pattern": "^mhp_[0-9a-f]{16}$",
+                    "description": "What a secret scanner or a log shows of the key.",
+                },
+                "name": { "type": "string" },
+                "permissions": { "type": "array", "items": schema("Permission") },
+                "created_by": uuid(),
+                "created_at": time(),
+                "last_used_at": nullable_time(),
+                "expires_at": nullable_time(),
+            },
+        },
+        "NewApiKey": {
+            "allOf": [
+                schema("ApiKey"),
+                {
+                    "type": "object",
+                    "required": ["key"],
+                    "properties": {
+                        "key": {
+                            "type": "string",
+                            "pattern": "^mhp_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$",
+                            "description": "The whole key, shown this once.",
+                        },
+                    },
+                },
+            ],
+        },
         "Member": {
             "type": "object",
             "required": ["user_id", "email", "role"],
