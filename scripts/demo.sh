@@ -2,15 +2,16 @@
 # The main job: builds everything, makes a dev CA and certificates, starts the panel on its
 # embedded defaults (SQLite under data/), enrols two nodes, starts two Wings agents, waits until
 # both are online over mutual TLS, shows forged nodes being turned away, then tells the tenant
-# story over REST (tenant-demo): a server started on a node, its console, stopped. It runs in a
+# story over REST (tenant-demo): a server started on a node, its console, stopped, a teammate
+# invited, a deploy script's API key used with curl. It runs in a
 # fresh directory, data/demo/, and stops everything it started.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-http_get() { # path: GET from the panel's REST port without curl
+http_get() { # path [header]: GET from the panel's REST port without curl
   exec 3<>"/dev/tcp/${PANEL_HTTP_ADDR%:*}/${PANEL_HTTP_ADDR##*:}"
-  printf 'GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n' "$1" >&3
+  printf 'GET %s HTTP/1.0\r\nHost: localhost\r\n%s\r\n' "$1" "${2:+$2$'\r\n'}" >&3
   cat <&3
   exec 3>&-
 }
@@ -121,6 +122,23 @@ say "The real nodes are still online"
 
 say "The tenant story, over REST: an admin, a template, a tenant, a server started on us-east-1-node-01"
 "$bin/tenant-demo" --panel "http://$PANEL_HTTP_ADDR" --outbox data/outbox --api-bin "$bin/api" \
-  --node us-east-1-node-01 --program "$bin/ticker"
+  --node us-east-1-node-01 --program "$bin/ticker" --key-out "$work/deploy-key.env"
+
+say "A deploy script calls the API with its key (Authorization: Bearer mhp_…)"
+# shellcheck disable=SC1091
+. "$work/deploy-key.env"
+base="http://$PANEL_HTTP_ADDR"
+if command -v curl >/dev/null; then
+  echo "\$ curl -H 'Authorization: Bearer ${KEY:0:20}…' $base/api/tenants/$TENANT/audit?limit=3"
+  curl -sS -H "Authorization: Bearer $KEY" "$base/api/tenants/$TENANT/audit?limit=3"
+  echo
+  echo "\$ curl -H 'Authorization: Bearer ${KEY:0:20}…' $base/api/auth/me   # an account route"
+  curl -sS -H "Authorization: Bearer $KEY" "$base/api/auth/me"
+  echo
+else
+  echo "(curl is not installed: the same request over bash's /dev/tcp)"
+  http_get "/api/tenants/$TENANT/audit?limit=3" "Authorization: Bearer $KEY" | tail -n 1
+  echo
+fi
 
 say "Done: stopping the panel and the agents (logs and certificates stay in data/demo/)"

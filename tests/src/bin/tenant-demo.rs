@@ -2,8 +2,9 @@
 //! client would tell it. A platform admin and a tenant admin register and verify through the
 //! mail outbox; the admin is granted with `api admin grant` and defines a template; the tenant
 //! admin makes a tenant, a server on a connected node, starts it, watches its console over
-//! SSE, stops it, deletes it (its system user and cgroups go with it), and reads the tenant's
-//! audit log.
+//! SSE, stops it, invites a teammate by address (who registers and accepts), makes an API key
+//! for a deploy script (written to `--key-out` for the demo's `curl`), deletes the server (its
+//! system user and cgroups go with it), and reads the tenant's audit log.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ struct Args {
     /// The program the template runs.
     #[arg(long)]
     program: String,
+    /// Where to write `TENANT=` and `KEY=` of the deploy script's API key (mode 0600).
+    #[arg(long)]
+    key_out: Option<PathBuf>,
 }
 
 fn show(what: &str, status: reqwest::StatusCode, body: &Value) {
@@ -169,6 +173,8 @@ async fn story(args: Args) -> anyhow::Result<()> {
         })
         .await;
 
+    teammate_and_key(&rest, &alice, &args, tenant_id).await?;
+
     let (status, _) = alice.call(reqwest::Method::DELETE, &path, None).await;
     show("DELETE …/servers/{id}", status, &Value::Null);
 
@@ -182,6 +188,83 @@ async fn story(args: Args) -> anyhow::Result<()> {
             row["outcome"].as_str().unwrap_or_default(),
             row["details"]
         );
+    }
+    Ok(())
+}
+
+/// Alice invites bob by address (he has no account yet: the answer is the same), bob
+/// registers, finds the link in his mail and accepts; then alice makes a deploy script's key.
+async fn teammate_and_key(
+    rest: &Rest,
+    alice: &Rest,
+    args: &Args,
+    tenant_id: &str,
+) -> anyhow::Result<()> {
+    println!(
+        "\nAlice invites a teammate by address (the same answer whether or not it has an account):"
+    );
+    let (status, invited) = alice
+        .post(
+            &format!("/api/tenants/{tenant_id}/invitations"),
+            json!({"email": "bob@example.com", "role": "support"}),
+        )
+        .await;
+    show(
+        "POST …/invitations",
+        status,
+        &json!({"email": invited["email"], "role": invited["role"], "expires_at": invited["expires_at"]}),
+    );
+    let (bob, _) = rest.verified_user(&args.outbox, "bob@example.com").await;
+    let mut token = None;
+    for _ in 0..50 {
+        token = tests::mail::outbox_for(&args.outbox, "bob@example.com")
+            .iter()
+            .rfind(|m| m.subject.contains("invited"))
+            .and_then(tests::mail::Mail::token);
+        if token.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = token.ok_or_else(|| anyhow::anyhow!("no invitation mail for bob"))?;
+    let (status, body) = bob
+        .post("/api/invitations/accept", json!({"token": token}))
+        .await;
+    show("POST /api/invitations/accept (bob)", status, &body);
+    let (status, tenants) = bob.get("/api/tenants").await;
+    let joined: Vec<Value> = tenants["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| json!({"name": t["name"], "role": t["role"]}))
+        .collect();
+    show("GET /api/tenants (bob)", status, &json!(joined));
+
+    println!("\nA key for a deploy script: this tenant only, only what it was given, shown once:");
+    let (status, key) = alice
+        .post(
+            &format!("/api/tenants/{tenant_id}/api-keys"),
+            json!({"name": "deploy script", "permissions": ["server:read", "audit:read"]}),
+        )
+        .await;
+    show(
+        "POST …/api-keys",
+        status,
+        &json!({"prefix": key["prefix"], "permissions": key["permissions"]}),
+    );
+    let whole = key["key"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no key in {key}"))?;
+    if let Some(out) = &args.key_out {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(out)?;
+        writeln!(file, "TENANT={tenant_id}\nKEY={whole}")?;
     }
     Ok(())
 }
