@@ -255,6 +255,35 @@ async fn event_streams_end_with_their_session(kind: DbKind) {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(eighth.ended(revoked_cap).await.is_some(), "session ended");
+
+    // A tenant API key's stream: open while the key lives, ended when it is revoked.
+    let tenant = path.split("/servers/").next().unwrap();
+    let (status, key) = caller
+        .post(
+            &format!("{tenant}/api-keys"),
+            json!({"name": "watcher", "permissions": ["server:read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let mut keyed = open_events(rest, &json!({"access_token": key["key"]}), &path).await;
+    assert!(
+        keyed.ended(Duration::from_millis(300)).await.is_none(),
+        "a live key's stream stays"
+    );
+    let (status, _) = caller
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{tenant}/api-keys/{}", key["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let waited = keyed.ended(revoked_cap).await;
+    println!("key stream ended {waited:?} after the revocation");
+    assert!(
+        waited.is_some_and(|w| w < Duration::from_secs(2)),
+        "key revoked: {waited:?}"
+    );
     let env = [("DATABASE_URL".to_owned(), world.config.database_url.clone())];
     let (ok, out, err) = tests::run("api", &["user", "lock", email], &env, world._dir.path());
     assert!(ok, "{out}{err}");

@@ -103,6 +103,8 @@ pub async fn revoke(
         Utc::now(),
     )
     .await?;
+    // Its open event streams re-check at once.
+    state.identity.announce_revoked(&revoked.user_id);
     let event = ctx.audit(
         "apikey.revoke",
         Some(&revoked.id),

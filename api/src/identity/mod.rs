@@ -569,8 +569,8 @@ impl Identity {
         self.revocations.subscribe()
     }
 
-    /// Tells open event streams of `user_id` to re-check their session.
-    fn announce_revoked(&self, user_id: &str) {
+    /// Tells open event streams of `user_id` to re-check their session (or key).
+    pub fn announce_revoked(&self, user_id: &str) {
         // No receivers is not an error: no stream is open.
         let _ = self.revocations.send(user_id.to_owned());
     }
