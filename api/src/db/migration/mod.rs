@@ -11,6 +11,7 @@ mod secrets;
 mod session_details;
 mod sweep;
 mod tenancy;
+mod totp;
 mod user_lock;
 
 /// All migrations, in order.
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(sweep::AddCommandSweepIndex),
             Box::new(session_details::AddSessionDetails),
             Box::new(user_lock::AddUserLock),
+            Box::new(totp::CreateTotp),
         ]
     }
 }
