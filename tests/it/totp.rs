@@ -1,0 +1,558 @@
+//! Issue 18.5, the TOTP second factor, over REST on both databases: set up and confirmed with
+//! codes from an independent RFC 6238 implementation written here (HMAC-SHA-1 from the `hmac`
+//! and `sha1` crates, checked against the RFC's own test vectors); logins then need the second
+//! step; a code is never accepted twice; a recovery code works once; wrong codes run into the
+//! login limit; turning it off needs the password and a code. The last test drives the real
+//! `api` binary and looks for the secret, codes and tokens in its log and in the audit rows.
+//!
+//! Codes are computed for the test's clock; the panel accepts one step either side. A step is
+//! only waited for when every code the panel would take was already used.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tests::rest::{PASSWORD, Rest};
+use tests::{DbKind, mail};
+
+/// Seconds per step, as RFC 6238 recommends.
+const STEP: u64 = 30;
+
+/// HOTP (RFC 4226 §5.3) of `key` at `counter`, `digits` long.
+fn hotp(key: &[u8], counter: u64, digits: u32) -> String {
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
+    mac.update(&counter.to_be_bytes());
+    let hash = mac.finalize().into_bytes();
+    let offset = usize::from(hash[19] & 0x0f);
+    let binary = u32::from_be_bytes([
+        hash[offset] & 0x7f,
+        hash[offset + 1],
+        hash[offset + 2],
+        hash[offset + 3],
+    ]);
+    format!(
+        "{:0width$}",
+        binary % 10u32.pow(digits),
+        width = digits as usize
+    )
+}
+
+/// TOTP (RFC 6238 §4) of `key` at Unix time `time`.
+fn totp(key: &[u8], time: u64, digits: u32) -> String {
+    hotp(key, time / STEP, digits)
+}
+
+/// RFC 4648 base32 without padding, upper case.
+fn base32_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut out) = (0u32, 0u64, Vec::new());
+    for c in text.trim_end_matches('=').bytes() {
+        let index = ALPHABET.iter().position(|&a| a == c).expect("base32") as u64;
+        value = (value << 5) | index;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((value >> bits) as u8);
+            value &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn the_independent_totp_gives_rfc_6238_appendix_b() {
+    let key = b"12345678901234567890";
+    for (time, expected) in [
+        (59, "94287082"),
+        (1_111_111_109, "07081804"),
+        (1_111_111_111, "14050471"),
+        (1_234_567_890, "89005924"),
+        (2_000_000_000, "69279037"),
+        (20_000_000_000, "65353130"),
+    ] {
+        assert_eq!(totp(key, time, 8), expected, "{time}");
+    }
+    assert_eq!(
+        base32_decode("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+        key.to_vec()
+    );
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An authenticator: the secret and the last step whose code was given out.
+pub(crate) struct App {
+    key: Vec<u8>,
+    last: Option<u64>,
+}
+
+impl App {
+    pub(crate) fn new(secret: &str) -> App {
+        App {
+            key: base32_decode(secret),
+            last: None,
+        }
+    }
+
+    /// The code of the earliest step after the last one given out that the panel takes for
+    /// the next two seconds (one step either side of its clock); waits for the next step only
+    /// when there is none.
+    pub(crate) async fn next_code(&mut self) -> String {
+        for _ in 0..3 {
+            let now = unix_now();
+            let low = (now + 2) / STEP - 1;
+            let high = now / STEP + 1;
+            let step = self.last.map_or(low, |last| low.max(last + 1));
+            if step <= high {
+                self.last = Some(step);
+                return hotp(&self.key, step, 6);
+            }
+            let next = (now / STEP + 1) * STEP;
+            tokio::time::sleep(Duration::from_secs(next - now)).await;
+        }
+        panic!("no usable step within three steps");
+    }
+
+    /// The code of the last step given out again: a replay.
+    pub(crate) fn last_code(&self) -> String {
+        hotp(&self.key, self.last.expect("a code was given out"), 6)
+    }
+
+    /// A code of no step near now.
+    fn stale_code(&self) -> String {
+        hotp(&self.key, unix_now() / STEP - 5, 6)
+    }
+}
+
+fn code(body: &Value) -> Option<&str> {
+    body["error"]["code"].as_str()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    panel: api::Panel,
+    outbox: std::path::PathBuf,
+    anon: Rest,
+}
+
+async fn start(kind: DbKind) -> Fixture {
+    let (dir, _pki, config) = tests::roomy_setup(kind).await;
+    let outbox = config.identity.outbox_dir.clone();
+    let panel = api::Panel::start(config).await.unwrap();
+    let anon = Rest::new(format!("http://{}", panel.http_addr));
+    Fixture {
+        _dir: dir,
+        panel,
+        outbox,
+        anon,
+    }
+}
+
+async fn login(anon: &Rest, email: &str) -> (StatusCode, Value) {
+    anon.post(
+        "/api/auth/login",
+        json!({ "email": email, "password": PASSWORD }),
+    )
+    .await
+}
+
+/// Logs in with the password: the `mfa_token` the panel asks to finish with.
+async fn mfa_token(anon: &Rest, email: &str) -> String {
+    let (status, body) = login(anon, email).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["mfa_required"], true, "{body}");
+    assert!(body.get("access_token").is_none(), "{body}");
+    body["mfa_token"].as_str().unwrap().to_owned()
+}
+
+async fn finish(anon: &Rest, token: &str, proof: Value) -> (StatusCode, Value) {
+    let mut body = json!({ "mfa_token": token });
+    body.as_object_mut()
+        .unwrap()
+        .extend(proof.as_object().unwrap().clone());
+    anon.post("/api/auth/login/mfa", body).await
+}
+
+/// Sets TOTP up for the logged-in `caller` and confirms it: the app and the recovery codes.
+async fn turn_on(caller: &Rest) -> (App, Vec<String>, Value) {
+    let (status, setup) = caller.post("/api/auth/totp/setup", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{setup}");
+    let mut app = App::new(setup["secret"].as_str().unwrap());
+    let (status, body) = caller
+        .post(
+            "/api/auth/totp/confirm",
+            json!({ "code": app.next_code().await }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let codes: Vec<String> = body["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    (app, codes, setup)
+}
+
+async fn logins_need_the_second_step_and_codes_work_once(kind: DbKind) {
+    let f = start(kind).await;
+    let email = "ada@example.test";
+    let (caller, _) = f.anon.verified_user(&f.outbox, email).await;
+
+    // A first setup left pending is replaced by the next; logins do not ask for it yet.
+    let (status, first) = caller.post("/api/auth/totp/setup", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, body) = login(&f.anon, email).await;
+    assert!(
+        status == StatusCode::OK && body["access_token"].is_string(),
+        "{body}"
+    );
+    let (status, setup) = caller.post("/api/auth/totp/setup", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{setup}");
+    let secret = setup["secret"].as_str().unwrap();
+    assert_ne!(first["secret"], setup["secret"]);
+    assert_eq!(base32_decode(secret).len(), 20, "160 bits");
+    let uri = setup["otpauth_uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("otpauth://totp/Mamba:ada%40example.test?")
+            && uri.contains(&format!("secret={secret}"))
+            && uri.contains("issuer=Mamba"),
+        "{uri}"
+    );
+    let svg = setup["qr_svg"].as_str().unwrap();
+    assert!(svg.contains("<svg") && svg.contains("</svg>"), "{svg:.80}");
+
+    // The first secret's code does not confirm the second; a wrong code is 400.
+    let mut stale = App::new(first["secret"].as_str().unwrap());
+    let (status, body) = caller
+        .post(
+            "/api/auth/totp/confirm",
+            json!({ "code": stale.next_code().await }),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "{body}"
+    );
+    let mut app = App::new(secret);
+    let (status, body) = caller
+        .post(
+            "/api/auth/totp/confirm",
+            json!({ "code": app.next_code().await }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let recovery = body["recovery_codes"].as_array().unwrap();
+    assert_eq!(recovery.len(), 10);
+    let distinct: std::collections::HashSet<_> = recovery.iter().collect();
+    assert_eq!(distinct.len(), 10);
+
+    // On now: a second setup or confirm is 409.
+    let (status, body) = caller.post("/api/auth/totp/setup", json!({})).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, Some("conflict"))
+    );
+    let (status, body) = caller
+        .post("/api/auth/totp/confirm", json!({ "code": app.last_code() }))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, Some("conflict"))
+    );
+
+    // The password alone no longer logs in.
+    let token = mfa_token(&f.anon, email).await;
+    // The code that confirmed is spent: its step was accepted.
+    let (status, body) = finish(&f.anon, &token, json!({ "code": app.last_code() })).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, Some("invalid_code")),
+        "{body}"
+    );
+    let (status, body) = finish(&f.anon, &token, json!({ "code": app.stale_code() })).await;
+    assert_eq!(code(&body), Some("invalid_code"), "{status} {body}");
+    for both in [json!({}), json!({ "code": "123456", "recovery_code": "x" })] {
+        let (status, body) = finish(&f.anon, &token, both).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let (status, pair) = finish(&f.anon, &token, json!({ "code": app.next_code().await })).await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    let session = f.anon.with_token(pair["access_token"].as_str().unwrap());
+    assert_eq!(session.get("/api/auth/me").await.0, StatusCode::OK);
+    let (status, body) = f
+        .anon
+        .post(
+            "/api/auth/refresh",
+            json!({ "refresh_token": pair["refresh_token"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The token is used up, and the code is spent on any token.
+    let (status, body) = finish(&f.anon, &token, json!({ "code": app.last_code() })).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
+        "{body}"
+    );
+    let fresh = mfa_token(&f.anon, email).await;
+    let (status, body) = finish(&f.anon, &fresh, json!({ "code": app.last_code() })).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, Some("invalid_code")),
+        "replayed: {body}"
+    );
+
+    // Turning it off needs the password and a code.
+    let off = |password: &str, code: String| {
+        let body = json!({ "password": password, "code": code });
+        let session = session.clone();
+        async move {
+            session
+                .call(Method::DELETE, "/api/auth/totp", Some(body))
+                .await
+        }
+    };
+    let (status, body) = off("not the password at all", app.next_code().await).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, Some("invalid_credentials")),
+        "{body}"
+    );
+    let (status, body) = off(PASSWORD, app.stale_code()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, Some("invalid_code")),
+        "{body}"
+    );
+    let (status, body) = off(PASSWORD, app.last_code()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = off(PASSWORD, app.last_code()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, Some("conflict"))
+    );
+    let (status, body) = login(&f.anon, email).await;
+    assert!(
+        status == StatusCode::OK && body["access_token"].is_string(),
+        "{body}"
+    );
+    // The pending token of before does not outlive it.
+    let (status, _) = finish(&f.anon, &fresh, json!({ "code": app.last_code() })).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        mail::outbox_for(&f.outbox, email).iter().any(|m| m
+            .subject
+            .contains("Two-factor authentication was turned off")),
+        "a notice"
+    );
+    f.panel.shutdown().await;
+}
+
+async fn a_recovery_code_works_once(kind: DbKind) {
+    let f = start(kind).await;
+    let email = "grace@example.test";
+    let (caller, _) = f.anon.verified_user(&f.outbox, email).await;
+    let (_app, recovery, _) = turn_on(&caller).await;
+
+    let token = mfa_token(&f.anon, email).await;
+    let (status, body) = finish(
+        &f.anon,
+        &token,
+        json!({ "recovery_code": "0000-0000-0000-0000" }),
+    )
+    .await;
+    assert_eq!(code(&body), Some("invalid_code"), "{status} {body}");
+    // Typed in upper case without the dashes, it is the same code.
+    let typed = recovery[0].replace('-', "").to_uppercase();
+    let (status, pair) = finish(&f.anon, &token, json!({ "recovery_code": typed })).await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    assert!(pair["access_token"].is_string());
+
+    let token = mfa_token(&f.anon, email).await;
+    let (status, body) = finish(&f.anon, &token, json!({ "recovery_code": recovery[0] })).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, Some("invalid_code")),
+        "used once: {body}"
+    );
+    let (status, body) = finish(&f.anon, &token, json!({ "recovery_code": recovery[1] })).await;
+    assert_eq!(status, StatusCode::OK, "another one: {body}");
+
+    // Another account's codes are not this one's.
+    let other = "hopper@example.test";
+    let (other_caller, _) = f.anon.verified_user(&f.outbox, other).await;
+    let (_, other_recovery, _) = turn_on(&other_caller).await;
+    let token = mfa_token(&f.anon, email).await;
+    let (status, body) = finish(
+        &f.anon,
+        &token,
+        json!({ "recovery_code": other_recovery[0] }),
+    )
+    .await;
+    assert_eq!(code(&body), Some("invalid_code"), "{status} {body}");
+    f.panel.shutdown().await;
+}
+
+async fn wrong_codes_run_into_the_login_limit(kind: DbKind) {
+    use api::db::entities::audit_log;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let f = start(kind).await;
+    let email = "mallory@example.test";
+    let (caller, _) = f.anon.verified_user(&f.outbox, email).await;
+    let (mut app, _, _) = turn_on(&caller).await;
+    let right = app.next_code().await;
+    // A code of no step the panel could take while the test runs.
+    let near: Vec<String> = (unix_now() / STEP - 2..=unix_now() / STEP + 4)
+        .map(|step| hotp(&app.key, step, 6))
+        .collect();
+    let wrong = ["000000", "111111", "222222", "333333"]
+        .into_iter()
+        .find(|c| !near.iter().any(|n| n == c))
+        .unwrap();
+
+    // One token takes five wrong codes, then it is gone (a sixth failure).
+    let token = mfa_token(&f.anon, email).await;
+    for n in 0..5 {
+        let (status, body) = finish(&f.anon, &token, json!({ "code": wrong })).await;
+        assert_eq!(
+            code(&body),
+            Some("invalid_code"),
+            "wrong code {n}: {status} {body}"
+        );
+    }
+    let (status, body) = finish(&f.anon, &token, json!({ "code": right })).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
+        "{body}"
+    );
+    // Four more failures make ten from this client within the hour: it is blocked, the right
+    // code included, and so are its logins.
+    let token = mfa_token(&f.anon, email).await;
+    for n in 0..4 {
+        let (status, body) = finish(&f.anon, &token, json!({ "code": wrong })).await;
+        assert_eq!(
+            code(&body),
+            Some("invalid_code"),
+            "wrong code {n}: {status} {body}"
+        );
+    }
+    let (status, body) = finish(&f.anon, &token, json!({ "code": right })).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")),
+        "{body}"
+    );
+    let (status, body) = login(&f.anon, email).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")),
+        "{body}"
+    );
+
+    // Every failure is audited, with the kind of proof and never the code.
+    let rows = audit_log::Entity::find()
+        .filter(audit_log::Column::Action.eq("auth.login_mfa"))
+        .all(&f.panel.state().db)
+        .await
+        .unwrap();
+    let mut outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
+    outcomes.sort_unstable();
+    let mut expected = vec!["failure: invalid_code"; 9];
+    expected.push("failure: invalid_token");
+    assert_eq!(outcomes, expected);
+    assert!(
+        rows.iter()
+            .all(|r| r.details == json!({ "method": "code" }))
+    );
+    f.panel.shutdown().await;
+}
+
+/// The real `api` binary at debug level: neither its log nor the audit rows ever hold the
+/// secret, its URI, a code, a recovery code or an `mfa_token`.
+async fn secrets_stay_out_of_logs_and_audit(kind: DbKind) {
+    use api::db::entities::audit_log;
+    use sea_orm::EntityTrait;
+    security::tls::install_default_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tests::TestPki::new(dir.path());
+    let db_url = tests::database_url(kind, dir.path()).await;
+    let mut env = tests::panel_env(&pki, &db_url, "127.0.0.1:0");
+    env.push(("RUST_LOG".into(), "debug".into()));
+    // Not a test of limits: several logins from one address.
+    env.push((
+        "RATE_LIMITS".into(),
+        "login=1000/1m,register=1000/1m,password_reset=1000/1m,verify=1000/1m,api=10000/1m".into(),
+    ));
+    let (panel, _) = tests::start_panel(dir.path(), &env).await;
+    let listening = panel
+        .wait_for_line("panel listening", Duration::from_secs(30))
+        .await;
+    let http = listening
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("http_addr="))
+        .unwrap();
+    let anon = Rest::new(format!("http://{http}"));
+    let outbox = dir.path().join("data/outbox");
+    let email = "lovelace@example.test";
+    let (caller, _) = anon.verified_user(&outbox, email).await;
+
+    let (mut app, recovery, setup) = turn_on(&caller).await;
+    let mut spent = vec![app.last_code()];
+    let token = mfa_token(&anon, email).await;
+    finish(&anon, &token, json!({ "code": app.stale_code() })).await;
+    let code = app.next_code().await;
+    let (status, _) = finish(&anon, &token, json!({ "code": code })).await;
+    assert_eq!(status, StatusCode::OK);
+    spent.push(code);
+    let token2 = mfa_token(&anon, email).await;
+    let (status, _) = finish(&anon, &token2, json!({ "recovery_code": recovery[3] })).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let db = sea_orm::Database::connect(&db_url).await.unwrap();
+    let rows = audit_log::Entity::find().all(&db).await.unwrap();
+    assert!(rows.iter().any(|r| r.action == "auth.totp_enable"));
+    let audit = format!("{rows:?}");
+    // Debug lines are written: a refused token is one.
+    let (status, _) = anon.with_token("not-a-token").get("/api/auth/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    panel
+        .wait_for_line("access token refused", Duration::from_secs(10))
+        .await;
+    let log = panel.log();
+    let secret = setup["secret"].as_str().unwrap();
+    let mut needles: Vec<&str> = vec![
+        secret,
+        &secret[..16],
+        setup["otpauth_uri"].as_str().unwrap(),
+    ];
+    needles.extend(recovery.iter().map(String::as_str));
+    needles.extend([token.as_str(), token2.as_str()]);
+    for needle in &needles {
+        assert!(!log.contains(needle), "{needle} in the log");
+        assert!(!audit.contains(needle), "{needle} in the audit rows");
+    }
+    // Six digits may occur by chance in ids or times; not in the audit rows' own words.
+    for row in &rows {
+        let words = format!("{} {} {}", row.action, row.outcome, row.details);
+        for code in &spent {
+            assert!(!words.contains(code.as_str()), "{code} in {words}");
+        }
+    }
+}
+
+crate::on_both_databases!(
+    logins_need_the_second_step_and_codes_work_once,
+    a_recovery_code_works_once,
+    wrong_codes_run_into_the_login_limit,
+    secrets_stay_out_of_logs_and_audit,
+);
