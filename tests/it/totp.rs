@@ -550,7 +550,67 @@ async fn secrets_stay_out_of_logs_and_audit(kind: DbKind) {
     }
 }
 
+/// The secret is sealed under the master key (not stored in clear), the start-up check knows
+/// it, and `api keys rotate` re-wraps it: after rotation the old key can go.
+async fn the_secret_is_sealed_and_rotated_with_the_master_keys(kind: DbKind) {
+    use api::config::Redacted;
+    use api::db::entities::totp_credential;
+    use sea_orm::EntityTrait;
+    use security::envelope::LocalKek;
+    let (dir, _pki, mut config) = tests::roomy_setup(kind).await;
+    let outbox = config.identity.outbox_dir.clone();
+    let (old_hex, new_hex) = (LocalKek::generate().1, LocalKek::generate().1);
+    let kek = |hex: &str| LocalKek::from_hex(hex).unwrap();
+    config.identity.master_key = Some(Redacted(old_hex.to_string()));
+    let panel = api::Panel::start(config.clone()).await.unwrap();
+    let anon = Rest::new(format!("http://{}", panel.http_addr));
+    let email = "turing@example.test";
+    let (caller, _) = anon.verified_user(&outbox, email).await;
+    let (mut app, _, setup) = turn_on(&caller).await;
+    let row = totp_credential::Entity::find()
+        .one(&panel.state().db)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = base32_decode(setup["secret"].as_str().unwrap());
+    assert!(
+        !row.ciphertext
+            .windows(8)
+            .any(|w| key.windows(8).any(|k| k == w)),
+        "sealed, not stored in clear"
+    );
+    assert_eq!(
+        row.kek_id,
+        api::secrets::Vault::from_keys(kek(&old_hex), vec![]).active_id()
+    );
+    let db = panel.state().db.clone();
+    panel.shutdown().await;
+
+    // The new key alone cannot open it: the panel refuses to start.
+    let mut new_only = config.clone();
+    new_only.identity.master_key = Some(Redacted(new_hex.to_string()));
+    match api::Panel::start(new_only.clone()).await {
+        Ok(_) => panic!("a TOTP secret under a key that is not configured must stop the panel"),
+        Err(e) => assert!(e.to_string().contains("MASTER_ENCRYPTION_KEY"), "{e}"),
+    }
+    // Rotated to the new key, which then suffices.
+    let both = api::secrets::Vault::from_keys(kek(&new_hex), vec![kek(&old_hex)]);
+    let report = api::secrets::rotate(&db, &both, 100, None).await.unwrap();
+    assert_eq!(
+        (report.rewrapped, report.failed, report.remaining),
+        (1, 0, 0)
+    );
+    let panel = api::Panel::start(new_only).await.unwrap();
+    let anon = Rest::new(format!("http://{}", panel.http_addr));
+    let token = mfa_token(&anon, email).await;
+    let (status, body) = finish(&anon, &token, json!({ "code": app.next_code().await })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    panel.shutdown().await;
+    drop(dir);
+}
+
 crate::on_both_databases!(
+    the_secret_is_sealed_and_rotated_with_the_master_keys,
     logins_need_the_second_step_and_codes_work_once,
     a_recovery_code_works_once,
     wrong_codes_run_into_the_login_limit,
