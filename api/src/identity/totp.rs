@@ -11,10 +11,11 @@
 //! Time is the caller's `now` (the HTTP handler reads the clock once per request), so tests
 //! drive it. The secret never reaches logs, audit rows or errors.
 
+mod sealed;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
-use security::envelope::{self, Envelope};
 use security::password::{self, Verdict};
 use zeroize::Zeroizing;
 
@@ -22,7 +23,9 @@ use super::{Identity, Lane, Origin, Principal, tokens};
 use crate::Error;
 use crate::db::entities::totp_credential::{self, TotpState};
 use crate::db::entities::{mfa_challenge, recovery_code};
-use crate::secrets::{Vault, sealed};
+use crate::secrets::Vault;
+use sealed::{aad, open, row};
+pub(crate) use sealed::{kek_ids, rotate};
 
 /// The issuer authenticator apps show.
 pub const ISSUER: &str = "Mamba";
@@ -342,59 +345,6 @@ impl Identity {
     }
 }
 
-/// The master keys TOTP secrets are sealed under (the vault's start-up check needs them all).
-pub(crate) async fn kek_ids(db: &DatabaseConnection) -> Result<Vec<String>, Error> {
-    use sea_orm::QuerySelect;
-    Ok(totp_credential::Entity::find()
-        .select_only()
-        .column(totp_credential::Column::KekId)
-        .distinct()
-        .into_tuple()
-        .all(db)
-        .await?)
-}
-
-/// Re-wraps the data key of every TOTP secret not under the active master key (`api keys
-/// rotate`); returns (re-wrapped, failed).
-pub(crate) async fn rotate(db: &DatabaseConnection, vault: &Vault) -> Result<(u64, u64), Error> {
-    let rows = totp_credential::Entity::find()
-        .filter(totp_credential::Column::KekId.ne(vault.active_id()))
-        .all(db)
-        .await?;
-    let (mut rewrapped, mut failed) = (0, 0);
-    for row in rows {
-        match envelope_of(&row).and_then(|e| vault.rewrap(&e, &aad(&row.user_id))) {
-            Ok(Some(e)) => {
-                totp_credential::Entity::update_many()
-                    .col_expr(totp_credential::Column::KekId, Expr::value(e.kek_id))
-                    .col_expr(
-                        totp_credential::Column::DekNonce,
-                        Expr::value(e.dek.nonce.to_vec()),
-                    )
-                    .col_expr(
-                        totp_credential::Column::WrappedDek,
-                        Expr::value(e.dek.ciphertext),
-                    )
-                    .col_expr(
-                        totp_credential::Column::DekTag,
-                        Expr::value(e.dek.tag.to_vec()),
-                    )
-                    .filter(totp_credential::Column::UserId.eq(&row.user_id))
-                    .filter(totp_credential::Column::KekId.eq(&row.kek_id))
-                    .exec(db)
-                    .await?;
-                rewrapped += 1;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(user = %row.user_id, kek = %row.kek_id, error = %e, "cannot re-wrap a TOTP secret");
-                failed += 1;
-            }
-        }
-    }
-    Ok((rewrapped, failed))
-}
-
 /// Deletes the account's secret, recovery codes and pending login challenges.
 async fn remove_all(db: &DatabaseConnection, user_id: &str) -> Result<(), Error> {
     totp_credential::Entity::delete_many()
@@ -417,50 +367,6 @@ async fn find(
     user_id: &str,
 ) -> Result<Option<totp_credential::Model>, Error> {
     Ok(totp_credential::Entity::find_by_id(user_id).one(db).await?)
-}
-
-/// The associated data binding a TOTP secret to its user.
-fn aad(user_id: &str) -> Vec<u8> {
-    envelope::aad(&["mamba totp v1", user_id])
-}
-
-fn row(user_id: &str, sealed: Envelope, now: DateTime<Utc>) -> totp_credential::ActiveModel {
-    totp_credential::ActiveModel {
-        user_id: Set(user_id.to_owned()),
-        state: Set(TotpState::Pending),
-        version: Set(sealed.version),
-        algorithm: Set(sealed.algorithm),
-        kek_id: Set(sealed.kek_id),
-        nonce: Set(sealed.data.nonce.to_vec()),
-        ciphertext: Set(sealed.data.ciphertext),
-        tag: Set(sealed.data.tag.to_vec()),
-        dek_nonce: Set(sealed.dek.nonce.to_vec()),
-        wrapped_dek: Set(sealed.dek.ciphertext),
-        dek_tag: Set(sealed.dek.tag.to_vec()),
-        last_step: Set(None),
-        created_at: Set(now),
-        confirmed_at: Set(None),
-    }
-}
-
-fn envelope_of(row: &totp_credential::Model) -> Result<Envelope, Error> {
-    Ok(Envelope {
-        version: row.version,
-        algorithm: row.algorithm.clone(),
-        kek_id: row.kek_id.clone(),
-        data: sealed(&row.nonce, &row.ciphertext, &row.tag)?,
-        dek: sealed(&row.dek_nonce, &row.wrapped_dek, &row.dek_tag)?,
-    })
-}
-
-/// The stored secret, decrypted; one that does not open is logged by user, never by value.
-fn open(vault: &Vault, row: &totp_credential::Model) -> Result<Zeroizing<Vec<u8>>, Error> {
-    envelope_of(row)
-        .and_then(|e| vault.open(&e, &aad(&row.user_id)))
-        .map_err(|e| {
-            tracing::error!(user = %row.user_id, error = %e, "a TOTP secret does not decrypt");
-            Error::Undecryptable
-        })
 }
 
 /// The RFC 6238 generator of `secret` (with the account's name for its URI).
