@@ -665,7 +665,7 @@ async fn answers_conform_to_the_document(kind: DbKind) {
     let setup = carol
         .expect(S::OK, "POST", "/api/auth/totp/setup", &[], None)
         .await;
-    let mut app = crate::totp::App::new(setup["secret"].as_str().unwrap());
+    let mut app = tests::totp::App::new(setup["secret"].as_str().unwrap());
     let confirm = "/api/auth/totp/confirm";
     let body = json!({ "code": "12345" });
     carol

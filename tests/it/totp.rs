@@ -1,64 +1,22 @@
 //! Issue 18.5, the TOTP second factor, over REST on both databases: set up and confirmed with
-//! codes from an independent RFC 6238 implementation written here (HMAC-SHA-1 from the `hmac`
-//! and `sha1` crates, checked against the RFC's own test vectors); logins then need the second
-//! step; a code is never accepted twice; a recovery code works once; wrong codes run into the
-//! login limit; turning it off needs the password and a code. The last test drives the real
-//! `api` binary and looks for the secret, codes and tokens in its log and in the audit rows.
+//! codes from the independent RFC 6238 implementation of [`tests::totp`] (checked here against
+//! the RFC's own test vectors); logins then need the second step; a code is never accepted
+//! twice, not even by two logins at once; a recovery code works once; a lock or a password
+//! change between the steps ends the second; wrong codes run into the login limit; turning it
+//! off needs the password and a code; the secret is sealed under the master keys and rotated
+//! with them. One test drives the real `api` binary and looks for the secret, codes and tokens
+//! in its log and in the audit rows.
 //!
 //! Codes are computed for the test's clock; the panel accepts one step either side. A step is
 //! only waited for when every code the panel would take was already used.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tests::rest::{PASSWORD, Rest};
+use tests::totp::{App, STEP, base32_decode, hotp, totp, unix_now};
 use tests::{DbKind, mail};
-
-/// Seconds per step, as RFC 6238 recommends.
-const STEP: u64 = 30;
-
-/// HOTP (RFC 4226 §5.3) of `key` at `counter`, `digits` long.
-fn hotp(key: &[u8], counter: u64, digits: u32) -> String {
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
-    mac.update(&counter.to_be_bytes());
-    let hash = mac.finalize().into_bytes();
-    let offset = usize::from(hash[19] & 0x0f);
-    let binary = u32::from_be_bytes([
-        hash[offset] & 0x7f,
-        hash[offset + 1],
-        hash[offset + 2],
-        hash[offset + 3],
-    ]);
-    format!(
-        "{:0width$}",
-        binary % 10u32.pow(digits),
-        width = digits as usize
-    )
-}
-
-/// TOTP (RFC 6238 §4) of `key` at Unix time `time`.
-fn totp(key: &[u8], time: u64, digits: u32) -> String {
-    hotp(key, time / STEP, digits)
-}
-
-/// RFC 4648 base32 without padding, upper case.
-fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut bits, mut value, mut out) = (0u32, 0u64, Vec::new());
-    for c in text.trim_end_matches('=').bytes() {
-        let index = ALPHABET.iter().position(|&a| a == c).expect("base32") as u64;
-        value = (value << 5) | index;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((value >> bits) as u8);
-            value &= (1 << bits) - 1;
-        }
-    }
-    out
-}
 
 #[test]
 fn the_independent_totp_gives_rfc_6238_appendix_b() {
@@ -77,57 +35,6 @@ fn the_independent_totp_gives_rfc_6238_appendix_b() {
         base32_decode("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
         key.to_vec()
     );
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// An authenticator: the secret and the last step whose code was given out.
-pub(crate) struct App {
-    key: Vec<u8>,
-    last: Option<u64>,
-}
-
-impl App {
-    pub(crate) fn new(secret: &str) -> App {
-        App {
-            key: base32_decode(secret),
-            last: None,
-        }
-    }
-
-    /// The code of the earliest step after the last one given out that the panel takes for
-    /// the next two seconds (one step either side of its clock); waits for the next step only
-    /// when there is none.
-    pub(crate) async fn next_code(&mut self) -> String {
-        for _ in 0..3 {
-            let now = unix_now();
-            let low = (now + 2) / STEP - 1;
-            let high = now / STEP + 1;
-            let step = self.last.map_or(low, |last| low.max(last + 1));
-            if step <= high {
-                self.last = Some(step);
-                return hotp(&self.key, step, 6);
-            }
-            let next = (now / STEP + 1) * STEP;
-            tokio::time::sleep(Duration::from_secs(next - now)).await;
-        }
-        panic!("no usable step within three steps");
-    }
-
-    /// The code of the last step given out again: a replay.
-    pub(crate) fn last_code(&self) -> String {
-        hotp(&self.key, self.last.expect("a code was given out"), 6)
-    }
-
-    /// A code of no step near now.
-    fn stale_code(&self) -> String {
-        hotp(&self.key, unix_now() / STEP - 5, 6)
-    }
 }
 
 fn code(body: &Value) -> Option<&str> {
@@ -402,6 +309,88 @@ async fn a_recovery_code_works_once(kind: DbKind) {
     f.panel.shutdown().await;
 }
 
+/// Two logins presenting the same code (or recovery code) at once: exactly one gets in.
+async fn one_code_opens_one_session_even_at_once(kind: DbKind) {
+    let f = start(kind).await;
+    let email = "race@example.test";
+    let (caller, _) = f.anon.verified_user(&f.outbox, email).await;
+    let (mut app, recovery, _) = turn_on(&caller).await;
+    for proof in [
+        json!({ "code": app.next_code().await }),
+        json!({ "recovery_code": recovery[0] }),
+    ] {
+        let (a, b) = (
+            mfa_token(&f.anon, email).await,
+            mfa_token(&f.anon, email).await,
+        );
+        let ((status_a, body_a), (status_b, body_b)) = tokio::join!(
+            finish(&f.anon, &a, proof.clone()),
+            finish(&f.anon, &b, proof.clone())
+        );
+        let mut statuses = [status_a, status_b];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::UNAUTHORIZED],
+            "{proof}: {body_a} {body_b}"
+        );
+    }
+    f.panel.shutdown().await;
+}
+
+/// A lock or a password change between the two steps ends the second one, without using up
+/// the recovery code presented.
+async fn a_lock_or_password_change_ends_the_second_step(kind: DbKind) {
+    use api::identity::lock::{self, UserCommand};
+    let f = start(kind).await;
+    let db = &f.panel.state().db;
+    let email = "between@example.test";
+    let (caller, _) = f.anon.verified_user(&f.outbox, email).await;
+    let (_, recovery, _) = turn_on(&caller).await;
+
+    let token = mfa_token(&f.anon, email).await;
+    lock::run(db, UserCommand::Lock, email).await.unwrap();
+    let (status, body) = finish(&f.anon, &token, json!({ "recovery_code": recovery[0] })).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{body}"
+    );
+    lock::run(db, UserCommand::Unlock, email).await.unwrap();
+    let token = mfa_token(&f.anon, email).await;
+    let (status, pair) = finish(&f.anon, &token, json!({ "recovery_code": recovery[0] })).await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+
+    let pending = mfa_token(&f.anon, email).await;
+    let session = f.anon.with_token(pair["access_token"].as_str().unwrap());
+    let new_password = "a different long passphrase";
+    let (status, body) = session
+        .post(
+            "/api/auth/password",
+            json!({ "current_password": PASSWORD, "new_password": new_password }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = finish(&f.anon, &pending, json!({ "recovery_code": recovery[1] })).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
+        "{body}"
+    );
+    let (status, body) = f
+        .anon
+        .post(
+            "/api/auth/login",
+            json!({ "email": email, "password": new_password }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["mfa_token"].as_str().unwrap();
+    let (status, body) = finish(&f.anon, token, json!({ "recovery_code": recovery[1] })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    f.panel.shutdown().await;
+}
+
 async fn wrong_codes_run_into_the_login_limit(kind: DbKind) {
     use api::db::entities::audit_log;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -613,6 +602,8 @@ crate::on_both_databases!(
     the_secret_is_sealed_and_rotated_with_the_master_keys,
     logins_need_the_second_step_and_codes_work_once,
     a_recovery_code_works_once,
+    one_code_opens_one_session_even_at_once,
+    a_lock_or_password_change_ends_the_second_step,
     wrong_codes_run_into_the_login_limit,
     secrets_stay_out_of_logs_and_audit,
 );
