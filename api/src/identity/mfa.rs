@@ -24,7 +24,6 @@ pub const MFA_TTL: Duration = Duration::from_secs(5 * 60);
 pub const MFA_ATTEMPTS: i32 = 5;
 
 /// What a login with the right password leads to.
-#[derive(Debug)]
 pub enum LoginOutcome {
     /// A session: the token pair.
     Tokens(TokenPair),
@@ -35,13 +34,19 @@ pub enum LoginOutcome {
     },
 }
 
-/// The second factor presented with an `mfa_token`.
-#[derive(Debug, Clone)]
+/// The second factor presented with an `mfa_token` (its `Debug` shows only which kind).
+#[derive(Clone)]
 pub enum Proof {
     /// A six-digit TOTP code.
     Code(String),
     /// One of the recovery codes.
     RecoveryCode(String),
+}
+
+impl std::fmt::Debug for Proof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proof::{}(…)", self.name())
+    }
 }
 
 impl Proof {
