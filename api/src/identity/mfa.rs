@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::json;
 
@@ -66,6 +66,17 @@ impl Identity {
         tenant_id: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<String, Error> {
+        // The account's spent and expired challenges go, so they never pile up.
+        mfa_challenge::Entity::delete_many()
+            .filter(mfa_challenge::Column::UserId.eq(&user.id))
+            .filter(
+                Condition::any()
+                    .add(mfa_challenge::Column::ExpiresAt.lte(now))
+                    .add(mfa_challenge::Column::UsedAt.is_not_null())
+                    .add(mfa_challenge::Column::Attempts.gte(MFA_ATTEMPTS)),
+            )
+            .exec(&self.db)
+            .await?;
         let token = tokens::new_secret();
         mfa_challenge::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
