@@ -36,6 +36,9 @@ pub enum Error {
     /// Wrong email or password.
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// A second-factor code (TOTP or recovery) that is wrong, expired or already used.
+    #[error("the code is wrong, expired or already used")]
+    InvalidCode,
     /// A used refresh token was presented again; its family is revoked.
     #[error("refresh token reused; the session was revoked")]
     TokenReused,

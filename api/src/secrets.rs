@@ -1,6 +1,7 @@
 //! Tenants' secrets, envelope-encrypted with `security::envelope`: the master key ring from
 //! `MASTER_ENCRYPTION_KEY` (+ retired keys), the startup check that it is the right key, the
-//! secrets themselves, and `api keys rotate`.
+//! secrets themselves, and `api keys rotate`. Accounts' TOTP secrets are sealed under the same
+//! ring ([`Vault::seal`], used by [`crate::identity::totp`]), checked and rotated with these.
 //!
 //! The associated data of every value is its tenant and name, so a row copied to another
 //! tenant or renamed does not open. Values never reach logs, audit rows or error messages.
@@ -112,6 +113,31 @@ impl Vault {
         self.ring.active_id()
     }
 
+    /// Seals a value that is not a tenant's secret (an account's TOTP secret) under a fresh data
+    /// key wrapped by the active master key; `aad` binds it to its owner.
+    pub(crate) fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Envelope, Error> {
+        Ok(self.ring.seal(plaintext, aad)?)
+    }
+
+    /// Opens what [`Vault::seal`] sealed with the same `aad`.
+    pub(crate) fn open(
+        &self,
+        envelope: &Envelope,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        Ok(self.ring.open(envelope, aad)?)
+    }
+
+    /// [`Vault::seal`]'s envelope with its data key re-wrapped under the active master key, or
+    /// `None` when it already is (`api keys rotate`).
+    pub(crate) fn rewrap(
+        &self,
+        envelope: &Envelope,
+        aad: &[u8],
+    ) -> Result<Option<Envelope>, Error> {
+        Ok(self.ring.rewrap(envelope, aad)?)
+    }
+
     /// Refuses to start with a wrong master key ([`Vault::verify`]), then records the active
     /// key's check value.
     pub async fn check(&self, db: &DatabaseConnection) -> Result<(), Error> {
@@ -146,13 +172,14 @@ impl Vault {
                 )));
             }
         }
-        let used: Vec<String> = secret::Entity::find()
+        let mut used: Vec<String> = secret::Entity::find()
             .select_only()
             .column(secret::Column::KekId)
             .distinct()
             .into_tuple()
             .all(db)
             .await?;
+        used.extend(crate::identity::totp::kek_ids(db).await?);
         if let Some(missing) = used.iter().find(|id| !self.ring.has(id)) {
             return Err(Error::Config(format!(
                 "{MASTER_ENCRYPTION_KEY}: secrets are sealed under master key {missing}, which is neither {MASTER_ENCRYPTION_KEY} ({}) nor in {MASTER_ENCRYPTION_KEYS_RETIRED}: a wrong key?",
@@ -167,7 +194,8 @@ fn aad(tenant_id: &str, name: &str) -> Vec<u8> {
     envelope::aad(&["mamba secret v1", tenant_id, name])
 }
 
-fn sealed(nonce: &[u8], ciphertext: &[u8], tag: &[u8]) -> Result<Sealed, Error> {
+/// One sealed part as stored in three columns; a wrong length is [`Error::Undecryptable`].
+pub(crate) fn sealed(nonce: &[u8], ciphertext: &[u8], tag: &[u8]) -> Result<Sealed, Error> {
     let corrupt = || Error::Undecryptable;
     Ok(Sealed {
         nonce: nonce.try_into().map_err(|_| corrupt())?,
@@ -419,9 +447,14 @@ pub async fn rotate(
         }
         txn.commit().await?;
     }
+    // Accounts' TOTP secrets are sealed under the same ring: a handful of rows, done at once.
+    let (rewrapped, failed) = crate::identity::totp::rotate(db, vault).await?;
+    report.rewrapped += rewrapped;
+    report.failed += failed;
     report.remaining = secret::Entity::find()
         .filter(secret::Column::KekId.ne(&active))
         .count(db)
-        .await?;
+        .await?
+        + failed;
     Ok(report)
 }

@@ -22,6 +22,7 @@ mod rbac;
 mod secrets;
 mod servers;
 mod shutdown;
+mod totp;
 
 /// Runs an async test body once on SQLite and once on PostgreSQL.
 #[macro_export]

@@ -700,6 +700,49 @@ async fn answers_conform_to_the_document(kind: DbKind) {
         .expect(S::ACCEPTED, "DELETE", one, &[tid, sid], None)
         .await;
 
+    // The second factor: setup, confirm, the login's two steps, turning it off.
+    let carol_pair = register(&anon, outbox, "carol@example.com").await;
+    let carol = anon.with_token(&carol_pair["access_token"]);
+    let setup = carol
+        .expect(S::OK, "POST", "/api/auth/totp/setup", &[], None)
+        .await;
+    let mut app = tests::totp::App::new(setup["secret"].as_str().unwrap());
+    let confirm = "/api/auth/totp/confirm";
+    let body = json!({ "code": "12345" });
+    carol
+        .expect(S::BAD_REQUEST, "POST", confirm, &[], Some(body))
+        .await;
+    let body = json!({ "code": app.next_code().await });
+    carol.expect(S::OK, "POST", confirm, &[], Some(body)).await;
+    carol
+        .expect(S::CONFLICT, "POST", "/api/auth/totp/setup", &[], None)
+        .await;
+    let body = json!({ "email": "carol@example.com", "password": PASSWORD });
+    let challenge = anon
+        .expect(S::OK, "POST", "/api/auth/login", &[], Some(body))
+        .await;
+    let mfa = "/api/auth/login/mfa";
+    let body = json!({ "mfa_token": challenge["mfa_token"], "code": app.last_code() });
+    anon.expect(S::UNAUTHORIZED, "POST", mfa, &[], Some(body))
+        .await;
+    let body = json!({ "mfa_token": challenge["mfa_token"] });
+    anon.expect(S::BAD_REQUEST, "POST", mfa, &[], Some(body))
+        .await;
+    let body = json!({ "mfa_token": challenge["mfa_token"], "code": app.next_code().await });
+    anon.expect(S::OK, "POST", mfa, &[], Some(body)).await;
+    let body = json!({ "password": "not the password", "code": app.next_code().await });
+    carol
+        .expect(S::UNAUTHORIZED, "DELETE", "/api/auth/totp", &[], Some(body))
+        .await;
+    let body = json!({ "password": PASSWORD, "code": app.last_code() });
+    carol
+        .expect(S::NO_CONTENT, "DELETE", "/api/auth/totp", &[], Some(body))
+        .await;
+    let body = json!({ "password": PASSWORD, "code": app.last_code() });
+    carol
+        .expect(S::CONFLICT, "DELETE", "/api/auth/totp", &[], Some(body))
+        .await;
+
     // The audit logs, then the ends of memberships, tenants and sessions.
     let audit = "/api/tenants/{tid}/audit";
     let page = alice.expect(S::OK, "GET", audit, &[tid], None).await;

@@ -280,6 +280,7 @@ fn every_route_declares_its_access() {
         "/api/auth/verify-email",
         "/api/auth/resend-verification",
         "/api/auth/login",
+        "/api/auth/login/mfa",
         "/api/auth/refresh",
         "/api/auth/logout",
         "/api/auth/password-reset",

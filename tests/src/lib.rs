@@ -13,6 +13,7 @@ mod redis_server;
 pub mod rest;
 pub mod sim;
 pub mod smtp;
+pub mod totp;
 
 use std::future::Future;
 use std::path::Path;

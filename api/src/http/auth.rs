@@ -15,12 +15,13 @@ use super::error::{ApiError, ApiJson};
 use super::guard::ClientIp;
 use super::throttle::Attempt;
 use crate::db::entities::user;
-use crate::identity::{ACCESS_TTL, Origin, TokenPair, sessions};
+use crate::identity::{ACCESS_TTL, LoginOutcome, Origin, TokenPair, sessions};
 use crate::{AppState, Error};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-fn origin(ip: ClientIp) -> Origin {
+/// Who is asking, without the user agent (kept only where a session is opened).
+pub(super) fn origin(ip: ClientIp) -> Origin {
     Origin {
         ip: Some(ip.0.to_string()),
         user_agent: None,
@@ -31,7 +32,8 @@ fn user_json(user: &user::Model) -> Value {
     json!({ "id": user.id, "email": user.email, "name": user.name, "email_verified": user.email_verified })
 }
 
-fn pair_json(pair: TokenPair) -> Json<Value> {
+/// The token pair as login answers it.
+pub(super) fn pair_json(pair: TokenPair) -> Json<Value> {
     Json(json!({
         "access_token": pair.access_token,
         "refresh_token": pair.refresh_token,
@@ -135,7 +137,9 @@ pub struct Login {
     tenant_id: Option<String>,
 }
 
-/// POST /api/auth/login, throttled per client and per account (see [`super::throttle`]).
+/// POST /api/auth/login, throttled per client and per account (see [`super::throttle`]). With
+/// TOTP on, the right password answers `{mfa_required: true, mfa_token}` instead of tokens, and
+/// the client's network becomes familiar to the account only once the second step succeeds.
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ip: ClientIp,
@@ -155,10 +159,15 @@ pub async fn login(
         .login(&body.email, &body.password, body.tenant_id, &origin, lane)
         .await
     {
-        Ok(pair) => {
+        Ok(LoginOutcome::Tokens(pair)) => {
             attempt.succeeded(&state).await;
             Ok(pair_json(pair))
         }
+        Ok(LoginOutcome::MfaRequired { mfa_token }) => Ok(Json(json!({
+            "mfa_required": true,
+            "mfa_token": mfa_token,
+            "expires_in": crate::identity::MFA_TTL.as_secs(),
+        }))),
         Err(Error::InvalidCredentials) => {
             attempt.failed(&state).await;
             Err(Error::InvalidCredentials.into())

@@ -58,6 +58,7 @@ fn classify(error: &Error) -> (StatusCode, &'static str) {
         Error::Undecryptable => (S::CONFLICT, "secret_unreadable"),
         Error::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated"),
         Error::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
+        Error::InvalidCode => (S::UNAUTHORIZED, "invalid_code"),
         Error::TokenReused => (S::UNAUTHORIZED, "token_reused"),
         Error::Forbidden { code, .. } => (S::FORBIDDEN, code),
         Error::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),

@@ -10,6 +10,7 @@ pub(crate) mod guard;
 mod hardening;
 mod invitations;
 mod listener;
+mod mfa;
 mod openapi;
 mod secrets;
 mod servers;
@@ -131,6 +132,7 @@ fn table() -> Vec<Entry> {
         )
         .limited(Class::Verify),
         at("POST", "/api/auth/login", Public, auth::login).limited(Class::Login),
+        at("POST", "/api/auth/login/mfa", Public, mfa::login_mfa).limited(Class::Login),
         at("POST", "/api/auth/refresh", Public, auth::refresh),
         at("POST", "/api/auth/logout", Public, auth::logout),
         at(
@@ -167,6 +169,14 @@ fn table() -> Vec<Entry> {
             Authenticated,
             auth::end_session,
         ),
+        at("POST", "/api/auth/totp/setup", Authenticated, mfa::setup),
+        at(
+            "POST",
+            "/api/auth/totp/confirm",
+            Authenticated,
+            mfa::confirm,
+        ),
+        at("DELETE", "/api/auth/totp", Authenticated, mfa::disable).limited(Class::Login),
         at("GET", "/api/auth/me", Authenticated, auth::me),
         at("GET", "/api/permissions", Authenticated, permissions),
         at("GET", "/api/templates", Verified, tenants::templates),

@@ -1,5 +1,6 @@
-//! Accounts and sessions: registration with email verification, login, access tokens, refresh
-//! tokens rotated in families with reuse detection, logout, password reset.
+//! Accounts and sessions: registration with email verification, login (with a TOTP second step
+//! when the account has it on, see [`totp`] and `mfa`), access tokens, refresh tokens rotated in
+//! families with reuse detection, logout, password reset.
 //!
 //! Crypto lives in `security` (argon2id, JWT); this module keeps the state. Password hashing
 //! runs on the blocking pool behind a semaphore with a bounded queue, so a burst of logins
@@ -9,10 +10,14 @@ mod email;
 use email::Purpose;
 pub(crate) mod keys;
 pub mod lock;
+mod mfa;
 mod passwords;
 mod refresh;
 pub mod sessions;
 pub mod tokens;
+pub mod totp;
+
+pub use mfa::{LoginOutcome, MFA_ATTEMPTS, MFA_TTL, Proof};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -285,8 +290,9 @@ impl Identity {
         Ok(())
     }
 
-    /// Checks credentials and opens a session. Unknown emails cost a dummy verification, so the
-    /// answer and its timing are the same as for a wrong password.
+    /// Checks credentials and opens a session, or, when the account has TOTP on, answers with a
+    /// challenge for the second step ([`Identity::login_mfa`]). Unknown emails cost a dummy
+    /// verification, so the answer and its timing are the same as for a wrong password.
     pub async fn login(
         &self,
         email: &str,
@@ -294,7 +300,7 @@ impl Identity {
         tenant_id: Option<String>,
         origin: &Origin,
         lane: Lane,
-    ) -> Result<TokenPair, Error> {
+    ) -> Result<LoginOutcome, Error> {
         // No account has a password longer than registration allows: such an attempt is
         // answered like an unknown email, without hashing a megabyte.
         let user = match normalise_email(email) {
@@ -357,6 +363,24 @@ impl Identity {
             None => None,
             Some(tid) => Some(self.member_tenant(&user.id, &tid, origin).await?),
         };
+        if self.totp_active(&user.id).await? {
+            let mfa_token = self.mfa_challenge(&user, tenant_id, Utc::now()).await?;
+            self.audit(&user.id, "auth.login", "mfa_required", origin)
+                .await;
+            return Ok(LoginOutcome::MfaRequired { mfa_token });
+        }
+        let pair = self.open_session(&user, tenant_id, origin).await?;
+        self.audit(&user.id, "auth.login", "success", origin).await;
+        Ok(LoginOutcome::Tokens(pair))
+    }
+
+    /// Opens a session of `user` (its default tenant already checked): the first token pair.
+    async fn open_session(
+        &self,
+        user: &user::Model,
+        tenant_id: Option<String>,
+        origin: &Origin,
+    ) -> Result<TokenPair, Error> {
         let session = session::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
             user_id: Set(user.id.clone()),
@@ -371,9 +395,8 @@ impl Identity {
         .insert(&self.db)
         .await?;
         let refresh_token = refresh::issue(&self.db, &session.id, None).await?;
-        self.audit(&user.id, "auth.login", "success", origin).await;
         Ok(TokenPair {
-            access_token: self.access_token(&user, &session)?,
+            access_token: self.access_token(user, &session)?,
             refresh_token,
         })
     }

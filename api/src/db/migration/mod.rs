@@ -12,6 +12,7 @@ mod secrets;
 mod session_details;
 mod sweep;
 mod tenancy;
+mod totp;
 mod user_lock;
 
 /// All migrations, in order.
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(user_lock::AddUserLock),
             Box::new(accounts::CreateInvitations),
             Box::new(accounts::CreateApiKeys),
+            Box::new(totp::CreateTotp),
         ]
     }
 }

@@ -204,7 +204,9 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
                  into it throttle such networks for 15 minutes (429). `tenant_id` must name a \
                  tenant of the user (400 otherwise). When the password-hashing queue is full \
                  the login is refused at once: 503 `unavailable` with `Retry-After`. A locked \
-                 account (`api user lock`) with the right password is 403 `forbidden`.",
+                 account (`api user lock`) with the right password is 403 `forbidden`. With \
+                 TOTP on, the right password answers `{mfa_required: true, mfa_token}` \
+                 instead of tokens: finish with `POST /api/auth/login/mfa`.",
             )
             .body(object(
                 &["email", "password"],
@@ -218,8 +220,62 @@ fn describe_account(method: &str, path: &str) -> Option<Doc> {
                     },
                 }),
             ))
-            .json(200, schema("TokenPair"))
+            .json(
+                200,
+                json!({ "oneOf": [schema("TokenPair"), schema("MfaChallenge")] }),
+            )
             .errors(&[401, 403, 503]),
+        ("POST", "/api/auth/login/mfa") => Doc::new("Finish a login with a second factor")
+            .describe(
+                "The `mfa_token` of a login with TOTP on (5 minutes, one use, at most 5 wrong \
+                 codes) and exactly one of `code` (the current 6-digit TOTP code; each is \
+                 accepted once) or `recovery_code` (each works once). Answers the token pair \
+                 as login does. A bad, expired or used-up token is 401 `unauthenticated`, a \
+                 wrong or reused code 401 `invalid_code`; both count as failed logins of the \
+                 account from this client (the login limit: 429). A lock or a password change \
+                 since the login ends the token.",
+            )
+            .body(object(
+                &["mfa_token"],
+                json!({
+                    "mfa_token": string(),
+                    "code": string(),
+                    "recovery_code": string(),
+                }),
+            ))
+            .json(200, schema("TokenPair"))
+            .errors(&[401, 403]),
+        ("POST", "/api/auth/totp/setup") => Doc::new("Set up TOTP for the caller")
+            .describe(
+                "A new secret (160 bits; RFC 6238 with SHA-1, 30-second steps, 6 digits), \
+                 shown once as base32, as an `otpauth://` URI and as that URI's QR code \
+                 (SVG). It stays pending, and logins do not ask for it, until confirmed; a new \
+                 setup replaces a pending one. 409 while TOTP is on.",
+            )
+            .json(200, schema("TotpSetup"))
+            .errors(&[409]),
+        ("POST", "/api/auth/totp/confirm") => Doc::new("Turn TOTP on with a first code")
+            .describe(
+                "The current code of the pending secret turns it on and answers ten \
+                 single-use recovery codes, shown once. A wrong code is 400; nothing pending \
+                 or TOTP already on is 409.",
+            )
+            .body(object(&["code"], json!({ "code": string() })))
+            .json(200, schema("RecoveryCodes"))
+            .errors(&[409]),
+        ("DELETE", "/api/auth/totp") => Doc::new("Turn TOTP off")
+            .describe(
+                "Needs the account's password (wrong: 401 `invalid_credentials`) and a \
+                 current code (wrong or reused: 401 `invalid_code`); each failure counts as a \
+                 failed login from this client. The secret and the recovery codes are \
+                 deleted and a notice is mailed. 409 when TOTP is not on.",
+            )
+            .body(object(
+                &["password", "code"],
+                json!({ "password": string(), "code": string() }),
+            ))
+            .empty(204)
+            .errors(&[401, 409, 503]),
         ("POST", "/api/auth/refresh") => Doc::new("Exchange a refresh token for a new pair")
             .describe(
                 "Rotation: the old token is used up. Presenting a used one answers 401 \

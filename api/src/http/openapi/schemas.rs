@@ -231,6 +231,41 @@ fn identity() -> Value {
                 "current": { "type": "boolean" },
             },
         },
+        "MfaChallenge": {
+            "type": "object",
+            "description": "The account has TOTP on: finish with POST /api/auth/login/mfa.",
+            "required": ["mfa_required", "mfa_token", "expires_in"],
+            "properties": {
+                "mfa_required": { "type": "boolean", "enum": [true] },
+                "mfa_token": { "type": "string" },
+                "expires_in": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Seconds the token is valid.",
+                },
+            },
+        },
+        "TotpSetup": {
+            "type": "object",
+            "required": ["secret", "otpauth_uri", "qr_svg"],
+            "properties": {
+                "secret": { "type": "string", "description": "Base32, no padding." },
+                "otpauth_uri": { "type": "string", "description": "otpauth://totp/…" },
+                "qr_svg": { "type": "string", "description": "The URI as a QR code, SVG." },
+            },
+        },
+        "RecoveryCodes": {
+            "type": "object",
+            "required": ["recovery_codes"],
+            "properties": {
+                "recovery_codes": {
+                    "type": "array",
+                    "minItems": 10,
+                    "maxItems": 10,
+                    "items": { "type": "string" },
+                },
+            },
+        },
         "TokenPair": {
             "type": "object",
             "required": ["access_token", "refresh_token", "token_type", "expires_in"],
