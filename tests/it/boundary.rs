@@ -436,7 +436,10 @@ async fn pending_commands_are_swept_after_a_restart(kind: DbKind) {
             .unwrap()
             .unwrap()
     };
-    assert_eq!(install().await.state, "pending");
+    assert_eq!(
+        install().await.state,
+        api::db::entities::states::CommandState::Pending
+    );
     node.abort();
     let World {
         _dir,
@@ -452,7 +455,7 @@ async fn pending_commands_are_swept_after_a_restart(kind: DbKind) {
     let owner = Rest::new(format!("http://{}", panel.http_addr))
         .with_token(owner.token.as_deref().unwrap());
     eventually("the pending install failed", CAP, || async {
-        install().await.state == "failed"
+        install().await.state == api::db::entities::states::CommandState::Failed
     })
     .await;
     let command = install().await;

@@ -65,7 +65,7 @@ async fn long_console_lines_are_cut_and_marked(kind: DbKind) {
         name: Set("s".into()),
         template_id: Set(uuid::Uuid::new_v4().to_string()),
         variables: Set(serde_json::json!({})),
-        state: Set("running".into()),
+        state: Set(api::servers::ServerState::Running),
         state_reason: Set(None),
         port: Set(None),
         created_at: Set(now),

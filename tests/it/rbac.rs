@@ -542,7 +542,7 @@ async fn unacked_commands_fail_and_state_stays_true(kind: DbKind) {
             .unwrap()
     };
     eventually("the unacked install failed", CAP, || async {
-        install().await.state == "failed"
+        install().await.state == api::db::entities::states::CommandState::Failed
     })
     .await;
     assert!(install().await.error.unwrap().contains("no ack"));

@@ -562,7 +562,7 @@ async fn backups_through_real_binaries(kind: DbKind) {
             tenant_id: sea_orm::Set(tenant["id"].as_str().unwrap().to_owned()),
             node_id: sea_orm::Set("node-1".into()),
             name: sea_orm::Set(format!("planted {kind}")),
-            state: sea_orm::Set("completed".into()),
+            state: sea_orm::Set(api::db::entities::states::BackupState::Completed),
             size_bytes: sea_orm::Set(Some(bytes.len() as i64)),
             sha256: sea_orm::Set(Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
                 &bytes,

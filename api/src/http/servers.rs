@@ -147,11 +147,11 @@ pub async fn power(
         Ok(_) => "accepted".to_owned(),
         Err(e) => {
             // Tenant members read the audit log: the row keeps the contract's code only.
-            tracing::warn!(server = %server_id, action = action.as_str(), error = %e, "power action refused");
+            tracing::warn!(server = %server_id, action = %action.kind().name(), error = %e, "power action refused");
             format!("rejected: {}", ApiError::code_of(e))
         }
     };
-    let details = json!({ "action": action.as_str(), "command_id": result.as_ref().ok() });
+    let details = json!({ "action": action.kind(), "command_id": result.as_ref().ok() });
     let event = ctx.audit("server.power", Some(&server_id), &outcome, details);
     audit::record_or_log(&state.db, event).await;
     let command_id = result?;
@@ -211,7 +211,7 @@ pub async fn events(
         })?;
     let mut console = ctx.allows(Permission::ServerConsole);
     let first = Event::Status {
-        state: server.state.clone(),
+        state: server.state,
         reason: server.state_reason.clone(),
         at: server.updated_at.to_rfc3339(),
     };

@@ -5,14 +5,16 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use proto::node::v1::{BackupOperation, BackupResult, command};
+use proto::node::v1::{BackupOperation, BackupResult};
+use sea_orm::ActiveEnum;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, Order, QueryFilter, Set,
 };
 
-use super::commands;
+use super::commands::{self, NodeCommand};
 use super::events::Event;
+use crate::db::entities::states::{BackupState, RestoreState};
 use crate::db::entities::{backup, server};
 use crate::pagination::{self, Page, PageQuery};
 use crate::tenancy::{new_id, validate_name};
@@ -42,7 +44,7 @@ pub async fn create(
         tenant_id: Set(server.tenant_id.clone()),
         node_id: Set(server.node_id.clone()),
         name: Set(name),
-        state: Set("pending".into()),
+        state: Set(BackupState::Pending),
         size_bytes: Set(None),
         sha256: Set(None),
         error: Set(None),
@@ -53,10 +55,10 @@ pub async fn create(
     }
     .insert(&state.db)
     .await?;
-    let payload = command::Action::Backup(proto::node::v1::Backup {
+    let command = NodeCommand::Backup {
         backup_id: row.id.clone(),
-    });
-    if let Err(e) = commands::send(state, &server.node_id, &server.id, "backup", payload).await {
+    };
+    if let Err(e) = commands::send(state, &server.node_id, &server.id, command).await {
         backup::Entity::delete_by_id(&row.id)
             .exec(&state.db)
             .await?;
@@ -101,31 +103,28 @@ pub async fn restore(
     server: &server::Model,
     backup: &backup::Model,
 ) -> Result<String, Error> {
-    let sha256 = match (&backup.state[..], &backup.sha256) {
-        ("completed", Some(sha256)) => sha256.clone(),
+    let sha256 = match (backup.state, &backup.sha256) {
+        (BackupState::Completed, Some(sha256)) => sha256.clone(),
         _ => {
             return Err(Error::Conflict(format!(
                 "the backup is {}; only a completed backup can be restored",
-                backup.state
+                backup.state.to_value()
             )));
         }
     };
-    if backup.restore_state.as_deref() == Some("restoring") {
+    if backup.restore_state == Some(RestoreState::Restoring) {
         return Err(Error::Conflict("this backup is being restored".into()));
     }
-    let payload = command::Action::Restore(proto::node::v1::Restore {
+    let command = NodeCommand::Restore {
         backup_id: backup.id.clone(),
         sha256,
-    });
+    };
     // Marked before it is sent: a quick node's result must never be overwritten by this mark.
-    set_restore(&state.db, &backup.id, Some("restoring"), None).await?;
-    match commands::send(state, &server.node_id, &server.id, "restore", payload).await {
+    set_restore(&state.db, &backup.id, Some(RestoreState::Restoring), None).await?;
+    match commands::send(state, &server.node_id, &server.id, command).await {
         Ok(command_id) => Ok(command_id),
         Err(e) => {
-            let (before, error) = (
-                backup.restore_state.as_deref(),
-                backup.restore_error.clone(),
-            );
+            let (before, error) = (backup.restore_state, backup.restore_error.clone());
             set_restore(&state.db, &backup.id, before, error).await?;
             Err(e)
         }
@@ -135,7 +134,7 @@ pub async fn restore(
 async fn set_restore(
     db: &DatabaseConnection,
     backup_id: &str,
-    restore_state: Option<&str>,
+    restore_state: Option<RestoreState>,
     error: Option<String>,
 ) -> Result<(), Error> {
     backup::Entity::update_many()
@@ -153,10 +152,10 @@ pub async fn delete(
     server: &server::Model,
     backup: &backup::Model,
 ) -> Result<(), Error> {
-    let payload = command::Action::DeleteBackup(proto::node::v1::DeleteBackup {
+    let command = NodeCommand::DeleteBackup {
         backup_id: backup.id.clone(),
-    });
-    commands::send(state, &backup.node_id, &server.id, "delete_backup", payload).await?;
+    };
+    commands::send(state, &backup.node_id, &server.id, command).await?;
     backup::Entity::delete_by_id(&backup.id)
         .exec(&state.db)
         .await?;
@@ -178,7 +177,12 @@ pub async fn on_result(state: &AppState, node_id: &str, result: BackupResult) ->
     let (what, outcome) = match result.operation() {
         BackupOperation::Create => {
             let mut update: backup::ActiveModel = row.clone().into();
-            update.state = Set(if result.ok { "completed" } else { "failed" }.into());
+            let made = if result.ok {
+                BackupState::Completed
+            } else {
+                BackupState::Failed
+            };
+            update.state = Set(made);
             update.error = Set(error.clone());
             update.completed_at = Set(Some(Utc::now()));
             if result.ok {
@@ -186,12 +190,16 @@ pub async fn on_result(state: &AppState, node_id: &str, result: BackupResult) ->
                 update.sha256 = Set(Some(result.sha256.to_ascii_lowercase()));
             }
             update.update(&state.db).await?;
-            ("backup", if result.ok { "completed" } else { "failed" })
+            ("backup", made.to_value())
         }
         BackupOperation::Restore => {
-            let outcome = if result.ok { "restored" } else { "failed" };
+            let outcome = if result.ok {
+                RestoreState::Restored
+            } else {
+                RestoreState::Failed
+            };
             set_restore(&state.db, &row.id, Some(outcome), error.clone()).await?;
-            ("restore", outcome)
+            ("restore", outcome.to_value())
         }
     };
     if !result.ok {

@@ -14,7 +14,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 
 use super::events::Event;
-use super::{STATE_INSTALLING, STATE_OFFLINE};
+use crate::db::entities::states::{CommandKind, CommandState, ServerState};
 use crate::db::entities::{command as command_row, server};
 use crate::templates::Expanded;
 use crate::{AppState, Error};
@@ -22,11 +22,9 @@ use crate::{AppState, Error};
 /// Seconds a stopping process has between SIGTERM and SIGKILL.
 pub const STOP_GRACE_SECS: u32 = 10;
 
-/// What a command does.
+/// A power action a tenant asks for by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Make the server on its node.
-    Install,
     /// Start its process.
     Start,
     /// SIGTERM, then SIGKILL after the grace period.
@@ -35,23 +33,9 @@ pub enum Action {
     Restart,
     /// SIGKILL.
     Kill,
-    /// Remove it from its node.
-    Delete,
 }
 
 impl Action {
-    /// The name used in the API, the commands table and audit rows.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Install => "install",
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::Restart => "restart",
-            Action::Kill => "kill",
-            Action::Delete => "delete",
-        }
-    }
-
     /// A power action by name: `start`, `stop`, `restart`, `kill`.
     pub fn power(name: &str) -> Option<Action> {
         match name {
@@ -63,11 +47,104 @@ impl Action {
         }
     }
 
+    /// The name the API uses.
+    pub fn kind(self) -> CommandKind {
+        match self {
+            Action::Start => CommandKind::Start,
+            Action::Stop => CommandKind::Stop,
+            Action::Restart => CommandKind::Restart,
+            Action::Kill => CommandKind::Kill,
+        }
+    }
+
     /// The permission a power action needs.
     pub fn permission(self) -> authz::Permission {
         match self {
             Action::Start => authz::Permission::ServerStart,
             _ => authz::Permission::ServerStop,
+        }
+    }
+}
+
+/// A command for a node, carrying what it needs: a start cannot be sent without the
+/// server's expanded spec, a restore without the archive's SHA-256.
+#[derive(Debug, Clone)]
+pub enum NodeCommand {
+    /// Make the server on its node.
+    Install(Expanded),
+    /// Start its process.
+    Start(Expanded),
+    /// Stop, then start with this spec.
+    Restart(Expanded),
+    /// SIGTERM, then SIGKILL after [`STOP_GRACE_SECS`].
+    Stop,
+    /// SIGKILL.
+    Kill,
+    /// Remove it from its node.
+    Delete,
+    /// A line to its standard input.
+    ConsoleInput(String),
+    /// Archive its directory as this backup.
+    Backup {
+        /// The backup's id (the archive's name on the node).
+        backup_id: String,
+    },
+    /// Put this archive back, refusing one whose SHA-256 differs.
+    Restore {
+        /// The backup.
+        backup_id: String,
+        /// Its SHA-256 as the node reported it.
+        sha256: String,
+    },
+    /// Remove this archive.
+    DeleteBackup {
+        /// The backup.
+        backup_id: String,
+    },
+}
+
+impl NodeCommand {
+    /// What it is, as the commands table, metrics and audit rows name it.
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            NodeCommand::Install(_) => CommandKind::Install,
+            NodeCommand::Start(_) => CommandKind::Start,
+            NodeCommand::Restart(_) => CommandKind::Restart,
+            NodeCommand::Stop => CommandKind::Stop,
+            NodeCommand::Kill => CommandKind::Kill,
+            NodeCommand::Delete => CommandKind::Delete,
+            NodeCommand::ConsoleInput(_) => CommandKind::Console,
+            NodeCommand::Backup { .. } => CommandKind::Backup,
+            NodeCommand::Restore { .. } => CommandKind::Restore,
+            NodeCommand::DeleteBackup { .. } => CommandKind::DeleteBackup,
+        }
+    }
+
+    /// The message's payload on the node channel.
+    fn into_proto(self) -> command::Action {
+        use proto::node::v1 as pb;
+        match self {
+            NodeCommand::Install(expanded) => command::Action::Install(spec(expanded)),
+            NodeCommand::Start(expanded) => command::Action::Start(spec(expanded)),
+            NodeCommand::Restart(expanded) => command::Action::Restart(Restart {
+                grace_secs: STOP_GRACE_SECS,
+                spec: Some(spec(expanded)),
+            }),
+            NodeCommand::Stop => command::Action::Stop(Stop {
+                grace_secs: STOP_GRACE_SECS,
+            }),
+            NodeCommand::Kill => command::Action::Kill(Kill {}),
+            NodeCommand::Delete => command::Action::Delete(Delete {}),
+            NodeCommand::ConsoleInput(line) => {
+                command::Action::ConsoleInput(pb::ConsoleInput { line })
+            }
+            NodeCommand::Backup { backup_id } => command::Action::Backup(pb::Backup { backup_id }),
+            NodeCommand::Restore { backup_id, sha256 } => {
+                command::Action::Restore(pb::Restore { backup_id, sha256 })
+            }
+            NodeCommand::DeleteBackup { backup_id } => {
+                command::Action::DeleteBackup(pb::DeleteBackup { backup_id })
+            }
         }
     }
 }
@@ -88,50 +165,25 @@ fn spec(expanded: Expanded) -> ServerSpec {
     }
 }
 
-/// Sends `action` for `server_id` to `node_id` and returns the command id. `spec` is required
-/// for install, start and restart. Answers [`Error::NodeOffline`] when the node has no stream.
-pub async fn dispatch(
-    state: &Arc<AppState>,
-    node_id: &str,
-    server_id: &str,
-    action: Action,
-    expanded: Option<Expanded>,
-) -> Result<String, Error> {
-    let payload = match action {
-        Action::Install => command::Action::Install(spec(need(expanded)?)),
-        Action::Start => command::Action::Start(spec(need(expanded)?)),
-        Action::Restart => command::Action::Restart(Restart {
-            grace_secs: STOP_GRACE_SECS,
-            spec: Some(spec(need(expanded)?)),
-        }),
-        Action::Stop => command::Action::Stop(Stop {
-            grace_secs: STOP_GRACE_SECS,
-        }),
-        Action::Kill => command::Action::Kill(Kill {}),
-        Action::Delete => command::Action::Delete(Delete {}),
-    };
-    send(state, node_id, server_id, action.as_str(), payload).await
-}
-
-/// Sends one command (`name` for the commands table and metrics); [`sweep`] fails it if no
-/// ack comes in time.
+/// Sends `command` for `server_id` to `node_id` and returns the command id; [`sweep`] fails
+/// it if no ack comes in time. Answers [`Error::NodeOffline`] when the node has no stream.
 pub async fn send(
     state: &Arc<AppState>,
     node_id: &str,
     server_id: &str,
-    name: &'static str,
-    payload: command::Action,
+    command: NodeCommand,
 ) -> Result<String, Error> {
     if !state.registry.is_online(node_id) {
         return Err(Error::NodeOffline(node_id.to_owned()));
     }
+    let kind = command.kind();
     let id = crate::tenancy::new_id();
     command_row::ActiveModel {
         id: Set(id.clone()),
         server_id: Set(server_id.to_owned()),
         node_id: Set(node_id.to_owned()),
-        action: Set(name.to_owned()),
-        state: Set("pending".into()),
+        action: Set(kind),
+        state: Set(CommandState::Pending),
         error: Set(None),
         created_at: Set(Utc::now()),
         completed_at: Set(None),
@@ -142,7 +194,7 @@ pub async fn send(
         kind: Some(panel_message::Kind::Command(Command {
             id: id.clone(),
             server_id: server_id.to_owned(),
-            action: Some(payload),
+            action: Some(command.into_proto()),
         })),
     };
     if !state.registry.send(node_id, message).await {
@@ -156,7 +208,11 @@ pub async fn send(
         .await?;
         return Err(Error::NodeOffline(node_id.to_owned()));
     }
-    state.metrics.commands.with_label_values(&[name]).inc();
+    state
+        .metrics
+        .commands
+        .with_label_values(&[kind.name().as_str()])
+        .inc();
     Ok(id)
 }
 
@@ -168,7 +224,7 @@ pub async fn sweep(state: &AppState) -> Result<usize, Error> {
     let cutoff = Utc::now()
         - chrono::Duration::from_std(timeout).unwrap_or_else(|_| chrono::Duration::days(1));
     let overdue = command_row::Entity::find()
-        .filter(command_row::Column::State.eq("pending"))
+        .filter(command_row::Column::State.eq(CommandState::Pending))
         .filter(command_row::Column::CreatedAt.lt(cutoff))
         .all(&state.db)
         .await?;
@@ -183,10 +239,6 @@ pub async fn sweep(state: &AppState) -> Result<usize, Error> {
     Ok(failed)
 }
 
-fn need(expanded: Option<Expanded>) -> Result<Expanded, Error> {
-    expanded.ok_or_else(|| Error::Invalid("this command needs the server's spec".into()))
-}
-
 /// Moves a pending command to `acked` or `failed` (only the node it was sent to may answer,
 /// when `node_id` is given). Returns whether it was still pending.
 async fn finish(
@@ -199,7 +251,11 @@ async fn finish(
     let mut update = command_row::Entity::update_many()
         .col_expr(
             command_row::Column::State,
-            Expr::value(if ok { "acked" } else { "failed" }),
+            Expr::value(if ok {
+                CommandState::Acked
+            } else {
+                CommandState::Failed
+            }),
         )
         .col_expr(
             command_row::Column::Error,
@@ -207,7 +263,7 @@ async fn finish(
         )
         .col_expr(command_row::Column::CompletedAt, Expr::value(Utc::now()))
         .filter(command_row::Column::Id.eq(command_id))
-        .filter(command_row::Column::State.eq("pending"));
+        .filter(command_row::Column::State.eq(CommandState::Pending));
     if let Some(node_id) = node_id {
         update = update.filter(command_row::Column::NodeId.eq(node_id));
     }
@@ -218,12 +274,12 @@ async fn finish(
         .one(&state.db)
         .await?
     {
-        if ok && row.action == Action::Install.as_str() {
+        if ok && row.action == CommandKind::Install {
             server::Entity::update_many()
-                .col_expr(server::Column::State, Expr::value(STATE_OFFLINE))
+                .col_expr(server::Column::State, Expr::value(ServerState::Offline))
                 .col_expr(server::Column::UpdatedAt, Expr::value(Utc::now()))
                 .filter(server::Column::Id.eq(&row.server_id))
-                .filter(server::Column::State.eq(STATE_INSTALLING))
+                .filter(server::Column::State.eq(ServerState::Installing))
                 .exec(&state.db)
                 .await?;
         }

@@ -2,6 +2,7 @@
 //! outcomes. One broadcast channel per server, a mirror of its last console lines for new
 //! subscribers, and caps on open streams per user and per server.
 
+use crate::db::entities::states::{CommandKind, CommandState, ServerState};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -22,7 +23,7 @@ pub enum Event {
     /// The server's state changed.
     Status {
         /// The new state.
-        state: String,
+        state: ServerState,
         /// Why, as the node said.
         reason: Option<String>,
         /// When (RFC 3339).
@@ -61,7 +62,7 @@ pub enum Event {
         /// `backup` or `restore`.
         operation: &'static str,
         /// `completed`, `restored` or `failed`.
-        state: &'static str,
+        state: String,
         /// Why it failed.
         error: Option<String>,
     },
@@ -70,9 +71,9 @@ pub enum Event {
         /// Its id.
         command_id: String,
         /// `start`, `stop`, …
-        action: String,
+        action: CommandKind,
         /// `acked` or `failed`.
-        state: String,
+        state: CommandState,
         /// Why it failed.
         error: Option<String>,
     },

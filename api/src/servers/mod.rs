@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{SecondsFormat, TimeZone, Utc};
-use proto::node::v1::{ConsoleLine, ConsoleStream, ServerState, ServerStatus};
+use proto::node::v1::{ConsoleLine, ConsoleStream, ServerStatus};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, Order, QueryFilter,
@@ -19,31 +19,15 @@ use sea_orm::{
 };
 use serde::Deserialize;
 
-pub use commands::Action;
+pub use commands::{Action, NodeCommand};
 pub use events::{Event, Events};
 
+pub use crate::db::entities::states::ServerState;
 use crate::db::entities::{node, server};
 use crate::pagination::{self, Page, PageQuery};
 use crate::templates::{self, Expanded, Template};
 use crate::tenancy::{new_id, validate_name};
 use crate::{AppState, Error};
-
-/// Made on the panel, not yet confirmed by its node.
-pub const STATE_INSTALLING: &str = "installing";
-/// Not running.
-pub const STATE_OFFLINE: &str = "offline";
-
-/// The API's name of a node-reported state.
-pub fn state_name(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Installing | ServerState::Unspecified => STATE_INSTALLING,
-        ServerState::Offline => STATE_OFFLINE,
-        ServerState::Starting => "starting",
-        ServerState::Running => "running",
-        ServerState::Stopping => "stopping",
-        ServerState::Crashed => "crashed",
-    }
-}
 
 fn rfc3339_ms(unix_ms: i64) -> String {
     Utc.timestamp_millis_opt(unix_ms)
@@ -161,7 +145,7 @@ pub async fn create(
     }
     let row = insert_with_port(state, tenant_id, &node, name, &template, new.variables).await?;
     let spec = expanded(state, &row).await?;
-    commands::dispatch(state, &node.id, &row.id, Action::Install, Some(spec)).await?;
+    commands::send(state, &node.id, &row.id, NodeCommand::Install(spec)).await?;
     Ok(ServerView {
         server: row,
         template: template.name,
@@ -201,7 +185,7 @@ async fn insert_with_port(
             name: Set(name.clone()),
             template_id: Set(template.id.clone()),
             variables: Set(serde_json::Value::Object(variables.clone())),
-            state: Set(STATE_INSTALLING.to_owned()),
+            state: Set(ServerState::Installing),
             state_reason: Set(None),
             port: Set(port),
             created_at: Set(now),
@@ -324,7 +308,7 @@ pub async fn delete(state: &Arc<AppState>, server: &server::Model) -> Result<(),
         .exec(&state.db)
         .await?;
     state.events.remove(&server.id);
-    match commands::dispatch(state, &server.node_id, &server.id, Action::Delete, None).await {
+    match commands::send(state, &server.node_id, &server.id, NodeCommand::Delete).await {
         Ok(_) | Err(Error::NodeOffline(_)) => Ok(()),
         Err(e) => Err(e),
     }
@@ -348,23 +332,26 @@ pub async fn power(
     server: &server::Model,
     action: Action,
 ) -> Result<String, Error> {
-    let current = server.state.as_str();
+    use ServerState as S;
+    let current = server.state;
     let refused = match action {
-        Action::Start => matches!(current, "running" | "starting" | "stopping"),
-        Action::Stop | Action::Kill => matches!(current, STATE_OFFLINE | "crashed"),
-        _ => false,
+        Action::Start => matches!(current, S::Running | S::Starting | S::Stopping),
+        Action::Stop | Action::Kill => matches!(current, S::Offline | S::Crashed),
+        Action::Restart => false,
     };
-    if current == STATE_INSTALLING || refused {
+    if current == S::Installing || refused {
         return Err(Error::Conflict(format!(
             "cannot {} a server that is {current}",
-            action.as_str()
+            action.kind().name()
         )));
     }
-    let spec = match action {
-        Action::Start | Action::Restart => Some(expanded(state, server).await?),
-        _ => None,
+    let command = match action {
+        Action::Start => NodeCommand::Start(expanded(state, server).await?),
+        Action::Restart => NodeCommand::Restart(expanded(state, server).await?),
+        Action::Stop => NodeCommand::Stop,
+        Action::Kill => NodeCommand::Kill,
     };
-    commands::dispatch(state, &server.node_id, &server.id, action, spec).await
+    commands::send(state, &server.node_id, &server.id, command).await
 }
 
 /// Sends `line` to the running server's stdin. Returns the command id and whether the
@@ -379,16 +366,15 @@ pub async fn console_input(
             "line must be at most 4096 bytes without line breaks or NUL".into(),
         ));
     }
-    if server.state != "running" {
+    if server.state != ServerState::Running {
         return Err(Error::Conflict(format!(
             "the server is {}; console input needs it running",
             server.state
         )));
     }
     let sensitive = template_of(&state.db, server).await?.sensitive_input;
-    let payload =
-        proto::node::v1::command::Action::ConsoleInput(proto::node::v1::ConsoleInput { line });
-    let id = commands::send(state, &server.node_id, &server.id, "console", payload).await?;
+    let command = NodeCommand::ConsoleInput(line);
+    let id = commands::send(state, &server.node_id, &server.id, command).await?;
     Ok((id, sensitive))
 }
 
@@ -398,10 +384,10 @@ pub async fn on_status(
     node_id: &str,
     status: &ServerStatus,
 ) -> Result<(), Error> {
-    let name = state_name(status.state());
+    let new_state = ServerState::from_node(status.state());
     let reason = (!status.reason.is_empty()).then(|| status.reason.clone());
     let updated = server::Entity::update_many()
-        .col_expr(server::Column::State, Expr::value(name))
+        .col_expr(server::Column::State, Expr::value(new_state))
         .col_expr(server::Column::StateReason, Expr::value(reason.clone()))
         .col_expr(server::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(server::Column::Id.eq(&status.server_id))
@@ -412,7 +398,7 @@ pub async fn on_status(
         state.events.publish(
             &status.server_id,
             Event::Status {
-                state: name.to_owned(),
+                state: new_state,
                 reason,
                 at: rfc3339_ms(status.at_unix_ms),
             },
@@ -488,7 +474,7 @@ pub async fn reconcile(
         state.events.clear_console(&row.id);
         match reported.remove(&row.id) {
             Some(status) => {
-                if state_name(status.state()) != row.state {
+                if ServerState::from_node(status.state()) != row.state {
                     updated += 1;
                 }
                 on_status(state, node_id, &status).await?;
@@ -502,17 +488,17 @@ pub async fn reconcile(
                     }
                 };
                 server::Entity::update_many()
-                    .col_expr(server::Column::State, Expr::value(STATE_INSTALLING))
+                    .col_expr(server::Column::State, Expr::value(ServerState::Installing))
                     .filter(server::Column::Id.eq(&row.id))
                     .exec(&state.db)
                     .await?;
-                commands::dispatch(state, node_id, &row.id, Action::Install, Some(spec)).await?;
+                commands::send(state, node_id, &row.id, NodeCommand::Install(spec)).await?;
                 installed += 1;
             }
         }
     }
     for orphan in reported.keys() {
-        commands::dispatch(state, node_id, orphan, Action::Delete, None).await?;
+        commands::send(state, node_id, orphan, NodeCommand::Delete).await?;
         deleted += 1;
     }
     if updated + installed + deleted > 0 {

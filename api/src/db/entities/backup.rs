@@ -18,7 +18,7 @@ pub struct Model {
     /// Shown to people.
     pub name: String,
     /// `pending`, `completed` or `failed`.
-    pub state: String,
+    pub state: super::states::BackupState,
     /// The archive's size, once completed.
     pub size_bytes: Option<i64>,
     /// The archive's SHA-256, once completed; a restore checks it.
@@ -26,7 +26,7 @@ pub struct Model {
     /// Why it failed.
     pub error: Option<String>,
     /// The last restore: `restoring`, `restored` or `failed`.
-    pub restore_state: Option<String>,
+    pub restore_state: Option<super::states::RestoreState>,
     /// Why the last restore failed.
     pub restore_error: Option<String>,
     /// When it was asked for.

@@ -14,9 +14,9 @@ pub struct Model {
     /// The node it was sent to.
     pub node_id: String,
     /// `install`, `start`, `stop`, `restart`, `kill`, `delete`.
-    pub action: String,
+    pub action: super::states::CommandKind,
     /// `pending`, `acked` or `failed`.
-    pub state: String,
+    pub state: super::states::CommandState,
     /// Why it failed.
     pub error: Option<String>,
     /// When it was sent.

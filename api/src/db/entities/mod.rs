@@ -15,6 +15,7 @@ pub mod refresh_token;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod states;
 pub mod template;
 pub mod tenant;
 pub mod totp_credential;

@@ -20,7 +20,7 @@ pub struct Model {
     /// JSON object of the template's variables, validated.
     pub variables: Json,
     /// The last state its node reported (`installing` until the node has it).
-    pub state: String,
+    pub state: super::states::ServerState,
     /// Why it is in that state, as the node said.
     pub state_reason: Option<String>,
     /// The port allocated to it, if any.

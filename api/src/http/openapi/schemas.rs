@@ -409,11 +409,16 @@ fn tenancy() -> Value {
 }
 
 fn servers() -> Value {
+    use crate::db::entities::states::{
+        BackupState, CommandKind, CommandState, RestoreState, ServerState, names,
+    };
+    let mut restore_states: Vec<Value> = names::<RestoreState>()
+        .into_iter()
+        .map(Value::from)
+        .collect();
+    restore_states.push(Value::Null);
     json!({
-        "ServerState": {
-            "type": "string",
-            "enum": ["installing", "offline", "starting", "running", "stopping", "crashed"],
-        },
+        "ServerState": { "type": "string", "enum": names::<ServerState>() },
         "PowerAction": { "type": "string", "enum": ["start", "stop", "restart", "kill"] },
         "ServerVariables": {
             "type": "object",
@@ -460,14 +465,8 @@ fn servers() -> Value {
             "required": ["id", "action", "state", "error", "created_at", "completed_at"],
             "properties": {
                 "id": uuid(),
-                "action": {
-                    "type": "string",
-                    "enum": [
-                        "install", "start", "stop", "restart", "kill", "delete", "console",
-                        "backup", "restore", "delete_backup",
-                    ],
-                },
-                "state": { "type": "string", "enum": ["pending", "acked", "failed"] },
+                "action": { "type": "string", "enum": names::<CommandKind>() },
+                "state": { "type": "string", "enum": names::<CommandState>() },
                 "error": nullable_string(),
                 "created_at": time(),
                 "completed_at": nullable_time(),
@@ -482,13 +481,13 @@ fn servers() -> Value {
             "properties": {
                 "id": uuid(),
                 "name": { "type": "string" },
-                "state": { "type": "string", "enum": ["pending", "completed", "failed"] },
+                "state": { "type": "string", "enum": names::<BackupState>() },
                 "size_bytes": { "type": "integer", "minimum": 0, "nullable": true },
                 "sha256": nullable_string(),
                 "error": nullable_string(),
                 "restore_state": {
                     "type": "string",
-                    "enum": ["restoring", "restored", "failed", null],
+                    "enum": restore_states,
                     "nullable": true,
                 },
                 "restore_error": nullable_string(),
