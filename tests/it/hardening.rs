@@ -79,15 +79,17 @@ async fn headers_cors_and_request_ids() {
         "kept from a trusted proxy"
     );
 
-    // CORS: the listed origin gets its preflight answered, exactly; another gets nothing.
+    // CORS: the listed origin gets its preflight answered, exactly; another gets no CORS
+    // header, so the browser refuses.
     let preflight = |origin: &'static str| {
         http.request(reqwest::Method::OPTIONS, format!("{base}/api/auth/login"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
             .header("access-control-request-headers", "content-type")
     };
+    // tower-http answers preflights itself (200); what a browser checks is the headers.
     let (status, headers) = send(preflight(APP)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(status.is_success(), "{status}");
     assert_eq!(headers["access-control-allow-origin"], APP);
     assert!(
         headers["access-control-allow-methods"]
@@ -95,8 +97,7 @@ async fn headers_cors_and_request_ids() {
             .unwrap()
             .contains("POST")
     );
-    let (status, headers) = send(preflight("https://evil.example.com")).await;
-    assert_ne!(status, StatusCode::NO_CONTENT);
+    let (_, headers) = send(preflight("https://evil.example.com")).await;
     assert!(
         !headers.contains_key("access-control-allow-origin"),
         "{headers:?}"

@@ -123,23 +123,15 @@ impl Rest {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
-            let mut buffer = String::new();
+            let mut buffer: Vec<u8> = Vec::new();
             while let Ok(Some(chunk)) = response.chunk().await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    let mut name = String::from("message");
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event:") {
-                            name = v.trim().to_owned();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push_str(v.trim_start());
-                        }
-                    }
-                    if data.is_empty() {
-                        continue;
-                    }
+                // Line ends may be CRLF, CR or LF (the SSE grammar); bytes stay bytes until a
+                // whole event is in, so a character split across chunks is not mangled.
+                buffer.extend_from_slice(&chunk);
+                while let Some((block, rest)) = split_event(&buffer) {
+                    let event = parse_event(&String::from_utf8_lossy(block));
+                    buffer = rest.to_vec();
+                    let Some((name, data)) = event else { continue };
                     let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
                     if tx.send((name, value)).is_err() {
                         return;
@@ -204,5 +196,56 @@ impl EventReader {
             out.push(event);
         }
         out
+    }
+}
+
+/// The first whole event of `buffer` (up to a blank line) and what follows it.
+fn split_event(buffer: &[u8]) -> Option<(&[u8], &[u8])> {
+    let normalised_end = |i: usize| -> Option<usize> {
+        [&b"\r\n\r\n"[..], b"\n\n", b"\r\r"]
+            .iter()
+            .find(|sep| buffer[i..].starts_with(sep))
+            .map(|sep| i + sep.len())
+    };
+    (0..buffer.len()).find_map(|i| normalised_end(i).map(|end| (&buffer[..i], &buffer[end..])))
+}
+
+/// One event block: its name (`message` unless given) and its data lines joined by `\n`, as
+/// the SSE specification says; `None` for a comment-only or data-less block.
+fn parse_event(block: &str) -> Option<(String, String)> {
+    let mut name = String::from("message");
+    let mut data: Vec<&str> = Vec::new();
+    for line in block.split(['\r', '\n']).filter(|l| !l.is_empty()) {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => name = value.to_owned(),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    (!data.is_empty()).then(|| (name, data.join("\n")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_event, split_event};
+
+    #[test]
+    fn sse_blocks_follow_the_specification() {
+        let stream = b"event: console\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n: keep-alive\n\nrest";
+        let (first, rest) = split_event(stream).unwrap();
+        let (second, rest) = split_event(rest).unwrap();
+        assert_eq!(rest, b"rest");
+        assert_eq!(
+            parse_event(std::str::from_utf8(first).unwrap()),
+            Some(("console".to_owned(), "{\"a\":\n1}".to_owned()))
+        );
+        assert_eq!(parse_event(std::str::from_utf8(second).unwrap()), None);
+        assert_eq!(
+            parse_event("data:  two spaces"),
+            Some(("message".to_owned(), " two spaces".to_owned()))
+        );
+        assert!(split_event(b"data: x\n").is_none());
     }
 }

@@ -105,35 +105,19 @@ impl RateLimits {
     }
 }
 
-/// An IP network, for `TRUSTED_PROXIES`.
+/// An IP network, for `TRUSTED_PROXIES` (ipnet's, with a bare address read as one host and
+/// IPv4-mapped IPv6 peers matched as IPv4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl Cidr {
     /// Parses `192.0.2.0/24`, `127.0.0.1` (a /32), `::1/128`.
     pub fn parse(text: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP or CIDR"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse()
-                .ok()
-                .filter(|&p| p <= max)
-                .ok_or_else(|| format!("{text:?}: bad prefix"))?,
-        };
-        Ok(Cidr { addr, prefix })
+        let text = text.trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(Cidr)
+            .map_err(|_| format!("{text:?} is not an IP or CIDR"))
     }
 
     /// Whether `ip` is inside the network.
@@ -142,25 +126,8 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
-}
-
-fn mask_eq(net: &[u8], ip: &[u8], prefix: u8) -> bool {
-    let full = usize::from(prefix / 8);
-    let rest = prefix % 8;
-    if net[..full] != ip[..full] {
-        return false;
-    }
-    if rest == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rest);
-    (net[full] & mask) == (ip[full] & mask)
 }
 
 /// Everything identity needs.

@@ -35,7 +35,6 @@ use tokio_util::sync::CancellationToken;
 pub use access::{Access, Caller, TenantCtx};
 pub use error::{ApiError, ApiJson, ApiJsonOrEmpty, ApiQuery};
 pub use guard::{Class, ClientIp};
-pub use hardening::RequestId;
 pub use openapi::document;
 
 use crate::AppState;
@@ -437,12 +436,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
         router = router.route(route.path, handler);
     }
-    router
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(from_fn_with_state(state.clone(), hardening::harden))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    hardening::layers(router, &state).with_state(state)
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
