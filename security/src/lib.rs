@@ -12,10 +12,14 @@
 //! tests can move the clock.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "envelope")]
 pub mod envelope;
 mod error;
+#[cfg(feature = "jwt")]
 pub mod jwt;
+#[cfg(feature = "limiter")]
 pub mod limiter;
+#[cfg(feature = "password")]
 pub mod password;
 pub mod pki;
 pub mod tls;
