@@ -257,7 +257,7 @@ async fn run(command: Command) -> Result<(), Error> {
                 UserCommand::RevokeSessions { email } => (Do::RevokeSessions, email),
             };
             let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
-            let (user, ended) = lock::run(&db, what, &email).await?;
+            let (user, ended) = lock::run(&db, what, &email, chrono::Utc::now()).await?;
             match what {
                 Do::Lock => println!("{} locked; {ended} sessions ended", user.email),
                 Do::Unlock => println!("{} unlocked", user.email),

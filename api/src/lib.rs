@@ -15,6 +15,7 @@
 pub mod apikeys;
 pub mod audit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 mod error;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub handshake_timeout: Duration,
     /// The master keys of envelope-encrypted secrets.
     pub vault: secrets::Vault,
+    /// Where every service reads the time.
+    pub clock: clock::SharedClock,
     /// The hashing key of tenant API keys.
     pub api_keys: apikeys::Hasher,
     /// Live server events for SSE subscribers.
@@ -95,6 +98,14 @@ pub struct Panel {
 impl Panel {
     /// Connects to the database, migrates it, loads TLS material and binds both listeners.
     pub async fn start(config: Config) -> Result<Panel, Error> {
+        Panel::start_with_clock(config, Arc::new(clock::SystemClock)).await
+    }
+
+    /// [`Panel::start`] with the time read from `clock` (tests move it instead of sleeping).
+    pub async fn start_with_clock(
+        config: Config,
+        clock: clock::SharedClock,
+    ) -> Result<Panel, Error> {
         let tls = Arc::new(grpc::tls::TlsSetup::load(
             &config.ca_cert,
             &config.tls_cert,
@@ -120,6 +131,7 @@ impl Panel {
             config.environment,
             db.clone(),
             metrics.clone(),
+            clock.clone(),
         )?;
         let vault = secrets::Vault::load(&config.identity, config.environment)?;
         vault.check(&db).await?;
@@ -137,6 +149,7 @@ impl Panel {
             metrics,
             handshake_timeout: config.handshake_timeout,
             vault,
+            clock,
             api_keys: apikeys::Hasher::default(),
             events: servers::Events::default(),
             stopping: CancellationToken::new(),

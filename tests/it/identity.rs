@@ -3,6 +3,7 @@
 //! refresh rotation and reuse detection, logout, password reset, limits, and JWT rotation.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::Panel;
@@ -25,6 +26,15 @@ struct Fixture {
 
 impl Fixture {
     async fn start(kind: DbKind, tune: impl FnOnce(&mut api::Config)) -> Fixture {
+        Fixture::start_with_clock(kind, tune, Arc::new(api::clock::SystemClock)).await
+    }
+
+    /// [`Fixture::start`] with the panel reading the time from `clock`.
+    async fn start_with_clock(
+        kind: DbKind,
+        tune: impl FnOnce(&mut api::Config),
+        clock: api::clock::SharedClock,
+    ) -> Fixture {
         security::tls::install_default_provider();
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::new(dir.path());
@@ -37,7 +47,7 @@ impl Fixture {
         tune(&mut config);
         let outbox = config.identity.outbox_dir.clone();
         let db_url = config.database_url.clone();
-        let panel = Panel::start(config).await.unwrap();
+        let panel = Panel::start_with_clock(config, clock).await.unwrap();
         let base = format!("http://{}", panel.http_addr);
         Fixture {
             _dir: dir,
@@ -248,7 +258,13 @@ async fn concurrent_refresh_has_one_winner(kind: DbKind) {
 }
 
 async fn refresh_grace_tolerates_two_tabs_then_expires(kind: DbKind) {
-    let f = Fixture::start(kind, |c| c.identity.refresh_grace = Duration::from_secs(2)).await;
+    let clock = Arc::new(api::clock::ShiftedClock::default());
+    let f = Fixture::start_with_clock(
+        kind,
+        |c| c.identity.refresh_grace = Duration::from_secs(2),
+        clock.clone(),
+    )
+    .await;
     f.verified_user("tabs@example.com").await;
     let (_, pair) = f.login("tabs@example.com", PASSWORD).await;
     let token = pair["refresh_token"].clone();
@@ -269,7 +285,8 @@ async fn refresh_grace_tolerates_two_tabs_then_expires(kind: DbKind) {
         StatusCode::OK
     );
 
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    // The grace passes on the panel's clock: no sleeping through it.
+    clock.advance(Duration::from_millis(2300));
     let (status, body) = f.refresh(&token).await;
     assert_eq!(
         (status, error_code(&body)),

@@ -349,14 +349,18 @@ async fn a_lock_or_password_change_ends_the_second_step(kind: DbKind) {
     let (_, recovery, _) = turn_on(&caller).await;
 
     let token = mfa_token(&f.anon, email).await;
-    lock::run(db, UserCommand::Lock, email).await.unwrap();
+    lock::run(db, UserCommand::Lock, email, chrono::Utc::now())
+        .await
+        .unwrap();
     let (status, body) = finish(&f.anon, &token, json!({ "recovery_code": recovery[0] })).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::FORBIDDEN, Some("forbidden")),
         "{body}"
     );
-    lock::run(db, UserCommand::Unlock, email).await.unwrap();
+    lock::run(db, UserCommand::Unlock, email, chrono::Utc::now())
+        .await
+        .unwrap();
     let token = mfa_token(&f.anon, email).await;
     let (status, pair) = finish(&f.anon, &token, json!({ "recovery_code": recovery[0] })).await;
     assert_eq!(status, StatusCode::OK, "{pair}");

@@ -241,7 +241,7 @@ async fn authenticate(
             &state.db,
             (&state.api_keys, &state.vault),
             bearer,
-            chrono::Utc::now(),
+            state.clock.now(),
         )
         .await?;
         return Ok(Principal {

@@ -62,7 +62,7 @@ pub async fn create(
             permissions: &body.permissions,
             expires_at: body.expires_at,
         },
-        Utc::now(),
+        state.clock.now(),
     )
     .await?;
     let event = ctx.audit(
@@ -84,7 +84,14 @@ pub async fn list(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>> {
     let of_user = (!ctx.allows(Permission::MemberManage)).then_some(ctx.principal.user.id.as_str());
-    let page = apikeys::list(&state.db, &ctx.tenant_id, of_user, Utc::now(), &query).await?;
+    let page = apikeys::list(
+        &state.db,
+        &ctx.tenant_id,
+        of_user,
+        state.clock.now(),
+        &query,
+    )
+    .await?;
     Ok(page_json(page, key_json))
 }
 
@@ -100,7 +107,7 @@ pub async fn revoke(
         &id,
         &ctx.principal.user.id,
         ctx.allows(Permission::MemberManage),
-        Utc::now(),
+        state.clock.now(),
     )
     .await?;
     // Its open event streams re-check at once.

@@ -137,7 +137,7 @@ pub(super) async fn respond_limited(decision: Decision, request: Request, next: 
     let response = if decision.allowed {
         next.run(request).await
     } else {
-        let now = Utc::now().timestamp_millis();
+        let now = chrono::Utc::now().timestamp_millis();
         ApiError::from(Error::RateLimited {
             retry_after_secs: decision.retry_after_secs(now),
         })

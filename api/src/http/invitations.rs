@@ -8,7 +8,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -58,7 +57,7 @@ pub async fn create(
         &ctx.principal.user.id,
         &body.email,
         role,
-        Utc::now(),
+        state.clock.now(),
     )
     .await?;
     let event = ctx.audit(
@@ -92,7 +91,7 @@ pub async fn list(
     ctx: TenantCtx,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>> {
-    let page = invitations::pending(&state.db, &ctx.tenant_id, Utc::now(), &query).await?;
+    let page = invitations::pending(&state.db, &ctx.tenant_id, state.clock.now(), &query).await?;
     Ok(page_json(page, invitation_json))
 }
 
@@ -103,7 +102,7 @@ pub async fn withdraw(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     let withdrawn =
-        invitations::withdraw(&state.db, &ctx.tenant_id, ctx.role, &id, Utc::now()).await?;
+        invitations::withdraw(&state.db, &ctx.tenant_id, ctx.role, &id, state.clock.now()).await?;
     let event = ctx.audit(
         "member.invitation_withdrawn",
         Some(&withdrawn.id),
@@ -128,7 +127,8 @@ pub async fn accept(
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Accept>,
 ) -> Result<StatusCode> {
-    let result = invitations::accept(&state.db, &body.token, &principal.user, Utc::now()).await;
+    let result =
+        invitations::accept(&state.db, &body.token, &principal.user, state.clock.now()).await;
     let (outcome, target, tenant_id) = match &result {
         Ok(i) => ("ok", Some(i.id.clone()), Some(i.tenant_id.clone())),
         Err(Refusal::OtherAccount {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -30,7 +29,7 @@ pub async fn setup(
 ) -> Result<Json<Value>> {
     let enrolment = state
         .identity
-        .totp_setup(&state.vault, &principal, &origin(ip), Utc::now())
+        .totp_setup(&state.vault, &principal, &origin(ip), state.clock.now())
         .await?;
     Ok(Json(json!({
         "secret": enrolment.secret.as_str(),
@@ -59,7 +58,7 @@ pub async fn confirm(
             &principal,
             &body.code,
             &origin(ip),
-            Utc::now(),
+            state.clock.now(),
         )
         .await?;
     Ok(Json(json!({ "recovery_codes": codes })))
@@ -90,7 +89,7 @@ pub async fn disable(
             &body.code,
             &origin(ip),
             lane,
-            Utc::now(),
+            state.clock.now(),
         )
         .await;
     counted(&state, &attempt, result).await?;
@@ -119,7 +118,7 @@ pub async fn login_mfa(
             return Err(Error::Invalid("give exactly one of code and recovery_code".into()).into());
         }
     };
-    let now = Utc::now();
+    let now = state.clock.now();
     // Throttled as a login of the token's account (an unknown token shares one key).
     let email = state
         .identity

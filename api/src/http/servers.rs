@@ -97,7 +97,14 @@ pub async fn update(
     .into_iter()
     .flatten()
     .collect();
-    let view = servers::update(&state.db, &ctx.tenant_id, &server_id, body).await?;
+    let view = servers::update(
+        &state.db,
+        &ctx.tenant_id,
+        &server_id,
+        body,
+        state.clock.now(),
+    )
+    .await?;
     let event = ctx.audit(
         "server.update",
         Some(&server_id),
@@ -218,7 +225,7 @@ pub async fn events(
     let principal = ctx.principal.clone();
     let mut revocations = state.identity.revocations();
     // The stream lives no longer than the access token that opened it.
-    let now = chrono::Utc::now().timestamp();
+    let now = state.clock.now().timestamp();
     let token_left = principal.open_until(now) - now;
     let expiry = tokio::time::sleep(Duration::from_secs(u64::try_from(token_left).unwrap_or(0)));
     let stream = async_stream::stream! {

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 
@@ -52,7 +51,7 @@ impl Identity {
         purpose: Purpose,
     ) -> Result<String, Error> {
         let token = tokens::new_secret();
-        let now = Utc::now();
+        let now = self.clock.now();
         email_token::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
             user_id: Set(user_id.to_owned()),
@@ -77,7 +76,7 @@ impl Identity {
             .filter(email_token::Column::TokenHash.eq(tokens::hash(token)))
             .filter(email_token::Column::Purpose.eq(purpose.as_str()))
             .filter(email_token::Column::UsedAt.is_null())
-            .filter(email_token::Column::ExpiresAt.gt(Utc::now()))
+            .filter(email_token::Column::ExpiresAt.gt(self.clock.now()))
             .one(&self.db)
             .await?;
         let Some(row) = row else {
@@ -94,7 +93,7 @@ impl Identity {
         token: &str,
     ) -> Result<String, Error> {
         let hash = tokens::hash(token);
-        let now = Utc::now();
+        let now = self.clock.now();
         let consumed = email_token::Entity::update_many()
             .col_expr(email_token::Column::UsedAt, Expr::value(now))
             .filter(email_token::Column::TokenHash.eq(&hash))

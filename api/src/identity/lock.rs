@@ -3,7 +3,6 @@
 //! user's sessions (the `sid` check), and its open event streams at their next re-check. Every
 //! command is audited with the actor `cli`.
 
-use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::json;
@@ -35,18 +34,19 @@ impl UserCommand {
 }
 
 /// Runs `command` on the account of `email`; returns the account and how many live sessions
-/// were ended. An unknown email is [`Error::NotFound`].
+/// were ended, as of `now`. An unknown email is [`Error::NotFound`].
 pub async fn run(
     db: &DatabaseConnection,
     command: UserCommand,
     email: &str,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(user::Model, u64), Error> {
     let email = normalise_email(email)?;
     let user = find_user(db, &email)
         .await?
         .ok_or_else(|| Error::NotFound(format!("user {email}")))?;
     let locked_at = match command {
-        UserCommand::Lock => Some(Utc::now()),
+        UserCommand::Lock => Some(now),
         UserCommand::Unlock => None,
         UserCommand::RevokeSessions => user.locked_at,
     };
@@ -60,13 +60,20 @@ pub async fn run(
     let ended = match command {
         UserCommand::Unlock => 0,
         UserCommand::Lock => {
-            revoke_sessions(db, session::Column::UserId.eq(&user.id), "account locked").await?
+            revoke_sessions(
+                db,
+                session::Column::UserId.eq(&user.id),
+                "account locked",
+                now,
+            )
+            .await?
         }
         UserCommand::RevokeSessions => {
             revoke_sessions(
                 db,
                 session::Column::UserId.eq(&user.id),
                 "revoked by an administrator",
+                now,
             )
             .await?
         }

@@ -33,6 +33,7 @@ use tokio::sync::{Semaphore, broadcast};
 
 use crate::Error;
 use crate::audit::{self, AuditEvent};
+use crate::clock::SharedClock;
 use crate::config::{Environment, IdentityConfig};
 use crate::db::entities::{session, user};
 use crate::mailer::Mailer;
@@ -183,6 +184,8 @@ pub struct Identity {
     queued: Arc<AtomicUsize>,
     /// At most this many may wait.
     queue_cap: usize,
+    /// Where it reads the time.
+    clock: SharedClock,
 }
 
 impl Identity {
@@ -193,6 +196,7 @@ impl Identity {
         environment: Environment,
         db: DatabaseConnection,
         metrics: Metrics,
+        clock: SharedClock,
     ) -> Result<Identity, Error> {
         let keys = keys::load(config, environment)?;
         let mailer = Mailer::new(config.smtp_url.as_deref(), &config.outbox_dir)?;
@@ -211,6 +215,7 @@ impl Identity {
             mail_jobs: Arc::new(Semaphore::new(MAIL_JOBS)),
             queued: Arc::new(AtomicUsize::new(0)),
             queue_cap: hashing_slots() * QUEUE_PER_SLOT,
+            clock,
         })
     }
 
@@ -242,7 +247,7 @@ impl Identity {
             password_hash: Set(hash),
             email_verified: Set(false),
             is_platform_admin: Set(false),
-            created_at: Set(Utc::now()),
+            created_at: Set(self.clock.now()),
             locked_at: Set(None),
         }
         .insert(&self.db)
@@ -364,7 +369,9 @@ impl Identity {
             Some(tid) => Some(self.member_tenant(&user.id, &tid, origin).await?),
         };
         if self.totp_active(&user.id).await? {
-            let mfa_token = self.mfa_challenge(&user, tenant_id, Utc::now()).await?;
+            let mfa_token = self
+                .mfa_challenge(&user, tenant_id, self.clock.now())
+                .await?;
             self.audit(&user.id, "auth.login", "mfa_required", origin)
                 .await;
             return Ok(LoginOutcome::MfaRequired { mfa_token });
@@ -385,7 +392,7 @@ impl Identity {
             id: Set(uuid::Uuid::new_v4().to_string()),
             user_id: Set(user.id.clone()),
             tenant_id: Set(tenant_id),
-            created_at: Set(Utc::now()),
+            created_at: Set(self.clock.now()),
             revoked_at: Set(None),
             revoked_reason: Set(None),
             ip: Set(origin.ip.clone()),
@@ -394,7 +401,7 @@ impl Identity {
         }
         .insert(&self.db)
         .await?;
-        let refresh_token = refresh::issue(&self.db, &session.id, None).await?;
+        let refresh_token = refresh::issue(&self.db, &session.id, None, self.clock.now()).await?;
         Ok(TokenPair {
             access_token: self.access_token(user, &session)?,
             refresh_token,
@@ -431,7 +438,13 @@ impl Identity {
     /// Revokes the session of a refresh token. Unknown tokens are ignored.
     pub async fn logout(&self, token: &str, origin: &Origin) -> Result<(), Error> {
         if let Some(row) = refresh::find(&self.db, token).await? {
-            revoke_sessions(&self.db, session::Column::Id.eq(&row.session_id), "logout").await?;
+            revoke_sessions(
+                &self.db,
+                session::Column::Id.eq(&row.session_id),
+                "logout",
+                self.clock.now(),
+            )
+            .await?;
             if let Some(s) = session::Entity::find_by_id(&row.session_id)
                 .one(&self.db)
                 .await?
@@ -446,7 +459,13 @@ impl Identity {
 
     /// Revokes every session of `user_id`: every refresh and access token stops working.
     pub async fn logout_all(&self, user_id: &str, origin: &Origin) -> Result<(), Error> {
-        revoke_sessions(&self.db, session::Column::UserId.eq(user_id), "logout-all").await?;
+        revoke_sessions(
+            &self.db,
+            session::Column::UserId.eq(user_id),
+            "logout-all",
+            self.clock.now(),
+        )
+        .await?;
         self.announce_revoked(user_id);
         self.audit(user_id, "auth.logout_all", "success", origin)
             .await;
@@ -501,6 +520,7 @@ impl Identity {
             &self.db,
             session::Column::UserId.eq(&user_id),
             "password reset",
+            self.clock.now(),
         )
         .await?;
         self.announce_revoked(&user_id);
@@ -515,7 +535,7 @@ impl Identity {
             .keys
             .verify(
                 bearer,
-                Utc::now().timestamp(),
+                self.clock.now().timestamp(),
                 &self.issuer,
                 &self.audiences,
             )
@@ -526,7 +546,7 @@ impl Identity {
         let session = session::Entity::find_by_id(&claims.sid)
             .one(&self.db)
             .await?;
-        let now = Utc::now();
+        let now = self.clock.now();
         match session {
             Some(s) if s.revoked_at.is_none() && s.user_id == claims.sub => {
                 let stale = s.last_used_at.is_none_or(|at| {
@@ -570,9 +590,8 @@ impl Identity {
                     .one(&self.db)
                     .await?
                     .is_some_and(|u| u.locked_at.is_none());
-                return Ok(
-                    user_live && crate::apikeys::still_live(&self.db, grant, Utc::now()).await?
-                );
+                return Ok(user_live
+                    && crate::apikeys::still_live(&self.db, grant, self.clock.now()).await?);
             }
         };
         let session = session::Entity::find_by_id(session_id)
@@ -599,7 +618,7 @@ impl Identity {
     }
 
     fn access_token(&self, user: &user::Model, session: &session::Model) -> Result<String, Error> {
-        let now = Utc::now().timestamp();
+        let now = self.clock.now().timestamp();
         let claims = Claims {
             sub: user.id.clone(),
             sid: session.id.clone(),
@@ -758,9 +777,10 @@ async fn revoke_sessions(
     db: &DatabaseConnection,
     which: sea_orm::sea_query::SimpleExpr,
     reason: &str,
+    now: chrono::DateTime<Utc>,
 ) -> Result<u64, Error> {
     let result = session::Entity::update_many()
-        .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
+        .col_expr(session::Column::RevokedAt, Expr::value(now))
         .col_expr(session::Column::RevokedReason, Expr::value(reason))
         .filter(which)
         .filter(session::Column::RevokedAt.is_null())

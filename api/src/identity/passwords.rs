@@ -59,6 +59,7 @@ impl Identity {
                 .eq(&user.id)
                 .and(session::Column::Id.ne(principal.session_id().unwrap_or_default())),
             REASON,
+            self.clock.now(),
         )
         .await?;
         self.announce_revoked(&user.id);

@@ -25,9 +25,9 @@ pub async fn issue(
     db: &DatabaseConnection,
     session_id: &str,
     parent_id: Option<String>,
+    now: DateTime<Utc>,
 ) -> Result<String, Error> {
     let secret = tokens::new_secret();
-    let now = Utc::now();
     refresh_token::ActiveModel {
         id: Set(uuid::Uuid::new_v4().to_string()),
         session_id: Set(session_id.to_owned()),
@@ -80,7 +80,7 @@ pub async fn exchange(
             Error::Unauthenticated("this session has ended")
         });
     }
-    let now = Utc::now();
+    let now = identity.clock.now();
     if row.expires_at <= now {
         return Err(Error::Unauthenticated("refresh token expired"));
     }
@@ -97,6 +97,7 @@ pub async fn exchange(
             db,
             session::Column::Id.eq(&session.id),
             "refresh token reuse",
+            identity.clock.now(),
         )
         .await?;
         identity.metrics.refresh_reuse.inc();
@@ -123,7 +124,7 @@ pub async fn exchange(
     if user.locked_at.is_some() {
         return Err(Error::Unauthenticated("this account is locked"));
     }
-    let refresh_token = issue(db, &session.id, Some(row.id.clone())).await?;
+    let refresh_token = issue(db, &session.id, Some(row.id.clone()), now).await?;
     Ok(TokenPair {
         access_token: identity.access_token(&user, &session)?,
         refresh_token,
@@ -142,7 +143,7 @@ async fn grace_applies(identity: &Identity, row: &refresh_token::Model) -> Resul
     let Some(used_at) = current.used_at else {
         return Ok(false);
     };
-    if !within(used_at, Utc::now(), identity.grace) {
+    if !within(used_at, identity.clock.now(), identity.grace) {
         return Ok(false);
     }
     let newest_child = refresh_token::Entity::find()

@@ -76,6 +76,7 @@ impl Identity {
                 .add(session::Column::UserId.eq(&principal.user.id))
                 .into(),
             "ended by its user",
+            self.clock.now(),
         )
         .await?;
         if ended == 0 {

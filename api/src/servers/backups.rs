@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use proto::node::v1::{BackupOperation, BackupResult};
 use sea_orm::ActiveEnum;
 use sea_orm::sea_query::Expr;
@@ -33,7 +32,7 @@ pub async fn create(
 ) -> Result<backup::Model, Error> {
     let name = match name {
         Some(name) => validate_name("name", name)?,
-        None => format!("backup {}", Utc::now().format("%Y-%m-%d %H:%M:%S")),
+        None => format!("backup {}", state.clock.now().format("%Y-%m-%d %H:%M:%S")),
     };
     if !state.registry.is_online(&server.node_id) {
         return Err(Error::NodeOffline(server.node_id.clone()));
@@ -50,7 +49,7 @@ pub async fn create(
         error: Set(None),
         restore_state: Set(None),
         restore_error: Set(None),
-        created_at: Set(Utc::now()),
+        created_at: Set(state.clock.now()),
         completed_at: Set(None),
     }
     .insert(&state.db)
@@ -184,7 +183,7 @@ pub async fn on_result(state: &AppState, node_id: &str, result: BackupResult) ->
             };
             update.state = Set(made);
             update.error = Set(error.clone());
-            update.completed_at = Set(Some(Utc::now()));
+            update.completed_at = Set(Some(state.clock.now()));
             if result.ok {
                 update.size_bytes = Set(Some(result.size_bytes as i64));
                 update.sha256 = Set(Some(result.sha256.to_ascii_lowercase()));

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use proto::node::v1::{
     Command, CommandAck, Delete, Kill, PanelMessage, Restart, ServerSpec, Stop, command,
     panel_message,
@@ -185,7 +184,7 @@ pub async fn send(
         action: Set(kind),
         state: Set(CommandState::Pending),
         error: Set(None),
-        created_at: Set(Utc::now()),
+        created_at: Set(state.clock.now()),
         completed_at: Set(None),
     }
     .insert(&state.db)
@@ -221,7 +220,7 @@ pub async fn send(
 /// command outlives no restart of the panel that sent it. Returns how many it failed.
 pub async fn sweep(state: &AppState) -> Result<usize, Error> {
     let timeout = state.config.command_timeout;
-    let cutoff = Utc::now()
+    let cutoff = state.clock.now()
         - chrono::Duration::from_std(timeout).unwrap_or_else(|_| chrono::Duration::days(1));
     let overdue = command_row::Entity::find()
         .filter(command_row::Column::State.eq(CommandState::Pending))
@@ -261,7 +260,10 @@ async fn finish(
             command_row::Column::Error,
             Expr::value((!ok).then(|| error.to_owned())),
         )
-        .col_expr(command_row::Column::CompletedAt, Expr::value(Utc::now()))
+        .col_expr(
+            command_row::Column::CompletedAt,
+            Expr::value(state.clock.now()),
+        )
         .filter(command_row::Column::Id.eq(command_id))
         .filter(command_row::Column::State.eq(CommandState::Pending));
     if let Some(node_id) = node_id {
@@ -277,7 +279,7 @@ async fn finish(
         if ok && row.action == CommandKind::Install {
             server::Entity::update_many()
                 .col_expr(server::Column::State, Expr::value(ServerState::Offline))
-                .col_expr(server::Column::UpdatedAt, Expr::value(Utc::now()))
+                .col_expr(server::Column::UpdatedAt, Expr::value(state.clock.now()))
                 .filter(server::Column::Id.eq(&row.server_id))
                 .filter(server::Column::State.eq(ServerState::Installing))
                 .exec(&state.db)

@@ -177,7 +177,7 @@ async fn insert_with_port(
             }
             _ => None,
         };
-        let now = Utc::now();
+        let now = state.clock.now();
         let inserted = server::ActiveModel {
             id: Set(new_id()),
             tenant_id: Set(tenant_id.to_owned()),
@@ -280,6 +280,7 @@ pub async fn update(
     tenant_id: &str,
     server_id: &str,
     patch: ServerPatch,
+    now: chrono::DateTime<Utc>,
 ) -> Result<ServerView, Error> {
     let server = get(db, tenant_id, server_id).await?;
     let mut row: server::ActiveModel = server.clone().into();
@@ -291,7 +292,7 @@ pub async fn update(
         check_references(db, tenant_id, &resolved).await?;
         row.variables = Set(serde_json::Value::Object(variables));
     }
-    row.updated_at = Set(Utc::now());
+    row.updated_at = Set(now);
     row.update(db).await?;
     view(db, tenant_id, server_id).await
 }
@@ -389,7 +390,7 @@ pub async fn on_status(
     let updated = server::Entity::update_many()
         .col_expr(server::Column::State, Expr::value(new_state))
         .col_expr(server::Column::StateReason, Expr::value(reason.clone()))
-        .col_expr(server::Column::UpdatedAt, Expr::value(Utc::now()))
+        .col_expr(server::Column::UpdatedAt, Expr::value(state.clock.now()))
         .filter(server::Column::Id.eq(&status.server_id))
         .filter(server::Column::NodeId.eq(node_id))
         .exec(&state.db)
