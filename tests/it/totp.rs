@@ -18,6 +18,8 @@ use tests::rest::{PASSWORD, Rest};
 use tests::totp::{App, STEP, base32_decode, hotp, totp, unix_now};
 use tests::{DbKind, mail};
 
+use crate::accounts::{code, start};
+
 #[test]
 fn the_independent_totp_gives_rfc_6238_appendix_b() {
     let key = b"12345678901234567890";
@@ -35,30 +37,6 @@ fn the_independent_totp_gives_rfc_6238_appendix_b() {
         base32_decode("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
         key.to_vec()
     );
-}
-
-fn code(body: &Value) -> Option<&str> {
-    body["error"]["code"].as_str()
-}
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    panel: api::Panel,
-    outbox: std::path::PathBuf,
-    anon: Rest,
-}
-
-async fn start(kind: DbKind) -> Fixture {
-    let (dir, _pki, config) = tests::roomy_setup(kind).await;
-    let outbox = config.identity.outbox_dir.clone();
-    let panel = api::Panel::start(config).await.unwrap();
-    let anon = Rest::new(format!("http://{}", panel.http_addr));
-    Fixture {
-        _dir: dir,
-        panel,
-        outbox,
-        anon,
-    }
 }
 
 async fn login(anon: &Rest, email: &str) -> (StatusCode, Value) {
@@ -414,14 +392,7 @@ async fn wrong_codes_run_into_the_login_limit(kind: DbKind) {
 
     // One token takes five wrong codes, then it is gone (a sixth failure).
     let token = mfa_token(&f.anon, email).await;
-    for n in 0..5 {
-        let (status, body) = finish(&f.anon, &token, json!({ "code": wrong })).await;
-        assert_eq!(
-            code(&body),
-            Some("invalid_code"),
-            "wrong code {n}: {status} {body}"
-        );
-    }
+    refused_codes(&f.anon, &token, wrong, 5).await;
     let (status, body) = finish(&f.anon, &token, json!({ "code": right })).await;
     assert_eq!(
         (status, code(&body)),
@@ -431,14 +402,7 @@ async fn wrong_codes_run_into_the_login_limit(kind: DbKind) {
     // Four more failures make ten from this client within the hour: it is blocked, the right
     // code included, and so are its logins.
     let token = mfa_token(&f.anon, email).await;
-    for n in 0..4 {
-        let (status, body) = finish(&f.anon, &token, json!({ "code": wrong })).await;
-        assert_eq!(
-            code(&body),
-            Some("invalid_code"),
-            "wrong code {n}: {status} {body}"
-        );
-    }
+    refused_codes(&f.anon, &token, wrong, 4).await;
     let (status, body) = finish(&f.anon, &token, json!({ "code": right })).await;
     assert_eq!(
         (status, code(&body)),
@@ -611,3 +575,15 @@ crate::on_both_databases!(
     wrong_codes_run_into_the_login_limit,
     secrets_stay_out_of_logs_and_audit,
 );
+
+/// Presents the wrong `code` `times` times on `token`: each is refused as `invalid_code`.
+async fn refused_codes(anon: &Rest, token: &str, code_given: &str, times: usize) {
+    for n in 0..times {
+        let (status, body) = finish(anon, token, json!({ "code": code_given })).await;
+        assert_eq!(
+            code(&body),
+            Some("invalid_code"),
+            "wrong code {n}: {status} {body}"
+        );
+    }
+}

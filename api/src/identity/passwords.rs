@@ -16,6 +16,25 @@ use crate::db::entities::{session, user};
 const REASON: &str = "password change";
 
 impl Identity {
+    /// Whether `given` is the account's password. One longer than any accepted password is
+    /// wrong without hashing it.
+    pub(super) async fn password_matches(
+        &self,
+        user: &user::Model,
+        given: &str,
+        lane: Lane,
+    ) -> Result<bool, Error> {
+        if given.len() > password::MAX_BYTES {
+            return Ok(false);
+        }
+        let (phc, attempt) = (user.password_hash.clone(), given.to_owned());
+        Ok(matches!(
+            self.blocking_in(lane, move || password::verify(&phc, &attempt))
+                .await?,
+            Verdict::Match { .. }
+        ))
+    }
+
     /// Checks `current` against the caller's password, then sets `new` and ends every other
     /// session of the account. A wrong `current` is [`Error::InvalidCredentials`] (audited).
     pub async fn change_password(
@@ -28,16 +47,7 @@ impl Identity {
     ) -> Result<(), Error> {
         let user = &principal.user;
         check_new(new, &user.email)?;
-        // A current password longer than any accepted one is wrong without hashing it.
-        let matches = current.len() <= password::MAX_BYTES && {
-            let (phc, attempt) = (user.password_hash.clone(), current.to_owned());
-            matches!(
-                self.blocking_in(lane, move || password::verify(&phc, &attempt))
-                    .await?,
-                Verdict::Match { .. }
-            )
-        };
-        if !matches {
+        if !self.password_matches(user, current, lane).await? {
             self.audit(
                 &user.id,
                 "auth.password_change",

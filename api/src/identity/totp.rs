@@ -16,7 +16,6 @@ mod sealed;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
-use security::password::{self, Verdict};
 use zeroize::Zeroizing;
 
 use super::{Identity, Lane, Origin, Principal, tokens};
@@ -203,15 +202,7 @@ impl Identity {
                 "two-factor authentication is not on".into(),
             ));
         }
-        let matches = password_given.len() <= password::MAX_BYTES && {
-            let (phc, attempt) = (user.password_hash.clone(), password_given.to_owned());
-            matches!(
-                self.blocking_in(lane, move || password::verify(&phc, &attempt))
-                    .await?,
-                Verdict::Match { .. }
-            )
-        };
-        if !matches {
+        if !self.password_matches(user, password_given, lane).await? {
             self.audit(
                 &user.id,
                 "auth.totp_disable",
