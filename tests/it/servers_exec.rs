@@ -37,10 +37,15 @@ async fn a_program_that_cannot_run_is_a_failed_start(kind: DbKind) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let server = format!("{servers}/{}", body["id"].as_str().unwrap());
-    eventually("installed: offline", CAP, || async {
-        server_state(&alice, &server).await == "offline"
-    })
-    .await;
+    let deadline = std::time::Instant::now() + CAP;
+    while server_state(&alice, &server).await != "offline" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not installed\nWings:\n{}",
+            wings.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut events = alice.events(&format!("{server}/events")).await.unwrap();
     let command_id = power(&alice, &server, "start").await;
     // The first state after `starting` is the failure: never `running`.

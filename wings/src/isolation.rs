@@ -545,7 +545,14 @@ pub fn enter_and_exec(
     use std::io::Write;
     use std::os::unix::process::CommandExt;
     // The standard library opens sockets close-on-exec.
-    let report = exec_report.and_then(|path| std::os::unix::net::UnixStream::connect(path).ok());
+    let report = match exec_report.map(std::os::unix::net::UnixStream::connect) {
+        Some(Err(e)) => {
+            eprintln!("wings: cannot report the exec: {e}");
+            return std::process::ExitCode::from(126);
+        }
+        Some(Ok(stream)) => Some(stream),
+        None => None,
+    };
     let tell = |reason: &str| {
         if let Some(mut stream) = report.as_ref() {
             let _ = stream.write_all(reason.as_bytes());
