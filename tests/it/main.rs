@@ -21,6 +21,7 @@ mod preflight;
 mod rbac;
 mod secrets;
 mod servers;
+mod servers_exec;
 mod shutdown;
 mod totp;
 

@@ -158,13 +158,12 @@ async fn session(
         was_online: started.elapsed() > Duration::from_secs(30),
     };
     loop {
+        // In this order: a status goes up before the console lines that follow it (a
+        // program's output after its `running`); console output, the one stream that can
+        // flood, comes last and so never holds up heartbeats or commands.
         tokio::select! {
+            biased;
             Some(message) = uplink.events.recv() => {
-                if tx.send(message).await.is_err() {
-                    return closed(started);
-                }
-            }
-            Some(message) = uplink.console.recv() => {
                 if tx.send(message).await.is_err() {
                     return closed(started);
                 }
@@ -222,6 +221,11 @@ async fn session(
                         was_online: true,
                     };
                 }
+            },
+            Some(message) = uplink.console.recv() => {
+                if tx.send(message).await.is_err() {
+                    return closed(started);
+                }
             }
         }
     }
@@ -256,13 +260,7 @@ fn capacity() -> Capacity {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
-    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0, |kib| kib * 1024);
+    let memory_bytes = <procfs::Meminfo as procfs::Current>::current().map_or(0, |m| m.mem_total);
     Capacity {
         cpus,
         memory_bytes,
@@ -271,8 +269,8 @@ fn capacity() -> Capacity {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 

@@ -418,23 +418,17 @@ pub fn kill_user(uid: u32) -> bool {
 
 /// The processes running with `uid` as their real, effective or saved uid.
 pub fn processes_of(uid: u32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Ok(processes) = procfs::process::all_processes() else {
         return Vec::new();
     };
-    entries
+    processes
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-                status.lines().any(|l| {
-                    l.strip_prefix("Uid:").is_some_and(|ids| {
-                        ids.split_whitespace()
-                            .take(3)
-                            .any(|id| id.parse::<u32>() == Ok(uid))
-                    })
-                })
-            })
+        .filter(|process| {
+            process
+                .status()
+                .is_ok_and(|s| [s.ruid, s.euid, s.suid].contains(&uid))
         })
+        .map(|process| process.pid)
         .collect()
 }
 
@@ -538,14 +532,34 @@ pub struct Identity {
 /// is refused), then execs `command` with exactly the environment decoded from
 /// [`SERVER_ENV_VAR`]. Runs between fork and the server's program, so no process of the
 /// server ever runs outside its cgroups, and nothing of the tenant's runs as root.
+///
+/// With `exec_report`, it first connects (as root) to that Unix socket over a close-on-exec
+/// descriptor: a successful exec closes it with nothing said; a failure writes the reason.
 pub fn enter_and_exec(
     procs: &[PathBuf],
     identity: Identity,
+    exec_report: Option<&Path>,
     command: &[OsString],
 ) -> std::process::ExitCode {
     use nix::unistd::{Gid, Uid};
+    use std::io::Write;
     use std::os::unix::process::CommandExt;
+    // The standard library opens sockets close-on-exec.
+    let report = match exec_report.map(std::os::unix::net::UnixStream::connect) {
+        Some(Err(e)) => {
+            eprintln!("wings: cannot report the exec: {e}");
+            return std::process::ExitCode::from(126);
+        }
+        Some(Ok(stream)) => Some(stream),
+        None => None,
+    };
+    let tell = |reason: &str| {
+        if let Some(mut stream) = report.as_ref() {
+            let _ = stream.write_all(reason.as_bytes());
+        }
+    };
     let fail = |what: String| {
+        tell(&what);
         eprintln!("wings: {what}");
         std::process::ExitCode::from(126)
     };
@@ -576,6 +590,7 @@ pub fn enter_and_exec(
         return fail("root could be regained: refusing to run".into());
     }
     let Some((program, args)) = command.split_first() else {
+        tell("no program to run");
         return std::process::ExitCode::from(127);
     };
     let error = std::process::Command::new(program)
@@ -583,6 +598,7 @@ pub fn enter_and_exec(
         .env_clear()
         .envs(env)
         .exec();
+    tell(&error.to_string());
     eprintln!("wings: cannot run {}: {error}", program.to_string_lossy());
     std::process::ExitCode::from(127)
 }

@@ -35,6 +35,68 @@ pub enum Error {
     /// Wings' data directory could not be prepared.
     #[error("{0}")]
     Io(String),
+    /// A server id or backup id from the panel that is not a UUID.
+    #[error("{value:?} is not a {kind} id")]
+    BadId {
+        /// `server` or `backup`.
+        kind: &'static str,
+        /// What was sent.
+        value: String,
+    },
+    /// The command does not fit the server's state now (already running, not running, a
+    /// backup being made…).
+    #[error("{0}")]
+    State(&'static str),
+    /// The server may not start: over its disk quota, or the node lacks the cgroup
+    /// controllers that confine it.
+    #[error("{0}")]
+    Refused(String),
+    /// The program could not be started: the spawn failed, or the program could not be
+    /// executed (its helper reports why).
+    #[error("cannot start {program}: {reason}")]
+    Launch {
+        /// The program of the server's spec.
+        program: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server's users or cgroups could not be set up or torn down.
+    #[error("{0}")]
+    Isolation(String),
+    /// A file or directory of a server could not be read, written or removed.
+    #[error("{what}: {source}")]
+    Server {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process of the server did not exit in time, or survived being killed.
+    #[error("{0}")]
+    Process(&'static str),
+    /// Work on the blocking pool panicked or was cancelled.
+    #[error("{what} failed: {source}")]
+    Task {
+        /// The work.
+        what: &'static str,
+        /// Why it ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A command this Wings does not know.
+    #[error("unknown command: this Wings is older than the panel")]
+    UnknownCommand,
+}
+
+impl Error {
+    /// A [`Error::Server`] for `what`.
+    pub fn server(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::Server {
+            what: what.into(),
+            source,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, by this machine's clock.

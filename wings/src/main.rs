@@ -42,6 +42,9 @@ enum Command {
         /// The open-files limit.
         #[arg(long)]
         nofile: u64,
+        /// The Unix socket to report the exec on (closed unsaid on success, else the reason).
+        #[arg(long)]
+        exec_report: Option<std::path::PathBuf>,
         /// The command to exec.
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         uid,
         gid,
         nofile,
+        exec_report,
         command,
     }) = &cli.command
     {
@@ -71,7 +75,7 @@ fn main() -> ExitCode {
             gid: *gid,
             open_files: *nofile,
         };
-        return wings::isolation::enter_and_exec(procs, identity, command);
+        return wings::isolation::enter_and_exec(procs, identity, exec_report.as_deref(), command);
     }
     if let Some(Command::KillUser { uid }) = &cli.command {
         return wings::isolation::kill_as_user(*uid);
