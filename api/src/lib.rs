@@ -67,6 +67,8 @@ pub struct AppState {
     pub events: servers::Events,
     /// Cancelled when the panel stops: long-lived responses (SSE) end.
     pub stopping: CancellationToken,
+    /// The issuer of node certificates; `None`: no enrolment, no renewal.
+    pub issuer: Option<nodes::issuer::Issuer>,
 }
 
 /// How long a stopping panel waits for in-flight requests.
@@ -99,6 +101,14 @@ impl Panel {
         )?);
         let http_tls = match &config.http_tls {
             Some((cert, key)) => Some(http::tls::server_config(cert, key)?),
+            None => None,
+        };
+        let issuer = match &config.node_identity.issuer {
+            Some((cert, key)) => Some(nodes::issuer::Issuer::load(
+                cert,
+                key,
+                config.node_identity.cert_lifetime,
+            )?),
             None => None,
         };
         let db = db::connect_and_migrate(&config.database_url).await?;
@@ -136,6 +146,7 @@ impl Panel {
             vault,
             events: servers::Events::default(),
             stopping: CancellationToken::new(),
+            issuer,
             config: config.clone(),
         });
         // Commands a previous run sent and nobody acked: failed now, not left pending.
