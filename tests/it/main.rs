@@ -13,6 +13,7 @@ mod node_admission;
 mod node_boundary;
 mod node_bounds;
 mod node_channel;
+mod node_enroll;
 mod node_identity;
 mod openapi;
 mod panel_identity;

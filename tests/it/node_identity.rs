@@ -78,7 +78,7 @@ fn dev_ca_init_writes_an_issuer_that_signs_csrs_into_whole_chains() {
     assert_ne!(std::fs::read_to_string(&issuer_cert).unwrap(), before);
 
     // A node's CSR, its key kept "on the node".
-    let (key_pem, csr_pem) = security::pki::node_csr("node-7").unwrap();
+    let (key_pem, csr_pem) = security::pki::node_csr(Some("node-7")).unwrap();
     std::fs::write(dir.join("node-7.csr"), &csr_pem).unwrap();
     let (ok, out, err) = dev_ca(
         dir,

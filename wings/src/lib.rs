@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod backup;
 pub mod beneath;
 pub mod config;
+pub mod enroll;
 pub mod isolation;
 pub mod supervisor;
 pub mod tls;

@@ -38,6 +38,10 @@ pub async fn add(
         created_at: Set(Utc::now()),
         port_start: Set(None),
         port_end: Set(None),
+        next_fingerprint: Set(None),
+        renewal: Set(node::Renewal::Ok),
+        renewal_error: Set(None),
+        last_renewed_at: Set(None),
     }
     .insert(db)
     .await
@@ -102,9 +106,14 @@ pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<Model>, Err
     Ok(Node::find_by_id(id).one(db).await?)
 }
 
-/// Enables or disables a node. A running panel drops a disabled node's stream (see `watch`).
+/// Enables or disables a node. A running panel drops a disabled node's stream (see `watch`);
+/// disabling also deletes the node's join tokens.
 pub async fn set_enabled(db: &DatabaseConnection, id: &str, enabled: bool) -> Result<Model, Error> {
-    update_one(db, id, Column::Enabled, Expr::value(enabled)).await
+    let node = update_one(db, id, Column::Enabled, Expr::value(enabled)).await?;
+    if !enabled {
+        super::enroll::revoke_tokens(db, id).await?;
+    }
+    Ok(node)
 }
 
 /// Forgets the pinned fingerprint: the next valid certificate for this node is pinned.

@@ -75,8 +75,6 @@ fn inspect_csr(der: &[u8]) -> Result<CsrInfo, Error> {
     if !rest.is_empty() {
         return Err(Error::Csr("trailing bytes after the request".into()));
     }
-    csr.verify_signature()
-        .map_err(|_| Error::Csr("its signature does not verify".into()))?;
     let spki = &csr.certification_request_info.subject_pki;
     let algorithm = &spki.algorithm.algorithm;
     let key = if *algorithm == OID_SIG_ED25519 {
@@ -101,6 +99,9 @@ fn inspect_csr(der: &[u8]) -> Result<CsrInfo, Error> {
             "unsupported key type (RSA and others refused: P-256, P-384 or Ed25519 only)".into(),
         ));
     };
+    // After the key type: a weak curve's signature may not even be checkable.
+    csr.verify_signature()
+        .map_err(|_| Error::Csr("its signature does not verify".into()))?;
     let mut names = csr.certification_request_info.subject.iter_common_name();
     let common_name = match (names.next(), names.next()) {
         (None, _) => None,
@@ -114,12 +115,16 @@ fn inspect_csr(der: &[u8]) -> Result<CsrInfo, Error> {
     Ok(CsrInfo { common_name, key })
 }
 
-/// A fresh P-256 key and a CSR for `node_id` signed with it, both PEM: what Wings sends.
-pub fn node_csr(node_id: &str) -> Result<(String, String), Error> {
-    super::validate_node_id(node_id)?;
+/// A fresh P-256 key and a CSR signed with it, both PEM: what Wings sends. The CSR names
+/// `node_id` as its CN when given (the issuer sets the CN anyway, and refuses another).
+pub fn node_csr(node_id: Option<&str>) -> Result<(String, String), Error> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = name(node_id, None);
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(node_id) = node_id {
+        super::validate_node_id(node_id)?;
+        params.distinguished_name = name(node_id, None);
+    }
     let csr = params.serialize_request(&key)?;
     Ok((key.serialize_pem(), csr.pem()?))
 }

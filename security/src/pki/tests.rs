@@ -236,7 +236,7 @@ fn keys_are_written_0600() {
 fn issuer_signs_node_csrs_that_chain_to_the_root() {
     let root = CertificateAuthority::generate("Root", now(), CA_DAYS).unwrap();
     let issuer = root.generate_issuer("Issuer", now(), ISSUER_DAYS).unwrap();
-    let (key_pem, csr_pem) = node_csr("node-1").unwrap();
+    let (key_pem, csr_pem) = node_csr(Some("node-1")).unwrap();
     let spec = LeafSpec::new(
         LeafKind::Node,
         "node-1",

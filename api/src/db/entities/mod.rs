@@ -7,6 +7,7 @@ pub mod email_token;
 pub mod encryption_key;
 pub mod membership;
 pub mod node;
+pub mod node_join_token;
 pub mod refresh_token;
 pub mod secret;
 pub mod server;

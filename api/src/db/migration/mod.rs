@@ -6,6 +6,7 @@ use sea_orm_migration::schema::*;
 mod backups;
 mod identity;
 mod limits;
+mod node_identity;
 mod ports;
 mod secrets;
 mod session_details;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(sweep::AddCommandSweepIndex),
             Box::new(session_details::AddSessionDetails),
             Box::new(user_lock::AddUserLock),
+            Box::new(node_identity::AddNodeIdentity),
         ]
     }
 }
