@@ -141,6 +141,11 @@ enum NodeCommand {
         /// The node id.
         id: String,
     },
+    /// Make the node renew its certificate now (with overlap; no offline time).
+    Rotate {
+        /// The node id.
+        id: String,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -337,6 +342,25 @@ async fn run(command: Command) -> Result<(), Error> {
                 NodeCommand::Enable { id } => {
                     store::set_enabled(&db, &id, true).await?;
                     println!("node {id} enabled");
+                }
+                NodeCommand::Rotate { id } => {
+                    crate::nodes::renew::request_rotation(&db, &id).await?;
+                    crate::audit::record_or_log(
+                        &db,
+                        crate::audit::AuditEvent {
+                            actor: "cli".into(),
+                            action: "node.rotate".into(),
+                            target: Some(id.clone()),
+                            outcome: "ok".into(),
+                            ip: None,
+                            details: json!({}),
+                            tenant_id: None,
+                        },
+                    )
+                    .await;
+                    println!(
+                        "node {id}: renewal requested; the panel holding its stream passes it on within a second"
+                    );
                 }
                 NodeCommand::ResetFingerprint { id } => {
                     store::reset_fingerprint(&db, &id).await?;

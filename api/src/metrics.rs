@@ -26,6 +26,8 @@ pub struct Metrics {
     pub argon2_shed: IntCounter,
     /// Commands sent to nodes, by action.
     pub commands: IntCounterVec,
+    /// Node certificate renewals, by outcome (`issued`, `promoted`, `failed`).
+    pub node_cert_renewals: IntCounterVec,
     /// REST requests answered, by method, route template and status.
     pub http_requests: IntCounterVec,
     /// REST connections open now.
@@ -91,6 +93,17 @@ impl Metrics {
             &["action"],
         )
         .expect("static metric definition is valid");
+        let node_cert_renewals = IntCounterVec::new(
+            Opts::new(
+                "mamba_node_cert_renewals_total",
+                "Node certificate renewals over the node channel, by outcome: issued (next pin recorded), promoted (the node came back with it), failed",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition is valid");
+        for outcome in crate::nodes::renew::OUTCOMES {
+            node_cert_renewals.with_label_values(&[outcome]);
+        }
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "mamba_http_requests_total",
@@ -136,6 +149,7 @@ impl Metrics {
             Box::new(argon2_queue.clone()),
             Box::new(argon2_shed.clone()),
             Box::new(commands.clone()),
+            Box::new(node_cert_renewals.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_connections.clone()),
             Box::new(http_connections_refused.clone()),
@@ -156,6 +170,7 @@ impl Metrics {
             argon2_queue,
             argon2_shed,
             commands,
+            node_cert_renewals,
             http_requests,
             http_connections,
             http_connections_refused,

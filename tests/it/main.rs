@@ -15,6 +15,7 @@ mod node_bounds;
 mod node_channel;
 mod node_enroll;
 mod node_identity;
+mod node_renew;
 mod openapi;
 mod panel_identity;
 mod preflight;

@@ -14,6 +14,8 @@ pub mod beneath;
 pub mod config;
 pub mod enroll;
 pub mod isolation;
+pub mod renew;
+pub mod stream;
 pub mod supervisor;
 pub mod tls;
 pub mod users;

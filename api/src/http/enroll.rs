@@ -1,6 +1,7 @@
 //! Node identity over REST: join tokens (`POST /api/admin/nodes/{id}/join-tokens`), enrolment
 //! (`POST /api/nodes/enroll`, no bearer: the join token is the credential; its body is
-//! bounded to [`ENROLL_BODY_LIMIT`] before it is parsed). Every enrolment, refused or not, is an audit row
+//! bounded to [`ENROLL_BODY_LIMIT`] before it is parsed) and a forced renewal
+//! (`POST /api/admin/nodes/{id}/rotate`). Every enrolment, refused or not, is an audit row
 //! (`node.enroll`), never with the token.
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use super::guard::ClientIp;
 use crate::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::nodes::enroll::{self, Refusal};
-use crate::nodes::{Kick, lifecycle};
+use crate::nodes::{Kick, lifecycle, renew};
 
 /// The largest enrolment body read: a token and a PEM CSR fit in well under 16 KiB.
 pub const ENROLL_BODY_LIMIT: usize = 16 * 1024;
@@ -135,6 +136,32 @@ pub async fn enroll(
     };
     audit::record_or_log(&state.db, event).await;
     result
+}
+
+/// POST /api/admin/nodes/{id}/rotate → 202: the node renews at once over its stream (when it
+/// is connected; otherwise as soon as it connects).
+pub async fn rotate(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ip: ClientIp,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let node = renew::request_rotation(&state.db, &id).await?;
+    let event = AuditEvent {
+        actor: caller.0.user.id.clone(),
+        action: "node.rotate".into(),
+        target: Some(id.clone()),
+        outcome: "ok".into(),
+        ip: Some(ip.0.to_string()),
+        details: json!({}),
+        tenant_id: None,
+    };
+    audit::record_or_log(&state.db, event).await;
+    let body = json!({
+        "node_id": id,
+        "renewal": lifecycle::renewal_state(&node, chrono::Utc::now()),
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 fn refusal_error(refusal: Refusal) -> ApiError {

@@ -345,6 +345,12 @@ fn table() -> Vec<Entry> {
             enroll::create_join_token,
         ),
         at(
+            "POST",
+            "/api/admin/nodes/{id}/rotate",
+            PlatformAdmin,
+            enroll::rotate,
+        ),
+        at(
             "GET",
             "/api/admin/templates",
             PlatformAdmin,

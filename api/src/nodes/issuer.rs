@@ -97,6 +97,9 @@ impl Issuer {
             .filter(|h| security::pki::check_hostname(h).is_ok())
             .collect();
         let mut spec = LeafSpec::for_lifetime(LeafKind::Node, node_id, &hostnames, now, lifetime);
+        // The clock-skew margin, at most a tenth of the lifetime: Wings renews at two thirds
+        // of not_before..not_after, which must stay in the future for short lifetimes.
+        spec.not_before = now - security::pki::CLOCK_SKEW.min(lifetime / 10);
         spec.not_after = spec.not_after.min(self.not_after);
         let leaf = self.ca.sign_node_csr(csr, &spec)?;
         Ok(NodeCertificate {

@@ -15,6 +15,7 @@ const DUE_WITHOUT_ISSUE_TIME: chrono::Duration = chrono::Duration::days(30);
 pub fn renewal_state(node: &Model, now: DateTime<Utc>) -> String {
     match node.renewal {
         Renewal::Renewing => "renewing".into(),
+        Renewal::Requested => "due".into(),
         Renewal::Failed => format!(
             "failed: {}",
             node.renewal_error.as_deref().unwrap_or("unknown")

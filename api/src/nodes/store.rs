@@ -178,6 +178,9 @@ pub enum Admission {
     Matched,
     /// No fingerprint was pinned; this one is pinned now.
     Pinned,
+    /// The fingerprint is the node's next pin (a renewal): admitted beside the current one,
+    /// promoted once a stream is welcomed on it (`renew::promote`).
+    Next,
 }
 
 /// Admits a certificate for node `id`: the node must exist and be enabled, and the fingerprint
@@ -207,6 +210,7 @@ pub async fn admit(
             }
             Ok(Ok(Admission::Matched))
         }
+        Some(_) if row.next_fingerprint.as_deref() == Some(fingerprint) => Ok(Ok(Admission::Next)),
         Some(_) => Ok(Err(Refusal::FingerprintMismatch)),
         None => {
             let pinned = Node::update_many()
@@ -236,7 +240,7 @@ pub async fn admit(
 
 /// Checks again that a connection admitted earlier with `fingerprint` may still speak for
 /// node `id` (when it opens a stream): the node exists, is enabled and has exactly this
-/// fingerprint pinned. Never pins: a reset must be followed by a new connection.
+/// fingerprint pinned (or as its next pin, during a renewal). Never pins: a reset must be followed by a new connection.
 pub async fn still_admitted(
     db: &DatabaseConnection,
     id: &str,
@@ -247,6 +251,7 @@ pub async fn still_admitted(
         Some(row) if !row.enabled => Err(Refusal::Disabled),
         Some(row) => match row.fingerprint.as_deref() {
             Some(pinned) if pinned == fingerprint => Ok(()),
+            Some(_) if row.next_fingerprint.as_deref() == Some(fingerprint) => Ok(()),
             Some(_) => Err(Refusal::FingerprintMismatch),
             None => Err(Refusal::FingerprintReset),
         },

@@ -55,6 +55,10 @@ pub enum Renewal {
     /// The last attempt failed (see `renewal_error`).
     #[sea_orm(string_value = "failed")]
     Failed,
+    /// An operator asked for a renewal now (`api node rotate`); shown as `due` until the
+    /// panel holding the node's stream passes it on.
+    #[sea_orm(string_value = "requested")]
+    Requested,
 }
 
 /// No relations yet.

@@ -487,6 +487,19 @@ fn describe_platform(method: &str, path: &str) -> Option<Doc> {
                 ),
             )
             .errors(&[409]),
+        ("POST", "/api/admin/nodes/{id}/rotate") => Doc::new("Make a node renew its certificate now")
+            .describe(
+                "The node is sent `Rotate` over its stream (within a second; when it is offline, \
+                 as soon as it connects) and renews with overlap: a new key and CSR, the new \
+                 fingerprint admitted beside the current one, promoted at its first connection.",
+            )
+            .json(
+                202,
+                object(
+                    &["node_id", "renewal"],
+                    json!({ "node_id": string(), "renewal": string() }),
+                ),
+            ),
         ("POST", "/api/nodes/enroll") => Doc::new("Enrol a node with a join token and a CSR")
             .describe(
                 "No bearer token: the join token is the credential (one use). The panel's issuer                  signs the CSR's key with CN = the token's node id (a CSR naming another CN is                  403) and pins the certificate's fingerprint at once. Keys must be ECDSA P-256,                  P-384 or Ed25519 (RSA and other curves: 400). An unknown, expired or used token                  is 401, a disabled node 403, a panel without an issuer 503. Bodies over 16 KiB                  are 413. Every attempt is audited (`node.enroll`).",
