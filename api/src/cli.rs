@@ -393,23 +393,30 @@ pub fn node_json(node: &node::Model) -> serde_json::Value {
 }
 
 fn print_table(nodes: &[node::Model]) {
+    let now = chrono::Utc::now();
     println!(
-        "{:<24} {:<8} {:<7} {:<20} FINGERPRINT",
-        "ID", "ENABLED", "ONLINE", "LAST SEEN"
+        "{:<24} {:<8} {:<7} {:<20} {:<20} {:<22} {:<20} FINGERPRINT",
+        "ID", "ENABLED", "ONLINE", "LAST SEEN", "CERT EXPIRES", "RENEWAL", "LAST RENEWED"
     );
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
     for n in nodes {
-        let seen = n
-            .last_seen
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_else(|| "-".into());
         let fp = n
             .fingerprint
             .as_deref()
             .map(|f| f.get(..16).unwrap_or(f))
             .unwrap_or("-");
         println!(
-            "{:<24} {:<8} {:<7} {:<20} {fp}",
-            n.id, n.enabled, n.online, seen
+            "{:<24} {:<8} {:<7} {:<20} {:<20} {:<22} {:<20} {fp}",
+            n.id,
+            n.enabled,
+            n.online,
+            time(n.last_seen),
+            time(n.cert_not_after),
+            crate::nodes::lifecycle::renewal_state(n, now),
+            time(n.last_renewed_at),
         );
     }
 }

@@ -208,6 +208,7 @@ impl Panel {
                 config.node_watch_interval,
                 shutdown.clone(),
             )),
+            tokio::spawn(nodes::lifecycle::export(state.clone(), shutdown.clone())),
         ];
         let http_scheme = if http_tls.is_some() { "https" } else { "http" };
         tracing::info!(%grpc_addr, %http_addr, http_scheme, "panel listening");

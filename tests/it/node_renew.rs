@@ -232,6 +232,54 @@ async fn renews_with_overlap_and_is_never_offline(kind: DbKind) {
         seen.last().map(String::as_str)
     );
     assert!(node["last_renewed_at"].is_string(), "{node}");
+    let renewal = node["renewal"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        ["ok", "due", "renewing"].contains(&renewal.as_str()),
+        "{node}"
+    );
+
+    // Expiry you can see: the node's certificate expiry and the issuer's in /metrics (refreshed
+    // from the database every 10 s), and the columns of `api node list`.
+    let addr = admin.base.trim_start_matches("http://").parse().unwrap();
+    eventually(
+        "the node's expiry in /metrics",
+        Duration::from_secs(25),
+        || async {
+            let (_, node) = admin.get("/api/admin/nodes/node-1").await;
+            let not_after =
+                chrono::DateTime::parse_from_rfc3339(node["cert_not_after"].as_str().unwrap())
+                    .unwrap()
+                    .timestamp();
+            let (_, metrics) = tests::http_get(addr, "/metrics").await;
+            metrics.contains(&format!(
+                "mamba_node_cert_expiry_timestamp_seconds{{node=\"node-1\"}} {not_after}"
+            )) && metrics.contains("mamba_node_online{node=\"node-1\"} 1")
+        },
+    )
+    .await;
+    let (_, metrics) = tests::http_get(addr, "/metrics").await;
+    let issuer = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mamba_issuer_cert_expiry_timestamp_seconds "))
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no issuer expiry:\n{metrics}"));
+    assert!(
+        issuer > chrono::Utc::now().timestamp() + 300 * 86_400,
+        "{issuer}"
+    );
+    let (ok, table, err) = tests::run("api", &["node", "list"], &env, dir);
+    assert!(ok, "{err}");
+    let header = table.lines().next().unwrap();
+    for column in ["CERT EXPIRES", "RENEWAL", "LAST RENEWED"] {
+        assert!(header.contains(column), "{table}");
+    }
+    let row = table.lines().find(|l| l.starts_with("node-1")).unwrap();
+    assert!(
+        ["ok", "due", "renewing"]
+            .iter()
+            .any(|state| row.contains(state)),
+        "{table}"
+    );
     assert!(!panel.log().contains("panicked") && !wings.log().contains("panicked"));
 }
 

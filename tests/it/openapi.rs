@@ -532,6 +532,13 @@ async fn answers_conform_to_the_document(kind: DbKind) {
         Some(garbage),
     )
     .await;
+    let rotate = "/api/admin/nodes/{id}/rotate";
+    alice
+        .expect(S::ACCEPTED, "POST", rotate, &["node-2"], None)
+        .await;
+    alice
+        .expect(S::NOT_FOUND, "POST", rotate, &["node-9"], None)
+        .await;
     let client = dial(
         f.panel.grpc_addr,
         &f.pki.ca_certs(),

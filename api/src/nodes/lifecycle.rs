@@ -1,10 +1,63 @@
 //! Where a node's certificate stands: its renewal state as operators see it (`ok`, `due`,
-//! `renewing`, `failed: <code>`), computed from the node row at a given moment.
+//! `renewing`, `failed: <code>`), computed from the node row at a given moment, and the
+//! metrics alerts are built on ([`export`]): each node's certificate expiry and whether it is
+//! online, read from the database (so the whole fleet, whichever panel holds a node, and
+//! changes by `api node …`), and the issuer's own expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
+use crate::AppState;
 use crate::db::entities::node::{Model, Renewal};
+
+/// How often the node metrics are refreshed from the database.
+pub const EXPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Refreshes the node metrics every [`EXPORT_INTERVAL`] until `shutdown` is cancelled.
+pub async fn export(state: Arc<AppState>, shutdown: CancellationToken) {
+    if let Some(issuer) = &state.issuer {
+        state
+            .metrics
+            .issuer_cert_expiry
+            .set(issuer.not_after().unix_timestamp());
+    }
+    let mut ticker = tokio::time::interval(EXPORT_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match crate::nodes::store::list(&state.db).await {
+            Ok(rows) => set_node_metrics(&state, &rows),
+            Err(e) => tracing::warn!(error = %e, "cannot read nodes for the metrics"),
+        }
+    }
+}
+
+/// Sets the per-node gauges from `rows` (a node gone from the rows is gone from the gauges).
+pub fn set_node_metrics(state: &AppState, rows: &[Model]) {
+    let metrics = &state.metrics;
+    metrics.node_cert_expiry.reset();
+    metrics.node_online.reset();
+    for row in rows {
+        if let Some(not_after) = row.cert_not_after {
+            metrics
+                .node_cert_expiry
+                .with_label_values(&[row.id.as_str()])
+                .set(not_after.timestamp());
+        }
+        if row.enabled {
+            metrics
+                .node_online
+                .with_label_values(&[row.id.as_str()])
+                .set(i64::from(row.online));
+        }
+    }
+}
 
 /// Without a known issue time, a certificate is due this long before it expires.
 const DUE_WITHOUT_ISSUE_TIME: chrono::Duration = chrono::Duration::days(30);
