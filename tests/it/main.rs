@@ -16,6 +16,7 @@ mod node_channel;
 mod node_enroll;
 mod node_identity;
 mod node_renew;
+mod node_root_rotation;
 mod openapi;
 mod panel_identity;
 mod preflight;

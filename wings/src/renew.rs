@@ -62,6 +62,9 @@ pub struct Files {
     pub key: PathBuf,
     /// `WINGS_TLS_CERT_FILE`.
     pub cert: PathBuf,
+    /// `WINGS_API_CA_CERT`: replaced by the roots the panel sends with a renewal, the old ones
+    /// kept as `.prev` until the panel welcomes the renewed certificate.
+    pub ca: PathBuf,
 }
 
 impl Files {
@@ -124,15 +127,38 @@ impl Files {
         rename(&cert_next, &self.cert)
     }
 
+    /// Trusts `bundle` (roots, PEM) for the panel from now on, keeping the current roots as
+    /// `.prev` until [`Files::retire_previous`]. Unusable or unchanged roots change nothing.
+    pub fn trust(&self, bundle: &str) -> Result<bool, Error> {
+        let roots = security::tls::parse_certs(bundle.as_bytes(), "the panel's roots")?;
+        security::tls::root_store(&roots)?;
+        let current = std::fs::read_to_string(&self.ca)
+            .map_err(|e| Error::Io(format!("{}: {e}", self.ca.display())))?;
+        if current == bundle {
+            return Ok(false);
+        }
+        security::pki::write_public(&with(&self.ca, ".prev"), &current)?;
+        security::pki::write_public(&self.ca, bundle)?;
+        Ok(true)
+    }
+
     /// The panel welcomed the renewed certificate: the previous pair is no longer needed.
     pub fn retire_previous(&self) {
-        for path in [with(&self.key, ".prev"), with(&self.cert, ".prev")] {
+        for path in [
+            with(&self.key, ".prev"),
+            with(&self.cert, ".prev"),
+            with(&self.ca, ".prev"),
+        ] {
             let _ = std::fs::remove_file(path);
         }
     }
 
-    /// The panel refused the renewed certificate: put the previous pair back in place.
+    /// The panel refused the renewed certificate: put the previous pair (and roots) back.
     pub fn restore_previous(&self) -> Result<(), Error> {
+        let ca_prev = with(&self.ca, ".prev");
+        if ca_prev.exists() {
+            rename(&ca_prev, &self.ca)?;
+        }
         let (key_prev, cert_prev) = (with(&self.key, ".prev"), with(&self.cert, ".prev"));
         if !key_prev.exists() || !cert_prev.exists() {
             return Ok(());
@@ -300,6 +326,7 @@ mod tests {
         let files = Files {
             key: dir.path().join("key.pem"),
             cert: dir.path().join("cert.pem"),
+            ca: dir.path().join("ca.pem"),
         };
         let (old_key, old_chain, old_fp) = issue();
         security::pki::write_private(&files.key, &old_key).unwrap();

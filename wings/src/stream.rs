@@ -68,6 +68,7 @@ fn files(config: &Config) -> Files {
     Files {
         key: config.key_file.clone(),
         cert: config.cert_file.clone(),
+        ca: config.ca_file.clone(),
     }
 }
 
@@ -261,6 +262,7 @@ pub async fn pump(
                         tracing::warn!(code = %failed.code, reason = %failed.message, retry_in_s = backoff.as_secs(), "renewal refused; keeping the current certificate");
                     }
                     Some(panel_message::Kind::Renewed(renewed)) => {
+                        trust(config, &renewed.ca_bundle);
                         if let Some(next) = handover(config, supervisor, uplink, renewal, &renewed.certificate, &renewed.chain).await {
                             drain(supervisor, &mut inbound).await;
                             return Ended {
@@ -325,6 +327,22 @@ fn welcomed(config: &Config, renewal: &mut Renewal, presented: &Presented) {
         files.retire_previous();
         renewal.succeeded();
         tracing::info!(fingerprint = %presented.fingerprint, "renewed certificate promoted; the old key is deleted");
+    }
+}
+
+/// Trusts the roots the panel sent with a renewal (over the authenticated stream) for the
+/// panel's certificate from now on (`WINGS_API_CA_CERT`, replaced atomically; the old roots
+/// come back if the renewed stream cannot be opened). Nothing usable changes nothing.
+fn trust(config: &Config, bundle: &str) {
+    if bundle.trim().is_empty() {
+        return;
+    }
+    match files(config).trust(bundle) {
+        Ok(true) => {
+            tracing::info!(file = %config.ca_file.display(), "trusted roots updated from the panel")
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "ignoring the panel's roots"),
     }
 }
 

@@ -81,7 +81,7 @@ pub async fn enroll(
     let now = chrono::Utc::now();
     let outcome = enroll::enroll(
         &state.db,
-        state.issuer.as_ref(),
+        state.issuer.get().as_deref(),
         &body.token,
         body.csr.as_bytes(),
         now,

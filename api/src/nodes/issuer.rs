@@ -1,9 +1,11 @@
 //! The panel's issuer of node certificates: the intermediate under the offline root
 //! (`PANEL_ISSUER_CERT_FILE`, `PANEL_ISSUER_KEY_FILE`), signing the CSRs of enrolling and
 //! renewing nodes. The root key is never loaded here. A panel without an issuer does no
-//! enrolment and no renewal.
+//! enrolment and no renewal. The issuer files are re-read when they change ([`IssuerSlot`]),
+//! so a new issuer (under a new root, during a root rotation) takes over without a restart.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use security::pki::{self, CertificateAuthority, LeafKind, LeafSpec};
@@ -39,6 +41,62 @@ impl std::fmt::Debug for Issuer {
         f.debug_struct("Issuer")
             .field("not_after", &self.not_after)
             .finish_non_exhaustive()
+    }
+}
+
+/// The current issuer, if any, swapped when its files change.
+#[derive(Debug, Default)]
+pub struct IssuerSlot {
+    files: Option<(PathBuf, PathBuf)>,
+    lifetime: Duration,
+    current: RwLock<Option<Arc<Issuer>>>,
+    source: Mutex<Vec<u8>>,
+}
+
+impl IssuerSlot {
+    /// Loads the issuer from `files` (none: no issuer).
+    pub fn load(files: Option<(PathBuf, PathBuf)>, lifetime: Duration) -> Result<Self, Error> {
+        let slot = IssuerSlot {
+            files,
+            lifetime,
+            ..IssuerSlot::default()
+        };
+        slot.reload()?;
+        Ok(slot)
+    }
+
+    /// The issuer now.
+    pub fn get(&self) -> Option<Arc<Issuer>> {
+        match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the files; a changed, usable issuer replaces the current one. Returns whether
+    /// it did; an unusable file is an error and the current issuer stays.
+    pub fn reload(&self) -> Result<bool, Error> {
+        let Some((cert, key)) = &self.files else {
+            return Ok(false);
+        };
+        let mut source = std::fs::read(cert).map_err(|e| {
+            Error::Config(format!("{PANEL_ISSUER_CERT_FILE}: {}: {e}", cert.display()))
+        })?;
+        source.extend(std::fs::read(key).map_err(|e| {
+            Error::Config(format!("{PANEL_ISSUER_KEY_FILE}: {}: {e}", key.display()))
+        })?);
+        let Ok(mut last) = self.source.lock() else {
+            return Ok(false);
+        };
+        if *last == source {
+            return Ok(false);
+        }
+        let issuer = Issuer::load(cert, key, self.lifetime)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = Some(Arc::new(issuer));
+        }
+        *last = source;
+        Ok(true)
     }
 }
 

@@ -17,19 +17,57 @@ use crate::db::entities::node::{Model, Renewal};
 /// How often the node metrics are refreshed from the database.
 pub const EXPORT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often the panel looks for changed certificate files.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Re-reads `PANEL_CA_CERT`, `PANEL_TLS_CERT_FILE`/`KEY_FILE` and the issuer files every
+/// [`RELOAD_INTERVAL`] until `shutdown` is cancelled: a changed, usable file applies to new
+/// connections and signatures (a root rotation needs no restart); a broken one is logged and
+/// the previous setup kept.
+pub async fn reload(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(RELOAD_INTERVAL);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let config = &state.config;
+        match state
+            .grpc_tls
+            .reload(&config.ca_cert, &config.tls_cert, &config.tls_key)
+        {
+            Ok(true) => {
+                tracing::info!("node channel: trusted roots or server certificate reloaded")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "node channel: cannot reload the certificate files; keeping the loaded ones")
+            }
+        }
+        match state.issuer.reload() {
+            Ok(true) => tracing::info!("issuer reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the issuer; keeping the loaded one")
+            }
+        }
+    }
+}
+
 /// Refreshes the node metrics every [`EXPORT_INTERVAL`] until `shutdown` is cancelled.
 pub async fn export(state: Arc<AppState>, shutdown: CancellationToken) {
-    if let Some(issuer) = &state.issuer {
-        state
-            .metrics
-            .issuer_cert_expiry
-            .set(issuer.not_after().unix_timestamp());
-    }
     let mut ticker = tokio::time::interval(EXPORT_INTERVAL);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        if let Some(issuer) = state.issuer.get() {
+            state
+                .metrics
+                .issuer_cert_expiry
+                .set(issuer.not_after().unix_timestamp());
         }
         match crate::nodes::store::list(&state.db).await {
             Ok(rows) => set_node_metrics(&state, &rows),

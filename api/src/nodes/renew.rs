@@ -88,7 +88,7 @@ async fn sign_and_record(
     csr: &str,
     now: DateTime<Utc>,
 ) -> Result<Renewed, &'static str> {
-    let issuer = state.issuer.as_ref().ok_or("issuer_off")?;
+    let issuer = state.issuer.get().ok_or("issuer_off")?;
     let row = Node::find_by_id(&session.node_id)
         .one(&state.db)
         .await
@@ -132,6 +132,9 @@ async fn sign_and_record(
         certificate: signed.cert_pem,
         chain: signed.chain_pem,
         fingerprint: signed.fingerprint,
+        // The roots the panel trusts now: how a new root reaches the fleet before anything
+        // is signed under it.
+        ca_bundle: state.grpc_tls.ca_pem(),
     })
 }
 
