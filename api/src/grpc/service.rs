@@ -125,6 +125,12 @@ impl NodeControl for NodeControlService {
             return Err(e.to_status());
         }
         identity.welcomed.cancel();
+        crate::nodes::lifecycle::observe(
+            &self.state,
+            &identity.node_id,
+            true,
+            Some(identity.not_after.unix_timestamp()),
+        );
         // Registered first (the old stream was replaced, so the node never looked offline),
         // then the renewed certificate becomes the pin and the old one is retired.
         if identity.next_pin {
@@ -285,9 +291,11 @@ async fn pump(
             tracing::warn!(node = %session.node_id, error = %e, "cannot mark node offline");
         }
         // A new stream of the same node may have registered while we wrote: keep the truth.
-        if state.registry.is_online(&session.node_id) {
+        let online = state.registry.is_online(&session.node_id);
+        if online {
             let _ = store::mark(&state.db, &session.node_id, true, Utc::now()).await;
         }
+        crate::nodes::lifecycle::observe(&state, &session.node_id, online, None);
     }
     state
         .metrics

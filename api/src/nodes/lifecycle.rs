@@ -76,6 +76,22 @@ pub async fn export(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
+/// Sets a node's gauges at once (between the database refreshes): its stream came or went,
+/// or it presented a certificate ending at `not_after` (Unix seconds).
+pub fn observe(state: &AppState, node: &str, online: bool, not_after: Option<i64>) {
+    let metrics = &state.metrics;
+    metrics
+        .node_online
+        .with_label_values(&[node])
+        .set(i64::from(online));
+    if let Some(not_after) = not_after {
+        metrics
+            .node_cert_expiry
+            .with_label_values(&[node])
+            .set(not_after);
+    }
+}
+
 /// Sets the per-node gauges from `rows` (a node gone from the rows is gone from the gauges).
 pub fn set_node_metrics(state: &AppState, rows: &[Model]) {
     let metrics = &state.metrics;
