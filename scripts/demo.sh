@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job: builds everything, makes a dev CA and certificates, starts the panel on its
-# embedded defaults (SQLite under data/), enrols two nodes, starts two Wings agents, waits until
-# both are online over mutual TLS, shows forged nodes being turned away, then tells the tenant
+# The main job: builds everything, makes a dev CA (root, issuer) and certificates, starts the
+# panel on its embedded defaults (SQLite under data/), enrols two nodes — the first with a
+# certificate made by dev-ca, the second by join token (its key made on the node, pinned at
+# issue) —, starts two Wings agents, waits until both are online over mutual TLS, shows their
+# certificate expiry and renewal state, shows forged nodes being turned away, then tells the tenant
 # story over REST (tenant-demo): a server started on a node, its console, stopped, a teammate
 # invited, a deploy script's API key used with curl. It runs in a
 # fresh directory, data/demo/, and stops everything it started.
@@ -36,17 +38,20 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-say "A development CA, the panel's server certificate and two node certificates"
+say "A development CA (root + the panel's issuer), the panel's server certificate, one node certificate"
 "$bin/dev-ca" init
 "$bin/dev-ca" server localhost 127.0.0.1
 "$bin/dev-ca" generate us-east-1-node-01 node1.example.com
-"$bin/dev-ca" generate us-east-1-node-02 node2.example.com
 "$bin/dev-ca" verify us-east-1-node-01
-ls -l certs/ca certs/nodes
+ls -l certs/ca certs/issuer certs/nodes
+# The panel signs node certificates with the issuer only (the root key stays here, offline).
+export PANEL_ISSUER_CERT_FILE="$work/certs/issuer/issuer-cert.pem"
+export PANEL_ISSUER_KEY_FILE="$work/certs/issuer/issuer-key.pem"
 
-say "Enrolling the nodes in the panel (SQLite at data/panel.db)"
+say "Registering the nodes in the panel (SQLite at data/panel.db); the second gets a one-time join token"
 "$bin/api" node add us-east-1-node-01 node1.example.com
-"$bin/api" node add us-east-1-node-02 node2.example.com
+"$bin/api" node add us-east-1-node-02 node2.example.com --join-token --ttl 15m | tee node-02-token.txt
+join_token="$(grep '^mjt_' node-02-token.txt)"
 
 say "The preflight: fine for a laptop, every line would stop a production panel (PANEL_ENV=production)"
 "$bin/api" preflight
@@ -65,9 +70,29 @@ start_wings() { # node-id, log file, extra env...
   pids+=($!)
 }
 
+say "us-east-1-node-02 enrols by join token: key made on the node, CSR over https (a TLS proxy in front of the REST port)"
+enroll_addr="${ENROLL_ADDR:-127.0.0.1:8443}"
+"$bin/tls-proxy" --listen "$enroll_addr" --upstream "$PANEL_HTTP_ADDR" \
+  --cert certs/server/panel-cert.pem --key certs/server/panel-key.pem >tls-proxy.log 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do
+  (exec 3<>"/dev/tcp/${enroll_addr%:*}/${enroll_addr##*:}") 2>/dev/null && break
+  sleep 0.1
+done
+WINGS_DATA_DIR="$work/data/wings/us-east-1-node-02" WINGS_JOIN_TOKEN="$join_token" \
+  "$bin/wings" enroll --panel "https://$enroll_addr" --ca-cert certs/ca/ca-cert.pem | tee node-02.env
+ls -l data/wings/us-east-1-node-02/identity
+echo "Pinned before it ever connected (FINGERPRINT set, ONLINE false):"
+"$bin/api" node list
+echo "The same token again (a replay) is refused:"
+WINGS_DATA_DIR="$work/replay" WINGS_JOIN_TOKEN="$join_token" \
+  "$bin/wings" enroll --panel "https://$enroll_addr" --ca-cert certs/ca/ca-cert.pem 2>&1 | sed 's/^/  /' || true
+
 say "Starting two Wings agents"
 start_wings us-east-1-node-01 wings-1.log
-start_wings us-east-1-node-02 wings-2.log
+env $(grep -v '^WINGS_API_URL=' node-02.env) WINGS_API_URL="$api_url" WINGS_HEARTBEAT_SECS=2 \
+  "$bin/wings" >wings-2.log 2>&1 &
+pids+=($!)
 
 online=0
 for _ in $(seq 1 100); do
@@ -80,9 +105,20 @@ if [ "$online" -ne 2 ]; then
   cat panel.log >&2
   exit 1
 fi
+say "Both online: certificate expiry, renewal state and last renewal (node-02's from the issuer, 30 days, renewed by Wings at 2/3)"
 "$bin/api" node list
 echo
 "$bin/api" node list --json
+
+say "api node rotate: us-east-1-node-02 renews now, with overlap (new key, next pin, promoted on reconnect)"
+"$bin/api" node rotate us-east-1-node-02
+for _ in $(seq 1 50); do
+  grep -q 'renewed certificate promoted' wings-2.log && break
+  sleep 0.2
+done
+grep -o 'renewed certificate promoted.*' wings-2.log | tail -n 1 | sed 's/^/  /'
+"$bin/api" node list
+http_get /metrics | grep -E '^mamba_(node_cert|issuer_cert|node_online)' || true
 
 say "How us-east-1-node-01 confines servers (wings check: user per server, cgroups, uid block)"
 env $("$bin/dev-ca" env us-east-1-node-01 --api-url "$api_url") "$bin/wings" check | sed 's/^/  /'

@@ -16,6 +16,10 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3 python3-venv)
 # The node-boundary test builds a preload library a tenant could upload.
 command -v cc >/dev/null || missing+=(gcc)
+# The alerting rules are checked and unit-tested with promtool (Debian's prometheus package).
+command -v promtool >/dev/null || missing+=(prometheus)
+# The enrolment tests make RSA and weak-curve CSRs with openssl.
+command -v openssl >/dev/null || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: ${missing[*]} needed; run as root once to install them" >&2
@@ -71,6 +75,8 @@ cargo fmt --all -- --check
 # One debug build shared by the binaries the tests start, the tests, the benchmarks and clippy.
 cargo build --workspace --all-targets --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The Prometheus alerting rules: valid, and firing when (and only when) they should.
+(cd "$root/deploy/prometheus" && promtool check rules mamba-alerts.yml && promtool test rules mamba-alerts.test.yml)
 # Arguments, if any, filter the tests by name (`scripts/test.sh preflight`). Tests that need
 # root (`#[ignore = "needs root"]`: Wings giving each server its own user and cgroups) run
 # too when this script is root; as another user they are listed as ignored, never passed.

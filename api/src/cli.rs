@@ -113,6 +113,12 @@ enum NodeCommand {
         /// Ports its servers get, e.g. 30000-30099.
         #[arg(long)]
         ports: Option<String>,
+        /// Also make a one-time join token for `wings enroll` (printed once).
+        #[arg(long)]
+        join_token: bool,
+        /// How long the join token is valid: 90s, 30m, 1h, 7d (60 s to 7 days).
+        #[arg(long, default_value = "1h", requires = "join_token")]
+        ttl: String,
     },
     /// List nodes with online state, last_seen and fingerprint.
     List {
@@ -132,6 +138,11 @@ enum NodeCommand {
     },
     /// Forget the pinned fingerprint; the next valid certificate is pinned.
     ResetFingerprint {
+        /// The node id.
+        id: String,
+    },
+    /// Make the node renew its certificate now (with overlap; no offline time).
+    Rotate {
         /// The node id.
         id: String,
     },
@@ -273,8 +284,14 @@ async fn run(command: Command) -> Result<(), Error> {
                     fqdn,
                     name,
                     ports,
+                    join_token,
+                    ttl,
                 } => {
                     let range = ports.as_deref().map(store::parse_ports).transpose()?;
+                    // The same units as RATE_LIMITS windows (s, m, h, d).
+                    let ttl = security::limiter::Rule::parse(&format!("1/{ttl}"))
+                        .map_err(|e| Error::Invalid(format!("--ttl: {e}")))?
+                        .window;
                     let mut node = store::add(&db, &id, &fqdn, name.as_deref()).await?;
                     if let Some(range) = range {
                         node = store::set_ports(&db, &id, range).await?;
@@ -283,6 +300,29 @@ async fn run(command: Command) -> Result<(), Error> {
                         "node {} added ({}); its certificate's CN must be {}",
                         node.id, node.fqdn, node.id
                     );
+                    if join_token {
+                        let (token, expires_at) =
+                            crate::nodes::enroll::create_token(&db, &id, ttl, chrono::Utc::now())
+                                .await?;
+                        crate::audit::record_or_log(&db, crate::audit::AuditEvent {
+                            actor: "cli".into(),
+                            action: "node.join_token".into(),
+                            target: Some(id.clone()),
+                            outcome: "ok".into(),
+                            ip: None,
+                            details: json!({ "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }),
+                            tenant_id: None,
+                        })
+                        .await;
+                        println!(
+                            "join token (shown once, valid until {}):",
+                            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        );
+                        println!("{token}");
+                        println!(
+                            "on the node: wings enroll --panel <https-url> --ca-cert <root.pem> --token <token>"
+                        );
+                    }
                 }
                 NodeCommand::List { json } => {
                     let nodes = store::list(&db).await?;
@@ -302,6 +342,25 @@ async fn run(command: Command) -> Result<(), Error> {
                 NodeCommand::Enable { id } => {
                     store::set_enabled(&db, &id, true).await?;
                     println!("node {id} enabled");
+                }
+                NodeCommand::Rotate { id } => {
+                    crate::nodes::renew::request_rotation(&db, &id).await?;
+                    crate::audit::record_or_log(
+                        &db,
+                        crate::audit::AuditEvent {
+                            actor: "cli".into(),
+                            action: "node.rotate".into(),
+                            target: Some(id.clone()),
+                            outcome: "ok".into(),
+                            ip: None,
+                            details: json!({}),
+                            tenant_id: None,
+                        },
+                    )
+                    .await;
+                    println!(
+                        "node {id}: renewal requested; the panel holding its stream passes it on within a second"
+                    );
                 }
                 NodeCommand::ResetFingerprint { id } => {
                     store::reset_fingerprint(&db, &id).await?;
@@ -327,27 +386,37 @@ pub fn node_json(node: &node::Model) -> serde_json::Value {
         "last_seen": node.last_seen.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         "cert_not_after": node.cert_not_after.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         "ports": node.port_start.zip(node.port_end).map(|(s, e)| format!("{s}-{e}")),
+        "renewal": crate::nodes::lifecycle::renewal_state(node, chrono::Utc::now()),
+        "last_renewed_at": node.last_renewed_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "next_fingerprint": node.next_fingerprint,
     })
 }
 
 fn print_table(nodes: &[node::Model]) {
+    let now = chrono::Utc::now();
     println!(
-        "{:<24} {:<8} {:<7} {:<20} FINGERPRINT",
-        "ID", "ENABLED", "ONLINE", "LAST SEEN"
+        "{:<24} {:<8} {:<7} {:<20} {:<20} {:<22} {:<20} FINGERPRINT",
+        "ID", "ENABLED", "ONLINE", "LAST SEEN", "CERT EXPIRES", "RENEWAL", "LAST RENEWED"
     );
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
     for n in nodes {
-        let seen = n
-            .last_seen
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_else(|| "-".into());
         let fp = n
             .fingerprint
             .as_deref()
             .map(|f| f.get(..16).unwrap_or(f))
             .unwrap_or("-");
         println!(
-            "{:<24} {:<8} {:<7} {:<20} {fp}",
-            n.id, n.enabled, n.online, seen
+            "{:<24} {:<8} {:<7} {:<20} {:<20} {:<22} {:<20} {fp}",
+            n.id,
+            n.enabled,
+            n.online,
+            time(n.last_seen),
+            time(n.cert_not_after),
+            crate::nodes::lifecycle::renewal_state(n, now),
+            time(n.last_renewed_at),
         );
     }
 }

@@ -73,6 +73,10 @@ pub struct AppState {
     pub events: servers::Events,
     /// Cancelled when the panel stops: long-lived responses (SSE) end.
     pub stopping: CancellationToken,
+    /// The issuer of node certificates (empty: no enrolment, no renewal).
+    pub issuer: nodes::issuer::IssuerSlot,
+    /// The node channel's TLS set-up (trusted roots, server certificate), re-read on change.
+    pub grpc_tls: Arc<grpc::tls::TlsSetup>,
 }
 
 /// How long a stopping panel waits for in-flight requests.
@@ -115,6 +119,10 @@ impl Panel {
             Some((cert, key)) => Some(http::tls::server_config(cert, key)?),
             None => None,
         };
+        let issuer = nodes::issuer::IssuerSlot::load(
+            config.node_identity.issuer.clone(),
+            config.node_identity.cert_lifetime,
+        )?;
         let db = db::connect_and_migrate(&config.database_url).await?;
         nodes::store::mark_all_offline(&db).await?;
         let metrics = Metrics::new();
@@ -153,6 +161,8 @@ impl Panel {
             api_keys: apikeys::Hasher::default(),
             events: servers::Events::default(),
             stopping: CancellationToken::new(),
+            issuer,
+            grpc_tls: tls.clone(),
             config: config.clone(),
         });
         // Commands a previous run sent and nobody acked: failed now, not left pending.
@@ -214,6 +224,8 @@ impl Panel {
                 config.node_watch_interval,
                 shutdown.clone(),
             )),
+            tokio::spawn(nodes::lifecycle::export(state.clone(), shutdown.clone())),
+            tokio::spawn(nodes::lifecycle::reload(state.clone(), shutdown.clone())),
         ];
         let http_scheme = if http_tls.is_some() { "https" } else { "http" };
         tracing::info!(%grpc_addr, %http_addr, http_scheme, "panel listening");

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the panel, registered in one registry served at `/metrics`.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The panel's metrics.
@@ -26,6 +27,14 @@ pub struct Metrics {
     pub argon2_shed: IntCounter,
     /// Commands sent to nodes, by action.
     pub commands: IntCounterVec,
+    /// Node certificate renewals, by outcome (`issued`, `promoted`, `failed`).
+    pub node_cert_renewals: IntCounterVec,
+    /// Each node's pinned certificate's expiry, Unix seconds, by node.
+    pub node_cert_expiry: IntGaugeVec,
+    /// Whether each enabled node has a live stream (to any panel of the fleet), by node.
+    pub node_online: IntGaugeVec,
+    /// The issuing intermediate's expiry, Unix seconds (absent without an issuer).
+    pub issuer_cert_expiry: IntGauge,
     /// REST requests answered, by method, route template and status.
     pub http_requests: IntCounterVec,
     /// REST connections open now.
@@ -91,6 +100,38 @@ impl Metrics {
             &["action"],
         )
         .expect("static metric definition is valid");
+        let node_cert_renewals = IntCounterVec::new(
+            Opts::new(
+                "mamba_node_cert_renewals_total",
+                "Node certificate renewals over the node channel, by outcome: issued (next pin recorded), promoted (the node came back with it), failed",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition is valid");
+        for outcome in crate::nodes::renew::OUTCOMES {
+            node_cert_renewals.with_label_values(&[outcome]);
+        }
+        let node_cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                "mamba_node_cert_expiry_timestamp_seconds",
+                "When each node's pinned certificate expires, Unix seconds",
+            ),
+            &["node"],
+        )
+        .expect("static metric definition is valid");
+        let node_online = IntGaugeVec::new(
+            Opts::new(
+                "mamba_node_online",
+                "1 when the enabled node has a live stream to the panel fleet, 0 otherwise",
+            ),
+            &["node"],
+        )
+        .expect("static metric definition is valid");
+        let issuer_cert_expiry = IntGauge::new(
+            "mamba_issuer_cert_expiry_timestamp_seconds",
+            "When the panel's issuing intermediate expires, Unix seconds (0: no issuer)",
+        )
+        .expect("static metric definition is valid");
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "mamba_http_requests_total",
@@ -136,6 +177,10 @@ impl Metrics {
             Box::new(argon2_queue.clone()),
             Box::new(argon2_shed.clone()),
             Box::new(commands.clone()),
+            Box::new(node_cert_renewals.clone()),
+            Box::new(node_cert_expiry.clone()),
+            Box::new(node_online.clone()),
+            Box::new(issuer_cert_expiry.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_connections.clone()),
             Box::new(http_connections_refused.clone()),
@@ -156,6 +201,10 @@ impl Metrics {
             argon2_queue,
             argon2_shed,
             commands,
+            node_cert_renewals,
+            node_cert_expiry,
+            node_online,
+            issuer_cert_expiry,
             http_requests,
             http_connections,
             http_connections_refused,

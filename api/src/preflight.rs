@@ -403,6 +403,18 @@ fn check_tls(config: &Config, findings: &mut Findings) {
             findings,
         );
     }
+    match &config.node_identity.issuer {
+        Some((cert, key)) => check_pair(
+            (PANEL_ISSUER_CERT_FILE, cert),
+            (PANEL_ISSUER_KEY_FILE, key),
+            now,
+            findings,
+        ),
+        None => findings.warn(
+            PANEL_ISSUER_CERT_FILE,
+            "not set: join-token enrolment and certificate renewal are off (nodes are pinned at first connection; make an issuer with `dev-ca issuer`)",
+        ),
+    }
 }
 
 fn check_pair(
@@ -568,6 +580,9 @@ fn check_key_file_modes(config: &Config, findings: &mut Findings) {
     }
     if let Some((_, key)) = &config.http_tls {
         keys.push((PANEL_HTTP_TLS_KEY_FILE, key));
+    }
+    if let Some((_, key)) = &config.node_identity.issuer {
+        keys.push((PANEL_ISSUER_KEY_FILE, key));
     }
     for (variable, path) in keys {
         if let Some(mode) = group_or_world_access(path) {

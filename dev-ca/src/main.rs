@@ -1,7 +1,8 @@
 //! `dev-ca`: the development certificate authority of Mamba Host Panel.
 //!
-//! A thin command line over `security::pki`: it makes the CA, issues node and panel
-//! certificates, verifies them and prints the `WINGS_*` variables a node needs. All the PKI
+//! A thin command line over `security::pki`: it makes the root CA and the panel's issuing
+//! intermediate, issues node and panel certificates (from its own keys, or by signing a node's
+//! CSR with the issuer), verifies them and prints the `WINGS_*` variables a node needs. All the PKI
 //! logic lives in `security`; this file only parses arguments, reads and writes files, and
 //! prints.
 #![forbid(unsafe_code)]
@@ -35,7 +36,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the CA (ECDSA P-256) under <dir>/ca/.
+    /// Create the root CA (ECDSA P-256) under <dir>/ca/ and the panel's issuing intermediate
+    /// under <dir>/issuer/. Keep ca/ca-key.pem offline: a running panel never needs it.
     Init {
         /// Replace an existing CA (every certificate it issued stops verifying).
         #[arg(long)]
@@ -43,6 +45,33 @@ enum Command {
         /// Validity in days.
         #[arg(long, default_value_t = pki::CA_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
+    },
+    /// Make (or renew, with --force) the panel's issuing intermediate under <dir>/issuer/,
+    /// signed by the root in <dir>/ca/.
+    Issuer {
+        /// Validity in days.
+        #[arg(long, default_value_t = pki::ISSUER_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+        /// Replace an existing issuer (nodes keep their certificates: they chain to the root).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign a node's CSR with the issuer (the key never leaves the node): writes
+    /// <dir>/nodes/<id>-cert.pem holding the certificate and the issuer (the whole chain).
+    SignCsr {
+        /// The node id; the certificate's CN (a CSR naming another CN is refused).
+        node_id: String,
+        /// The CSR, PEM.
+        csr: PathBuf,
+        /// Host names or IP addresses for the subject alternative names.
+        #[arg(long = "hostname")]
+        hostnames: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = pki::NODE_CERT_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+        /// Replace an existing certificate for this node.
+        #[arg(long)]
+        force: bool,
     },
     /// Issue a node certificate: CN = node id, SAN = the host names, client auth only.
     Generate {
@@ -118,8 +147,45 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             pki::write_public(&layout.ca_cert(), ca.cert_pem())?;
             let info = pki::inspect(ca.cert_der())?;
             println!("CA written to {}", layout.ca_cert().display());
-            println!("  key:         {} (0600)", layout.ca_key().display());
+            println!(
+                "  key:         {} (0600; keep it offline)",
+                layout.ca_key().display()
+            );
             println!("  valid until: {}", rfc3339(info.not_after));
+            println!("  fingerprint: {}", info.fingerprint);
+            make_issuer(&layout, &ca, now, pki::ISSUER_DAYS)?;
+        }
+        Command::Issuer { days, force } => {
+            refuse_existing(&[layout.issuer_cert(), layout.issuer_key()], *force)?;
+            make_issuer(&layout, &load_ca(&layout)?, now, *days)?;
+        }
+        Command::SignCsr {
+            node_id,
+            csr,
+            hostnames,
+            days,
+            force,
+        } => {
+            validate_node_id(node_id)?;
+            let cert_path = layout.node_cert(node_id);
+            refuse_existing(std::slice::from_ref(&cert_path), *force)?;
+            let issuer = load_issuer(&layout)?;
+            let csr_pem = std::fs::read(csr).with_context(|| csr.display().to_string())?;
+            let spec = LeafSpec::new(LeafKind::Node, node_id, hostnames, now, *days);
+            let signed = issuer.sign_node_csr(&csr_pem, &spec)?;
+            let chain = format!("{}{}", signed.cert_pem, issuer.cert_pem());
+            pki::write_public(&cert_path, &chain)?;
+            let info = pki::inspect(&signed.cert_der)?;
+            println!(
+                "certificate written to {} (with the issuer)",
+                cert_path.display()
+            );
+            println!("  CN:          {}", info.common_name);
+            println!(
+                "  valid until: {} ({} days)",
+                rfc3339(info.not_after),
+                info.days_left(now)
+            );
             println!("  fingerprint: {}", info.fingerprint);
         }
         Command::Generate {
@@ -228,15 +294,21 @@ fn issue(
 
 fn verify(layout: &CertLayout, node_id: &str, json: bool) -> anyhow::Result<()> {
     validate_node_id(node_id)?;
-    let ca = read_cert(&layout.ca_cert())?;
+    let roots = security::tls::read_certs(&layout.ca_cert())?;
     let cert_path = layout.node_cert(node_id);
-    let cert = read_cert(&cert_path)?;
-    let key_pem = std::fs::read_to_string(layout.node_key(node_id))
-        .with_context(|| format!("{}", layout.node_key(node_id).display()))?;
+    let chain = security::tls::read_certs(&cert_path)?;
+    let cert = chain[0].clone();
+    // A certificate signed from the node's CSR has no key here: the node keeps it.
+    let key_path = layout.node_key(node_id);
+    let key_pem = match std::fs::read_to_string(&key_path) {
+        Ok(pem) => Some(pem),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| key_path.display().to_string()),
+    };
     let info = pki::inspect(&cert)?;
     let now = OffsetDateTime::now_utc();
     let mut problems = Vec::new();
-    if let Err(e) = pki::verify_issued_by(&ca, &cert, LeafKind::Node, None, SystemTime::now()) {
+    if let Err(e) = pki::verify_chain(&roots, &chain, LeafKind::Node, None, SystemTime::now()) {
         problems.push(format!("chain/validity: {e}"));
     }
     if info.common_name != node_id {
@@ -245,10 +317,10 @@ fn verify(layout: &CertLayout, node_id: &str, json: bool) -> anyhow::Result<()> 
             info.common_name
         ));
     }
-    match pki::key_matches_cert(&key_pem, &cert) {
-        Ok(true) => {}
-        Ok(false) => problems.push("the key file does not match the certificate".into()),
-        Err(e) => problems.push(format!("key: {e}")),
+    match key_pem.map(|pem| pki::key_matches_cert(&pem, &cert)) {
+        None | Some(Ok(true)) => {}
+        Some(Ok(false)) => problems.push("the key file does not match the certificate".into()),
+        Some(Err(e)) => problems.push(format!("key: {e}")),
     }
     if json {
         println!(
@@ -331,6 +403,39 @@ fn list(layout: &CertLayout, now: OffsetDateTime, json: bool) -> anyhow::Result<
         println!("no node certificates under {}", dir.display());
     }
     Ok(())
+}
+
+/// Makes the issuing intermediate under `root` and writes it to `issuer/`.
+fn make_issuer(
+    layout: &CertLayout,
+    root: &CertificateAuthority,
+    now: OffsetDateTime,
+    days: u32,
+) -> anyhow::Result<()> {
+    let name = format!("Mamba Issuer {:08x}", rand_suffix());
+    let issuer = root.generate_issuer(&name, now, days)?;
+    pki::write_private(&layout.issuer_key(), &issuer.key_pem())?;
+    pki::write_public(&layout.issuer_cert(), issuer.cert_pem())?;
+    let info = pki::inspect(issuer.cert_der())?;
+    println!("issuer written to {}", layout.issuer_cert().display());
+    println!(
+        "  key:         {} (0600; PANEL_ISSUER_KEY_FILE)",
+        layout.issuer_key().display()
+    );
+    println!("  valid until: {}", rfc3339(info.not_after));
+    println!("  fingerprint: {}", info.fingerprint);
+    Ok(())
+}
+
+fn load_issuer(layout: &CertLayout) -> anyhow::Result<CertificateAuthority> {
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p)
+            .with_context(|| format!("{} (run `dev-ca issuer` first)", p.display()))
+    };
+    Ok(CertificateAuthority::from_pem(
+        &read(layout.issuer_cert())?,
+        &read(layout.issuer_key())?,
+    )?)
 }
 
 fn load_ca(layout: &CertLayout) -> anyhow::Result<CertificateAuthority> {

@@ -70,6 +70,9 @@ pub enum Error {
     /// A master key is malformed; the message says how (never the key).
     #[error("{0}")]
     MasterKey(String),
+    /// A certificate signing request (or an issuer) is unusable; the message says why.
+    #[error("certificate request refused: {0}")]
+    Csr(String),
     /// A TLS configuration could not be built.
     #[error("TLS configuration: {0}")]
     Tls(String),

@@ -25,7 +25,8 @@ struct Fixture {
 }
 
 async fn start(kind: DbKind) -> Fixture {
-    let (dir, pki, config) = tests::roomy_setup(kind).await;
+    let (dir, pki, mut config) = tests::roomy_setup(kind).await;
+    config.node_identity = pki.issuer(Duration::from_secs(30 * 86_400));
     let outbox = config.identity.outbox_dir.clone();
     let panel = api::Panel::start(config).await.unwrap();
     Fixture {
@@ -472,6 +473,72 @@ async fn answers_conform_to_the_document(kind: DbKind) {
     ] {
         alice.expect(S::OK, "POST", path, &["node-1"], None).await;
     }
+
+    // Node identity: a join token, and enrolment with it (another node: node-1 is pinned at
+    // its first connection below).
+    let node = json!({ "id": "node-2", "fqdn": "node2.example.com" });
+    alice
+        .expect(S::CREATED, "POST", "/api/admin/nodes", &[], Some(node))
+        .await;
+    let tokens = "/api/admin/nodes/{id}/join-tokens";
+    let token = alice
+        .expect(
+            S::CREATED,
+            "POST",
+            tokens,
+            &["node-2"],
+            Some(json!({ "ttl_secs": 600 })),
+        )
+        .await;
+    alice
+        .expect(S::CREATED, "POST", tokens, &["node-2"], None)
+        .await;
+    alice
+        .expect(S::NOT_FOUND, "POST", tokens, &["node-9"], None)
+        .await;
+    alice
+        .expect(
+            S::BAD_REQUEST,
+            "POST",
+            tokens,
+            &["node-2"],
+            Some(json!({ "ttl_secs": 1 })),
+        )
+        .await;
+    let (_, csr) = security::pki::node_csr(None).unwrap();
+    let enroll = json!({ "token": token["token"], "csr": csr });
+    anon.expect(
+        S::CREATED,
+        "POST",
+        "/api/nodes/enroll",
+        &[],
+        Some(enroll.clone()),
+    )
+    .await;
+    anon.expect(
+        S::UNAUTHORIZED,
+        "POST",
+        "/api/nodes/enroll",
+        &[],
+        Some(enroll),
+    )
+    .await;
+    let garbage = json!({ "token": "mjt_x", "csr": "garbage" });
+    anon.expect(
+        S::BAD_REQUEST,
+        "POST",
+        "/api/nodes/enroll",
+        &[],
+        Some(garbage),
+    )
+    .await;
+    let rotate = "/api/admin/nodes/{id}/rotate";
+    alice
+        .expect(S::ACCEPTED, "POST", rotate, &["node-2"], None)
+        .await;
+    alice
+        .expect(S::NOT_FOUND, "POST", rotate, &["node-9"], None)
+        .await;
     let client = dial(
         f.panel.grpc_addr,
         &f.pki.ca_certs(),

@@ -115,6 +115,15 @@ pub(crate) async fn stack_with(kind: DbKind, extra: &[(&str, &str)]) -> Stack {
     let mut env = panel_env(&pki, &db_url, "127.0.0.1:0");
     // Not a test of limits: these tests poll, and one user may well pass 100 calls a minute.
     env.push(("RATE_LIMITS".to_owned(), ROOMY_LIMITS.to_owned()));
+    // An issuer, as `dev-ca init` makes it (node-1 itself starts on a certificate of the
+    // root, pinned at its first connection, and renews to the issuer's when asked).
+    pki.issuer(Duration::from_secs(30 * 86_400));
+    for (name, path) in [
+        ("PANEL_ISSUER_CERT_FILE", pki.layout.issuer_cert()),
+        ("PANEL_ISSUER_KEY_FILE", pki.layout.issuer_key()),
+    ] {
+        env.push((name.to_owned(), path.display().to_string()));
+    }
     env.extend(
         extra
             .iter()

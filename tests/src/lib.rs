@@ -83,6 +83,7 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
         command_timeout: Duration::from_secs(10),
         http_limits: api::config::HttpLimits::default(),
         identity: api::config::IdentityConfig::development(pki.layout.root().join("data")),
+        node_identity: api::config::NodeIdentityConfig::default(),
     }
 }
 

@@ -67,6 +67,21 @@ impl TestPki {
         }
     }
 
+    /// Makes the panel's issuing intermediate under this CA and writes it where `dev-ca init`
+    /// does (`issuer/issuer-{cert,key}.pem`); returns the panel's node identity settings.
+    pub fn issuer(&self, lifetime: std::time::Duration) -> api::config::NodeIdentityConfig {
+        let issuer = self
+            .ca
+            .generate_issuer("Mamba Test Issuer", OffsetDateTime::now_utc(), 365)
+            .expect("issuer");
+        pki::write_private(&self.layout.issuer_key(), &issuer.key_pem()).expect("issuer key");
+        pki::write_public(&self.layout.issuer_cert(), issuer.cert_pem()).expect("issuer cert");
+        api::config::NodeIdentityConfig {
+            issuer: Some((self.layout.issuer_cert(), self.layout.issuer_key())),
+            cert_lifetime: lifetime,
+        }
+    }
+
     /// The CA certificate, for clients.
     pub fn ca_certs(&self) -> Vec<CertificateDer<'static>> {
         vec![self.ca.cert_der().clone()]

@@ -1,20 +1,22 @@
-//! The agent loop: connect, say hello, keep heartbeats flowing, and when the stream ends for
-//! any reason, log the panel's reason once and reconnect with backoff — forever, until shut
-//! down. A panel that is shutting down asks for an immediate reconnect.
+//! The agent loop: connect, say hello, keep heartbeats flowing (see [`crate::stream`]), and when
+//! the stream ends for any reason, log the panel's reason once and reconnect with backoff —
+//! forever, until shut down. A panel that is shutting down asks for an immediate reconnect. A
+//! renewed certificate hands over to a stream already open on it (make before break: the node
+//! is never offline for a renewal).
 
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use proto::node::v1::{Capacity, Heartbeat, Hello, NodeMessage, node_message, panel_message};
+use proto::node::v1::{Capacity, NodeMessage, node_message};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::renew::Renewal;
+use crate::stream;
 use crate::supervisor::{Supervisor, Uplink};
-use crate::{tls, unix_ms};
 
 /// What the agent is doing, for `wings` logs and for tests that embed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,15 +37,6 @@ pub enum AgentStatus {
 /// does not hammer a panel that stays down.
 const PANEL_RESTART_WINDOW: Duration = Duration::from_secs(10);
 
-/// How a stream ended.
-struct Ended {
-    reason: String,
-    /// The panel asked for an immediate reconnect (it is restarting).
-    reconnect_now: bool,
-    /// The stream had been up long enough to count as healthy.
-    was_online: bool,
-}
-
 /// Runs until `shutdown` is cancelled, publishing progress on `status`; `supervisor` runs the
 /// servers and `uplink` carries what they report.
 pub async fn run(
@@ -57,12 +50,28 @@ pub async fn run(
     // After the panel said it is restarting: until then, retry on a short flat schedule, so
     // the node is back within a fraction of a second of the panel, not a backoff step later.
     let mut restart_window: Option<Instant> = None;
+    let mut renewal = Renewal::default();
+    let mut handover = None;
     loop {
-        let _ = status.send(AgentStatus::Connecting);
-        let ended = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            ended = session(&config, &supervisor, &mut uplink, &status) => ended,
+        let ended = match handover.take() {
+            // A stream already open on the renewed certificate: go on on it at once.
+            Some(opened) => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ended = stream::pump(&config, &supervisor, &mut uplink, &status, &mut renewal, opened) => ended,
+            },
+            None => {
+                let _ = status.send(AgentStatus::Connecting);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    ended = stream::session(&config, &supervisor, &mut uplink, &status, &mut renewal) => ended,
+                }
+            }
         };
+        if let Some(opened) = ended.handover {
+            tracing::info!("renewed certificate in use; the old connection is closed");
+            handover = Some(opened);
+            continue;
+        }
         if ended.was_online {
             backoff.reset();
         }
@@ -94,143 +103,6 @@ pub async fn run(
     }
 }
 
-async fn session(
-    config: &Config,
-    supervisor: &Arc<Supervisor>,
-    uplink: &mut Uplink,
-    status: &watch::Sender<AgentStatus>,
-) -> Ended {
-    let started = Instant::now();
-    let failed = |reason: String| Ended {
-        reason,
-        reconnect_now: false,
-        was_online: false,
-    };
-    let tls = match tls::load(config) {
-        Ok(tls) => tls,
-        Err(e) => return failed(format!("cannot load credentials: {e}")),
-    };
-    let (mut client, io_error) =
-        match tls::connect(&config.panel_host, config.panel_port, tls).await {
-            Ok(connected) => connected,
-            Err(e) => return failed(e.to_string()),
-        };
-    let explain = |status: &tonic::Status| {
-        let text = describe(status);
-        match io_error.get() {
-            Some(io) if !text.contains(&io) => format!("{text} ({io})"),
-            _ => text,
-        }
-    };
-    let (tx, rx) = mpsc::channel(256);
-    // Statuses, console lines and usage queued while disconnected are older than this
-    // snapshot (taken under the same lock as every report), which says where things are now;
-    // acks and backup results are answers the panel still waits for: they follow the hello.
-    let mut answers = Vec::new();
-    let (servers, backlog) = supervisor.snapshot(|| {
-        answers = carry_over(&mut uplink.events);
-        while uplink.console.try_recv().is_ok() {}
-        uplink.stats.take();
-    });
-    let hello = NodeMessage {
-        kind: Some(node_message::Kind::Hello(Hello {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            hostname: hostname(),
-            capacity: Some(capacity()),
-            heartbeat_interval_secs: config.heartbeat.as_secs() as u32,
-            servers,
-        })),
-    };
-    // The channel is new and empty: this cannot fail for lack of room.
-    let _ = tx.try_send(hello);
-    let mut answers = answers.into_iter();
-    let mut backlog = backlog.into_iter();
-    let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => return failed(explain(&status)),
-    };
-    let mut ticker = tokio::time::interval(config.heartbeat);
-    ticker.tick().await;
-    let mut seq = 0u64;
-    let closed = |started: Instant| Ended {
-        reason: "stream closed".into(),
-        reconnect_now: false,
-        was_online: started.elapsed() > Duration::from_secs(30),
-    };
-    loop {
-        // In this order: a status goes up before the console lines that follow it (a
-        // program's output after its `running`); console output, the one stream that can
-        // flood, comes last and so never holds up heartbeats or commands.
-        tokio::select! {
-            biased;
-            Some(message) = uplink.events.recv() => {
-                if tx.send(message).await.is_err() {
-                    return closed(started);
-                }
-            }
-            () = uplink.stats.ready() => {
-                for stats in uplink.stats.take() {
-                    let message = NodeMessage { kind: Some(node_message::Kind::Stats(stats)) };
-                    if tx.send(message).await.is_err() {
-                        return closed(started);
-                    }
-                }
-            }
-            _ = ticker.tick() => {
-                seq += 1;
-                let beat = NodeMessage {
-                    kind: Some(node_message::Kind::Heartbeat(Heartbeat {
-                        seq,
-                        sent_at_unix_ms: unix_ms(),
-                    })),
-                };
-                if tx.send(beat).await.is_err() {
-                    return closed(started);
-                }
-            }
-            message = inbound.message() => match message {
-                Ok(Some(message)) => match message.kind {
-                    Some(panel_message::Kind::Welcome(welcome)) => {
-                        tracing::info!(node = %welcome.node_id, "connected to the panel");
-                        let _ = status.send(AgentStatus::Online);
-                        for message in answers.by_ref() {
-                            if tx.send(message).await.is_err() {
-                                return closed(started);
-                            }
-                        }
-                        for line in backlog.by_ref() {
-                            let message = NodeMessage { kind: Some(node_message::Kind::Console(line)) };
-                            if tx.send(message).await.is_err() {
-                                return closed(started);
-                            }
-                        }
-                    }
-                    Some(panel_message::Kind::Command(command)) => {
-                        tracing::debug!(command = %command.id, server = %command.server_id, "command");
-                        supervisor.handle(command);
-                    }
-                    None => {}
-                },
-                Ok(None) => {
-                    return Ended { reason: "the panel closed the stream".into(), reconnect_now: false, was_online: true };
-                }
-                Err(status) => {
-                    return Ended {
-                        reason: explain(&status),
-                        reconnect_now: status.code() == tonic::Code::Unavailable && status.message().starts_with("shutting_down"),
-                        was_online: true,
-                    };
-                }
-            },
-            Some(message) = uplink.console.recv() => {
-                if tx.send(message).await.is_err() {
-                    return closed(started);
-                }
-            }
-        }
-    }
-}
-
 /// Empties `events` of what a new stream's snapshot supersedes (statuses), keeping, in order,
 /// the answers the panel still waits for: command acks and backup results.
 pub fn carry_over(events: &mut mpsc::UnboundedReceiver<NodeMessage>) -> Vec<NodeMessage> {
@@ -247,7 +119,7 @@ pub fn carry_over(events: &mut mpsc::UnboundedReceiver<NodeMessage>) -> Vec<Node
 }
 
 /// A status with its whole source chain (TLS alerts hide in the sources).
-fn describe(status: &tonic::Status) -> String {
+pub(crate) fn describe(status: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     if let Some(source) = std::error::Error::source(status) {
         text.push_str(": ");
@@ -256,7 +128,7 @@ fn describe(status: &tonic::Status) -> String {
     text
 }
 
-fn capacity() -> Capacity {
+pub(crate) fn capacity() -> Capacity {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
@@ -268,7 +140,7 @@ fn capacity() -> Capacity {
     }
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default()

@@ -11,11 +11,13 @@ use security::pki;
 pub const WINGS_NODE_ID: &str = "WINGS_NODE_ID";
 /// The panel's gRPC URL, `https://host:port`.
 pub const WINGS_API_URL: &str = "WINGS_API_URL";
-/// The node's certificate.
+/// The join token of `wings enroll` (instead of `--token`).
+pub const WINGS_JOIN_TOKEN: &str = "WINGS_JOIN_TOKEN";
+/// The node's certificate chain (default `$WINGS_DATA_DIR/identity/cert.pem`).
 pub const WINGS_TLS_CERT_FILE: &str = "WINGS_TLS_CERT_FILE";
-/// The node's private key.
+/// The node's private key (default `$WINGS_DATA_DIR/identity/key.pem`).
 pub const WINGS_TLS_KEY_FILE: &str = "WINGS_TLS_KEY_FILE";
-/// The CA that signed the panel's server certificate.
+/// The root CA (bundle) of the panel's certificate (default `$WINGS_DATA_DIR/identity/ca.pem`).
 pub const WINGS_API_CA_CERT: &str = "WINGS_API_CA_CERT";
 /// Where servers and backups live.
 pub const WINGS_DATA_DIR: &str = "WINGS_DATA_DIR";
@@ -86,9 +88,6 @@ impl Config {
         };
         let node_id = required(WINGS_NODE_ID);
         let url = required(WINGS_API_URL);
-        let cert_file = PathBuf::from(required(WINGS_TLS_CERT_FILE));
-        let key_file = PathBuf::from(required(WINGS_TLS_KEY_FILE));
-        let ca_file = PathBuf::from(required(WINGS_API_CA_CERT));
         if !node_id.is_empty()
             && let Err(e) = pki::validate_node_id(&node_id)
         {
@@ -106,6 +105,15 @@ impl Config {
             .filter(|v| !v.trim().is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(format!("data/wings/{node_id}")));
+        // Where `wings enroll` writes them unless told otherwise.
+        let identity = |name: &str, file: &str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .map_or_else(|| data_dir.join("identity").join(file), PathBuf::from)
+        };
+        let cert_file = identity(WINGS_TLS_CERT_FILE, "cert.pem");
+        let key_file = identity(WINGS_TLS_KEY_FILE, "key.pem");
+        let ca_file = identity(WINGS_API_CA_CERT, "ca.pem");
         let heartbeat = match lookup(WINGS_HEARTBEAT_SECS).filter(|v| !v.trim().is_empty()) {
             None => Duration::from_secs(5),
             Some(raw) => {
@@ -321,14 +329,31 @@ mod tests {
     #[test]
     fn missing_variables_are_all_named() {
         let errors = Config::from_lookup(|_| None).unwrap_err().join("\n");
-        for name in [
-            WINGS_NODE_ID,
-            WINGS_API_URL,
-            WINGS_TLS_CERT_FILE,
-            WINGS_TLS_KEY_FILE,
-            WINGS_API_CA_CERT,
-        ] {
+        for name in [WINGS_NODE_ID, WINGS_API_URL] {
             assert!(errors.contains(name), "{name}");
         }
+    }
+
+    #[test]
+    fn credentials_default_to_the_identity_directory() {
+        let config = Config::from_lookup(|name| match name {
+            WINGS_NODE_ID => Some("node-1".into()),
+            WINGS_API_URL => Some("https://127.0.0.1:3001".into()),
+            WINGS_DATA_DIR => Some("/var/lib/wings".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            config.key_file,
+            PathBuf::from("/var/lib/wings/identity/key.pem")
+        );
+        assert_eq!(
+            config.cert_file,
+            PathBuf::from("/var/lib/wings/identity/cert.pem")
+        );
+        assert_eq!(
+            config.ca_file,
+            PathBuf::from("/var/lib/wings/identity/ca.pem")
+        );
     }
 }

@@ -25,6 +25,19 @@ struct Cli {
 enum Command {
     /// Validate configuration and certificates, print what was found, and exit.
     Check,
+    /// Join the panel with a one-time token: make a key here, send a CSR, write the key,
+    /// certificate and root where the agent reads them, print the WINGS_* lines and exit.
+    Enroll {
+        /// The panel's REST URL, https only (its own TLS or a TLS proxy in front).
+        #[arg(long)]
+        panel: String,
+        /// The root CA (bundle) the panel's certificates chain to.
+        #[arg(long)]
+        ca_cert: std::path::PathBuf,
+        /// The join token (`api node add … --join-token`).
+        #[arg(long, env = "WINGS_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+    },
     /// Internal: join the given cgroups, set the limits, drop to the server's user, then exec
     /// the command with the server's environment (how a server's process is inside its
     /// cgroups, unprivileged, before it runs a single instruction of its own).
@@ -89,6 +102,14 @@ fn main() -> ExitCode {
         .try_init();
     security::tls::install_default_provider();
 
+    if let Some(Command::Enroll {
+        panel,
+        ca_cert,
+        token,
+    }) = &cli.command
+    {
+        return enroll(panel, ca_cert, token);
+    }
     let config = match wings::Config::from_env() {
         Ok(config) => config,
         Err(errors) => return refuse("configuration", &errors),
@@ -188,6 +209,42 @@ fn main() -> ExitCode {
         let _ = agent.await;
         ExitCode::SUCCESS
     })
+}
+
+fn enroll(panel: &str, ca_cert: &std::path::Path, token: &str) -> ExitCode {
+    let request = wings::enroll::Request {
+        panel: panel.to_owned(),
+        ca_cert: ca_cert.to_owned(),
+        token: token.to_owned(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wings: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(wings::enroll::enroll(&request, |name| {
+        std::env::var(name).ok()
+    })) {
+        Ok(enrolled) => {
+            eprintln!(
+                "wings: enrolled as {} (fingerprint {}, pinned by the panel); run the agent with:",
+                enrolled.node_id, enrolled.fingerprint
+            );
+            for (name, value) in &enrolled.env {
+                println!("{name}={value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wings: enrolment failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn refuse(what: &str, errors: &[String]) -> ExitCode {

@@ -28,15 +28,17 @@ pub struct Identity {
     pub key: PrivateKeyDer<'static>,
 }
 
-/// Reads the node's identity and the panel's CA from the configured files. Called on every
-/// connection attempt, so replaced certificate files take effect without a restart.
-pub fn load(config: &Config) -> Result<Arc<ClientConfig>, Error> {
+/// Reads the node's identity (see [`crate::renew::Files::load`]: a pair whose key matches,
+/// valid now) and the panel's CA (bundle) from the configured files. Called on every connection
+/// attempt, so renewed certificate files take effect without a restart.
+pub fn load(
+    config: &Config,
+    files: &crate::renew::Files,
+    previous_first: bool,
+) -> Result<(Arc<ClientConfig>, crate::renew::Presented), Error> {
     let ca = security::tls::read_certs(&config.ca_file)?;
-    let identity = Identity {
-        chain: security::tls::read_certs(&config.cert_file)?,
-        key: security::tls::read_key(&config.key_file)?,
-    };
-    client_config(&ca, Some(identity))
+    let (identity, presented) = files.load(time::OffsetDateTime::now_utc(), previous_first)?;
+    Ok((client_config(&ca, Some(identity))?, presented))
 }
 
 /// A client configuration trusting `ca` for the panel's certificate, which must also be a

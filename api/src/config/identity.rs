@@ -61,6 +61,8 @@ pub struct RateLimits {
     pub verify: Rule,
     /// Authenticated API calls, per user.
     pub api: Rule,
+    /// `POST /api/nodes/enroll`, per IP.
+    pub enroll: Rule,
 }
 
 impl Default for RateLimits {
@@ -75,6 +77,7 @@ impl Default for RateLimits {
             password_reset: rule(3, 3600),
             verify: rule(5, 3600),
             api: rule(100, 60),
+            enroll: rule(10, 15 * 60),
         }
     }
 }
@@ -94,9 +97,10 @@ impl RateLimits {
                 "password_reset" => limits.password_reset = rule,
                 "verify" => limits.verify = rule,
                 "api" => limits.api = rule,
+                "enroll" => limits.enroll = rule,
                 other => {
                     return Err(format!(
-                        "unknown class {other:?} (login, register, password_reset, verify, api)"
+                        "unknown class {other:?} (login, register, password_reset, verify, api, enroll)"
                     ));
                 }
             }

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod identity;
+mod nodes;
 
 pub use identity::*;
+pub use nodes::*;
 
 /// Database URL (`sqlite://…` or `postgres://…`).
 pub const DATABASE_URL: &str = "DATABASE_URL";
@@ -88,6 +90,8 @@ pub struct Config {
     pub http_limits: HttpLimits,
     /// Accounts, tokens, mail and rate limits.
     pub identity: IdentityConfig,
+    /// The issuer of node certificates, if any, and their lifetime.
+    pub node_identity: NodeIdentityConfig,
 }
 
 /// Bounds of the REST listener's connections.
@@ -218,14 +222,18 @@ impl Config {
             command_timeout: Duration::from_secs(10),
             http_limits,
             identity: IdentityConfig::from_lookup(&get, &mut errors),
+            node_identity: NodeIdentityConfig::from_lookup(&get, &mut errors),
         };
         let http_tls = config.http_tls.as_ref();
+        let issuer = config.node_identity.issuer.as_ref();
         for (name, file) in [
             (PANEL_CA_CERT, Some(&config.ca_cert)),
             (PANEL_TLS_CERT_FILE, Some(&config.tls_cert)),
             (PANEL_TLS_KEY_FILE, Some(&config.tls_key)),
             (PANEL_HTTP_TLS_CERT_FILE, http_tls.map(|(cert, _)| cert)),
             (PANEL_HTTP_TLS_KEY_FILE, http_tls.map(|(_, key)| key)),
+            (PANEL_ISSUER_CERT_FILE, issuer.map(|(cert, _)| cert)),
+            (PANEL_ISSUER_KEY_FILE, issuer.map(|(_, key)| key)),
         ] {
             if let Some(file) = file
                 && let Err(e) = std::fs::File::open(file)

@@ -85,7 +85,9 @@ pub fn apply(message: &mut NodeMessage, metrics: &Metrics) -> bool {
             cuts.text(&mut result.sha256, MAX_ID_BYTES);
             cuts.text(&mut result.error, MAX_TEXT_BYTES);
         }
-        Some(node_message::Kind::Heartbeat(_)) | None => {}
+        // A CSR is never cut (that would only corrupt it): `security::pki::check_csr` refuses
+        // one over 8 KiB whole.
+        Some(node_message::Kind::Heartbeat(_) | node_message::Kind::Renew(_)) | None => {}
     }
     let count = |what: Cut, n: u64| {
         if n > 0 {

@@ -221,6 +221,7 @@ async fn handle(
             details: json!({
                 "fingerprint": info.fingerprint,
                 "pinned_now": admission == Admission::Pinned,
+                "next_pin": admission == Admission::Next,
                 "resumed": resumed,
             }),
             tenant_id: None,
@@ -244,6 +245,7 @@ async fn handle(
         not_before: info.not_before,
         not_after: info.not_after,
         resumed,
+        next_pin: admission == Admission::Next,
         peer,
         connection: connection.clone(),
         welcomed: welcomed.clone(),

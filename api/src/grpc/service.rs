@@ -52,6 +52,9 @@ pub struct NodeIdentity {
     pub not_after: time::OffsetDateTime,
     /// Whether TLS resumed an earlier session.
     pub resumed: bool,
+    /// Whether it was admitted on the node's next pin (a renewed certificate): its first
+    /// welcomed stream promotes it.
+    pub next_pin: bool,
     /// The peer address.
     pub peer: SocketAddr,
     /// The admitted connection; its `close` token drops it.
@@ -122,6 +125,29 @@ impl NodeControl for NodeControlService {
             return Err(e.to_status());
         }
         identity.welcomed.cancel();
+        crate::nodes::lifecycle::observe(
+            &self.state,
+            &identity.node_id,
+            true,
+            Some(identity.not_after.unix_timestamp()),
+        );
+        // Registered first (the old stream was replaced, so the node never looked offline),
+        // then the renewed certificate becomes the pin and the old one is retired.
+        if identity.next_pin {
+            let not_after =
+                chrono::DateTime::<Utc>::from_timestamp(identity.not_after.unix_timestamp(), 0)
+                    .unwrap_or_default();
+            if let Err(e) = crate::nodes::renew::promote(
+                &self.state,
+                &identity.node_id,
+                &identity.fingerprint,
+                not_after,
+            )
+            .await
+            {
+                tracing::warn!(node = %identity.node_id, error = %e, "cannot promote the renewed certificate");
+            }
+        }
         tracing::info!(
             node = %identity.node_id,
             peer = %identity.peer,
@@ -233,6 +259,13 @@ async fn pump(
                             servers::on_console(&state, line, truncated);
                         }
                     }
+                    Some(node_message::Kind::Renew(request)) => {
+                        let answer =
+                            crate::nodes::renew::on_request(&state, &session, &request.csr).await;
+                        if tx.send(Ok(answer)).await.is_err() {
+                            break None;
+                        }
+                    }
                     Some(node_message::Kind::Backup(result)) => {
                         if let Err(e) =
                             servers::backups::on_result(&state, &session.node_id, result).await
@@ -258,9 +291,11 @@ async fn pump(
             tracing::warn!(node = %session.node_id, error = %e, "cannot mark node offline");
         }
         // A new stream of the same node may have registered while we wrote: keep the truth.
-        if state.registry.is_online(&session.node_id) {
+        let online = state.registry.is_online(&session.node_id);
+        if online {
             let _ = store::mark(&state.db, &session.node_id, true, Utc::now()).await;
         }
+        crate::nodes::lifecycle::observe(&state, &session.node_id, online, None);
     }
     state
         .metrics

@@ -4,9 +4,14 @@
 //! [`CapturingVerifier`], which keeps the presented certificate so that a handshake that fails
 //! (expired, foreign CA) can still be audited with its CN and fingerprint. Everything costly
 //! (the verifier with its trust anchors, the server key, the session cache) is shared.
+//!
+//! `PANEL_CA_CERT` may hold several roots (a bundle, while the fleet moves to a new root), and
+//! the files are re-read when they change ([`TlsSetup::reload`]): a root added to or removed
+//! from the bundle, or a renewed server certificate, applies to new connections without a
+//! restart; connections already admitted stay.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -23,15 +28,79 @@ pub type Captured = Arc<Mutex<Option<CertificateDer<'static>>>>;
 /// What every connection's TLS configuration is built from.
 pub struct TlsSetup {
     provider: Arc<CryptoProvider>,
+    loaded: RwLock<Arc<Loaded>>,
+}
+
+/// The files as last loaded.
+struct Loaded {
     verifier: Arc<dyn ClientCertVerifier>,
     server_key: Arc<CertifiedKey>,
     sessions: Arc<dyn StoresServerSessions>,
+    /// The trusted roots, PEM, as read (sent to renewing nodes).
+    ca_pem: String,
+    /// The three files' contents, to notice a change.
+    source: Vec<u8>,
 }
 
 impl TlsSetup {
-    /// Loads the CA, the server certificate chain and its key. Errors name the file.
+    /// Loads the CA (bundle), the server certificate chain and its key. Errors name the file.
     pub fn load(ca_cert: &Path, tls_cert: &Path, tls_key: &Path) -> Result<TlsSetup, Error> {
         let provider = security::tls::provider();
+        let loaded = Self::read(&provider, ca_cert, tls_cert, tls_key)?;
+        Ok(TlsSetup {
+            provider,
+            loaded: RwLock::new(Arc::new(loaded)),
+        })
+    }
+
+    /// Re-reads the files; when they changed and are usable, new connections use them (with a
+    /// fresh session cache, so no session of the old trust is resumed). Returns whether it
+    /// changed anything; an unusable file is an error and the previous setup stays.
+    pub fn reload(&self, ca_cert: &Path, tls_cert: &Path, tls_key: &Path) -> Result<bool, Error> {
+        let source = Self::source(ca_cert, tls_cert, tls_key)?;
+        if source == self.current().source {
+            return Ok(false);
+        }
+        let loaded = Self::read(&self.provider, ca_cert, tls_cert, tls_key)?;
+        if let Ok(mut slot) = self.loaded.write() {
+            *slot = Arc::new(loaded);
+        }
+        Ok(true)
+    }
+
+    /// The trusted roots (PEM), as loaded.
+    pub fn ca_pem(&self) -> String {
+        self.current().ca_pem.clone()
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        match self.loaded.read() {
+            Ok(loaded) => loaded.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn source(ca_cert: &Path, tls_cert: &Path, tls_key: &Path) -> Result<Vec<u8>, Error> {
+        let mut source = Vec::new();
+        for path in [ca_cert, tls_cert, tls_key] {
+            let bytes = std::fs::read(path)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            source.extend_from_slice(&bytes);
+            source.push(0);
+        }
+        Ok(source)
+    }
+
+    fn read(
+        provider: &Arc<CryptoProvider>,
+        ca_cert: &Path,
+        tls_cert: &Path,
+        tls_key: &Path,
+    ) -> Result<Loaded, Error> {
+        let provider = provider.clone();
+        let source = Self::source(ca_cert, tls_cert, tls_key)?;
+        let ca_pem = std::fs::read_to_string(ca_cert)
+            .map_err(|e| Error::Config(format!("PANEL_CA_CERT: {e}")))?;
         let ca = security::tls::read_certs(ca_cert)?;
         let roots = Arc::new(security::tls::root_store(&ca)?);
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
@@ -44,18 +113,20 @@ impl TlsSetup {
                 "PANEL_TLS_KEY_FILE: does not match PANEL_TLS_CERT_FILE ({e})"
             ))
         })?;
-        Ok(TlsSetup {
-            provider,
+        Ok(Loaded {
             verifier,
             server_key: Arc::new(server_key),
             sessions: ServerSessionMemoryCache::new(4096),
+            ca_pem,
+            source,
         })
     }
 
     /// A configuration for one connection, recording the presented certificate in `captured`.
     pub fn for_connection(&self, captured: Captured) -> Result<Arc<ServerConfig>, Error> {
+        let loaded = self.current();
         let verifier = Arc::new(CapturingVerifier {
-            inner: self.verifier.clone(),
+            inner: loaded.verifier.clone(),
             captured,
         });
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
@@ -63,10 +134,10 @@ impl TlsSetup {
             .map_err(|e| Error::Config(format!("TLS: {e}")))?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
-                self.server_key.clone(),
+                loaded.server_key.clone(),
             )));
         config.alpn_protocols = vec![b"h2".to_vec()];
-        config.session_storage = self.sessions.clone();
+        config.session_storage = loaded.sessions.clone();
         Ok(Arc::new(config))
     }
 }

@@ -26,6 +26,8 @@ pub enum Class {
     PasswordReset,
     /// Email verification and resend, per IP.
     Verify,
+    /// Node enrolment with a join token, per IP.
+    Enroll,
 }
 
 impl Class {
@@ -35,6 +37,7 @@ impl Class {
             Class::Register => "register",
             Class::PasswordReset => "password_reset",
             Class::Verify => "verify",
+            Class::Enroll => "enroll",
         }
     }
 
@@ -45,6 +48,7 @@ impl Class {
             Class::Register => limits.register,
             Class::PasswordReset => limits.password_reset,
             Class::Verify => limits.verify,
+            Class::Enroll => limits.enroll,
         }
     }
 }

@@ -5,6 +5,7 @@ mod access;
 mod admin;
 mod apikeys;
 mod auth;
+mod enroll;
 mod error;
 pub(crate) mod guard;
 mod hardening;
@@ -109,6 +110,12 @@ impl Entry {
         self.route.api_keys = false;
         self
     }
+
+    /// A tighter body bound than [`BODY_LIMIT`] (413 beyond it, before anything is parsed).
+    fn body_limit(mut self, bytes: usize) -> Entry {
+        self.handler = self.handler.layer(DefaultBodyLimit::max(bytes));
+        self
+    }
 }
 
 /// The one table of routes. Nothing is served that is not here, and nothing is here without
@@ -178,6 +185,9 @@ fn table() -> Vec<Entry> {
         at("DELETE", "/api/auth/totp", Authenticated, mfa::disable).limited(Class::Login),
         at("GET", "/api/auth/me", Authenticated, auth::me),
         at("GET", "/api/permissions", Authenticated, permissions),
+        at("POST", "/api/nodes/enroll", Public, enroll::enroll)
+            .limited(Class::Enroll)
+            .body_limit(enroll::ENROLL_BODY_LIMIT),
         at("GET", "/api/templates", Verified, tenants::templates),
         at("GET", "/api/nodes", Verified, tenants::nodes),
         at("POST", "/api/tenants", Verified, tenants::create),
@@ -393,6 +403,18 @@ fn table() -> Vec<Entry> {
             "/api/admin/nodes/{id}/reset-fingerprint",
             PlatformAdmin,
             admin::reset_fingerprint,
+        ),
+        at(
+            "POST",
+            "/api/admin/nodes/{id}/join-tokens",
+            PlatformAdmin,
+            enroll::create_join_token,
+        ),
+        at(
+            "POST",
+            "/api/admin/nodes/{id}/rotate",
+            PlatformAdmin,
+            enroll::rotate,
         ),
         at(
             "GET",

@@ -270,6 +270,7 @@ fn rate_limits(route: &Route) -> Option<Value> {
             Class::Register => "register",
             Class::PasswordReset => "password_reset",
             Class::Verify => "verify",
+            Class::Enroll => "enroll",
         };
         limits.insert("per_ip".into(), json!(name));
     }

@@ -38,6 +38,10 @@ pub async fn add(
         created_at: Set(Utc::now()),
         port_start: Set(None),
         port_end: Set(None),
+        next_fingerprint: Set(None),
+        renewal: Set(node::Renewal::Ok),
+        renewal_error: Set(None),
+        last_renewed_at: Set(None),
     }
     .insert(db)
     .await
@@ -102,9 +106,14 @@ pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<Model>, Err
     Ok(Node::find_by_id(id).one(db).await?)
 }
 
-/// Enables or disables a node. A running panel drops a disabled node's stream (see `watch`).
+/// Enables or disables a node. A running panel drops a disabled node's stream (see `watch`);
+/// disabling also deletes the node's join tokens.
 pub async fn set_enabled(db: &DatabaseConnection, id: &str, enabled: bool) -> Result<Model, Error> {
-    update_one(db, id, Column::Enabled, Expr::value(enabled)).await
+    let node = update_one(db, id, Column::Enabled, Expr::value(enabled)).await?;
+    if !enabled {
+        super::enroll::revoke_tokens(db, id).await?;
+    }
+    Ok(node)
 }
 
 /// Forgets the pinned fingerprint: the next valid certificate for this node is pinned.
@@ -169,6 +178,9 @@ pub enum Admission {
     Matched,
     /// No fingerprint was pinned; this one is pinned now.
     Pinned,
+    /// The fingerprint is the node's next pin (a renewal): admitted beside the current one,
+    /// promoted once a stream is welcomed on it (`renew::promote`).
+    Next,
 }
 
 /// Admits a certificate for node `id`: the node must exist and be enabled, and the fingerprint
@@ -198,6 +210,7 @@ pub async fn admit(
             }
             Ok(Ok(Admission::Matched))
         }
+        Some(_) if row.next_fingerprint.as_deref() == Some(fingerprint) => Ok(Ok(Admission::Next)),
         Some(_) => Ok(Err(Refusal::FingerprintMismatch)),
         None => {
             let pinned = Node::update_many()
@@ -227,7 +240,7 @@ pub async fn admit(
 
 /// Checks again that a connection admitted earlier with `fingerprint` may still speak for
 /// node `id` (when it opens a stream): the node exists, is enabled and has exactly this
-/// fingerprint pinned. Never pins: a reset must be followed by a new connection.
+/// fingerprint pinned (or as its next pin, during a renewal). Never pins: a reset must be followed by a new connection.
 pub async fn still_admitted(
     db: &DatabaseConnection,
     id: &str,
@@ -238,6 +251,7 @@ pub async fn still_admitted(
         Some(row) if !row.enabled => Err(Refusal::Disabled),
         Some(row) => match row.fingerprint.as_deref() {
             Some(pinned) if pinned == fingerprint => Ok(()),
+            Some(_) if row.next_fingerprint.as_deref() == Some(fingerprint) => Ok(()),
             Some(_) => Err(Refusal::FingerprintMismatch),
             None => Err(Refusal::FingerprintReset),
         },

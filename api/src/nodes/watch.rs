@@ -2,7 +2,9 @@
 //! fingerprint was reset or changed, whoever did it: this process's REST API, or `api node …`
 //! run in another process against the same database. The watcher re-reads the node rows of
 //! every admitted connection every interval, idle connections without a stream included, and
-//! fails the commands nobody acked in time ([`crate::servers::commands::sweep`]).
+//! fails the commands nobody acked in time ([`crate::servers::commands::sweep`]). A
+//! connection on the node's next pin (a renewal under way) is kept; rotations asked for by
+//! `api node rotate` are passed to the connected nodes ([`crate::nodes::renew`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,10 +33,12 @@ pub async fn run(state: Arc<AppState>, interval: Duration, shutdown: Cancellatio
             continue;
         }
         let rows = match store::list(&state.db).await {
-            Ok(rows) => rows
-                .into_iter()
-                .map(|r| (r.id.clone(), r))
-                .collect::<HashMap<_, _>>(),
+            Ok(rows) => {
+                crate::nodes::renew::deliver_rotations(&state, &rows).await;
+                rows.into_iter()
+                    .map(|r| (r.id.clone(), r))
+                    .collect::<HashMap<_, _>>()
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "node watcher cannot read nodes");
                 continue;
@@ -45,7 +49,9 @@ pub async fn run(state: Arc<AppState>, interval: Duration, shutdown: Cancellatio
                 None => Some(Kick::Deleted),
                 Some(row) if !row.enabled => Some(Kick::Disabled),
                 Some(row)
-                    if row.fingerprint.as_deref() != Some(connection.fingerprint.as_str()) =>
+                    if row.fingerprint.as_deref() != Some(connection.fingerprint.as_str())
+                        && row.next_fingerprint.as_deref()
+                            != Some(connection.fingerprint.as_str()) =>
                 {
                     Some(Kick::FingerprintReset)
                 }

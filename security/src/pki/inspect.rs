@@ -104,6 +104,15 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, Error> {
     })
 }
 
+/// For a CA certificate, its path length constraint (`None`: unconstrained or not a CA).
+pub(super) fn parse_ca(der: &[u8]) -> Result<Option<u32>, Error> {
+    let cert = parse(der)?;
+    Ok(match cert.basic_constraints() {
+        Ok(Some(bc)) if bc.value.ca => bc.value.path_len_constraint,
+        _ => None,
+    })
+}
+
 /// The certificate's one UTF-8 common name; zero, several or a non-UTF-8 one is an error.
 pub fn common_name(der: &[u8]) -> Result<String, Error> {
     single_cn(&parse(der)?)

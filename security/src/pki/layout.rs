@@ -34,6 +34,16 @@ impl CertLayout {
         self.root.join("ca/ca-key.pem")
     }
 
+    /// `issuer/issuer-cert.pem`: the panel's issuing intermediate (`PANEL_ISSUER_CERT_FILE`).
+    pub fn issuer_cert(&self) -> PathBuf {
+        self.root.join("issuer/issuer-cert.pem")
+    }
+
+    /// `issuer/issuer-key.pem` (`PANEL_ISSUER_KEY_FILE`).
+    pub fn issuer_key(&self) -> PathBuf {
+        self.root.join("issuer/issuer-key.pem")
+    }
+
     /// `nodes/<id>-cert.pem`. The id must have passed [`super::validate_node_id`].
     pub fn node_cert(&self, id: &str) -> PathBuf {
         self.root.join(format!("nodes/{id}-cert.pem"))

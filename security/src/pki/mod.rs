@@ -2,11 +2,13 @@
 //!
 //! A CA ([`CertificateAuthority`]) issues two kinds of leaf ([`LeafKind`]): node certificates
 //! (CN = node id, SAN = host names, client auth only) and the panel's gRPC server certificate
-//! (server auth, and the URI SAN [`PANEL_URI`] that Wings requires, see [`panel`]). All keys are ECDSA P-256. Serials are random 128-bit values, validity windows
+//! (server auth, and the URI SAN [`PANEL_URI`] that Wings requires, see [`panel`]). A root CA
+//! certifies one issuing intermediate for the panel, which signs node CSRs (see `issuer`). All keys are ECDSA P-256. Serials are random 128-bit values, validity windows
 //! start a few minutes in the past to absorb clock skew, and leaves carry the authority key
 //! identifier of the CA that signed them.
 
 mod inspect;
+mod issuer;
 mod layout;
 pub mod panel;
 mod verify;
@@ -22,9 +24,12 @@ use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
 pub use inspect::{CertInfo, Validity, common_name, fingerprint, inspect, validity};
+pub use issuer::{
+    CsrInfo, ISSUER_DAYS, KeyType, MAX_CSR_BYTES, NODE_CERT_DAYS, SignedLeaf, check_csr, node_csr,
+};
 pub use layout::{CertLayout, write_private, write_public};
 pub use panel::{PANEL_URI, PanelServerVerifier, is_panel_certificate};
-pub use verify::{key_matches_cert, verify_issued_by};
+pub use verify::{key_matches_cert, verify_chain, verify_issued_by};
 
 use crate::Error;
 
@@ -73,6 +78,23 @@ pub struct LeafSpec {
 }
 
 impl LeafSpec {
+    /// A leaf valid from `now - CLOCK_SKEW` for `lifetime`.
+    pub fn for_lifetime(
+        kind: LeafKind,
+        common_name: &str,
+        hostnames: &[String],
+        now: OffsetDateTime,
+        lifetime: Duration,
+    ) -> Self {
+        LeafSpec {
+            kind,
+            common_name: common_name.to_owned(),
+            hostnames: hostnames.to_vec(),
+            not_before: now - CLOCK_SKEW,
+            not_after: now + lifetime,
+        }
+    }
+
     /// A leaf valid from `now - CLOCK_SKEW` for `days` days.
     pub fn new(
         kind: LeafKind,
@@ -123,7 +145,8 @@ impl CertificateAuthority {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name(common_name, Some("Mamba Host Panel"));
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        // Path length 1: the root certifies the panel's issuing intermediate (see `issuer`).
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -177,6 +200,16 @@ impl CertificateAuthority {
     /// Issues a leaf with a fresh P-256 key.
     pub fn issue(&self, spec: &LeafSpec) -> Result<Issued, Error> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = self.leaf_params(spec)?.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+        })
+    }
+
+    /// The certificate fields of a leaf: subject, SANs, usages, serial, validity, AKI.
+    fn leaf_params(&self, spec: &LeafSpec) -> Result<CertificateParams, Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(&spec.common_name, None);
         params.subject_alt_names = spec
@@ -200,12 +233,7 @@ impl CertificateAuthority {
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
         params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            cert_der: cert.der().clone(),
-        })
+        Ok(params)
     }
 }
 
@@ -216,6 +244,12 @@ fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
     }
     dn.push(DnType::CommonName, common_name);
     dn
+}
+
+/// Checks that `host` can go into a certificate's subject alternative names (a DNS name or an
+/// IP address).
+pub fn check_hostname(host: &str) -> Result<(), Error> {
+    san(host).map(|_| ())
 }
 
 fn san(host: &str) -> Result<SanType, Error> {

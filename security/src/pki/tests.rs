@@ -231,3 +231,59 @@ fn keys_are_written_0600() {
     assert_eq!(mode(&layout.ca_cert()), 0o644);
     assert_eq!(std::fs::read_to_string(layout.ca_key()).unwrap(), "secret");
 }
+
+#[test]
+fn issuer_signs_node_csrs_that_chain_to_the_root() {
+    let root = CertificateAuthority::generate("Root", now(), CA_DAYS).unwrap();
+    let issuer = root.generate_issuer("Issuer", now(), ISSUER_DAYS).unwrap();
+    let (key_pem, csr_pem) = node_csr(Some("node-1")).unwrap();
+    let spec = LeafSpec::new(
+        LeafKind::Node,
+        "node-1",
+        &["n1.example.com".into()],
+        now(),
+        30,
+    );
+    let leaf = issuer.sign_node_csr(csr_pem.as_bytes(), &spec).unwrap();
+    assert!(key_matches_cert(&key_pem, &leaf.cert_der).unwrap());
+    let chain = [leaf.cert_der.clone(), issuer.cert_der().clone()];
+    verify_chain(
+        std::slice::from_ref(root.cert_der()),
+        &chain,
+        LeafKind::Node,
+        None,
+        SystemTime::now(),
+    )
+    .unwrap();
+    // Without the issuer in the chain, the leaf does not verify against the root alone.
+    assert!(
+        verify_issued_by(
+            root.cert_der(),
+            &leaf.cert_der,
+            LeafKind::Node,
+            None,
+            SystemTime::now()
+        )
+        .is_err()
+    );
+    // A CSR for another CN is refused; a CSR without a CN gets the caller's.
+    let other = LeafSpec::new(LeafKind::Node, "node-2", &[], now(), 30);
+    assert!(matches!(
+        issuer.sign_node_csr(csr_pem.as_bytes(), &other),
+        Err(Error::CommonNameMismatch { .. })
+    ));
+    // The issuer cannot certify another CA (path length 0).
+    assert!(issuer.generate_issuer("Sub", now(), 30).is_err());
+}
+
+#[test]
+fn garbage_and_oversized_csrs_are_refused() {
+    for bad in [
+        &b""[..],
+        b"hello",
+        b"\x30\x03\x02\x01\x00",
+        &[b'A'; MAX_CSR_BYTES + 1],
+    ] {
+        assert!(matches!(check_csr(bad), Err(Error::Csr(_))), "{bad:?}");
+    }
+}

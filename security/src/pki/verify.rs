@@ -23,7 +23,28 @@ pub fn verify_issued_by(
     hostname: Option<&str>,
     now: SystemTime,
 ) -> Result<(), Error> {
-    let roots = std::sync::Arc::new(crate::tls::root_store(std::slice::from_ref(ca))?);
+    verify_chain(
+        std::slice::from_ref(ca),
+        std::slice::from_ref(leaf),
+        kind,
+        hostname,
+        now,
+    )
+}
+
+/// As [`verify_issued_by`], for a chain (leaf first, then intermediates such as the panel's
+/// issuer) against any of several roots (a bundle, during a root rotation).
+pub fn verify_chain(
+    roots: &[CertificateDer<'static>],
+    chain: &[CertificateDer<'static>],
+    kind: LeafKind,
+    hostname: Option<&str>,
+    now: SystemTime,
+) -> Result<(), Error> {
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or_else(|| Error::Parse("empty certificate chain".into()))?;
+    let roots = std::sync::Arc::new(crate::tls::root_store(roots)?);
     let now = UnixTime::since_unix_epoch(
         now.duration_since(SystemTime::UNIX_EPOCH)
             .map_err(|_| Error::Tls("clock before 1970".into()))?,
@@ -35,7 +56,7 @@ pub fn verify_issued_by(
                     .build()
                     .map_err(|e| Error::Tls(e.to_string()))?;
             verifier
-                .verify_client_cert(leaf, &[], now)
+                .verify_client_cert(leaf, intermediates, now)
                 .map_err(Error::Verify)?;
         }
         LeafKind::Server => {
@@ -47,7 +68,7 @@ pub fn verify_issued_by(
             let name = ServerName::try_from(host.to_owned())
                 .map_err(|_| Error::InvalidHostname(host.to_owned()))?;
             verifier
-                .verify_server_cert(leaf, &[], &name, &[], now)
+                .verify_server_cert(leaf, intermediates, &name, &[], now)
                 .map_err(Error::Verify)?;
         }
     }

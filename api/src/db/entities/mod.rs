@@ -10,6 +10,7 @@ pub mod invitation;
 pub mod membership;
 pub mod mfa_challenge;
 pub mod node;
+pub mod node_join_token;
 pub mod recovery_code;
 pub mod refresh_token;
 pub mod secret;

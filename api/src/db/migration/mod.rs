@@ -7,6 +7,7 @@ mod accounts;
 mod backups;
 mod identity;
 mod limits;
+mod node_identity;
 mod ports;
 mod secrets;
 mod session_details;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(accounts::CreateInvitations),
             Box::new(accounts::CreateApiKeys),
             Box::new(totp::CreateTotp),
+            Box::new(node_identity::AddNodeIdentity),
         ]
     }
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::schemas::{page, schema};
+use super::schemas::{page, schema, time};
 
 /// What a successful response carries.
 pub(super) enum Content {
@@ -149,7 +149,8 @@ pub(super) fn describe(method: &str, path: &str) -> Option<Doc> {
     if let Some(rest) = path.strip_prefix("/api/tenants/{tid}") {
         return describe_tenant(method, rest);
     }
-    if path.starts_with("/api/admin/") {
+    // Enrolment is the nodes' side of the platform's node operations.
+    if path.starts_with("/api/admin/") || path == "/api/nodes/enroll" {
         return describe_platform(method, path);
     }
     if path.starts_with("/api/") {
@@ -588,6 +589,60 @@ fn describe_platform(method: &str, path: &str) -> Option<Doc> {
             ))
             .json(201, schema("Node"))
             .errors(&[409]),
+        ("POST", "/api/admin/nodes/{id}/join-tokens") => Doc::new("Make a join token for a node")
+            .describe(
+                "A one-time token (256 bits, stored hashed, shown only in this answer) that lets                  the node enrol by CSR (`POST /api/nodes/enroll`); it expires after `ttl_secs`                  (60 to 604800, default 3600) and is deleted when the node is disabled. 409 for a                  disabled node.",
+            )
+            .optional_body(object(
+                &[],
+                json!({ "ttl_secs": { "type": "integer", "minimum": 60, "maximum": 604800 } }),
+            ))
+            .json(
+                201,
+                object(
+                    &["token", "node_id", "expires_at"],
+                    json!({ "token": string(), "node_id": string(), "expires_at": time() }),
+                ),
+            )
+            .errors(&[409]),
+        ("POST", "/api/admin/nodes/{id}/rotate") => Doc::new("Make a node renew its certificate now")
+            .describe(
+                "The node is sent `Rotate` over its stream (within a second; when it is offline, \
+                 as soon as it connects) and renews with overlap: a new key and CSR, the new \
+                 fingerprint admitted beside the current one, promoted at its first connection.",
+            )
+            .json(
+                202,
+                object(
+                    &["node_id", "renewal"],
+                    json!({ "node_id": string(), "renewal": string() }),
+                ),
+            ),
+        ("POST", "/api/nodes/enroll") => Doc::new("Enrol a node with a join token and a CSR")
+            .describe(
+                "No bearer token: the join token is the credential (one use). The panel's issuer                  signs the CSR's key with CN = the token's node id (a CSR naming another CN is                  403) and pins the certificate's fingerprint at once. Keys must be ECDSA P-256,                  P-384 or Ed25519 (RSA and other curves: 400). An unknown, expired or used token                  is 401, a disabled node 403, a panel without an issuer 503. Bodies over 16 KiB                  are 413. Every attempt is audited (`node.enroll`).",
+            )
+            .body(object(
+                &["token", "csr"],
+                json!({
+                    "token": { "type": "string", "maxLength": 256 },
+                    "csr": { "type": "string", "description": "PKCS#10, PEM.", "maxLength": 8192 },
+                }),
+            ))
+            .json(
+                201,
+                object(
+                    &["node_id", "certificate", "chain", "fingerprint", "not_after"],
+                    json!({
+                        "node_id": string(),
+                        "certificate": { "type": "string", "description": "The leaf, PEM." },
+                        "chain": { "type": "string", "description": "The intermediates, PEM." },
+                        "fingerprint": string(),
+                        "not_after": time(),
+                    }),
+                ),
+            )
+            .errors(&[401, 403, 503]),
         ("GET", "/api/admin/nodes") => Doc::new("Every node, by id").paged(schema("Node")),
         ("GET", "/api/admin/nodes/{id}") => Doc::new("A node").json(200, schema("Node")),
         ("POST", "/api/admin/nodes/{id}/disable") => Doc::new("Disable a node")

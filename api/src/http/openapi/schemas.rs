@@ -513,7 +513,7 @@ fn platform() -> Value {
             "type": "object",
             "required": [
                 "id", "fqdn", "name", "enabled", "fingerprint", "online", "last_seen",
-                "cert_not_after", "ports",
+                "cert_not_after", "ports", "renewal", "last_renewed_at", "next_fingerprint",
             ],
             "properties": {
                 "id": { "type": "string", "description": "The CN of the node's certificate." },
@@ -529,6 +529,17 @@ fn platform() -> Value {
                 "last_seen": nullable_time(),
                 "cert_not_after": nullable_time(),
                 "ports": { "type": "string", "nullable": true, "example": "30000-30099" },
+                "renewal": {
+                    "type": "string",
+                    "pattern": "^(ok|due|renewing|failed: [a-z_]+)$",
+                    "description": "`ok`, `due` (two thirds of the lifetime passed), `renewing` or `failed: <code>`.",
+                },
+                "last_renewed_at": nullable_time(),
+                "next_fingerprint": {
+                    "type": "string",
+                    "nullable": true,
+                    "description": "During a renewal, the new certificate's fingerprint, admitted beside the pinned one.",
+                },
             },
         },
         "Variable": {

@@ -1,0 +1,166 @@
+//! Where a node's certificate stands: its renewal state as operators see it (`ok`, `due`,
+//! `renewing`, `failed: <code>`), computed from the node row at a given moment, and the
+//! metrics alerts are built on ([`export`]): each node's certificate expiry and whether it is
+//! online, read from the database (so the whole fleet, whichever panel holds a node, and
+//! changes by `api node …`), and the issuer's own expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::db::entities::node::{Model, Renewal};
+
+/// How often the node metrics are refreshed from the database.
+pub const EXPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often the panel looks for changed certificate files.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Re-reads `PANEL_CA_CERT`, `PANEL_TLS_CERT_FILE`/`KEY_FILE` and the issuer files every
+/// [`RELOAD_INTERVAL`] until `shutdown` is cancelled: a changed, usable file applies to new
+/// connections and signatures (a root rotation needs no restart); a broken one is logged and
+/// the previous setup kept.
+pub async fn reload(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(RELOAD_INTERVAL);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let config = &state.config;
+        match state
+            .grpc_tls
+            .reload(&config.ca_cert, &config.tls_cert, &config.tls_key)
+        {
+            Ok(true) => {
+                tracing::info!("node channel: trusted roots or server certificate reloaded")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "node channel: cannot reload the certificate files; keeping the loaded ones")
+            }
+        }
+        match state.issuer.reload() {
+            Ok(true) => tracing::info!("issuer reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the issuer; keeping the loaded one")
+            }
+        }
+    }
+}
+
+/// Refreshes the node metrics every [`EXPORT_INTERVAL`] until `shutdown` is cancelled.
+pub async fn export(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(EXPORT_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Some(issuer) = state.issuer.get() {
+            state
+                .metrics
+                .issuer_cert_expiry
+                .set(issuer.not_after().unix_timestamp());
+        }
+        match crate::nodes::store::list(&state.db).await {
+            Ok(rows) => set_node_metrics(&state, &rows),
+            Err(e) => tracing::warn!(error = %e, "cannot read nodes for the metrics"),
+        }
+    }
+}
+
+/// Sets a node's gauges at once (between the database refreshes): its stream came or went,
+/// or it presented a certificate ending at `not_after` (Unix seconds).
+pub fn observe(state: &AppState, node: &str, online: bool, not_after: Option<i64>) {
+    let metrics = &state.metrics;
+    metrics
+        .node_online
+        .with_label_values(&[node])
+        .set(i64::from(online));
+    if let Some(not_after) = not_after {
+        metrics
+            .node_cert_expiry
+            .with_label_values(&[node])
+            .set(not_after);
+    }
+}
+
+/// Sets the per-node gauges from `rows` (a node gone from the rows is gone from the gauges).
+pub fn set_node_metrics(state: &AppState, rows: &[Model]) {
+    let metrics = &state.metrics;
+    metrics.node_cert_expiry.reset();
+    metrics.node_online.reset();
+    for row in rows {
+        if let Some(not_after) = row.cert_not_after {
+            metrics
+                .node_cert_expiry
+                .with_label_values(&[row.id.as_str()])
+                .set(not_after.timestamp());
+        }
+        if row.enabled {
+            metrics
+                .node_online
+                .with_label_values(&[row.id.as_str()])
+                .set(i64::from(row.online));
+        }
+    }
+}
+
+/// Without a known issue time, a certificate is due this long before it expires.
+const DUE_WITHOUT_ISSUE_TIME: chrono::Duration = chrono::Duration::days(30);
+
+/// The renewal state of `node` at `now`: `renewing` and `failed: <code>` as stored; `ok` turns
+/// `due` once two thirds of the certificate's lifetime have passed (when Wings should have
+/// renewed), or within 30 days of expiry when the issue time is unknown.
+pub fn renewal_state(node: &Model, now: DateTime<Utc>) -> String {
+    match node.renewal {
+        Renewal::Renewing => "renewing".into(),
+        Renewal::Requested => "due".into(),
+        Renewal::Failed => format!(
+            "failed: {}",
+            node.renewal_error.as_deref().unwrap_or("unknown")
+        ),
+        Renewal::Ok => match node.cert_not_after {
+            Some(not_after) if now >= due_at(node.last_renewed_at, not_after) => "due".into(),
+            _ => "ok".into(),
+        },
+    }
+}
+
+/// When a certificate issued at `issued` (if known) and ending at `not_after` is due.
+fn due_at(issued: Option<DateTime<Utc>>, not_after: DateTime<Utc>) -> DateTime<Utc> {
+    match issued {
+        Some(issued) if issued < not_after => not_after - (not_after - issued) / 3,
+        _ => not_after - DUE_WITHOUT_ISSUE_TIME,
+    }
+}
+
+/// RFC 3339, UTC, whole seconds.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    DateTime::<Utc>::from_timestamp(t.unix_timestamp(), 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_after_two_thirds_of_the_lifetime() {
+        let issued = Utc::now();
+        let not_after = issued + chrono::Duration::days(30);
+        assert_eq!(
+            due_at(Some(issued), not_after),
+            issued + chrono::Duration::days(20)
+        );
+        assert_eq!(due_at(None, not_after), issued);
+    }
+}
