@@ -201,9 +201,14 @@ pub fn ensure_user(server_id: &str, uid: u32, home: &Path) -> Result<(u32, u32),
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(100 * attempt));
         }
-        if !matches!(nix::unistd::Group::from_name(&name), Ok(Some(_)))
-            && let Err(e) = run("groupadd", &["--system", "--gid", &id, &name])
-        {
+        let group = match nix::unistd::Group::from_name(&name) {
+            Ok(Some(group)) if group.gid.as_raw() == uid => Ok(()),
+            // The server's own group, made for a uid that another account took before
+            // `useradd` ran (another Wings on the host): it moves to this id.
+            Ok(Some(_)) => run("groupmod", &["--gid", &id, &name]),
+            _ => run("groupadd", &["--system", "--gid", &id, &name]),
+        };
+        if let Err(e) = group {
             last = e;
             continue;
         }
@@ -325,6 +330,38 @@ fn remove_ipc_of(uid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server whose first uid was taken between `groupadd` and `useradd` (another Wings on
+    /// the host) keeps its group and gets the next uid for both.
+    #[test]
+    #[ignore = "needs root"]
+    fn a_group_left_by_a_taken_uid_moves_to_the_next() {
+        let server = format!("{:024x}", rand_id());
+        let name = user_name(&server);
+        let dir = tempfile::tempdir().unwrap();
+        let free = |from: u32| {
+            (from..from + 5000)
+                .find(|id| !known_to_system(*id))
+                .unwrap()
+        };
+        let first = free(480_000 + (rand_id() % 10_000) as u32);
+        run(
+            "groupadd",
+            &["--system", "--gid", &first.to_string(), &name],
+        )
+        .unwrap();
+        let next = free(first + 1);
+        let made = ensure_user(&server, next, dir.path());
+        let _ = run("userdel", &[&name]);
+        let _ = run("groupdel", &[&name]);
+        assert_eq!(made, Ok((next, next)));
+    }
+
+    fn rand_id() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(7, |d| d.subsec_nanos().into())
+    }
 
     #[test]
     fn uids_are_never_handed_out_twice() {
