@@ -163,7 +163,19 @@ pub fn signal(pid: u32, signal: &str) -> bool {
 }
 
 impl Drop for Proc {
+    /// Stops the process; when a test is failing, prints the end of its log first, so a CI
+    /// failure says what the panel or the node was doing.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!(
+                "--- the last lines of {} (pid {}) ---\n{tail}\n---",
+                self.name,
+                self.child.id()
+            );
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
