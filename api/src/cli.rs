@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::config::{Config, Environment};
 use crate::db::entities::node;
+use crate::nodes::view::node_json;
 use crate::preflight::Level;
 use crate::{Error, db, nodes::store};
 
@@ -227,7 +228,7 @@ async fn run(command: Command) -> Result<(), Error> {
             if !errors.is_empty() {
                 return Err(Error::Config(format!("\n  {}", errors.join("\n  "))));
             }
-            let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
+            let db = operator_db().await?;
             let vault = crate::secrets::Vault::load(&identity, environment)?;
             vault.check(&db).await?;
             let report = crate::secrets::rotate(&db, &vault, batch.max(1), None).await?;
@@ -247,6 +248,7 @@ async fn run(command: Command) -> Result<(), Error> {
             }
             Ok(())
         }
+        // The one command that changes the schema (in production; elsewhere the others do too).
         Command::Migrate => {
             db::connect_and_migrate(&Config::database_url_from_env()).await?;
             println!("database schema is up to date");
@@ -255,7 +257,7 @@ async fn run(command: Command) -> Result<(), Error> {
         Command::Admin {
             command: AdminCommand::Grant { email },
         } => {
-            let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
+            let db = operator_db().await?;
             let user = crate::identity::grant_platform_admin(&db, &email).await?;
             println!("{} is now a platform administrator", user.email);
             Ok(())
@@ -267,7 +269,7 @@ async fn run(command: Command) -> Result<(), Error> {
                 UserCommand::Unlock { email } => (Do::Unlock, email),
                 UserCommand::RevokeSessions { email } => (Do::RevokeSessions, email),
             };
-            let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
+            let db = operator_db().await?;
             let (user, ended) = lock::run(&db, what, &email, chrono::Utc::now()).await?;
             match what {
                 Do::Lock => println!("{} locked; {ended} sessions ended", user.email),
@@ -277,7 +279,7 @@ async fn run(command: Command) -> Result<(), Error> {
             Ok(())
         }
         Command::Node { command } => {
-            let db = db::connect_and_migrate(&Config::database_url_from_env()).await?;
+            let db = operator_db().await?;
             match command {
                 NodeCommand::Add {
                     id,
@@ -327,7 +329,10 @@ async fn run(command: Command) -> Result<(), Error> {
                 NodeCommand::List { json } => {
                     let nodes = store::list(&db).await?;
                     if json {
-                        let rows: Vec<_> = nodes.iter().map(node_json).collect();
+                        let rows: Vec<_> = nodes
+                            .iter()
+                            .map(|n| node_json(n, chrono::Utc::now()))
+                            .collect();
                         println!("{}", serde_json::Value::Array(rows));
                     } else {
                         print_table(&nodes);
@@ -372,24 +377,6 @@ async fn run(command: Command) -> Result<(), Error> {
             Ok(())
         }
     }
-}
-
-/// A node as the contract shows it.
-pub fn node_json(node: &node::Model) -> serde_json::Value {
-    json!({
-        "id": node.id,
-        "fqdn": node.fqdn,
-        "name": node.name,
-        "enabled": node.enabled,
-        "fingerprint": node.fingerprint,
-        "online": node.online,
-        "last_seen": node.last_seen.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        "cert_not_after": node.cert_not_after.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        "ports": node.port_start.zip(node.port_end).map(|(s, e)| format!("{s}-{e}")),
-        "renewal": crate::nodes::lifecycle::renewal_state(node, chrono::Utc::now()),
-        "last_renewed_at": node.last_renewed_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        "next_fingerprint": node.next_fingerprint,
-    })
 }
 
 fn print_table(nodes: &[node::Model]) {
@@ -447,4 +434,15 @@ fn init_tracing() {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init()
     };
+}
+
+/// The database for an operator's command: in production the schema must already be current
+/// (`api migrate` runs once, before the replicas; a command never migrates behind their back),
+/// in development it is brought up to date as the panel would.
+async fn operator_db() -> Result<sea_orm::DatabaseConnection, Error> {
+    let url = Config::database_url_from_env();
+    match std::env::var(crate::config::PANEL_ENV).as_deref() {
+        Ok("production") => db::connect_current(&url).await,
+        _ => db::connect_and_migrate(&url).await,
+    }
 }

@@ -131,9 +131,38 @@ async fn turned_away_agents_log_the_reason(kind: DbKind) {
     assert!(line.contains("unknown_node"), "{line}");
 }
 
+/// Operators' commands never migrate a production database behind the replicas' back: on a
+/// schema behind the binary they say to run `api migrate`, and work once it ran. In
+/// development they migrate as the panel does.
+async fn production_commands_need_a_migrated_database(kind: DbKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = database_url(kind, dir.path()).await;
+    let env = |production: bool| {
+        let mut env = vec![("DATABASE_URL".to_owned(), db_url.clone())];
+        if production {
+            env.push(("PANEL_ENV".to_owned(), "production".to_owned()));
+        }
+        env
+    };
+    let grant = ["admin", "grant", "nobody@example.com"];
+    let (ok, out, err) = run("api", &grant, &env(true), dir.path());
+    assert!(!ok, "{out}");
+    assert!(err.contains("run `api migrate` first"), "{err}");
+    let (ok, _, err) = run("api", &["node", "list"], &env(true), dir.path());
+    assert!(!ok && err.contains("api migrate"), "{err}");
+    let (ok, out, err) = run("api", &["migrate"], &env(true), dir.path());
+    assert!(ok, "{out}{err}");
+    // Now it gets as far as the account, which does not exist.
+    let (ok, _, err) = run("api", &grant, &env(true), dir.path());
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, out, err) = run("api", &["node", "list"], &env(true), dir.path());
+    assert!(ok, "{out}{err}");
+}
+
 crate::on_both_databases!(
     wings_online_and_reconnects_after_panel_restart,
-    turned_away_agents_log_the_reason
+    turned_away_agents_log_the_reason,
+    production_commands_need_a_migrated_database
 );
 
 #[test]

@@ -47,6 +47,22 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
     Ok(db)
 }
 
+/// Connects, refusing a database whose schema is behind this binary (pending migrations): the
+/// operator runs `api migrate` first.
+pub async fn connect_current(url: &str) -> Result<DatabaseConnection, Error> {
+    let db = connect(url).await?;
+    let pending = Migrator::get_pending_migrations(&db)
+        .await
+        .map_err(Error::Db)?
+        .len();
+    if pending > 0 {
+        return Err(Error::Config(format!(
+            "DATABASE_URL: the schema is {pending} migration(s) behind this binary; run `api migrate` first"
+        )));
+    }
+    Ok(db)
+}
+
 /// Connects and brings the schema up to date.
 pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, Error> {
     let db = connect(url).await?;

@@ -14,8 +14,8 @@ use super::error::{ApiError, ApiJson, ApiQuery};
 use super::guard::ClientIp;
 use super::tenants::audit_page;
 use crate::audit::{self, AuditEvent};
-use crate::cli::node_json;
 use crate::db::entities::node;
+use crate::nodes::view::node_json;
 use crate::nodes::{Kick, store};
 use crate::pagination::PageQuery;
 use crate::templates::{self, NewTemplate, Template};
@@ -38,7 +38,7 @@ async fn record(state: &AppState, caller: &Caller, ip: ClientIp, action: &str, t
 
 /// A node with `online` from the live registry.
 fn live_node_json(state: &AppState, node: &node::Model) -> Value {
-    let mut value = node_json(node);
+    let mut value = node_json(node, state.clock.now());
     value["online"] = json!(state.registry.is_online(&node.id));
     value
 }
