@@ -299,6 +299,25 @@ pub async fn revoke(
     Ok(row)
 }
 
+/// Revokes every live key `user_id` made (in `tenant_id` only, when given): an account taken
+/// back (password reset or change, every session ended, a lock) or a member removed keeps no
+/// key behind. Returns how many.
+pub async fn revoke_all_of(
+    db: &impl sea_orm::ConnectionTrait,
+    user_id: &str,
+    tenant_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<u64, Error> {
+    let mut update = api_key::Entity::update_many()
+        .col_expr(api_key::Column::RevokedAt, Expr::value(now))
+        .filter(api_key::Column::UserId.eq(user_id))
+        .filter(api_key::Column::RevokedAt.is_null());
+    if let Some(tenant_id) = tenant_id {
+        update = update.filter(api_key::Column::TenantId.eq(tenant_id));
+    }
+    Ok(update.exec(db).await?.rows_affected)
+}
+
 /// Splits `mhp_<id>_<secret>`; `None` when it does not have that shape.
 fn split(presented: &str) -> Option<(&str, &str)> {
     let rest = presented.strip_prefix(PREFIX)?;

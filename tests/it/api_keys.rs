@@ -123,6 +123,35 @@ async fn api_keys_reach_their_tenant_and_permissions_only(kind: DbKind) {
     let (status, made) = make_key(&member, &tid, &["secret:read", "server:read"]).await;
     assert_eq!(status, StatusCode::CREATED, "{made}");
     let admins_key = f.anon.with_token(made["key"].as_str().unwrap());
+    // Memberships are people's business: a key given `member:manage` still cannot add,
+    // promote, remove or invite anyone (it could hand a stranger more than the key holds).
+    let (status, made) = make_key(&member, &tid, &["member:manage", "member:read"]).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let manager = f.anon.with_token(made["key"].as_str().unwrap());
+    assert_eq!(
+        manager.get(&format!("/api/tenants/{tid}/members")).await.0,
+        StatusCode::OK
+    );
+    for (method, path, body) in [
+        (
+            Method::POST,
+            format!("/api/tenants/{tid}/members"),
+            json!({ "email": "mallory@example.test", "role": "admin" }),
+        ),
+        (
+            Method::POST,
+            format!("/api/tenants/{tid}/invitations"),
+            json!({ "email": "mallory@example.test", "role": "admin" }),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/tenants/{tid}/members/{member_id}"),
+            json!({ "role": "owner" }),
+        ),
+    ] {
+        let (status, body) = manager.call(method, &path, Some(body)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+    }
     assert_eq!(
         admins_key
             .get(&format!("/api/tenants/{tid}/secrets"))
@@ -158,17 +187,44 @@ async fn api_keys_reach_their_tenant_and_permissions_only(kind: DbKind) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     // A member lists only their own keys.
     let (_, own) = member.get(&format!("/api/tenants/{tid}/api-keys")).await;
-    assert_eq!(own["items"].as_array().unwrap().len(), 1, "{own}");
+    assert_eq!(own["items"].as_array().unwrap().len(), 2, "{own}");
+    // Removed, the member's keys go with them: added back, they get none of them again.
     assert_eq!(
         owner.call(Method::DELETE, &member_path, None).await.0,
         StatusCode::NO_CONTENT
     );
+    let (status, _) = owner
+        .post(
+            &format!("/api/tenants/{tid}/members"),
+            json!({ "email": "bo@example.test", "role": "admin" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
     assert_eq!(
         admins_key
             .get(&format!("/api/tenants/{tid}/servers"))
             .await
             .0,
-        StatusCode::NOT_FOUND
+        StatusCode::UNAUTHORIZED
+    );
+
+    // An account taken back (its password changed) keeps no key an intruder made.
+    let (status, made) = make_key(&member, &tid, &["server:read"]).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let intruders = f.anon.with_token(made["key"].as_str().unwrap());
+    let (status, body) = member
+        .post(
+            "/api/auth/password",
+            json!({ "current_password": tests::rest::PASSWORD, "new_password": "a brand new passphrase" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(
+        intruders
+            .get(&format!("/api/tenants/{tid}/servers"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
     );
 
     // Expiry: in the past is refused; a key whose time has come stops.

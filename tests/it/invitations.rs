@@ -196,6 +196,29 @@ async fn invitations_answer_alike_and_accept_once(kind: DbKind) {
     let (status, body) = accept(&fresh, &kim_token).await;
     assert_eq!(code(&body), Some("email_not_verified"), "{status} {body}");
 
+    // At most 30 invitation attempts an hour per tenant, withdrawn ones included: no mail
+    // cannon. So far 15: twelve, `late`, and kim's two (the refused owner one counts too).
+    let mut sent = 15;
+    let status = loop {
+        let (status, body, _) =
+            invite(&owner, &tid, &format!("n{sent}@example.test"), "member").await;
+        if status != StatusCode::ACCEPTED {
+            assert_eq!(code(&body), Some("rate_limited"), "{body}");
+            break status;
+        }
+        let path = format!(
+            "/api/tenants/{tid}/invitations/{}",
+            body["id"].as_str().unwrap()
+        );
+        assert_eq!(
+            owner.call(Method::DELETE, &path, None).await.0,
+            StatusCode::NO_CONTENT
+        );
+        sent += 1;
+        assert!(sent <= 30, "more than 30 invitations in an hour");
+    };
+    assert_eq!((status, sent), (StatusCode::TOO_MANY_REQUESTS, 30));
+
     // The audit trail: invitations, the refusal and the acceptances.
     let (_, audit) = owner
         .get(&format!("/api/tenants/{tid}/audit?limit=200"))
@@ -206,13 +229,13 @@ async fn invitations_answer_alike_and_accept_once(kind: DbKind) {
             .filter(|r| r["action"] == action && r["outcome"] == outcome)
             .count()
     };
-    assert_eq!(count("member.invite", "ok"), 14, "{audit}");
+    assert_eq!(count("member.invite", "ok"), 29, "{audit}");
     assert_eq!(count("member.invitation_accept", "ok"), 2);
     assert_eq!(
         count("member.invitation_accept", "rejected: other_account"),
         1
     );
-    assert_eq!(count("member.invitation_withdrawn", "ok"), 1);
+    assert_eq!(count("member.invitation_withdrawn", "ok"), 16);
     drop(f.panel);
 }
 

@@ -208,6 +208,9 @@ async fn pump(
     let deadline = interval * MISSED_HEARTBEATS;
     // Which server ids this node may speak for, looked up once each.
     let mut owns: HashMap<String, bool> = HashMap::new();
+    // One renewal request per interval reaches the database and the audit log; a node that
+    // sends more is told `too_soon` from here, so it cannot grow either without bound.
+    let mut last_renew: Option<std::time::Instant> = None;
     let end = loop {
         let next = tokio::select! {
             _ = session.kick.cancelled() => break session.kick_reason().map(Kick::status),
@@ -260,8 +263,20 @@ async fn pump(
                         }
                     }
                     Some(node_message::Kind::Renew(request)) => {
-                        let answer =
-                            crate::nodes::renew::on_request(&state, &session, &request.csr).await;
+                        let renew = &crate::nodes::renew::MIN_INTERVAL;
+                        let answer = if last_renew.is_some_and(|at| at.elapsed() < *renew) {
+                            PanelMessage {
+                                kind: Some(panel_message::Kind::RenewFailed(
+                                    proto::node::v1::RenewFailed {
+                                        code: "too_soon".into(),
+                                        message: "one renewal request per 5 s".into(),
+                                    },
+                                )),
+                            }
+                        } else {
+                            last_renew = Some(std::time::Instant::now());
+                            crate::nodes::renew::on_request(&state, &session, &request.csr).await
+                        };
                         if tx.send(Ok(answer)).await.is_err() {
                             break None;
                         }

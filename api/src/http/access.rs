@@ -218,7 +218,7 @@ async fn refuse_key(
     audit::record_or_log(&state.db, event).await;
     ApiError::from(Error::Forbidden {
         code: "forbidden",
-        message: "an API key reaches its own tenant's routes only, not account or key routes",
+        message: "an API key reaches its own tenant's routes only, not account, member or key routes",
     })
 }
 

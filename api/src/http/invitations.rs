@@ -24,6 +24,12 @@ use crate::{AppState, Error};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
+/// Invitations a tenant may send per hour.
+const INVITATIONS_PER_TENANT: security::limiter::Rule = security::limiter::Rule {
+    limit: 30,
+    window: std::time::Duration::from_secs(3600),
+};
+
 fn invitation_json(i: invitation::Model) -> Value {
     json!({
         "id": i.id,
@@ -50,6 +56,18 @@ pub async fn create(
     ApiJson(body): ApiJson<NewInvitation>,
 ) -> Result<Response> {
     let role = parse_role(&body.role)?;
+    // Each invitation is a mail to any address: counted per tenant (withdrawn ones too), so
+    // invite-withdraw loops cannot turn the panel into a mailer.
+    let decision = state
+        .limits
+        .check(&format!("invite:{}", ctx.tenant_id), INVITATIONS_PER_TENANT)
+        .await;
+    if !decision.allowed {
+        return Err(Error::RateLimited {
+            retry_after_secs: decision.retry_after_secs(state.clock.now().timestamp_millis()),
+        }
+        .into());
+    }
     let invited = invitations::create(
         &state.db,
         &ctx.tenant_id,

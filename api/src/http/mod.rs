@@ -105,7 +105,7 @@ impl Entry {
         self
     }
 
-    /// Closed to API keys: a key cannot make, list or revoke keys.
+    /// Closed to API keys: keys and memberships are changed by people only.
     fn sessions_only(mut self) -> Entry {
         self.route.api_keys = false;
         self
@@ -210,30 +210,36 @@ fn table() -> Vec<Entry> {
             Tenant(&[P::MemberRead]),
             tenants::members,
         ),
+        // Who belongs to a tenant is people's business: a key (which could hand a stranger a
+        // role stronger than the key itself) never changes it.
         at(
             "POST",
             "/api/tenants/{tid}/members",
             Tenant(&[P::MemberManage]),
             tenants::add_member,
-        ),
+        )
+        .sessions_only(),
         at(
             "PATCH",
             "/api/tenants/{tid}/members/{uid}",
             Tenant(&[P::MemberManage]),
             tenants::update_member,
-        ),
+        )
+        .sessions_only(),
         at(
             "DELETE",
             "/api/tenants/{tid}/members/{uid}",
             Tenant(&[P::MemberManage]),
             tenants::remove_member,
-        ),
+        )
+        .sessions_only(),
         at(
             "POST",
             "/api/tenants/{tid}/invitations",
             Tenant(&[P::MemberManage]),
             invitations::create,
-        ),
+        )
+        .sessions_only(),
         at(
             "GET",
             "/api/tenants/{tid}/invitations",
@@ -245,7 +251,8 @@ fn table() -> Vec<Entry> {
             "/api/tenants/{tid}/invitations/{iid}",
             Tenant(&[P::MemberManage]),
             invitations::withdraw,
-        ),
+        )
+        .sessions_only(),
         at(
             "POST",
             "/api/invitations/accept",

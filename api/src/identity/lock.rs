@@ -78,13 +78,20 @@ pub async fn run(
             .await?
         }
     };
+    // Incident response takes the account's API keys too (a lock alone already stops them).
+    let keys_revoked = match command {
+        UserCommand::Unlock => 0,
+        UserCommand::Lock | UserCommand::RevokeSessions => {
+            crate::apikeys::revoke_all_of(db, &user.id, None, now).await?
+        }
+    };
     let event = AuditEvent {
         actor: "cli".into(),
         action: command.action().into(),
         target: Some(user.id.clone()),
         outcome: "success".into(),
         ip: None,
-        details: json!({ "email": email, "sessions_ended": ended }),
+        details: json!({ "email": email, "sessions_ended": ended, "api_keys_revoked": keys_revoked }),
         tenant_id: None,
     };
     audit::record(db, event).await?;

@@ -466,6 +466,7 @@ impl Identity {
             self.clock.now(),
         )
         .await?;
+        crate::apikeys::revoke_all_of(&self.db, user_id, None, self.clock.now()).await?;
         self.announce_revoked(user_id);
         self.audit(user_id, "auth.logout_all", "success", origin)
             .await;
@@ -523,6 +524,7 @@ impl Identity {
             self.clock.now(),
         )
         .await?;
+        crate::apikeys::revoke_all_of(&self.db, &user_id, None, self.clock.now()).await?;
         self.announce_revoked(&user_id);
         self.audit(&user_id, "auth.password_reset", "success", origin)
             .await;

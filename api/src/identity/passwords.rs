@@ -72,6 +72,7 @@ impl Identity {
             self.clock.now(),
         )
         .await?;
+        crate::apikeys::revoke_all_of(&self.db, &user.id, None, self.clock.now()).await?;
         self.announce_revoked(&user.id);
         self.audit(&user.id, "auth.password_change", "success", origin)
             .await;

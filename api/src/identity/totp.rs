@@ -179,6 +179,30 @@ impl Identity {
         let codes = self.new_recovery_codes(user_id, now).await?;
         self.audit(user_id, "auth.totp_enable", "success", origin)
             .await;
+        // Someone holding a stolen access token could lock the owner out this way: the owner
+        // hears of it at once.
+        let body = format!(
+            "Two-factor authentication was turned on for your Mamba account{}.\n\nIf it was \
+             not you, reset your password at {}/reset-password now and contact your panel's \
+             operators: they can lock the account (api user lock).\n",
+            origin
+                .ip
+                .as_deref()
+                .map(|ip| format!(" from {ip}"))
+                .unwrap_or_default(),
+            self.public_url
+        );
+        if let Err(e) = self
+            .mailer
+            .send(
+                &principal.user.email,
+                "Two-factor authentication was turned on",
+                body,
+            )
+            .await
+        {
+            tracing::warn!(user = %user_id, error = %e, "cannot mail the two-factor notice");
+        }
         Ok(codes)
     }
 

@@ -26,7 +26,7 @@ use crate::{AppState, Error};
 
 /// A node may not have two certificates signed within this: a looping node cannot make the
 /// issuer sign without end.
-const MIN_INTERVAL: Duration = Duration::from_secs(5);
+pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The `outcome` label of `mamba_node_cert_renewals_total`.
 pub const OUTCOMES: [&str; 3] = ["issued", "promoted", "failed"];
@@ -160,6 +160,7 @@ pub async fn promote(
         .col_expr(Column::RenewalError, Expr::value(Option::<String>::None))
         .filter(Column::Id.eq(id))
         .filter(Column::NextFingerprint.eq(fingerprint))
+        .filter(Column::Enabled.eq(true))
         .exec(&state.db)
         .await?;
     if promoted.rows_affected != 1 {

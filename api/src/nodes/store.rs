@@ -109,6 +109,14 @@ pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<Model>, Err
 /// Enables or disables a node. A running panel drops a disabled node's stream (see `watch`);
 /// disabling also deletes the node's join tokens.
 pub async fn set_enabled(db: &DatabaseConnection, id: &str, enabled: bool) -> Result<Model, Error> {
+    if !enabled {
+        // A disabled node keeps no renewal in flight either.
+        Node::update_many()
+            .col_expr(Column::NextFingerprint, Expr::value(Option::<String>::None))
+            .filter(Column::Id.eq(id))
+            .exec(db)
+            .await?;
+    }
     let node = update_one(db, id, Column::Enabled, Expr::value(enabled)).await?;
     if !enabled {
         super::enroll::revoke_tokens(db, id).await?;
@@ -116,8 +124,15 @@ pub async fn set_enabled(db: &DatabaseConnection, id: &str, enabled: bool) -> Re
     Ok(node)
 }
 
-/// Forgets the pinned fingerprint: the next valid certificate for this node is pinned.
+/// Forgets the pinned fingerprint, and a renewal's next pin with it (a certificate renewed by
+/// whoever held the old key must not outlive the reset): the next valid certificate for this
+/// node is pinned.
 pub async fn reset_fingerprint(db: &DatabaseConnection, id: &str) -> Result<Model, Error> {
+    Node::update_many()
+        .col_expr(Column::NextFingerprint, Expr::value(Option::<String>::None))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await?;
     update_one(
         db,
         id,

@@ -326,6 +326,8 @@ pub async fn change_member(
         }
         None => {
             membership::Entity::delete_by_id(key).exec(&txn).await?;
+            // A member who leaves takes their keys along: re-added later, they get none back.
+            crate::apikeys::revoke_all_of(&txn, user_id, Some(tenant_id), Utc::now()).await?;
         }
     }
     txn.commit().await?;
