@@ -8,18 +8,15 @@
 //! or Ed25519; RSA and every other curve are refused. The certificate's subject is never taken
 //! from the CSR: the caller names the node, and a CSR asking for another CN is refused.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, CertificateSigningRequestParams, KeyPair};
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
 };
 use x509_parser::prelude::FromDer;
 
-use super::{CLOCK_SKEW, CertificateAuthority, LeafKind, LeafSpec, name, random_serial};
+use super::{CertificateAuthority, LeafKind, LeafSpec, name};
 use crate::Error;
 
 /// Default lifetime of the issuing intermediate, in days (one year).
@@ -145,17 +142,7 @@ impl CertificateAuthority {
             ));
         }
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name(common_name, Some("Mamba Host Panel"));
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial());
-        params.not_before = now - CLOCK_SKEW;
-        params.not_after = now + Duration::days(i64::from(days));
+        let mut params = super::ca_params(common_name, 0, now, days);
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer)?;
         let cert_pem = cert.pem();

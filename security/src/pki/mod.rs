@@ -139,22 +139,34 @@ pub struct CertificateAuthority {
     cert_der: CertificateDer<'static>,
 }
 
+/// The parameters of a CA certificate (a root or the issuing intermediate) that may certify
+/// `path_len` CAs below it, valid from `now - CLOCK_SKEW` for `days` days.
+pub(crate) fn ca_params(
+    common_name: &str,
+    path_len: u8,
+    now: OffsetDateTime,
+    days: u32,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(common_name, Some("Mamba Host Panel"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(random_serial());
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = now + Duration::days(i64::from(days));
+    params
+}
+
 impl CertificateAuthority {
     /// Makes a new self-signed CA valid from `now - CLOCK_SKEW` for `days` days.
     pub fn generate(common_name: &str, now: OffsetDateTime, days: u32) -> Result<Self, Error> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name(common_name, Some("Mamba Host Panel"));
         // Path length 1: the root certifies the panel's issuing intermediate (see `issuer`).
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial());
-        params.not_before = now - CLOCK_SKEW;
-        params.not_after = now + Duration::days(i64::from(days));
+        let params = ca_params(common_name, 1, now, days);
         let cert = params.self_signed(&key)?;
         Ok(CertificateAuthority {
             cert_pem: cert.pem(),
