@@ -91,7 +91,7 @@ impl Hasher {
 
 fn mac_of(key: &[u8]) -> Result<Hmac<Sha256>, Error> {
     <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .map_err(|_| Error::Config("the API-key hashing key is corrupt".into()))
+        .map_err(|_| Error::internal("the API-key hashing key is corrupt"))
 }
 
 async fn load_or_make(db: &DatabaseConnection, vault: &Vault) -> Result<Hmac<Sha256>, Error> {
@@ -100,7 +100,7 @@ async fn load_or_make(db: &DatabaseConnection, vault: &Vault) -> Result<Hmac<Sha
             Ok(hex_key) => {
                 let key = Zeroizing::new(
                     hex::decode(hex_key.as_bytes())
-                        .map_err(|_| Error::Config("the API-key hashing key is corrupt".into()))?,
+                        .map_err(|_| Error::internal("the API-key hashing key is corrupt"))?,
                 );
                 return mac_of(&key);
             }
@@ -119,8 +119,8 @@ async fn load_or_make(db: &DatabaseConnection, vault: &Vault) -> Result<Hmac<Sha
             Err(e) => return Err(e),
         }
     }
-    Err(Error::Config(
-        "the API-key hashing key could not be stored".into(),
+    Err(Error::internal(
+        "the API-key hashing key could not be stored",
     ))
 }
 

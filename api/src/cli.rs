@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::config::{Config, Environment};
 use crate::db::entities::node;
+use crate::error::ConfigErrors;
 use crate::nodes::view::node_json;
 use crate::preflight::Level;
 use crate::{Error, db, nodes::store};
@@ -190,13 +191,11 @@ async fn run(command: Command) -> Result<(), Error> {
                         }
                     }
                 }
-                return Err(Error::Config(
-                    "refusing to start in production: the preflight failed (`api preflight` lists why)"
-                        .into(),
-                ));
+                tracing::error!("refusing to start in production");
+                return Err(Error::PreflightFailed);
             }
-            let config = Config::from_env()
-                .map_err(|errors| Error::Config(format!("\n  {}", errors.join("\n  "))))?;
+            let config =
+                Config::from_env().map_err(|errors| Error::Config(ConfigErrors(errors)))?;
             for finding in &report.findings {
                 tracing::warn!(variable = %finding.subject, "preflight: {}", finding.message);
             }
@@ -212,7 +211,7 @@ async fn run(command: Command) -> Result<(), Error> {
             if report.passed() {
                 Ok(())
             } else {
-                Err(Error::Config("the preflight failed".into()))
+                Err(Error::PreflightFailed)
             }
         }
         Command::Keys {
@@ -226,7 +225,7 @@ async fn run(command: Command) -> Result<(), Error> {
                 _ => crate::config::Environment::Development,
             };
             if !errors.is_empty() {
-                return Err(Error::Config(format!("\n  {}", errors.join("\n  "))));
+                return Err(Error::Config(ConfigErrors(errors)));
             }
             let db = operator_db().await?;
             let vault = crate::secrets::Vault::load(&identity, environment)?;
@@ -240,11 +239,13 @@ async fn run(command: Command) -> Result<(), Error> {
                 report.remaining
             );
             if report.failed > 0 {
-                return Err(Error::Config(format!(
-                    "{} secrets could not be re-wrapped: is every old key in {}?",
-                    report.failed,
-                    crate::config::MASTER_ENCRYPTION_KEYS_RETIRED
-                )));
+                return Err(Error::config(
+                    crate::config::MASTER_ENCRYPTION_KEYS_RETIRED,
+                    format!(
+                        "{} secrets could not be re-wrapped: is every old key here?",
+                        report.failed
+                    ),
+                ));
             }
             Ok(())
         }

@@ -18,6 +18,15 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn now_ms(&self) -> i64 {
         self.now().timestamp_millis()
     }
+
+    /// Now, as the `time` crate's type (certificate validity windows use it).
+    fn now_offset(&self) -> time::OffsetDateTime {
+        let now = self.now();
+        time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(now.timestamp()) * 1_000_000_000 + i128::from(now.timestamp_subsec_nanos()),
+        )
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+    }
 }
 
 /// A clock shared by the panel's services.

@@ -1,14 +1,57 @@
-//! The one error type of the panel, and its mapping to gRPC status (the REST mapping joins it
-//! here when the REST API grows).
+//! The one error type of the panel. What each error becomes for a peer lives at the edges:
+//! the REST status and code in `http::error`, the gRPC status in `grpc::status`.
+
+/// Any error, kept as the source of an [`Error::Internal`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// One configuration problem: the variable (or file setting) it is about and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable, e.g. `DATABASE_URL`.
+    pub variable: String,
+    /// What is wrong with it, for the operator.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem with `variable`.
+    pub fn new(variable: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            variable: variable.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every configuration problem found at once (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => many.iter().try_for_each(|e| write!(f, "\n  {e}")),
+        }
+    }
+}
 
 /// Everything the panel's services can fail with. Internal details are logged, never sent to
 /// the peer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Configuration is invalid; the message names the variable or file.
+    /// Configuration is invalid: each problem names its variable.
     #[error("configuration: {0}")]
-    Config(String),
+    Config(ConfigErrors),
+    /// A fault of the panel itself (a broken invariant, a task that died, stored data that
+    /// no longer parses): logged with its source, answered as an internal error.
+    #[error("internal: {0}")]
+    Internal(#[source] BoxError),
+    /// The preflight found problems; its report lists them.
+    #[error("the preflight failed (`api preflight` lists why)")]
+    PreflightFailed,
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
@@ -87,16 +130,21 @@ impl Error {
         }
     }
 
-    /// The gRPC status a node sees for this error: short and free of internal detail.
-    pub fn to_status(&self) -> tonic::Status {
+    /// A configuration problem with `variable`.
+    pub fn config(variable: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config(ConfigErrors(vec![ConfigError::new(variable, message)]))
+    }
+
+    /// A fault of the panel itself, keeping `source` for the log.
+    pub fn internal(source: impl Into<BoxError>) -> Self {
+        Error::Internal(source.into())
+    }
+
+    /// Each configuration problem as `(variable, message)`; empty for other errors.
+    pub fn config_problems(&self) -> &[ConfigError] {
         match self {
-            Error::NotFound(what) => tonic::Status::not_found(format!("{what} not found")),
-            Error::Conflict(msg) => tonic::Status::failed_precondition(msg.clone()),
-            Error::Invalid(msg) => tonic::Status::invalid_argument(msg.clone()),
-            other => {
-                tracing::error!(error = %other, "internal error on the node channel");
-                tonic::Status::unavailable("the panel cannot serve this request right now")
-            }
+            Error::Config(ConfigErrors(problems)) => problems,
+            _ => &[],
         }
     }
 }

@@ -14,11 +14,12 @@
 
 pub mod apikeys;
 pub mod audit;
+pub mod background;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
-mod error;
+pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod identity;
@@ -32,6 +33,9 @@ pub mod secrets;
 pub mod servers;
 pub mod templates;
 pub mod tenancy;
+
+#[cfg(test)]
+mod layering;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,8 +61,10 @@ pub struct AppState {
     pub identity: identity::Identity,
     /// Rate limits.
     pub limits: limits::Limits,
-    /// Live node streams.
-    pub registry: NodeRegistry,
+    /// Live node streams held by this process (the gRPC edge's side of [`Self::nodes`]).
+    pub registry: Arc<NodeRegistry>,
+    /// The node services' handles (database, node link, issuer, clock).
+    pub nodes: nodes::Nodes,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// How long a TLS handshake may take.
@@ -69,12 +75,10 @@ pub struct AppState {
     pub clock: clock::SharedClock,
     /// The hashing key of tenant API keys.
     pub api_keys: apikeys::Hasher,
-    /// Live server events for SSE subscribers.
-    pub events: servers::Events,
+    /// The server services' handles (database, node link, events, vault, clock).
+    pub servers: servers::Servers,
     /// Cancelled when the panel stops: long-lived responses (SSE) end.
     pub stopping: CancellationToken,
-    /// The issuer of node certificates (empty: no enrolment, no renewal).
-    pub issuer: nodes::issuer::IssuerSlot,
     /// The node channel's TLS set-up (trusted roots, server certificate), re-read on change.
     pub grpc_tls: Arc<grpc::tls::TlsSetup>,
 }
@@ -147,26 +151,44 @@ impl Panel {
             config.identity.redis_url.as_deref(),
             &config.identity.redis_key_prefix,
             metrics.clone(),
+            clock.clone(),
         )
         .await;
+        let registry = Arc::new(NodeRegistry::default());
+        let servers = servers::Servers {
+            db: db.clone(),
+            nodes: registry.clone(),
+            events: servers::Events::default(),
+            vault: vault.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            command_timeout: config.command_timeout,
+        };
+        let nodes = nodes::Nodes {
+            db: db.clone(),
+            link: registry.clone(),
+            issuer: Arc::new(issuer),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        };
         let state = Arc::new(AppState {
+            nodes,
+            registry,
+            servers,
             db,
             identity,
             limits,
-            registry: NodeRegistry::default(),
             metrics,
             handshake_timeout: config.handshake_timeout,
             vault,
             clock,
             api_keys: apikeys::Hasher::default(),
-            events: servers::Events::default(),
             stopping: CancellationToken::new(),
-            issuer,
             grpc_tls: tls.clone(),
             config: config.clone(),
         });
         // Commands a previous run sent and nobody acked: failed now, not left pending.
-        let swept = servers::commands::sweep(&state).await?;
+        let swept = servers::commands::sweep(&state.servers).await?;
         if swept > 0 {
             tracing::warn!(
                 swept,
@@ -219,13 +241,19 @@ impl Panel {
                 stop_accepting.clone(),
                 shutdown.clone(),
             )),
-            tokio::spawn(nodes::watch::run(
+            tokio::spawn(background::watch_nodes(
                 state.clone(),
                 config.node_watch_interval,
                 shutdown.clone(),
             )),
-            tokio::spawn(nodes::lifecycle::export(state.clone(), shutdown.clone())),
-            tokio::spawn(nodes::lifecycle::reload(state.clone(), shutdown.clone())),
+            tokio::spawn(background::export_node_metrics(
+                state.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(background::reload_certificates(
+                state.clone(),
+                shutdown.clone(),
+            )),
         ];
         let http_scheme = if http_tls.is_some() { "https" } else { "http" };
         tracing::info!(%grpc_addr, %http_addr, http_scheme, "panel listening");

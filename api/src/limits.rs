@@ -10,6 +10,7 @@ use std::time::Duration;
 use security::limiter::{Decision, Limiter, MemoryLimiter, RedisLimiter, Rule};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 
 /// The first wait between connection attempts to a Redis that did not answer at start.
@@ -28,13 +29,20 @@ pub struct Limits {
     last_warning_ms: AtomicI64,
     /// Stops the connector task when the panel's state goes.
     _connector: Option<DropGuard>,
+    /// Where windows read the time.
+    clock: SharedClock,
 }
 
 impl Limits {
     /// Connects to Redis when `redis_url` is set; if it cannot, limits are kept in memory and a
     /// background task keeps trying until it can (then the connection manager reconnects by
     /// itself).
-    pub async fn new(redis_url: Option<&str>, key_prefix: &str, metrics: Metrics) -> Limits {
+    pub async fn new(
+        redis_url: Option<&str>,
+        key_prefix: &str,
+        metrics: Metrics,
+        clock: SharedClock,
+    ) -> Limits {
         let redis = Arc::new(OnceLock::new());
         let mut connector = None;
         if let Some(url) = redis_url {
@@ -60,14 +68,20 @@ impl Limits {
             redis,
             memory: MemoryLimiter::new(),
             metrics,
+            clock,
             last_warning_ms: AtomicI64::new(0),
             _connector: connector,
         }
     }
 
+    /// Now on the panel's clock, in milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Counts a request; never fails.
     pub async fn check(&self, key: &str, rule: Rule) -> Decision {
-        let now = now_ms();
+        let now = self.now_ms();
         match self.redis.get() {
             Some(redis) => match redis.check(key, rule, now).await {
                 Ok(decision) => return decision,
@@ -81,7 +95,7 @@ impl Limits {
 
     /// Blocks `id` for `duration`.
     pub async fn block(&self, id: &str, duration: Duration) {
-        let now = now_ms();
+        let now = self.now_ms();
         if let Some(redis) = self.redis.get() {
             match redis.block(id, duration, now).await {
                 Ok(()) => return,
@@ -93,7 +107,7 @@ impl Limits {
 
     /// Whether `id` is blocked.
     pub async fn is_blocked(&self, id: &str) -> bool {
-        let now = now_ms();
+        let now = self.now_ms();
         if let Some(redis) = self.redis.get() {
             match redis.is_blocked(id, now).await {
                 Ok(blocked) => return blocked,
@@ -130,7 +144,7 @@ impl Limits {
 
     fn fell_back(&self, error: &security::Error) {
         self.metrics.limiter_fallbacks.inc();
-        let now = now_ms();
+        let now = self.now_ms();
         let last = self.last_warning_ms.load(Ordering::Relaxed);
         if now - last > 10_000
             && self
@@ -166,8 +180,4 @@ async fn connect_later(
         }
         wait = (wait * 2).min(LAST_RETRY);
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }

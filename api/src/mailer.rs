@@ -27,13 +27,13 @@ impl Mailer {
         match smtp_url {
             Some(url) => AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                 .map(|builder| Mailer::Smtp(builder.build()))
-                .map_err(|e| Error::Config(format!("SMTP_URL: {e}"))),
+                .map_err(|e| Error::config("SMTP_URL", format!("{e}"))),
             None => {
                 std::fs::create_dir_all(outbox).map_err(|e| {
-                    Error::Config(format!(
-                        "MAIL_OUTBOX_DIR: cannot create {}: {e}",
-                        outbox.display()
-                    ))
+                    Error::config(
+                        "MAIL_OUTBOX_DIR",
+                        format!("cannot create {}: {e}", outbox.display()),
+                    )
                 })?;
                 Ok(Mailer::Outbox(
                     AsyncFileTransport::new(outbox),
@@ -50,7 +50,7 @@ impl Mailer {
             .map_err(|_| Error::Invalid("invalid email address".into()))?;
         let from: Mailbox = FROM
             .parse()
-            .map_err(|_| Error::Config("mail sender address".into()))?;
+            .map_err(|_| Error::internal("mail sender address"))?;
         let message = Message::builder()
             .from(from)
             .to(to)

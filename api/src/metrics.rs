@@ -5,6 +5,9 @@ use prometheus::{
     TextEncoder,
 };
 
+/// The `outcome` label of `mamba_node_cert_renewals_total`.
+pub const RENEWAL_OUTCOMES: [&str; 3] = ["issued", "promoted", "failed"];
+
 /// The panel's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -108,7 +111,7 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition is valid");
-        for outcome in crate::nodes::renew::OUTCOMES {
+        for outcome in RENEWAL_OUTCOMES {
             node_cert_renewals.with_label_values(&[outcome]);
         }
         let node_cert_expiry = IntGaugeVec::new(

@@ -155,8 +155,7 @@ pub async fn run(lookup: impl Fn(&str) -> Option<String>) -> Report {
     };
     // What does not even parse stops the panel in any environment.
     for error in &errors {
-        let (subject, message) = split_subject(error, PANEL_ENV);
-        findings.push(Level::Error, subject, message);
+        findings.push(Level::Error, &error.variable, &error.message);
     }
     let db = check_database(&config, &mut findings).await;
     check_redis(&config, &mut findings).await;
@@ -610,28 +609,16 @@ fn group_or_world_access(_path: &Path) -> Option<u32> {
     None
 }
 
-/// `"VARIABLE: message"` → `("VARIABLE", "message")` for messages that start with the
-/// variable they are about; anything else is about `default`.
-fn split_subject<'a>(message: &'a str, default: &'a str) -> (&'a str, &'a str) {
-    match message.split_once(": ") {
-        Some((head, rest))
-            if !head.is_empty() && head.chars().all(|c| c.is_ascii_uppercase() || c == '_') =>
-        {
-            (head, rest)
-        }
-        _ => (default, message),
-    }
-}
-
-/// Records `error` as a failure of the variable it names (configuration errors name theirs),
+/// Records `error` as failures of the variables it names (configuration errors name theirs),
 /// or of `default`.
 fn fail_with(findings: &mut Findings, error: &crate::Error, default: &str) {
-    match error {
-        crate::Error::Config(message) => {
-            let (subject, message) = split_subject(message, default);
-            findings.fail(subject, message);
+    match error.config_problems() {
+        [] => findings.fail(default, error.to_string()),
+        problems => {
+            for problem in problems {
+                findings.fail(&problem.variable, &problem.message);
+            }
         }
-        other => findings.fail(default, other.to_string()),
     }
 }
 

@@ -38,15 +38,18 @@ impl Vault {
     /// Loads `MASTER_ENCRYPTION_KEY` (generated into the data folder in development, required
     /// in production) and `MASTER_ENCRYPTION_KEYS_RETIRED`.
     pub fn load(config: &IdentityConfig, environment: Environment) -> Result<Vault, Error> {
-        let bad = |var: &str, e: security::Error| Error::Config(format!("{var}: {e}"));
+        let bad = |var: &str, e: security::Error| Error::config(var, format!("{e}"));
         let active = match &config.master_key {
             Some(hex_key) => {
                 LocalKek::from_hex(&hex_key.0).map_err(|e| bad(MASTER_ENCRYPTION_KEY, e))?
             }
             None if environment == Environment::Production => {
-                return Err(Error::Config(format!(
-                    "{MASTER_ENCRYPTION_KEY} is required in production (64 hex characters)"
-                )));
+                return Err(Error::config(
+                    MASTER_ENCRYPTION_KEY,
+                    format!(
+                        "{MASTER_ENCRYPTION_KEY} is required in production (64 hex characters)"
+                    ),
+                ));
             }
             None => {
                 let path = config.data_dir.join("master.key");
@@ -56,10 +59,10 @@ impl Vault {
                     tracing::warn!(path = %path.display(), "DEVELOPMENT ONLY: generated a master encryption key; set {MASTER_ENCRYPTION_KEY} in production and keep it safe: without it no secret can be read");
                 }
                 let hex_key = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
-                    Error::Config(format!(
-                        "{MASTER_ENCRYPTION_KEY}: cannot read {}: {e}",
-                        path.display()
-                    ))
+                    Error::config(
+                        MASTER_ENCRYPTION_KEY,
+                        format!("cannot read {}: {e}", path.display()),
+                    )
                 })?);
                 LocalKek::from_hex(&hex_key).map_err(|e| bad(MASTER_ENCRYPTION_KEY, e))?
             }
@@ -74,10 +77,10 @@ impl Vault {
             let kek = LocalKek::from_hex(&hex_key.0)
                 .map_err(|e| bad(MASTER_ENCRYPTION_KEYS_RETIRED, e))?;
             if kek.id() != id {
-                return Err(Error::Config(format!(
-                    "{MASTER_ENCRYPTION_KEYS_RETIRED}: the key given as {id} has the id {}",
-                    kek.id()
-                )));
+                return Err(Error::config(
+                    MASTER_ENCRYPTION_KEYS_RETIRED,
+                    format!("the key given as {id} has the id {}", kek.id()),
+                ));
             }
             keys.push((
                 kek.id().to_owned(),
@@ -167,9 +170,12 @@ impl Vault {
             if let Some(row) = stored.iter().find(|r| &r.id == id)
                 && &row.check_value != check_value
             {
-                return Err(Error::Config(format!(
-                    "{var}: the key check value of key {id} does not match the stored one: a wrong key"
-                )));
+                return Err(Error::config(
+                    *var,
+                    format!(
+                        "the key check value of key {id} does not match the stored one: a wrong key"
+                    ),
+                ));
             }
         }
         let mut used: Vec<String> = secret::Entity::find()
@@ -181,10 +187,13 @@ impl Vault {
             .await?;
         used.extend(crate::identity::totp::kek_ids(db).await?);
         if let Some(missing) = used.iter().find(|id| !self.ring.has(id)) {
-            return Err(Error::Config(format!(
-                "{MASTER_ENCRYPTION_KEY}: secrets are sealed under master key {missing}, which is neither {MASTER_ENCRYPTION_KEY} ({}) nor in {MASTER_ENCRYPTION_KEYS_RETIRED}: a wrong key?",
-                self.ring.active_id()
-            )));
+            return Err(Error::config(
+                MASTER_ENCRYPTION_KEY,
+                format!(
+                    "secrets are sealed under master key {missing}, which is neither {MASTER_ENCRYPTION_KEY} ({}) nor in {MASTER_ENCRYPTION_KEYS_RETIRED}: a wrong key?",
+                    self.ring.active_id()
+                ),
+            ));
         }
         Ok(stored)
     }

@@ -150,7 +150,7 @@ impl TryFrom<template::Model> for Template {
 
     fn try_from(row: template::Model) -> Result<Template, Error> {
         let corrupt = |e: serde_json::Error| {
-            Error::Config(format!("template {} is stored corrupt: {e}", row.name))
+            Error::internal(format!("template {} is stored corrupt: {e}", row.name))
         };
         let limits = match &row.limits {
             Some(limits) => serde_json::from_value(limits.clone()).map_err(corrupt)?,

@@ -74,7 +74,13 @@ async fn long_console_lines_are_cut_and_marked(kind: DbKind) {
     .insert(&f.panel.state().db)
     .await
     .expect("server row");
-    let Ok(mut events) = f.panel.state().events.subscribe(&server_id, "tester") else {
+    let Ok(mut events) = f
+        .panel
+        .state()
+        .servers
+        .events
+        .subscribe(&server_id, "tester")
+    else {
         panic!("cannot subscribe");
     };
     let cert = f.pki.node("node-1");

@@ -2,6 +2,7 @@
 //! the project's PKI: every way in is tried, and each test asserts the node row, the audit row
 //! and the metric, not only the error. Every test runs on SQLite and on PostgreSQL.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::Panel;
@@ -19,6 +20,8 @@ pub(crate) struct Fixture {
     pub(crate) pki: TestPki,
     pub(crate) panel: Panel,
     pub(crate) db_url: String,
+    /// The panel's clock: the system's, moved ahead by tests instead of sleeping.
+    pub(crate) clock: Arc<api::clock::ShiftedClock>,
 }
 
 impl Fixture {
@@ -34,12 +37,16 @@ impl Fixture {
         let db_url = database_url(kind, dir.path()).await;
         let mut config = panel_config(&pki, db_url.clone());
         adjust(&mut config);
-        let panel = Panel::start(config).await.expect("panel starts");
+        let clock = Arc::new(api::clock::ShiftedClock::default());
+        let panel = Panel::start_with_clock(config, clock.clone())
+            .await
+            .expect("panel starts");
         Fixture {
             dir,
             pki,
             panel,
             db_url,
+            clock,
         }
     }
 
@@ -318,7 +325,8 @@ async fn happy_path(kind: DbKind) {
     assert_eq!(accepted.details["pinned_now"], serde_json::json!(true));
     assert!(f.panel.state().registry.is_online("node-1"));
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // last_seen keeps whole seconds: move the panel's clock past the next one.
+    f.clock.advance(Duration::from_secs(2));
     assert!(client.heartbeat(1).await);
     eventually("heartbeat moves last_seen", CAP, || async {
         f.node("node-1")

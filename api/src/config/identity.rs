@@ -1,5 +1,6 @@
 //! Identity settings: signing keys, token audience, refresh grace, mail, Redis, proxies, limits.
 
+use crate::error::ConfigError;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -206,7 +207,7 @@ impl IdentityConfig {
     /// Reads the identity variables through `get`, pushing problems to `errors`.
     pub fn from_lookup(
         get: &dyn Fn(&str) -> Option<String>,
-        errors: &mut Vec<String>,
+        errors: &mut Vec<ConfigError>,
     ) -> IdentityConfig {
         let mut config = IdentityConfig::development(PathBuf::from("data"));
         config.jwt_key_file = get(JWT_PRIVATE_KEY_FILE).map(PathBuf::from);
@@ -232,14 +233,15 @@ impl IdentityConfig {
                 .map(str::to_owned)
                 .collect();
             if config.jwt_audiences.is_empty() {
-                errors.push(format!("{JWT_AUDIENCE}: names no audience"));
+                errors.push(ConfigError::new(JWT_AUDIENCE, "names no audience"));
             }
         }
         if let Some(raw) = get(REFRESH_REUSE_GRACE_SECS) {
             match raw.parse::<u64>() {
                 Ok(secs) if secs <= 60 => config.refresh_grace = Duration::from_secs(secs),
-                _ => errors.push(format!(
-                    "{REFRESH_REUSE_GRACE_SECS}: {raw:?} is not a number of seconds from 0 to 60"
+                _ => errors.push(ConfigError::new(
+                    REFRESH_REUSE_GRACE_SECS,
+                    format!("{raw:?} is not a number of seconds from 0 to 60"),
                 )),
             }
         }
@@ -260,9 +262,9 @@ impl IdentityConfig {
                 {
                     config.cors_origins.push(origin.to_owned());
                 }
-                _ => errors.push(format!(
-                    "{CORS_ORIGINS}: {origin:?} is not an origin like https://app.example.com (no path, no wildcard)"
-                )),
+                _ => errors.push(ConfigError::new(CORS_ORIGINS, format!(
+                    "{origin:?} is not an origin like https://app.example.com (no path, no wildcard)"
+                ))),
             }
         }
         config.master_key = get(MASTER_ENCRYPTION_KEY).map(Redacted);
@@ -276,8 +278,9 @@ impl IdentityConfig {
                 Some((id, key)) => config
                     .master_keys_retired
                     .push((id.trim().to_owned(), Redacted(key.trim().to_owned()))),
-                None => errors.push(format!(
-                    "{MASTER_ENCRYPTION_KEYS_RETIRED}: an entry is not id:hex"
+                None => errors.push(ConfigError::new(
+                    MASTER_ENCRYPTION_KEYS_RETIRED,
+                    "an entry is not id:hex",
                 )),
             }
         }
@@ -285,14 +288,14 @@ impl IdentityConfig {
             for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 match Cidr::parse(item) {
                     Ok(cidr) => config.trusted_proxies.push(cidr),
-                    Err(e) => errors.push(format!("{TRUSTED_PROXIES}: {e}")),
+                    Err(e) => errors.push(ConfigError::new(TRUSTED_PROXIES, e.to_string())),
                 }
             }
         }
         if let Some(limits) = get(RATE_LIMITS) {
             match RateLimits::parse(&limits) {
                 Ok(limits) => config.rate_limits = limits,
-                Err(e) => errors.push(format!("{RATE_LIMITS}: {e}")),
+                Err(e) => errors.push(ConfigError::new(RATE_LIMITS, e.to_string())),
             }
         }
         config

@@ -2,6 +2,7 @@
 //! start-up into [`Config`], and every problem is reported together before exiting. Tests
 //! build [`Config`] directly.
 
+use crate::error::ConfigError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -119,12 +120,14 @@ impl Default for HttpLimits {
 
 impl Config {
     /// Reads the environment. On failure, returns every problem found, one per line.
-    pub fn from_env() -> Result<Config, Vec<String>> {
+    pub fn from_env() -> Result<Config, Vec<ConfigError>> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Reads configuration through `lookup` (the environment, in production).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
         let (config, errors) = Self::parse(lookup);
         if errors.is_empty() {
             Ok(config)
@@ -136,15 +139,16 @@ impl Config {
     /// Reads configuration through `lookup`, returning it (defaults in place of bad values)
     /// with every problem found, each starting with the variable's name. The preflight goes
     /// on checking what parsed.
-    pub fn parse(lookup: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
+    pub fn parse(lookup: impl Fn(&str) -> Option<String>) -> (Config, Vec<ConfigError>) {
         let mut errors = Vec::new();
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let environment = match get(PANEL_ENV).as_deref() {
             None | Some("development") => Environment::Development,
             Some("production") => Environment::Production,
             Some(other) => {
-                errors.push(format!(
-                    "{PANEL_ENV}: {other:?} is neither \"development\" nor \"production\""
+                errors.push(ConfigError::new(
+                    PANEL_ENV,
+                    format!("{other:?} is neither \"development\" nor \"production\""),
                 ));
                 Environment::Development
             }
@@ -152,8 +156,9 @@ impl Config {
         let mut addr = |name: &str, default: &str| {
             let raw = get(name).unwrap_or_else(|| default.to_owned());
             raw.parse::<SocketAddr>().unwrap_or_else(|_| {
-                errors.push(format!(
-                    "{name}: {raw:?} is not an address like 127.0.0.1:8080"
+                errors.push(ConfigError::new(
+                    name,
+                    format!("{raw:?} is not an address like 127.0.0.1:8080"),
                 ));
                 SocketAddr::from(([127, 0, 0, 1], 0))
             })
@@ -165,8 +170,9 @@ impl Config {
             || database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://"))
         {
-            errors.push(format!(
-                "{DATABASE_URL}: must start with sqlite:, postgres:// or postgresql://"
+            errors.push(ConfigError::new(
+                DATABASE_URL,
+                "must start with sqlite:, postgres:// or postgresql://",
             ));
         }
         let mut count = |name: &str, default: usize| match get(name) {
@@ -174,7 +180,10 @@ impl Config {
             Some(raw) => match raw.trim().parse::<usize>() {
                 Ok(n) if (1..=1_000_000).contains(&n) => n,
                 _ => {
-                    errors.push(format!("{name}: {raw:?} is not a number from 1 to 1000000"));
+                    errors.push(ConfigError::new(
+                        name,
+                        format!("{raw:?} is not a number from 1 to 1000000"),
+                    ));
                     default
                 }
             },
@@ -210,8 +219,9 @@ impl Config {
                 (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
                 (None, None) => None,
                 (Some(_), None) | (None, Some(_)) => {
-                    errors.push(format!(
-                        "{PANEL_HTTP_TLS_CERT_FILE}: set it together with {PANEL_HTTP_TLS_KEY_FILE}, or neither"
+                    errors.push(ConfigError::new(
+                        PANEL_HTTP_TLS_CERT_FILE,
+                        format!("set it together with {PANEL_HTTP_TLS_KEY_FILE}, or neither"),
                     ));
                     None
                 }
@@ -242,7 +252,10 @@ impl Config {
                     Environment::Development => " (make certificates with scripts/dev-ca.sh)",
                     Environment::Production => "",
                 };
-                errors.push(format!("{name}: cannot read {}: {e}{hint}", file.display()));
+                errors.push(ConfigError::new(
+                    name,
+                    format!("cannot read {}: {e}{hint}", file.display()),
+                ));
             }
         }
         (config, errors)
@@ -272,7 +285,7 @@ mod tests {
             _ => None,
         })
         .unwrap_err();
-        let all = errors.join("\n");
+        let named: Vec<&str> = errors.iter().map(|e| e.variable.as_str()).collect();
         for name in [
             PANEL_ENV,
             PANEL_GRPC_ADDR,
@@ -280,7 +293,7 @@ mod tests {
             PANEL_CA_CERT,
             PANEL_GRPC_MAX_HANDSHAKES_PER_IP,
         ] {
-            assert!(all.contains(name), "{name} missing from {all}");
+            assert!(named.contains(&name), "{name} missing from {named:?}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Node identity settings: the panel's issuing intermediate and the lifetime of the node
 //! certificates it signs (join-token enrolment and renewal over the node channel).
 
+use crate::error::ConfigError;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,14 +38,15 @@ impl NodeIdentityConfig {
     /// Reads the variables through `get`, adding each problem to `errors`.
     pub fn from_lookup(
         get: &impl Fn(&str) -> Option<String>,
-        errors: &mut Vec<String>,
+        errors: &mut Vec<ConfigError>,
     ) -> NodeIdentityConfig {
         let issuer = match (get(PANEL_ISSUER_CERT_FILE), get(PANEL_ISSUER_KEY_FILE)) {
             (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
             (None, None) => None,
             _ => {
-                errors.push(format!(
-                    "{PANEL_ISSUER_CERT_FILE}: set it together with {PANEL_ISSUER_KEY_FILE}, or neither"
+                errors.push(ConfigError::new(
+                    PANEL_ISSUER_CERT_FILE,
+                    format!("set it together with {PANEL_ISSUER_KEY_FILE}, or neither"),
                 ));
                 None
             }
@@ -56,16 +58,18 @@ impl NodeIdentityConfig {
         if let Some(raw) = get(NODE_CERT_DAYS) {
             match raw.trim().parse::<u64>() {
                 Ok(days @ 1..=365) => config.cert_lifetime = Duration::from_secs(days * 86_400),
-                _ => errors.push(format!(
-                    "{NODE_CERT_DAYS}: {raw:?} is not a number of days from 1 to 365"
+                _ => errors.push(ConfigError::new(
+                    NODE_CERT_DAYS,
+                    format!("{raw:?} is not a number of days from 1 to 365"),
                 )),
             }
         }
         if let Some(raw) = get(NODE_CERT_SECS) {
             match raw.trim().parse::<u64>() {
                 Ok(secs @ 30..=86_400) => config.cert_lifetime = Duration::from_secs(secs),
-                _ => errors.push(format!(
-                    "{NODE_CERT_SECS}: {raw:?} is not a number of seconds from 30 to 86400"
+                _ => errors.push(ConfigError::new(
+                    NODE_CERT_SECS,
+                    format!("{raw:?} is not a number of seconds from 30 to 86400"),
                 )),
             }
         }

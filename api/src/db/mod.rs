@@ -21,10 +21,10 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
             .filter(|d| !d.as_os_str().is_empty())
     {
         std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Config(format!(
-                "DATABASE_URL: cannot create {}: {e}",
-                dir.display()
-            ))
+            Error::config(
+                "DATABASE_URL",
+                format!("cannot create {}: {e}", dir.display()),
+            )
         })?;
     }
     let mut options = ConnectOptions::new(url.to_owned());
@@ -56,9 +56,12 @@ pub async fn connect_current(url: &str) -> Result<DatabaseConnection, Error> {
         .map_err(Error::Db)?
         .len();
     if pending > 0 {
-        return Err(Error::Config(format!(
-            "DATABASE_URL: the schema is {pending} migration(s) behind this binary; run `api migrate` first"
-        )));
+        return Err(Error::config(
+            "DATABASE_URL",
+            format!(
+                "the schema is {pending} migration(s) behind this binary; run `api migrate` first"
+            ),
+        ));
     }
     Ok(db)
 }

@@ -67,7 +67,7 @@ pub(super) async fn refuse(
     detail: Option<String>,
 ) {
     let mut event = count(state, rejection, attempt, detail);
-    let now = Utc::now();
+    let now = state.clock.now();
     let Note::Insert(key) = folder.note(attempt.peer.ip(), rejection.reason(), &event.details, now)
     else {
         return;
@@ -93,7 +93,7 @@ pub(super) async fn run_flusher(
             _ = shutdown.cancelled() => true,
             _ = tokio::time::sleep(FLUSH_EVERY) => false,
         };
-        for (id, details) in folder.due(Utc::now()) {
+        for (id, details) in folder.due(state.clock.now()) {
             if let Err(e) = audit::update_details(&state.db, &id, details).await {
                 tracing::error!(error = %e, "cannot update a folded audit row");
             }

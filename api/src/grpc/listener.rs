@@ -173,12 +173,12 @@ async fn handle(
         Err(e) => {
             let rejection = Rejection::InvalidCommonName;
             reject(&state, rejection, &attempt, Some(e.to_string())).await;
-            linger_with_status(stream, rejection.status()).await;
+            linger_with_status(stream, super::status::of_rejection(rejection)).await;
             return;
         }
     };
     // Resumed sessions skip the TLS layer's check of the validity window: check it here.
-    let now = time::OffsetDateTime::now_utc();
+    let now = state.clock.now_offset();
     if let Some(rejection) = outside_validity(info.not_before, info.not_after, now) {
         reject(
             &state,
@@ -187,7 +187,7 @@ async fn handle(
             Some("checked at admission".into()),
         )
         .await;
-        linger_with_status(stream, rejection.status()).await;
+        linger_with_status(stream, super::status::of_rejection(rejection)).await;
         return;
     }
     let not_after =
@@ -198,14 +198,14 @@ async fn handle(
             Ok(Err(refusal)) => {
                 let rejection = Rejection::from(refusal);
                 reject(&state, rejection, &attempt, None).await;
-                linger_with_status(stream, rejection.status()).await;
+                linger_with_status(stream, super::status::of_rejection(rejection)).await;
                 return;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot check node");
                 let rejection = Rejection::PanelUnavailable;
                 reject(&state, rejection, &attempt, None).await;
-                linger_with_status(stream, rejection.status()).await;
+                linger_with_status(stream, super::status::of_rejection(rejection)).await;
                 return;
             }
         };

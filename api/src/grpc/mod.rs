@@ -14,6 +14,7 @@ mod fold;
 pub mod gate;
 pub mod listener;
 pub mod service;
+pub mod status;
 pub mod tls;
 
 /// Why a connection was turned away; the `reason` label of audit rows and metrics.
@@ -108,18 +109,6 @@ impl Rejection {
             Rejection::CertificateExpired => "the certificate has expired",
             Rejection::CertificateNotYetValid => "the certificate is not valid yet",
             _ => "TLS handshake rejected",
-        }
-    }
-
-    /// The gRPC status for rejections decided after the handshake.
-    pub fn status(self) -> tonic::Status {
-        let message = format!("{}: {}", self.reason(), self.message());
-        match self {
-            Rejection::PanelUnavailable => tonic::Status::unavailable(message),
-            Rejection::InvalidCommonName | Rejection::UnknownNode => {
-                tonic::Status::unauthenticated(message)
-            }
-            _ => tonic::Status::permission_denied(message),
         }
     }
 }

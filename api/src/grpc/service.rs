@@ -22,11 +22,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{admission, bounds};
+use super::{admission, bounds, status};
 use crate::AppState;
+use crate::nodes::Session;
 use crate::nodes::connections::Connection;
 use crate::nodes::store;
-use crate::nodes::{Kick, Session};
 use crate::servers;
 
 /// How long a node has, after the handshake, to open its stream and send `Hello`; a
@@ -88,10 +88,10 @@ impl NodeControl for NodeControlService {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let identity = &self.identity;
         // The connection may have sat idle since its handshake: admit it again.
-        let now = time::OffsetDateTime::now_utc();
+        let now = self.state.clock.now_offset();
         if let Err(rejection) = admission::recheck(&self.state, identity, now).await {
             identity.connection.close.cancel();
-            return Err(rejection.status());
+            return Err(status::of_rejection(rejection));
         }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
@@ -99,14 +99,14 @@ impl NodeControl for NodeControlService {
                 bounds::apply(&mut message, &self.state.metrics);
                 match message.kind {
                     Some(node_message::Kind::Hello(hello)) => hello,
-                    _ => return Err(Status::invalid_argument("the first message must be Hello")),
+                    _ => return Err(status::hello_expected()),
                 }
             }
-            Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
+            Ok(Ok(None)) => return Err(status::closed_before_hello()),
             Ok(Err(status)) => {
                 return Err(bounds::oversized(&status, &self.state.metrics).unwrap_or(status));
             }
-            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
+            Err(_) => return Err(status::hello_timeout(HELLO_TIMEOUT.as_secs())),
         };
         let interval = Duration::from_secs(u64::from(hello.heartbeat_interval_secs.clamp(1, 60)));
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
@@ -120,13 +120,20 @@ impl NodeControl for NodeControlService {
             .metrics
             .nodes_connected
             .set(self.state.registry.len() as i64);
-        if let Err(e) = store::mark(&self.state.db, &identity.node_id, true, Utc::now()).await {
+        if let Err(e) = store::mark(
+            &self.state.db,
+            &identity.node_id,
+            true,
+            self.state.clock.now(),
+        )
+        .await
+        {
             self.state.registry.unregister(&session);
-            return Err(e.to_status());
+            return Err(status::of_error(&e));
         }
         identity.welcomed.cancel();
         crate::nodes::lifecycle::observe(
-            &self.state,
+            &self.state.metrics,
             &identity.node_id,
             true,
             Some(identity.not_after.unix_timestamp()),
@@ -138,7 +145,7 @@ impl NodeControl for NodeControlService {
                 chrono::DateTime::<Utc>::from_timestamp(identity.not_after.unix_timestamp(), 0)
                     .unwrap_or_default();
             if let Err(e) = crate::nodes::renew::promote(
-                &self.state,
+                &self.state.nodes,
                 &identity.node_id,
                 &identity.fingerprint,
                 not_after,
@@ -159,7 +166,7 @@ impl NodeControl for NodeControlService {
         let welcome = PanelMessage {
             kind: Some(panel_message::Kind::Welcome(Welcome {
                 node_id: identity.node_id.clone(),
-                server_time_unix_ms: Utc::now().timestamp_millis(),
+                server_time_unix_ms: self.state.clock.now_ms(),
             })),
         };
         // The channel is new and empty: this cannot fail for lack of room.
@@ -168,7 +175,9 @@ impl NodeControl for NodeControlService {
         tokio::spawn(async move {
             // The report in Hello is older than anything the node sends after it: apply it
             // before reading on, so a later status is never overwritten by it.
-            if let Err(e) = servers::reconcile(&state, &session.node_id, hello.servers).await {
+            if let Err(e) =
+                servers::reconcile(&state.servers, &session.node_id, hello.servers).await
+            {
                 tracing::warn!(node = %session.node_id, error = %e, "cannot reconcile the node's servers");
             }
             pump(state, session, inbound, tx, interval).await;
@@ -213,15 +222,12 @@ async fn pump(
     let mut last_renew: Option<std::time::Instant> = None;
     let end = loop {
         let next = tokio::select! {
-            _ = session.kick.cancelled() => break session.kick_reason().map(Kick::status),
+            _ = session.kick.cancelled() => break session.kick_reason().map(status::of_kick),
             next = tokio::time::timeout(deadline, inbound.message()) => next,
         };
         match next {
             Err(_) => {
-                break Some(Status::deadline_exceeded(format!(
-                    "heartbeat_timeout: no message for {} s",
-                    deadline.as_secs()
-                )));
+                break Some(status::heartbeat_timeout(deadline.as_secs()));
             }
             Ok(Ok(None)) => break None,
             Ok(Err(status)) => {
@@ -232,34 +238,36 @@ async fn pump(
                 let truncated = bounds::apply(&mut message, &state.metrics);
                 match message.kind {
                     Some(node_message::Kind::Heartbeat(_)) => {
-                        if let Err(e) = store::touch(&state.db, &session.node_id, Utc::now()).await
+                        if let Err(e) =
+                            store::touch(&state.db, &session.node_id, state.clock.now()).await
                         {
                             tracing::warn!(node = %session.node_id, error = %e, "cannot record heartbeat");
                         }
                     }
                     Some(node_message::Kind::Ack(ack)) => {
                         if let Err(e) =
-                            servers::commands::on_ack(&state, &session.node_id, ack).await
+                            servers::commands::on_ack(&state.servers, &session.node_id, ack).await
                         {
                             tracing::warn!(node = %session.node_id, error = %e, "cannot record an ack");
                         }
                     }
                     Some(node_message::Kind::Status(status)) => {
-                        if let Err(e) = servers::on_status(&state, &session.node_id, &status).await
+                        if let Err(e) =
+                            servers::on_status(&state.servers, &session.node_id, &status).await
                         {
                             tracing::warn!(node = %session.node_id, error = %e, "cannot record a status");
                         }
                     }
                     Some(node_message::Kind::Stats(stats)) => {
                         if owned(&state, &session.node_id, &mut owns, &stats.server_id).await {
-                            servers::on_stats(&state, stats);
+                            servers::on_stats(&state.servers, stats);
                         }
                     }
                     Some(node_message::Kind::Console(line)) => {
                         let owned =
                             owned(&state, &session.node_id, &mut owns, &line.server_id).await;
                         if owned {
-                            servers::on_console(&state, line, truncated);
+                            servers::on_console(&state.servers, line, truncated);
                         }
                     }
                     Some(node_message::Kind::Renew(request)) => {
@@ -275,7 +283,13 @@ async fn pump(
                             }
                         } else {
                             last_renew = Some(std::time::Instant::now());
-                            crate::nodes::renew::on_request(&state, &session, &request.csr).await
+                            crate::nodes::renew::on_request(
+                                &state.nodes,
+                                &session,
+                                &request.csr,
+                                state.grpc_tls.ca_pem(),
+                            )
+                            .await
                         };
                         if tx.send(Ok(answer)).await.is_err() {
                             break None;
@@ -283,7 +297,8 @@ async fn pump(
                     }
                     Some(node_message::Kind::Backup(result)) => {
                         if let Err(e) =
-                            servers::backups::on_result(&state, &session.node_id, result).await
+                            servers::backups::on_result(&state.servers, &session.node_id, result)
+                                .await
                         {
                             tracing::warn!(node = %session.node_id, error = %e, "cannot record a backup result");
                         }
@@ -302,15 +317,15 @@ async fn pump(
     }
     drop(tx);
     if state.registry.unregister(&session) {
-        if let Err(e) = store::mark(&state.db, &session.node_id, false, Utc::now()).await {
+        if let Err(e) = store::mark(&state.db, &session.node_id, false, state.clock.now()).await {
             tracing::warn!(node = %session.node_id, error = %e, "cannot mark node offline");
         }
         // A new stream of the same node may have registered while we wrote: keep the truth.
         let online = state.registry.is_online(&session.node_id);
         if online {
-            let _ = store::mark(&state.db, &session.node_id, true, Utc::now()).await;
+            let _ = store::mark(&state.db, &session.node_id, true, state.clock.now()).await;
         }
-        crate::nodes::lifecycle::observe(&state, &session.node_id, online, None);
+        crate::nodes::lifecycle::observe(&state.metrics, &session.node_id, online, None);
     }
     state
         .metrics

@@ -21,6 +21,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureSc
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::Error;
+use crate::config::{PANEL_CA_CERT, PANEL_TLS_CERT_FILE, PANEL_TLS_KEY_FILE};
 
 /// The presented end-entity certificate of one connection, if any.
 pub type Captured = Arc<Mutex<Option<CertificateDer<'static>>>>;
@@ -82,9 +83,13 @@ impl TlsSetup {
 
     fn source(ca_cert: &Path, tls_cert: &Path, tls_key: &Path) -> Result<Vec<u8>, Error> {
         let mut source = Vec::new();
-        for path in [ca_cert, tls_cert, tls_key] {
+        for (variable, path) in [
+            (PANEL_CA_CERT, ca_cert),
+            (PANEL_TLS_CERT_FILE, tls_cert),
+            (PANEL_TLS_KEY_FILE, tls_key),
+        ] {
             let bytes = std::fs::read(path)
-                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+                .map_err(|e| Error::config(variable, format!("{}: {e}", path.display())))?;
             source.extend_from_slice(&bytes);
             source.push(0);
         }
@@ -100,18 +105,19 @@ impl TlsSetup {
         let provider = provider.clone();
         let source = Self::source(ca_cert, tls_cert, tls_key)?;
         let ca_pem = std::fs::read_to_string(ca_cert)
-            .map_err(|e| Error::Config(format!("PANEL_CA_CERT: {e}")))?;
+            .map_err(|e| Error::config(PANEL_CA_CERT, e.to_string()))?;
         let ca = security::tls::read_certs(ca_cert)?;
         let roots = Arc::new(security::tls::root_store(&ca)?);
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
             .build()
-            .map_err(|e| Error::Config(format!("PANEL_CA_CERT: {e}")))?;
+            .map_err(|e| Error::config(PANEL_CA_CERT, e.to_string()))?;
         let chain = security::tls::read_certs(tls_cert)?;
         let key = security::tls::read_key(tls_key)?;
         let server_key = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
-            Error::Config(format!(
-                "PANEL_TLS_KEY_FILE: does not match PANEL_TLS_CERT_FILE ({e})"
-            ))
+            Error::config(
+                PANEL_TLS_KEY_FILE,
+                format!("does not match {PANEL_TLS_CERT_FILE} ({e})"),
+            )
         })?;
         Ok(Loaded {
             verifier,
@@ -131,7 +137,7 @@ impl TlsSetup {
         });
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("TLS: {e}")))?
+            .map_err(Error::internal)?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
                 loaded.server_key.clone(),

@@ -113,7 +113,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantCtx {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<TenantCtx>().cloned().ok_or_else(|| {
             tracing::error!(path = %parts.uri.path(), "a tenant handler on a route not declared Access::Tenant");
-            ApiError::from(Error::Config("route access misdeclared".into()))
+            ApiError::from(Error::internal("route access misdeclared"))
         })
     }
 }
@@ -196,7 +196,7 @@ pub async fn guard(
         return guard::with_limit_headers(&decision, e.into_response());
     }
     request.extensions_mut().insert(principal);
-    guard::respond_limited(decision, request, next).await
+    guard::respond_limited(decision, state.limits.now_ms(), request, next).await
 }
 
 /// Refuses (403, audited) an API key on a route not open to keys.
@@ -296,9 +296,8 @@ async fn authorize(
                     tenant_id = Some(value.to_ascii_lowercase());
                 }
             }
-            let tenant_id = tenant_id.ok_or_else(|| {
-                ApiError::from(Error::Config("tenant route without {tid}".into()))
-            })?;
+            let tenant_id = tenant_id
+                .ok_or_else(|| ApiError::from(Error::internal("tenant route without {tid}")))?;
             let foreign_key = principal
                 .api_key()
                 .is_some_and(|grant| grant.tenant_id != tenant_id);

@@ -39,7 +39,7 @@ async fn record(state: &AppState, caller: &Caller, ip: ClientIp, action: &str, t
 /// A node with `online` from the live registry.
 fn live_node_json(state: &AppState, node: &node::Model) -> Value {
     let mut value = node_json(node, state.clock.now());
-    value["online"] = json!(state.registry.is_online(&node.id));
+    value["online"] = json!(state.nodes.link.is_online(&node.id));
     value
 }
 
@@ -103,7 +103,7 @@ pub async fn disable_node(
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let node = store::set_enabled(&state.db, &id, false).await?;
-    state.registry.kick(&id, Kick::Disabled);
+    state.nodes.link.kick(&id, Kick::Disabled);
     record(&state, &caller, ip, "node.disable", &id).await;
     Ok(Json(live_node_json(&state, &node)))
 }
@@ -128,7 +128,7 @@ pub async fn reset_fingerprint(
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let node = store::reset_fingerprint(&state.db, &id).await?;
-    state.registry.kick(&id, Kick::FingerprintReset);
+    state.nodes.link.kick(&id, Kick::FingerprintReset);
     record(&state, &caller, ip, "node.reset_fingerprint", &id).await;
     Ok(Json(live_node_json(&state, &node)))
 }

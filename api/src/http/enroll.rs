@@ -45,7 +45,7 @@ pub async fn create_join_token(
     let ttl = body
         .ttl_secs
         .map_or(enroll::DEFAULT_TTL, Duration::from_secs);
-    let (token, expires_at) = enroll::create_token(&state.db, &id, ttl, chrono::Utc::now()).await?;
+    let (token, expires_at) = enroll::create_token(&state.db, &id, ttl, state.clock.now()).await?;
     let event = AuditEvent {
         actor: caller.0.user.id.clone(),
         action: "node.join_token".into(),
@@ -78,10 +78,10 @@ pub async fn enroll(
     ip: ClientIp,
     ApiJson(body): ApiJson<EnrollRequest>,
 ) -> Result<Response> {
-    let now = chrono::Utc::now();
+    let now = state.clock.now();
     let outcome = enroll::enroll(
         &state.db,
-        state.issuer.get().as_deref(),
+        state.nodes.issuer.get().as_deref(),
         &body.token,
         body.csr.as_bytes(),
         now,
@@ -91,7 +91,8 @@ pub async fn enroll(
         Ok(enrolled) => {
             if enrolled.replaced_pin {
                 state
-                    .registry
+                    .nodes
+                    .link
                     .kick(&enrolled.node_id, Kick::FingerprintReset);
             }
             let cert = &enrolled.certificate;
@@ -159,7 +160,7 @@ pub async fn rotate(
     audit::record_or_log(&state.db, event).await;
     let body = json!({
         "node_id": id,
-        "renewal": lifecycle::renewal_state(&node, chrono::Utc::now()),
+        "renewal": lifecycle::renewal_state(&node, state.clock.now()),
     });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

@@ -132,18 +132,22 @@ pub async fn limit(
             class.rule(&state),
         )
         .await;
-    respond_limited(decision, request, next).await
+    respond_limited(decision, state.limits.now_ms(), request, next).await
 }
 
 /// Runs the request when `decision` allows it (429 otherwise) and adds the `X-RateLimit-*`
 /// headers to the response.
-pub(super) async fn respond_limited(decision: Decision, request: Request, next: Next) -> Response {
+pub(super) async fn respond_limited(
+    decision: Decision,
+    now_ms: i64,
+    request: Request,
+    next: Next,
+) -> Response {
     let response = if decision.allowed {
         next.run(request).await
     } else {
-        let now = chrono::Utc::now().timestamp_millis();
         ApiError::from(Error::RateLimited {
-            retry_after_secs: decision.retry_after_secs(now),
+            retry_after_secs: decision.retry_after_secs(now_ms),
         })
         .into_response()
     };

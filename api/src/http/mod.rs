@@ -478,7 +478,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "status": if db_ok { "ok" } else { "degraded" },
         "db": if db_ok { "ok" } else { "down" },
         "redis": state.limits.redis_status().await,
-        "nodes_online": state.registry.len(),
+        "nodes_online": state.nodes.link.online_count(),
     });
     let status = if db_ok {
         StatusCode::OK

@@ -52,7 +52,7 @@ pub async fn create(
     ApiJson(body): ApiJson<NewServer>,
 ) -> Result<Response> {
     ctx.principal.require_verified()?;
-    let view = servers::create(&state, &ctx.tenant_id, body).await?;
+    let view = servers::create(&state.servers, &ctx.tenant_id, body).await?;
     let event = ctx.audit(
         "server.create",
         Some(&view.server.id),
@@ -122,7 +122,7 @@ pub async fn delete(
     Path((_, server_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
-    servers::delete(&state, &server).await?;
+    servers::delete(&state.servers, &server).await?;
     let event = ctx.audit("server.delete", Some(&server_id), "ok", json!({}));
     audit::record_or_log(&state.db, event).await;
     Ok(StatusCode::ACCEPTED)
@@ -149,7 +149,7 @@ pub async fn power(
     })?;
     ctx.require(&state, action.permission()).await?;
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
-    let result = servers::power(&state, &server, action).await;
+    let result = servers::power(&state.servers, &server, action).await;
     let outcome = match &result {
         Ok(_) => "accepted".to_owned(),
         Err(e) => {
@@ -176,7 +176,7 @@ pub async fn command(
     Path((_, server_id, command_id)): Path<(String, String, String)>,
 ) -> Result<Json<Value>> {
     servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
-    let row = servers::commands::get(&state, &server_id, &command_id).await?;
+    let row = servers::commands::get(&state.servers, &server_id, &command_id).await?;
     Ok(Json(json!({
         "id": row.id,
         "action": row.action,
@@ -200,6 +200,7 @@ pub async fn events(
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     let subscription = state
+        .servers
         .events
         .subscribe(&server.id, &ctx.principal.user.id)
         .map_err(|refused| {
@@ -325,7 +326,7 @@ pub async fn create_backup(
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<NewBackup>,
 ) -> Result<Response> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
-    let backup = servers::backups::create(&state, &server, body.name.as_deref()).await?;
+    let backup = servers::backups::create(&state.servers, &server, body.name.as_deref()).await?;
     let event = ctx.audit(
         "backup.create",
         Some(&server_id),
@@ -356,7 +357,7 @@ pub async fn restore_backup(
 ) -> Result<Response> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     let backup = servers::backups::get(&state.db, &server_id, &backup_id).await?;
-    let command_id = servers::backups::restore(&state, &server, &backup).await?;
+    let command_id = servers::backups::restore(&state.servers, &server, &backup).await?;
     let event = ctx.audit(
         "backup.restore",
         Some(&server_id),
@@ -379,7 +380,7 @@ pub async fn delete_backup(
 ) -> Result<StatusCode> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     let backup = servers::backups::get(&state.db, &server_id, &backup_id).await?;
-    servers::backups::delete(&state, &server, &backup).await?;
+    servers::backups::delete(&state.servers, &server, &backup).await?;
     let event = ctx.audit(
         "backup.delete",
         Some(&server_id),
@@ -408,7 +409,8 @@ pub async fn console(
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     let bytes = body.line.len();
     let shown = body.line.clone();
-    let (command_id, sensitive) = servers::console_input(&state, &server, body.line).await?;
+    let (command_id, sensitive) =
+        servers::console_input(&state.servers, &server, body.line).await?;
     let details = if sensitive {
         json!({ "command_id": command_id, "bytes": bytes, "sensitive": true })
     } else {

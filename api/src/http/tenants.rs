@@ -64,7 +64,8 @@ pub async fn create(
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<NewTenant>,
 ) -> Result<Response> {
-    let tenant = tenancy::create(&state.db, &body.name, &principal.user.id).await?;
+    let tenant =
+        tenancy::create(&state.db, &body.name, &principal.user.id, state.clock.now()).await?;
     let event = AuditEvent {
         actor: principal.user.id.clone(),
         action: "tenant.create".into(),
@@ -102,7 +103,7 @@ pub async fn get(State(state): State<Arc<AppState>>, ctx: TenantCtx) -> Result<J
 
 /// DELETE /api/tenants/{tid}: its servers are deleted on their nodes, then the tenant.
 pub async fn delete(State(state): State<Arc<AppState>>, ctx: TenantCtx) -> Result<Response> {
-    let servers = servers::delete_all(&state, &ctx.tenant_id).await?;
+    let servers = servers::delete_all(&state.servers, &ctx.tenant_id).await?;
     let secrets = crate::secrets::delete_all(&state.db, &ctx.tenant_id).await?;
     tenancy::delete(&state.db, &ctx.tenant_id).await?;
     let event = ctx.audit(
@@ -152,8 +153,15 @@ pub async fn add_member(
     ApiJson(body): ApiJson<NewMember>,
 ) -> Result<Response> {
     let role = parse_role(&body.role)?;
-    let member =
-        tenancy::add_member(&state.db, &ctx.tenant_id, ctx.role, &body.email, role).await?;
+    let member = tenancy::add_member(
+        &state.db,
+        &ctx.tenant_id,
+        ctx.role,
+        &body.email,
+        role,
+        state.clock.now(),
+    )
+    .await?;
     let event = ctx.audit(
         "member.add",
         Some(&member.user_id),
@@ -172,8 +180,15 @@ pub async fn update_member(
     ApiJson(body): ApiJson<RolePatch>,
 ) -> Result<Json<Value>> {
     let role = parse_role(&body.role)?;
-    let member =
-        tenancy::change_member(&state.db, &ctx.tenant_id, ctx.role, &user_id, Some(role)).await?;
+    let member = tenancy::change_member(
+        &state.db,
+        &ctx.tenant_id,
+        ctx.role,
+        &user_id,
+        Some(role),
+        state.clock.now(),
+    )
+    .await?;
     let event = ctx.audit(
         "member.update",
         Some(&user_id),
@@ -191,7 +206,15 @@ pub async fn remove_member(
     ctx: TenantCtx,
     Path((_, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    tenancy::change_member(&state.db, &ctx.tenant_id, ctx.role, &user_id, None).await?;
+    tenancy::change_member(
+        &state.db,
+        &ctx.tenant_id,
+        ctx.role,
+        &user_id,
+        None,
+        state.clock.now(),
+    )
+    .await?;
     let event = ctx.audit("member.remove", Some(&user_id), "ok", json!({}));
     audit::record_or_log(&state.db, event).await;
     Ok(StatusCode::NO_CONTENT)
@@ -253,7 +276,7 @@ pub async fn nodes(
     let items: Vec<Value> = page
         .items
         .iter()
-        .map(|n: &node::Model| json!({ "id": n.id, "name": n.name, "online": state.registry.is_online(&n.id) }))
+        .map(|n: &node::Model| json!({ "id": n.id, "name": n.name, "online": state.nodes.link.is_online(&n.id) }))
         .collect();
     Ok(Json(
         json!({ "items": items, "next_cursor": page.next_cursor }),

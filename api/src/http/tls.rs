@@ -15,15 +15,15 @@ use crate::config::{PANEL_HTTP_TLS_CERT_FILE, PANEL_HTTP_TLS_KEY_FILE};
 /// Reads the certificate chain and key; errors name the variable.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
     let chain = security::tls::read_certs(cert)
-        .map_err(|e| Error::Config(format!("{PANEL_HTTP_TLS_CERT_FILE}: {e}")))?;
+        .map_err(|e| Error::config(PANEL_HTTP_TLS_CERT_FILE, format!("{e}")))?;
     let key = security::tls::read_key(key)
-        .map_err(|e| Error::Config(format!("{PANEL_HTTP_TLS_KEY_FILE}: {e}")))?;
+        .map_err(|e| Error::config(PANEL_HTTP_TLS_KEY_FILE, format!("{e}")))?;
     let mut config = ServerConfig::builder_with_provider(security::tls::provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .map_err(Error::internal)?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| Error::Config(format!("{PANEL_HTTP_TLS_KEY_FILE}: {e}")))?;
+        .map_err(|e| Error::config(PANEL_HTTP_TLS_KEY_FILE, format!("{e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

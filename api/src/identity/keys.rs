@@ -11,18 +11,19 @@ pub(crate) fn load(config: &IdentityConfig, environment: Environment) -> Result<
     use crate::config::{JWT_PRIVATE_KEY_FILE, JWT_RETIRED_KEY_FILES};
     let read = |path: &std::path::Path, var: &str| {
         std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("{var}: cannot read {}: {e}", path.display())))
+            .map_err(|e| Error::config(var, format!("cannot read {}: {e}", path.display())))
             .and_then(|pem| {
                 SigningKey::from_pem(&pem)
-                    .map_err(|e| Error::Config(format!("{var}: {}: {e}", path.display())))
+                    .map_err(|e| Error::config(var, format!("{}: {e}", path.display())))
             })
     };
     let active = match &config.jwt_key_file {
         Some(path) => read(path, JWT_PRIVATE_KEY_FILE)?,
         None if environment == Environment::Production => {
-            return Err(Error::Config(format!(
-                "{JWT_PRIVATE_KEY_FILE} is required in production"
-            )));
+            return Err(Error::config(
+                JWT_PRIVATE_KEY_FILE,
+                format!("{JWT_PRIVATE_KEY_FILE} is required in production"),
+            ));
         }
         None => {
             let path = config.data_dir.join("jwt-signing-key.pem");

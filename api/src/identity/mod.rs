@@ -673,10 +673,10 @@ impl Identity {
                 self.hashing.clone().acquire_owned().await
             }
         };
-        let _permit = permit.map_err(|_| Error::Config("hashing pool closed".into()))?;
+        let _permit = permit.map_err(|_| Error::internal("hashing pool closed"))?;
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| Error::Config(format!("hashing task failed: {e}")))
+            .map_err(Error::internal)
     }
 
     async fn audit(&self, actor: &str, action: &str, outcome: &str, origin: &Origin) {

@@ -109,7 +109,7 @@ impl Identity {
         let totp = generator(secret.as_slice(), Some(&user.email))?;
         let otpauth_uri = Zeroizing::new(totp.to_url().map_err(totp_error)?);
         let qr_svg = qrcode::QrCode::new(otpauth_uri.as_bytes())
-            .map_err(|e| Error::Config(format!("QR code: {e}")))?
+            .map_err(|e| Error::internal(format!("QR code: {e}")))?
             .render::<qrcode::render::svg::Color>()
             .min_dimensions(200, 200)
             .build();
@@ -402,7 +402,7 @@ fn generator(secret: &[u8], account: Option<&str>) -> Result<totp_rs::Totp, Erro
 }
 
 fn totp_error(e: totp_rs::TotpError) -> Error {
-    Error::Config(format!("TOTP: {e}"))
+    Error::internal(format!("TOTP: {e}"))
 }
 
 /// The time step (Unix seconds / 30) whose code `code` is, within one step of `now`; `None`

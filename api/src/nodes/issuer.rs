@@ -80,10 +80,10 @@ impl IssuerSlot {
             return Ok(false);
         };
         let mut source = std::fs::read(cert).map_err(|e| {
-            Error::Config(format!("{PANEL_ISSUER_CERT_FILE}: {}: {e}", cert.display()))
+            Error::config(PANEL_ISSUER_CERT_FILE, format!("{}: {e}", cert.display()))
         })?;
         source.extend(std::fs::read(key).map_err(|e| {
-            Error::Config(format!("{PANEL_ISSUER_KEY_FILE}: {}: {e}", key.display()))
+            Error::config(PANEL_ISSUER_KEY_FILE, format!("{}: {e}", key.display()))
         })?);
         let Ok(mut last) = self.source.lock() else {
             return Ok(false);
@@ -104,23 +104,26 @@ impl Issuer {
     /// Loads the issuer's certificate and key; errors name the variable.
     pub fn load(cert: &Path, key: &Path, lifetime: Duration) -> Result<Issuer, Error> {
         let cert_pem = std::fs::read_to_string(cert).map_err(|e| {
-            Error::Config(format!("{PANEL_ISSUER_CERT_FILE}: {}: {e}", cert.display()))
+            Error::config(PANEL_ISSUER_CERT_FILE, format!("{}: {e}", cert.display()))
         })?;
-        let key_pem = std::fs::read_to_string(key).map_err(|e| {
-            Error::Config(format!("{PANEL_ISSUER_KEY_FILE}: {}: {e}", key.display()))
-        })?;
+        let key_pem = std::fs::read_to_string(key)
+            .map_err(|e| Error::config(PANEL_ISSUER_KEY_FILE, format!("{}: {e}", key.display())))?;
         let ca = CertificateAuthority::from_pem(&cert_pem, &key_pem).map_err(|e| {
-            Error::Config(format!(
-                "{PANEL_ISSUER_CERT_FILE}/{PANEL_ISSUER_KEY_FILE}: {e}"
-            ))
+            Error::config(
+                PANEL_ISSUER_CERT_FILE,
+                format!("does not make a CA with {PANEL_ISSUER_KEY_FILE}: {e}"),
+            )
         })?;
         let info = pki::inspect(ca.cert_der())
-            .map_err(|e| Error::Config(format!("{PANEL_ISSUER_CERT_FILE}: {e}")))?;
+            .map_err(|e| Error::config(PANEL_ISSUER_CERT_FILE, format!("{e}")))?;
         if !info.is_ca {
-            return Err(Error::Config(format!(
-                "{PANEL_ISSUER_CERT_FILE}: {} is not a CA certificate (make one with `dev-ca issuer`)",
-                cert.display()
-            )));
+            return Err(Error::config(
+                PANEL_ISSUER_CERT_FILE,
+                format!(
+                    "{} is not a CA certificate (make one with `dev-ca issuer`)",
+                    cert.display()
+                ),
+            ));
         }
         Ok(Issuer {
             ca,

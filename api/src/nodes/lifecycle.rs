@@ -1,85 +1,18 @@
 //! Where a node's certificate stands: its renewal state as operators see it (`ok`, `due`,
 //! `renewing`, `failed: <code>`), computed from the node row at a given moment, and the
-//! metrics alerts are built on ([`export`]): each node's certificate expiry and whether it is
+//! metrics alerts are built on (refreshed by `background::export_node_metrics`): each node's certificate expiry and whether it is
 //! online, read from the database (so the whole fleet, whichever panel holds a node, and
 //! changes by `api node …`), and the issuer's own expiry.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use time::OffsetDateTime;
-use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
 use crate::db::entities::node::{Model, Renewal};
-
-/// How often the node metrics are refreshed from the database.
-pub const EXPORT_INTERVAL: Duration = Duration::from_secs(10);
-
-/// How often the panel looks for changed certificate files.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Re-reads `PANEL_CA_CERT`, `PANEL_TLS_CERT_FILE`/`KEY_FILE` and the issuer files every
-/// [`RELOAD_INTERVAL`] until `shutdown` is cancelled: a changed, usable file applies to new
-/// connections and signatures (a root rotation needs no restart); a broken one is logged and
-/// the previous setup kept.
-pub async fn reload(state: Arc<AppState>, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(RELOAD_INTERVAL);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let config = &state.config;
-        match state
-            .grpc_tls
-            .reload(&config.ca_cert, &config.tls_cert, &config.tls_key)
-        {
-            Ok(true) => {
-                tracing::info!("node channel: trusted roots or server certificate reloaded")
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "node channel: cannot reload the certificate files; keeping the loaded ones")
-            }
-        }
-        match state.issuer.reload() {
-            Ok(true) => tracing::info!("issuer reloaded"),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot reload the issuer; keeping the loaded one")
-            }
-        }
-    }
-}
-
-/// Refreshes the node metrics every [`EXPORT_INTERVAL`] until `shutdown` is cancelled.
-pub async fn export(state: Arc<AppState>, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(EXPORT_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        if let Some(issuer) = state.issuer.get() {
-            state
-                .metrics
-                .issuer_cert_expiry
-                .set(issuer.not_after().unix_timestamp());
-        }
-        match crate::nodes::store::list(&state.db).await {
-            Ok(rows) => set_node_metrics(&state, &rows),
-            Err(e) => tracing::warn!(error = %e, "cannot read nodes for the metrics"),
-        }
-    }
-}
+use crate::metrics::Metrics;
 
 /// Sets a node's gauges at once (between the database refreshes): its stream came or went,
 /// or it presented a certificate ending at `not_after` (Unix seconds).
-pub fn observe(state: &AppState, node: &str, online: bool, not_after: Option<i64>) {
-    let metrics = &state.metrics;
+pub fn observe(metrics: &Metrics, node: &str, online: bool, not_after: Option<i64>) {
     metrics
         .node_online
         .with_label_values(&[node])
@@ -93,8 +26,7 @@ pub fn observe(state: &AppState, node: &str, online: bool, not_after: Option<i64
 }
 
 /// Sets the per-node gauges from `rows` (a node gone from the rows is gone from the gauges).
-pub fn set_node_metrics(state: &AppState, rows: &[Model]) {
-    let metrics = &state.metrics;
+pub fn set_node_metrics(metrics: &Metrics, rows: &[Model]) {
     metrics.node_cert_expiry.reset();
     metrics.node_online.reset();
     for row in rows {

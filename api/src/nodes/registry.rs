@@ -56,27 +56,6 @@ pub enum Kick {
 }
 
 impl Kick {
-    /// The gRPC status the node receives as the stream's end.
-    pub fn status(self) -> tonic::Status {
-        match self {
-            Kick::Disabled => tonic::Status::permission_denied(
-                "node_disabled: this node was disabled in the panel",
-            ),
-            Kick::FingerprintReset => tonic::Status::permission_denied(
-                "fingerprint_reset: the pinned certificate of this node was reset; reconnect to pin again",
-            ),
-            Kick::Deleted => tonic::Status::permission_denied(
-                "unknown_node: this node was removed from the panel",
-            ),
-            Kick::Replaced => {
-                tonic::Status::aborted("replaced: a newer connection of this node took over")
-            }
-            Kick::Shutdown => {
-                tonic::Status::unavailable("shutting_down: the panel is restarting, reconnect now")
-            }
-        }
-    }
-
     /// A short label for logs.
     pub fn label(self) -> &'static str {
         match self {

@@ -19,23 +19,28 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::json;
 
+use super::Nodes;
 use super::registry::Session;
+use crate::Error;
 use crate::audit::{self, AuditEvent};
 use crate::db::entities::node::{self, Column, Entity as Node, Renewal};
-use crate::{AppState, Error};
 
 /// A node may not have two certificates signed within this: a looping node cannot make the
 /// issuer sign without end.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The `outcome` label of `mamba_node_cert_renewals_total`.
-pub const OUTCOMES: [&str; 3] = ["issued", "promoted", "failed"];
-
 /// Answers a node's CSR: `Renewed` with the new certificate (its fingerprint now the next
 /// pin) or `RenewFailed` with a code. Audited either way.
-pub async fn on_request(state: &AppState, session: &Session, csr: &str) -> PanelMessage {
-    let now = Utc::now();
-    let result = sign_and_record(state, session, csr, now).await;
+/// `ca_bundle` is the roots the panel trusts now (sent along: how a new root reaches the fleet
+/// before anything is signed under it).
+pub async fn on_request(
+    state: &Nodes,
+    session: &Session,
+    csr: &str,
+    ca_bundle: String,
+) -> PanelMessage {
+    let now = state.clock.now();
+    let result = sign_and_record(state, session, csr, now, ca_bundle).await;
     let (outcome, details, message) = match result {
         Ok(renewed) => {
             state
@@ -83,10 +88,11 @@ pub async fn on_request(state: &AppState, session: &Session, csr: &str) -> Panel
 }
 
 async fn sign_and_record(
-    state: &AppState,
+    state: &Nodes,
     session: &Session,
     csr: &str,
     now: DateTime<Utc>,
+    ca_bundle: String,
 ) -> Result<Renewed, &'static str> {
     let issuer = state.issuer.get().ok_or("issuer_off")?;
     let row = Node::find_by_id(&session.node_id)
@@ -132,16 +138,14 @@ async fn sign_and_record(
         certificate: signed.cert_pem,
         chain: signed.chain_pem,
         fingerprint: signed.fingerprint,
-        // The roots the panel trusts now: how a new root reaches the fleet before anything
-        // is signed under it.
-        ca_bundle: state.grpc_tls.ca_pem(),
+        ca_bundle,
     })
 }
 
 /// Promotes `fingerprint` when it is node `id`'s next pin: it becomes the pin, the old one is
 /// retired. Returns the retired fingerprint when it did. Audited and counted.
 pub async fn promote(
-    state: &AppState,
+    state: &Nodes,
     id: &str,
     fingerprint: &str,
     not_after: DateTime<Utc>,
@@ -203,9 +207,9 @@ pub async fn request_rotation(db: &DatabaseConnection, id: &str) -> Result<node:
 
 /// Sends `Rotate` down the stream of every connected node marked `requested` in `rows`, once
 /// (a conditional update claims each request).
-pub async fn deliver_rotations(state: &AppState, rows: &[node::Model]) {
+pub async fn deliver_rotations(state: &Nodes, rows: &[node::Model]) {
     for row in rows.iter().filter(|r| r.renewal == Renewal::Requested) {
-        if !state.registry.is_online(&row.id) {
+        if !state.link.is_online(&row.id) {
             continue;
         }
         let claimed = Node::update_many()
@@ -220,7 +224,7 @@ pub async fn deliver_rotations(state: &AppState, rows: &[node::Model]) {
         let rotate = PanelMessage {
             kind: Some(panel_message::Kind::Rotate(Rotate {})),
         };
-        if state.registry.send(&row.id, rotate).await {
+        if state.link.send(&row.id, rotate).await {
             tracing::info!(node = %row.id, "asked the node to renew its certificate now");
         }
     }

@@ -2,8 +2,6 @@
 //! The node reports each backup's size and SHA-256; a restore sends that SHA-256 back so
 //! the node refuses an archive that is not the one it made.
 
-use std::sync::Arc;
-
 use proto::node::v1::{BackupOperation, BackupResult};
 use sea_orm::ActiveEnum;
 use sea_orm::sea_query::Expr;
@@ -11,13 +9,14 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, Order, QueryFilter, Set,
 };
 
+use super::Servers;
 use super::commands::{self, NodeCommand};
 use super::events::Event;
+use crate::Error;
 use crate::db::entities::states::{BackupState, RestoreState};
 use crate::db::entities::{backup, server};
 use crate::pagination::{self, Page, PageQuery};
 use crate::tenancy::{new_id, validate_name};
-use crate::{AppState, Error};
 
 /// The code an audit row keeps for a failure the node reported (its own text is only logged).
 const NODE_ERROR: &str = "node_error";
@@ -26,7 +25,7 @@ const NODE_ERROR_MESSAGE: &str = "the node could not complete the operation";
 
 /// Asks the server's node for a backup; the row is `pending` until the node reports.
 pub async fn create(
-    state: &Arc<AppState>,
+    state: &Servers,
     server: &server::Model,
     name: Option<&str>,
 ) -> Result<backup::Model, Error> {
@@ -34,7 +33,7 @@ pub async fn create(
         Some(name) => validate_name("name", name)?,
         None => format!("backup {}", state.clock.now().format("%Y-%m-%d %H:%M:%S")),
     };
-    if !state.registry.is_online(&server.node_id) {
+    if !state.nodes.is_online(&server.node_id) {
         return Err(Error::NodeOffline(server.node_id.clone()));
     }
     let row = backup::ActiveModel {
@@ -98,7 +97,7 @@ pub async fn get(
 
 /// Asks the node to restore a completed backup (it stops the server first).
 pub async fn restore(
-    state: &Arc<AppState>,
+    state: &Servers,
     server: &server::Model,
     backup: &backup::Model,
 ) -> Result<String, Error> {
@@ -147,7 +146,7 @@ async fn set_restore(
 
 /// Deletes a backup: the node removes its archive, then the row goes.
 pub async fn delete(
-    state: &Arc<AppState>,
+    state: &Servers,
     server: &server::Model,
     backup: &backup::Model,
 ) -> Result<(), Error> {
@@ -162,7 +161,7 @@ pub async fn delete(
 }
 
 /// A node reported a backup or restore outcome (only for its own backups).
-pub async fn on_result(state: &AppState, node_id: &str, result: BackupResult) -> Result<(), Error> {
+pub async fn on_result(state: &Servers, node_id: &str, result: BackupResult) -> Result<(), Error> {
     let Some(row) = backup::Entity::find_by_id(&result.backup_id)
         .filter(backup::Column::NodeId.eq(node_id))
         .filter(backup::Column::ServerId.eq(&result.server_id))

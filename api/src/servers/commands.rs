@@ -3,8 +3,6 @@
 //! timer per command, so it holds across restarts). A server's `state` is only ever what its
 //! node reported, so a lost command leaves the truth in place.
 
-use std::sync::Arc;
-
 use proto::node::v1::{
     Command, CommandAck, Delete, Kill, PanelMessage, Restart, ServerSpec, Stop, command,
     panel_message,
@@ -12,11 +10,12 @@ use proto::node::v1::{
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 
+use super::Servers;
 use super::events::Event;
+use crate::Error;
 use crate::db::entities::states::{CommandKind, CommandState, ServerState};
 use crate::db::entities::{command as command_row, server};
 use crate::templates::Expanded;
-use crate::{AppState, Error};
 
 /// Seconds a stopping process has between SIGTERM and SIGKILL.
 pub const STOP_GRACE_SECS: u32 = 10;
@@ -167,12 +166,12 @@ fn spec(expanded: Expanded) -> ServerSpec {
 /// Sends `command` for `server_id` to `node_id` and returns the command id; [`sweep`] fails
 /// it if no ack comes in time. Answers [`Error::NodeOffline`] when the node has no stream.
 pub async fn send(
-    state: &Arc<AppState>,
+    state: &Servers,
     node_id: &str,
     server_id: &str,
     command: NodeCommand,
 ) -> Result<String, Error> {
-    if !state.registry.is_online(node_id) {
+    if !state.nodes.is_online(node_id) {
         return Err(Error::NodeOffline(node_id.to_owned()));
     }
     let kind = command.kind();
@@ -196,7 +195,7 @@ pub async fn send(
             action: Some(command.into_proto()),
         })),
     };
-    if !state.registry.send(node_id, message).await {
+    if !state.nodes.send(node_id, message).await {
         finish(
             state,
             &id,
@@ -218,8 +217,8 @@ pub async fn send(
 /// Marks failed every command still `pending` past its deadline (sent longer ago than the
 /// command timeout), from the database: run at start and on every node-watcher tick, so a
 /// command outlives no restart of the panel that sent it. Returns how many it failed.
-pub async fn sweep(state: &AppState) -> Result<usize, Error> {
-    let timeout = state.config.command_timeout;
+pub async fn sweep(state: &Servers) -> Result<usize, Error> {
+    let timeout = state.command_timeout;
     let cutoff = state.clock.now()
         - chrono::Duration::from_std(timeout).unwrap_or_else(|_| chrono::Duration::days(1));
     let overdue = command_row::Entity::find()
@@ -241,7 +240,7 @@ pub async fn sweep(state: &AppState) -> Result<usize, Error> {
 /// Moves a pending command to `acked` or `failed` (only the node it was sent to may answer,
 /// when `node_id` is given). Returns whether it was still pending.
 async fn finish(
-    state: &AppState,
+    state: &Servers,
     command_id: &str,
     node_id: Option<&str>,
     ok: bool,
@@ -299,7 +298,7 @@ async fn finish(
 }
 
 /// A node's ack.
-pub async fn on_ack(state: &AppState, node_id: &str, ack: CommandAck) -> Result<(), Error> {
+pub async fn on_ack(state: &Servers, node_id: &str, ack: CommandAck) -> Result<(), Error> {
     if !finish(state, &ack.command_id, Some(node_id), ack.ok, &ack.error).await? {
         tracing::debug!(node = %node_id, command = %ack.command_id, "ack for no pending command of this node");
     }
@@ -308,7 +307,7 @@ pub async fn on_ack(state: &AppState, node_id: &str, ack: CommandAck) -> Result<
 
 /// One command's row, when it acts on `server_id`.
 pub async fn get(
-    state: &AppState,
+    state: &Servers,
     server_id: &str,
     command_id: &str,
 ) -> Result<command_row::Model, Error> {

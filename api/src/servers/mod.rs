@@ -9,6 +9,7 @@ pub mod events;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{SecondsFormat, TimeZone, Utc};
 use proto::node::v1::{ConsoleLine, ConsoleStream, ServerStatus};
@@ -22,12 +23,38 @@ use serde::Deserialize;
 pub use commands::{Action, NodeCommand};
 pub use events::{Event, Events};
 
+use crate::Error;
+use crate::clock::SharedClock;
 pub use crate::db::entities::states::ServerState;
 use crate::db::entities::{node, server};
+use crate::metrics::Metrics;
+use crate::nodes::NodeLink;
 use crate::pagination::{self, Page, PageQuery};
+use crate::secrets::Vault;
 use crate::templates::{self, Expanded, Template};
 use crate::tenancy::{new_id, validate_name};
-use crate::{AppState, Error};
+
+/// What the server services use, and only that: the database, the link to nodes, live
+/// events, the vault that opens secrets a server's variables refer to, the clock, the
+/// counters and the command deadline. The panel's state holds one; nothing here sees the
+/// rest of it, so each handle can be replaced on its own (a cross-replica [`NodeLink`]).
+#[derive(Clone)]
+pub struct Servers {
+    /// The database.
+    pub db: DatabaseConnection,
+    /// How commands reach nodes.
+    pub nodes: Arc<dyn NodeLink>,
+    /// Live events for SSE subscribers.
+    pub events: Events,
+    /// Opens the secrets a server's variables refer to.
+    pub vault: Vault,
+    /// Where the time comes from.
+    pub clock: SharedClock,
+    /// Counters.
+    pub metrics: Metrics,
+    /// How long a command waits for its ack before [`commands::sweep`] fails it.
+    pub command_timeout: Duration,
+}
 
 fn rfc3339_ms(unix_ms: i64) -> String {
     Utc.timestamp_millis_opt(unix_ms)
@@ -73,13 +100,13 @@ pub struct ServerView {
 async fn template_of(db: &DatabaseConnection, server: &server::Model) -> Result<Template, Error> {
     templates::by_id(db, &server.template_id)
         .await?
-        .ok_or_else(|| Error::Config(format!("server {} has no template", server.id)))
+        .ok_or_else(|| Error::internal(format!("server {} has no template", server.id)))
 }
 
 /// The program, arguments and environment `server` runs with now. Variables that refer to a
 /// secret are decrypted here, only to be sent to the server's node, and checked against
 /// their pattern.
-pub async fn expanded(state: &AppState, server: &server::Model) -> Result<Expanded, Error> {
+pub async fn expanded(state: &Servers, server: &server::Model) -> Result<Expanded, Error> {
     let template = template_of(&state.db, server).await?;
     let given = server.variables.as_object().cloned().unwrap_or_default();
     let mut resolved = template.resolve(&given)?;
@@ -124,11 +151,7 @@ async fn check_references(
 }
 
 /// Creates a server on a connected node and sends it the install command.
-pub async fn create(
-    state: &Arc<AppState>,
-    tenant_id: &str,
-    new: NewServer,
-) -> Result<ServerView, Error> {
+pub async fn create(state: &Servers, tenant_id: &str, new: NewServer) -> Result<ServerView, Error> {
     let name = validate_name("name", &new.name)?;
     let node = node::Entity::find_by_id(&new.node_id)
         .one(&state.db)
@@ -140,7 +163,7 @@ pub async fn create(
         .ok_or_else(|| Error::Invalid(format!("there is no template {:?}", new.template)))?;
     let resolved = template.resolve(&new.variables)?;
     check_references(&state.db, tenant_id, &resolved).await?;
-    if !state.registry.is_online(&node.id) {
+    if !state.nodes.is_online(&node.id) {
         return Err(Error::NodeOffline(node.id));
     }
     let row = insert_with_port(state, tenant_id, &node, name, &template, new.variables).await?;
@@ -155,7 +178,7 @@ pub async fn create(
 /// Inserts the server with the lowest free port of its node's range (none when the node has
 /// no range). The unique (node, port) index settles a race: the loser takes the next port.
 async fn insert_with_port(
-    state: &AppState,
+    state: &Servers,
     tenant_id: &str,
     node: &node::Model,
     name: String,
@@ -300,7 +323,7 @@ pub async fn update(
 /// Deletes a server and its backups' rows: they go now; its node removes the server (and its
 /// archives) now when connected, or when it next connects and reports a server the panel no
 /// longer has.
-pub async fn delete(state: &Arc<AppState>, server: &server::Model) -> Result<(), Error> {
+pub async fn delete(state: &Servers, server: &server::Model) -> Result<(), Error> {
     server::Entity::delete_by_id(&server.id)
         .exec(&state.db)
         .await?;
@@ -316,7 +339,7 @@ pub async fn delete(state: &Arc<AppState>, server: &server::Model) -> Result<(),
 }
 
 /// Deletes every server of a tenant (before the tenant itself goes).
-pub async fn delete_all(state: &Arc<AppState>, tenant_id: &str) -> Result<usize, Error> {
+pub async fn delete_all(state: &Servers, tenant_id: &str) -> Result<usize, Error> {
     let rows = server::Entity::find()
         .filter(server::Column::TenantId.eq(tenant_id))
         .all(&state.db)
@@ -329,7 +352,7 @@ pub async fn delete_all(state: &Arc<AppState>, tenant_id: &str) -> Result<usize,
 
 /// Checks a power action against the state the node last reported, then sends it.
 pub async fn power(
-    state: &Arc<AppState>,
+    state: &Servers,
     server: &server::Model,
     action: Action,
 ) -> Result<String, Error> {
@@ -358,7 +381,7 @@ pub async fn power(
 /// Sends `line` to the running server's stdin. Returns the command id and whether the
 /// template marks console input as sensitive (audited without its content).
 pub async fn console_input(
-    state: &Arc<AppState>,
+    state: &Servers,
     server: &server::Model,
     line: String,
 ) -> Result<(String, bool), Error> {
@@ -380,11 +403,7 @@ pub async fn console_input(
 }
 
 /// A node reported a server's state: the record follows (only for that node's own servers).
-pub async fn on_status(
-    state: &AppState,
-    node_id: &str,
-    status: &ServerStatus,
-) -> Result<(), Error> {
+pub async fn on_status(state: &Servers, node_id: &str, status: &ServerStatus) -> Result<(), Error> {
     let new_state = ServerState::from_node(status.state());
     let reason = (!status.reason.is_empty()).then(|| status.reason.clone());
     let updated = server::Entity::update_many()
@@ -410,7 +429,7 @@ pub async fn on_status(
 
 /// A console line from a node, for a server the caller checked belongs to it; `truncated`
 /// when the panel cut it to size (`grpc::bounds`).
-pub fn on_console(state: &AppState, line: ConsoleLine, truncated: bool) {
+pub fn on_console(state: &Servers, line: ConsoleLine, truncated: bool) {
     let stream = match line.stream() {
         ConsoleStream::Stdout => "stdout",
         ConsoleStream::Stderr => "stderr",
@@ -427,7 +446,7 @@ pub fn on_console(state: &AppState, line: ConsoleLine, truncated: bool) {
 }
 
 /// A node's usage report for one of its servers (checked by the caller): to SSE only.
-pub fn on_stats(state: &AppState, stats: proto::node::v1::ServerStats) {
+pub fn on_stats(state: &Servers, stats: proto::node::v1::ServerStats) {
     state.events.publish(
         &stats.server_id.clone(),
         Event::Stats {
@@ -458,7 +477,7 @@ pub async fn belongs_to(
 /// state; servers the node lacks are installed again; servers the panel no longer has are
 /// deleted from the node.
 pub async fn reconcile(
-    state: &Arc<AppState>,
+    state: &Servers,
     node_id: &str,
     reported: Vec<ServerStatus>,
 ) -> Result<(), Error> {

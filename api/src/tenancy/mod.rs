@@ -2,7 +2,7 @@
 //! last owner of a tenant can be neither demoted nor removed.
 
 use authz::Role;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Order,
@@ -84,9 +84,9 @@ pub async fn create(
     db: &DatabaseConnection,
     name: &str,
     owner_id: &str,
+    now: DateTime<Utc>,
 ) -> Result<tenant::Model, Error> {
     let name = validate_name("name", name)?;
-    let now = Utc::now();
     let txn = db.begin().await?;
     let tenant = tenant::ActiveModel {
         id: Set(new_id()),
@@ -243,6 +243,7 @@ pub async fn add_member(
     actor: Role,
     email: &str,
     role: Role,
+    now: DateTime<Utc>,
 ) -> Result<Member, Error> {
     if !actor.may_assign(role) {
         return Err(forbidden_owner());
@@ -262,7 +263,7 @@ pub async fn add_member(
         tenant_id: Set(tenant_id.to_owned()),
         user_id: Set(user.id.clone()),
         role: Set(role.as_str().to_owned()),
-        created_at: Set(Utc::now()),
+        created_at: Set(now),
     }
     .insert(db)
     .await
@@ -287,6 +288,7 @@ pub async fn change_member(
     actor: Role,
     user_id: &str,
     new_role: Option<Role>,
+    now: DateTime<Utc>,
 ) -> Result<Option<Member>, Error> {
     let txn = db.begin().await?;
     // A write to the tenant row: PostgreSQL locks the row, SQLite takes its write lock, so
@@ -327,7 +329,7 @@ pub async fn change_member(
         None => {
             membership::Entity::delete_by_id(key).exec(&txn).await?;
             // A member who leaves takes their keys along: re-added later, they get none back.
-            crate::apikeys::revoke_all_of(&txn, user_id, Some(tenant_id), Utc::now()).await?;
+            crate::apikeys::revoke_all_of(&txn, user_id, Some(tenant_id), now).await?;
         }
     }
     txn.commit().await?;

@@ -1,0 +1,133 @@
+//! The panel's background loops, wired to its whole state (they are edges, like the REST and
+//! gRPC servers, not services):
+//!
+//! - [`watch_nodes`] drops the connections (and the stream on each) of a node that was
+//!   disabled, or whose fingerprint was reset or changed, whoever did it: this process's REST
+//!   API, or `api node …` run in another process against the same database. It re-reads the
+//!   node rows of every admitted connection every interval, idle connections without a stream
+//!   included, and fails the commands nobody acked in time ([`crate::servers::commands::sweep`]).
+//!   A connection on the node's next pin (a renewal under way) is kept; rotations asked for by
+//!   `api node rotate` are passed to the connected nodes ([`crate::nodes::renew`]).
+//! - [`export_node_metrics`] refreshes the node gauges from the database.
+//! - [`reload_certificates`] picks up changed certificate and issuer files.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::nodes::registry::Kick;
+use crate::nodes::{lifecycle, store};
+
+/// The node watcher: runs until `shutdown` is cancelled.
+pub async fn watch_nodes(state: Arc<AppState>, interval: Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(e) = crate::servers::commands::sweep(&state.servers).await {
+            tracing::warn!(error = %e, "cannot sweep overdue commands");
+        }
+        let connections = state.registry.connections.all();
+        if connections.is_empty() {
+            continue;
+        }
+        let rows = match store::list(&state.db).await {
+            Ok(rows) => {
+                crate::nodes::renew::deliver_rotations(&state.nodes, &rows).await;
+                rows.into_iter()
+                    .map(|r| (r.id.clone(), r))
+                    .collect::<HashMap<_, _>>()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "node watcher cannot read nodes");
+                continue;
+            }
+        };
+        for connection in connections {
+            let reason = match rows.get(&connection.node_id) {
+                None => Some(Kick::Deleted),
+                Some(row) if !row.enabled => Some(Kick::Disabled),
+                Some(row)
+                    if row.fingerprint.as_deref() != Some(connection.fingerprint.as_str())
+                        && row.next_fingerprint.as_deref()
+                            != Some(connection.fingerprint.as_str()) =>
+                {
+                    Some(Kick::FingerprintReset)
+                }
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                tracing::info!(node = %connection.node_id, reason = reason.label(), "dropping node connection");
+                state.registry.kick_connection(connection.id, reason);
+            }
+        }
+    }
+}
+
+/// How often the node metrics are refreshed from the database.
+pub const EXPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often the panel looks for changed certificate files.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Re-reads `PANEL_CA_CERT`, `PANEL_TLS_CERT_FILE`/`KEY_FILE` and the issuer files every
+/// [`RELOAD_INTERVAL`] until `shutdown` is cancelled: a changed, usable file applies to new
+/// connections and signatures (a root rotation needs no restart); a broken one is logged and
+/// the previous setup kept.
+pub async fn reload_certificates(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(RELOAD_INTERVAL);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let config = &state.config;
+        match state
+            .grpc_tls
+            .reload(&config.ca_cert, &config.tls_cert, &config.tls_key)
+        {
+            Ok(true) => {
+                tracing::info!("node channel: trusted roots or server certificate reloaded")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "node channel: cannot reload the certificate files; keeping the loaded ones")
+            }
+        }
+        match state.nodes.issuer.reload() {
+            Ok(true) => tracing::info!("issuer reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the issuer; keeping the loaded one")
+            }
+        }
+    }
+}
+
+/// Refreshes the node metrics every [`EXPORT_INTERVAL`] until `shutdown` is cancelled.
+pub async fn export_node_metrics(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(EXPORT_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Some(issuer) = state.nodes.issuer.get() {
+            state
+                .metrics
+                .issuer_cert_expiry
+                .set(issuer.not_after().unix_timestamp());
+        }
+        match crate::nodes::store::list(&state.db).await {
+            Ok(rows) => lifecycle::set_node_metrics(&state.metrics, &rows),
+            Err(e) => tracing::warn!(error = %e, "cannot read nodes for the metrics"),
+        }
+    }
+}
