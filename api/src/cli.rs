@@ -219,7 +219,7 @@ async fn run(command: Command) -> Result<(), Error> {
         } => {
             let get = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
             let mut errors = Vec::new();
-            let identity = crate::config::IdentityConfig::from_lookup(&get, &mut errors);
+            let identity = crate::config::SecurityConfig::from_lookup(&get, &mut errors);
             let environment = match get(crate::config::PANEL_ENV).as_deref() {
                 Some("production") => crate::config::Environment::Production,
                 _ => crate::config::Environment::Development,

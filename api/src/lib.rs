@@ -139,17 +139,17 @@ impl Panel {
             metrics.node_input_cut.with_label_values(&[cut.label()]);
         }
         let identity = identity::Identity::new(
-            &config.identity,
+            &config.security,
             config.environment,
             db.clone(),
             metrics.clone(),
             clock.clone(),
         )?;
-        let vault = secrets::Vault::load(&config.identity, config.environment)?;
+        let vault = secrets::Vault::load(&config.security, config.environment)?;
         vault.check(&db).await?;
         let limits = limits::Limits::new(
-            config.identity.redis_url.as_deref(),
-            &config.identity.redis_key_prefix,
+            config.security.redis_url.as_deref(),
+            &config.security.redis_key_prefix,
             metrics.clone(),
             clock.clone(),
         )

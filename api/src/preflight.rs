@@ -232,7 +232,7 @@ async fn check_database(config: &Config, findings: &mut Findings) -> Option<Data
 
 /// Set, and answering PING.
 async fn check_redis(config: &Config, findings: &mut Findings) {
-    let Some(url) = &config.identity.redis_url else {
+    let Some(url) = &config.security.redis_url else {
         findings.fail(
             REDIS_URL,
             "not set: rate limits would be kept per process, in memory",
@@ -260,7 +260,7 @@ async fn check_master_key(
     db: Option<&DatabaseConnection>,
     findings: &mut Findings,
 ) {
-    let identity = &config.identity;
+    let identity = &config.security;
     let Some(key) = &identity.master_key else {
         findings.fail(
             MASTER_ENCRYPTION_KEY,
@@ -309,7 +309,7 @@ fn check_signing_key(
     get: &dyn Fn(&str) -> Option<String>,
     findings: &mut Findings,
 ) {
-    let identity = &config.identity;
+    let identity = &config.security;
     // Unset, the issuer is PANEL_PUBLIC_URL, which is checked on its own.
     if let Some(issuer) = get(JWT_ISSUER)
         && let Err(problem) = public_origin(&issuer, Tail::Path)
@@ -498,7 +498,7 @@ fn check_expiry(
 
 /// Real mail, and the public URL and browser origins on https with a host name.
 fn check_mail_and_urls(config: &Config, findings: &mut Findings) {
-    let identity = &config.identity;
+    let identity = &config.security;
     if identity.smtp_url.is_none() {
         findings.fail(
             SMTP_URL,
@@ -569,7 +569,7 @@ fn public_origin(url: &str, tail: Tail) -> Result<(), String> {
 
 /// Private keys readable by the owner only.
 fn check_key_file_modes(config: &Config, findings: &mut Findings) {
-    let identity = &config.identity;
+    let identity = &config.security;
     let mut keys: Vec<(&str, &Path)> = vec![(PANEL_TLS_KEY_FILE, &config.tls_key)];
     if let Some(file) = &identity.jwt_key_file {
         keys.push((JWT_PRIVATE_KEY_FILE, file));

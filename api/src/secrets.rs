@@ -18,7 +18,7 @@ use security::envelope::{self, Envelope, KeyEncryptionKey, KeyRing, LocalKek, Se
 use zeroize::Zeroizing;
 
 use crate::config::{
-    Environment, IdentityConfig, MASTER_ENCRYPTION_KEY, MASTER_ENCRYPTION_KEYS_RETIRED,
+    Environment, MASTER_ENCRYPTION_KEY, MASTER_ENCRYPTION_KEYS_RETIRED, SecurityConfig,
 };
 use crate::db::entities::{encryption_key, secret};
 use crate::pagination::{self, Page, PageQuery};
@@ -37,7 +37,7 @@ pub struct Vault {
 impl Vault {
     /// Loads `MASTER_ENCRYPTION_KEY` (generated into the data folder in development, required
     /// in production) and `MASTER_ENCRYPTION_KEYS_RETIRED`.
-    pub fn load(config: &IdentityConfig, environment: Environment) -> Result<Vault, Error> {
+    pub fn load(config: &SecurityConfig, environment: Environment) -> Result<Vault, Error> {
         let bad = |var: &str, e: security::Error| Error::config(var, format!("{e}"));
         let active = match &config.master_key {
             Some(hex_key) => {

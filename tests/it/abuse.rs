@@ -33,7 +33,7 @@ fn median(mut times: Vec<Duration>) -> Duration {
 async fn mail_endpoints_take_the_same_time_for_any_email(kind: DbKind) {
     let sink = SmtpSink::start(SMTP_DELAY).await;
     let (_dir, _pki, mut config) = tests::roomy_setup(kind).await;
-    config.identity.smtp_url = Some(sink.url());
+    config.security.smtp_url = Some(sink.url());
     let panel = api::Panel::start(config).await.unwrap();
     let rest = Rest::new(format!("http://{}", panel.http_addr));
     let known = "known@example.com";
@@ -84,9 +84,9 @@ async fn mail_endpoints_take_the_same_time_for_any_email(kind: DbKind) {
 /// A panel believing `X-Forwarded-For` from loopback, with `limits`; its outbox.
 async fn behind_a_proxy(kind: DbKind, limits: &str) -> (tempfile::TempDir, api::Panel, PathBuf) {
     let (dir, _pki, mut config) = tests::roomy_setup(kind).await;
-    config.identity.trusted_proxies = vec![api::config::Cidr::parse("127.0.0.1").unwrap()];
-    config.identity.rate_limits = RateLimits::parse(limits).unwrap();
-    let outbox = config.identity.outbox_dir.clone();
+    config.security.trusted_proxies = vec![api::config::Cidr::parse("127.0.0.1").unwrap()];
+    config.security.rate_limits = RateLimits::parse(limits).unwrap();
+    let outbox = config.security.outbox_dir.clone();
     (dir, api::Panel::start(config).await.unwrap(), outbox)
 }
 

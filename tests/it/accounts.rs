@@ -31,8 +31,8 @@ pub(crate) async fn start(kind: DbKind) -> Fixture {
 /// A panel on a fresh `kind` database with these rate limits.
 pub(crate) async fn start_with(kind: DbKind, limits: api::config::RateLimits) -> Fixture {
     let (dir, _pki, mut config) = tests::roomy_setup(kind).await;
-    config.identity.rate_limits = limits;
-    let outbox = config.identity.outbox_dir.clone();
+    config.security.rate_limits = limits;
+    let outbox = config.security.outbox_dir.clone();
     let db_url = config.database_url.clone();
     let panel = api::Panel::start(config).await.unwrap();
     let anon = Rest::new(format!("http://{}", panel.http_addr));

@@ -74,7 +74,7 @@ impl World {
 
     /// A verified owner of a new tenant with one server on node-1: (owner, tenant id, server path).
     async fn tenant_with_server(&self, email: &str) -> (Rest, String, String) {
-        let outbox = self.config.identity.outbox_dir.clone();
+        let outbox = self.config.security.outbox_dir.clone();
         let (owner, _) = self.rest.verified_user(&outbox, email).await;
         let (_, tenant) = owner.post("/api/tenants", json!({"name": "T"})).await;
         let tid = tenant["id"].as_str().unwrap().to_owned();
@@ -161,7 +161,7 @@ async fn event_streams_end_with_their_session(kind: DbKind) {
         .post("/api/auth/password-reset", json!({"email": email}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let outbox = world.config.identity.outbox_dir.clone();
+    let outbox = world.config.security.outbox_dir.clone();
     let mut token = None;
     eventually("the reset mail", CAP, || {
         token = tests::mail::outbox_for(&outbox, email)
@@ -296,7 +296,7 @@ async fn event_streams_end_with_their_session(kind: DbKind) {
 /// `token` re-signed with the panel's development key to expire `secs` from now.
 fn short_lived(config: &api::Config, token: &str, secs: i64) -> String {
     use security::jwt::{KeyRing, SigningKey};
-    let identity = &config.identity;
+    let identity = &config.security;
     let pem = std::fs::read_to_string(identity.data_dir.join("jwt-signing-key.pem")).unwrap();
     let ring = KeyRing::new(SigningKey::from_pem(&pem).unwrap(), vec![]);
     let now = chrono::Utc::now().timestamp();

@@ -14,20 +14,20 @@ async fn panel(trusted: &str, production: bool) -> (tempfile::TempDir, api::Pane
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new(dir.path());
     let mut config = tests::panel_config(&pki, database_url(DbKind::Sqlite, dir.path()).await);
-    config.identity.cors_origins = vec![APP.to_owned()];
-    config.identity.trusted_proxies = vec![api::config::Cidr::parse(trusted).unwrap()];
+    config.security.cors_origins = vec![APP.to_owned()];
+    config.security.trusted_proxies = vec![api::config::Cidr::parse(trusted).unwrap()];
     if production {
         config.environment = api::config::Environment::Production;
-        config.identity.public_url = "https://panel.example.com".into();
+        config.security.public_url = "https://panel.example.com".into();
         let key = dir.path().join("jwt.pem");
         security::pki::write_private(
             &key,
             &security::jwt::SigningKey::generate_ed25519_pem().unwrap(),
         )
         .unwrap();
-        config.identity.jwt_key_file = Some(key);
+        config.security.jwt_key_file = Some(key);
         let (_, hex) = security::envelope::LocalKek::generate();
-        config.identity.master_key = Some(api::config::Redacted(hex.to_string()));
+        config.security.master_key = Some(api::config::Redacted(hex.to_string()));
     }
     let panel = api::Panel::start(config).await.unwrap();
     (dir, panel)

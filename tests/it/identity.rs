@@ -39,13 +39,13 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::new(dir.path());
         let mut config = tests::panel_config(&pki, database_url(kind, dir.path()).await);
-        config.identity.redis_url =
+        config.security.redis_url =
             Some(std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL (run scripts/test.sh)"));
-        config.identity.redis_key_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+        config.security.redis_key_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
         // Not a test of limits: roomy ones (they cannot be turned off).
-        config.identity.rate_limits = tests::roomy_limits();
+        config.security.rate_limits = tests::roomy_limits();
         tune(&mut config);
-        let outbox = config.identity.outbox_dir.clone();
+        let outbox = config.security.outbox_dir.clone();
         let db_url = config.database_url.clone();
         let panel = Panel::start_with_clock(config, clock).await.unwrap();
         let base = format!("http://{}", panel.http_addr);
@@ -261,7 +261,7 @@ async fn refresh_grace_tolerates_two_tabs_then_expires(kind: DbKind) {
     let clock = Arc::new(api::clock::ShiftedClock::default());
     let f = Fixture::start_with_clock(
         kind,
-        |c| c.identity.refresh_grace = Duration::from_secs(2),
+        |c| c.security.refresh_grace = Duration::from_secs(2),
         clock.clone(),
     )
     .await;
@@ -492,8 +492,8 @@ async fn bad_input_gets_contract_errors(kind: DbKind) {
 
 async fn limits_headers_proxies_and_lockout(kind: DbKind) {
     let f = Fixture::start(kind, |c| {
-        c.identity.rate_limits = RateLimits::parse("register=3/1h,login=50/15m").unwrap();
-        c.identity.trusted_proxies = vec![api::config::Cidr::parse("127.0.0.1").unwrap()];
+        c.security.rate_limits = RateLimits::parse("register=3/1h,login=50/15m").unwrap();
+        c.security.trusted_proxies = vec![api::config::Cidr::parse("127.0.0.1").unwrap()];
     })
     .await;
     let register = |n: usize, ip: &'static str| {
@@ -589,9 +589,9 @@ async fn jwks_and_key_rotation_across_restart(kind: DbKind) {
         async move {
             let pki = TestPki::new(&dir.join(uuid::Uuid::new_v4().to_string()));
             let mut config = tests::panel_config(&pki, db_url);
-            config.identity.jwt_key_file = Some(active);
-            config.identity.jwt_retired_key_files = retired;
-            config.identity.outbox_dir = dir.join("outbox");
+            config.security.jwt_key_file = Some(active);
+            config.security.jwt_retired_key_files = retired;
+            config.security.outbox_dir = dir.join("outbox");
             Panel::start(config).await.unwrap()
         }
     };
@@ -667,8 +667,8 @@ async fn redis_killed_mid_test_falls_back_to_memory(kind: DbKind) {
     let mut redis = tests::RedisServer::start().await;
     let url = redis.url();
     let f = Fixture::start(kind, |c| {
-        c.identity.redis_url = Some(url);
-        c.identity.rate_limits = RateLimits::parse("register=4/1h").unwrap();
+        c.security.redis_url = Some(url);
+        c.security.rate_limits = RateLimits::parse("register=4/1h").unwrap();
     })
     .await;
     let health = |f: &Fixture| {
@@ -726,8 +726,8 @@ async fn redis_down_at_start_is_used_once_it_answers(kind: DbKind) {
     let port = tests::RedisServer::free_port();
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
     let f = Fixture::start(kind, |c| {
-        c.identity.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
-        c.identity.redis_key_prefix = prefix.clone();
+        c.security.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
+        c.security.redis_key_prefix = prefix.clone();
     })
     .await;
     let redis_health =

@@ -370,7 +370,7 @@ async fn join_tokens_over_rest(kind: DbKind) {
     use api::db::entities::node_join_token;
     let (_dir, pki, mut config) = tests::roomy_setup(kind).await;
     config.node_identity = pki.issuer(Duration::from_secs(86_400));
-    let outbox = config.identity.outbox_dir.clone();
+    let outbox = config.security.outbox_dir.clone();
     let panel = api::Panel::start(config).await.unwrap();
     let db = &panel.state().db;
     let rest = tests::Rest::new(format!("http://{}", panel.http_addr));

@@ -27,7 +27,7 @@ struct Fixture {
 async fn start(kind: DbKind) -> Fixture {
     let (dir, pki, mut config) = tests::roomy_setup(kind).await;
     config.node_identity = pki.issuer(Duration::from_secs(30 * 86_400));
-    let outbox = config.identity.outbox_dir.clone();
+    let outbox = config.security.outbox_dir.clone();
     let panel = api::Panel::start(config).await.unwrap();
     Fixture {
         _dir: dir,

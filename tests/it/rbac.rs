@@ -25,7 +25,7 @@ impl World {
     async fn start(kind: DbKind, ack: bool) -> World {
         let (dir, pki, mut config) = tests::roomy_setup(kind).await;
         config.command_timeout = Duration::from_secs(1);
-        let outbox = config.identity.outbox_dir.clone();
+        let outbox = config.security.outbox_dir.clone();
         let panel = api::Panel::start(config).await.unwrap();
         let db = &panel.state().db;
         api::nodes::store::add(db, "node-1", "node1.example.com", None)

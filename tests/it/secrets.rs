@@ -40,7 +40,7 @@ async fn start(kind: DbKind) -> Fixture {
 
 async fn secrets_over_rest(kind: DbKind) {
     let f = start(kind).await;
-    let outbox = f.config.identity.outbox_dir.clone();
+    let outbox = f.config.security.outbox_dir.clone();
     let (alice, _) = f.rest.verified_user(&outbox, "alice@example.com").await;
     let (bob, _) = f.rest.verified_user(&outbox, "bob@example.com").await;
     let (_, a) = alice.post("/api/tenants", json!({"name": "A"})).await;
@@ -148,7 +148,7 @@ async fn secret_variables_reach_only_the_node(kind: DbKind) {
     )
     .await
     .unwrap();
-    let outbox = f.config.identity.outbox_dir.clone();
+    let outbox = f.config.security.outbox_dir.clone();
     let (alice, _) = f.rest.verified_user(&outbox, "alice@example.com").await;
     let (_, tenant) = alice.post("/api/tenants", json!({"name": "A"})).await;
     let base = format!("/api/tenants/{}", tenant["id"].as_str().unwrap());
@@ -196,7 +196,7 @@ async fn wrong_master_key_stops_the_panel(kind: DbKind) {
     let mut config = f.config.clone();
     f.panel.shutdown().await;
     let (_, other) = LocalKek::generate();
-    config.identity.master_key = Some(api::config::Redacted(other.to_string()));
+    config.security.master_key = Some(api::config::Redacted(other.to_string()));
     let error = match api::Panel::start(config).await {
         Ok(_) => panic!("a wrong master key must stop the panel"),
         Err(e) => e.to_string(),

@@ -515,10 +515,10 @@ async fn the_secret_is_sealed_and_rotated_with_the_master_keys(kind: DbKind) {
     use sea_orm::EntityTrait;
     use security::envelope::LocalKek;
     let (dir, _pki, mut config) = tests::roomy_setup(kind).await;
-    let outbox = config.identity.outbox_dir.clone();
+    let outbox = config.security.outbox_dir.clone();
     let (old_hex, new_hex) = (LocalKek::generate().1, LocalKek::generate().1);
     let kek = |hex: &str| LocalKek::from_hex(hex).unwrap();
-    config.identity.master_key = Some(Redacted(old_hex.to_string()));
+    config.security.master_key = Some(Redacted(old_hex.to_string()));
     let panel = api::Panel::start(config.clone()).await.unwrap();
     let anon = Rest::new(format!("http://{}", panel.http_addr));
     let email = "turing@example.test";
@@ -545,7 +545,7 @@ async fn the_secret_is_sealed_and_rotated_with_the_master_keys(kind: DbKind) {
 
     // The new key alone cannot open it: the panel refuses to start.
     let mut new_only = config.clone();
-    new_only.identity.master_key = Some(Redacted(new_hex.to_string()));
+    new_only.security.master_key = Some(Redacted(new_hex.to_string()));
     match api::Panel::start(new_only.clone()).await {
         Ok(_) => panic!("a TOTP secret under a key that is not configured must stop the panel"),
         Err(e) => assert!(e.to_string().contains("MASTER_ENCRYPTION_KEY"), "{e}"),

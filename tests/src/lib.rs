@@ -82,7 +82,7 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
         ),
         command_timeout: Duration::from_secs(10),
         http_limits: api::config::HttpLimits::default(),
-        identity: api::config::IdentityConfig::development(pki.layout.root().join("data")),
+        security: api::config::SecurityConfig::development(pki.layout.root().join("data")),
         node_identity: api::config::NodeIdentityConfig::default(),
     }
 }
@@ -94,7 +94,7 @@ pub async fn roomy_setup(kind: DbKind) -> (tempfile::TempDir, TestPki, api::Conf
     let dir = tempfile::tempdir().expect("a temporary directory");
     let pki = TestPki::new(dir.path());
     let mut config = panel_config(&pki, database_url(kind, dir.path()).await);
-    config.identity.rate_limits = roomy_limits();
+    config.security.rate_limits = roomy_limits();
     (dir, pki, config)
 }
 

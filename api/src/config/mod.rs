@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-mod identity;
 mod nodes;
+mod security_config;
 
-pub use identity::*;
 pub use nodes::*;
+pub use security_config::*;
 
 /// Database URL (`sqlite://…` or `postgres://…`).
 pub const DATABASE_URL: &str = "DATABASE_URL";
@@ -90,7 +90,7 @@ pub struct Config {
     /// Bounds of the REST listener's connections.
     pub http_limits: HttpLimits,
     /// Accounts, tokens, mail and rate limits.
-    pub identity: IdentityConfig,
+    pub security: SecurityConfig,
     /// The issuer of node certificates, if any, and their lifetime.
     pub node_identity: NodeIdentityConfig,
 }
@@ -231,7 +231,7 @@ impl Config {
             max_handshakes,
             command_timeout: Duration::from_secs(10),
             http_limits,
-            identity: IdentityConfig::from_lookup(&get, &mut errors),
+            security: SecurityConfig::from_lookup(&get, &mut errors),
             node_identity: NodeIdentityConfig::from_lookup(&get, &mut errors),
         };
         let http_tls = config.http_tls.as_ref();

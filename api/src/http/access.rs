@@ -178,7 +178,7 @@ pub async fn guard(
     };
     let decision = state
         .limits
-        .check(&bucket, state.config.identity.rate_limits.api)
+        .check(&bucket, state.config.security.rate_limits.api)
         .await;
     let authorized = match principal.api_key() {
         Some(grant) if !route.api_keys => {

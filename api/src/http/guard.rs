@@ -42,7 +42,7 @@ impl Class {
     }
 
     fn rule(self, state: &AppState) -> Rule {
-        let limits = &state.config.identity.rate_limits;
+        let limits = &state.config.security.rate_limits;
         match self {
             Class::Login => limits.login,
             Class::Register => limits.register,
@@ -92,7 +92,7 @@ impl axum::extract::FromRequestParts<Arc<AppState>> for ClientIp {
         Ok(ClientIp(from_forwarded(
             peer,
             &parts.headers,
-            &state.config.identity.trusted_proxies,
+            &state.config.security.trusted_proxies,
         )))
     }
 }

@@ -64,7 +64,7 @@ pub fn layers(router: Router<Arc<AppState>>, state: &Arc<AppState>) -> Router<Ar
     }
     let origins: Vec<HeaderValue> = state
         .config
-        .identity
+        .security
         .cors_origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
@@ -116,7 +116,7 @@ fn from_trusted_proxy(state: &AppState, request: &Request) -> bool {
             let ip = c.0.ip();
             state
                 .config
-                .identity
+                .security
                 .trusted_proxies
                 .iter()
                 .any(|net| net.contains(ip))
@@ -186,7 +186,7 @@ async fn harden(State(state): State<Arc<AppState>>, request: Request, next: Next
     {
         let target = format!(
             "{}{}",
-            state.config.identity.public_url,
+            state.config.security.public_url,
             request.uri().path_and_query().map_or("/", |p| p.as_str())
         );
         let mut response = StatusCode::PERMANENT_REDIRECT.into_response();

@@ -39,7 +39,7 @@ pub async fn serve(
     let limits = state.config.http_limits;
     let caps = Arc::new(Caps {
         limits,
-        exempt: state.config.identity.trusted_proxies.clone(),
+        exempt: state.config.security.trusted_proxies.clone(),
         open: Mutex::default(),
         metrics: state.metrics.clone(),
     });

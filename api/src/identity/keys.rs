@@ -4,10 +4,10 @@
 use security::jwt::{KeyRing, SigningKey};
 
 use crate::Error;
-use crate::config::{Environment, IdentityConfig};
+use crate::config::{Environment, SecurityConfig};
 
 /// Loads the key ring.
-pub(crate) fn load(config: &IdentityConfig, environment: Environment) -> Result<KeyRing, Error> {
+pub(crate) fn load(config: &SecurityConfig, environment: Environment) -> Result<KeyRing, Error> {
     use crate::config::{JWT_PRIVATE_KEY_FILE, JWT_RETIRED_KEY_FILES};
     let read = |path: &std::path::Path, var: &str| {
         std::fs::read_to_string(path)

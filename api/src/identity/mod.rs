@@ -34,7 +34,7 @@ use tokio::sync::{Semaphore, broadcast};
 use crate::Error;
 use crate::audit::{self, AuditEvent};
 use crate::clock::SharedClock;
-use crate::config::{Environment, IdentityConfig};
+use crate::config::{Environment, SecurityConfig};
 use crate::db::entities::{session, user};
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
@@ -192,7 +192,7 @@ impl Identity {
     /// Loads the signing keys (generating a development key when none is configured outside
     /// production) and the mailer.
     pub fn new(
-        config: &IdentityConfig,
+        config: &SecurityConfig,
         environment: Environment,
         db: DatabaseConnection,
         metrics: Metrics,

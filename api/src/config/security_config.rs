@@ -1,4 +1,6 @@
-//! Identity settings: signing keys, token audience, refresh grace, mail, Redis, proxies, limits.
+//! The panel's security settings ([`SecurityConfig`]): token signing keys, audiences and
+//! refresh grace, account mail, rate limits and the Redis that keeps them, trusted proxies,
+//! CORS origins and the master keys of the secret vault.
 
 use crate::error::ConfigError;
 use std::net::IpAddr;
@@ -135,9 +137,11 @@ impl Cidr {
     }
 }
 
-/// Everything identity needs.
+/// The security settings: token keys and audiences, account mail, rate limits (and their
+/// Redis), trusted proxies, CORS origins, the vault's master keys and the data folder that
+/// development keys are generated into.
 #[derive(Debug, Clone)]
-pub struct IdentityConfig {
+pub struct SecurityConfig {
     /// The signing key file; `None` in development: generated under `data_dir`.
     pub jwt_key_file: Option<PathBuf>,
     /// See [`JWT_ACTIVE_KID`].
@@ -174,16 +178,16 @@ pub struct IdentityConfig {
     pub master_keys_retired: Vec<(String, Redacted)>,
 }
 
-impl IdentityConfig {
+impl SecurityConfig {
     /// The audience put into new access tokens: the first configured one.
     pub fn token_audience(&self) -> &str {
         self.jwt_audiences.first().map_or("", String::as_str)
     }
 
     /// Development defaults rooted at `data_dir`.
-    pub fn development(data_dir: PathBuf) -> IdentityConfig {
+    pub fn development(data_dir: PathBuf) -> SecurityConfig {
         let public_url = "http://127.0.0.1:8080".to_owned();
-        IdentityConfig {
+        SecurityConfig {
             jwt_key_file: None,
             jwt_active_kid: None,
             jwt_retired_key_files: Vec::new(),
@@ -208,8 +212,8 @@ impl IdentityConfig {
     pub fn from_lookup(
         get: &dyn Fn(&str) -> Option<String>,
         errors: &mut Vec<ConfigError>,
-    ) -> IdentityConfig {
-        let mut config = IdentityConfig::development(PathBuf::from("data"));
+    ) -> SecurityConfig {
+        let mut config = SecurityConfig::development(PathBuf::from("data"));
         config.jwt_key_file = get(JWT_PRIVATE_KEY_FILE).map(PathBuf::from);
         config.jwt_active_kid = get(JWT_ACTIVE_KID);
         config.jwt_retired_key_files = get(JWT_RETIRED_KEY_FILES)
