@@ -23,6 +23,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod identity;
+pub mod ids;
 pub mod limits;
 pub mod mailer;
 pub mod metrics;

@@ -10,6 +10,7 @@
 //! (tenant routes, but not those managing keys), only for its own tenant, and only for what
 //! both the key and its creator's current role grant; it is rate-limited per key.
 
+use crate::ids::TenantId;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -43,14 +44,11 @@ pub enum Access {
     Tenant(&'static [Permission]),
 }
 
-/// Path parameters that are UUIDs; anything else there is a 400.
-const UUID_PARAMS: [&str; 6] = ["tid", "sid", "uid", "cid", "bid", "iid"];
-
 /// The caller of a tenant route, as authorised for this request.
 #[derive(Debug, Clone)]
 pub struct TenantCtx {
     /// The tenant from the path.
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// The caller's role in it, read from the database for this request.
     pub role: Role,
     /// The caller.
@@ -70,7 +68,7 @@ impl TenantCtx {
     /// Whether `role`, as this caller holds it, grants `permission` here: an API key narrows
     /// it to what the key was given.
     pub fn grants(&self, role: Role, permission: Permission) -> bool {
-        let principal = authz::Principal::new([(self.tenant_id.clone(), role)]);
+        let principal = authz::Principal::new([(self.tenant_id.to_string(), role)]);
         authz::can(&principal, permission, &self.tenant_id)
             && self
                 .principal
@@ -102,7 +100,7 @@ impl TenantCtx {
             outcome: outcome.to_owned(),
             ip: Some(self.ip.to_string()),
             details,
-            tenant_id: Some(self.tenant_id.clone()),
+            tenant_id: Some(self.tenant_id.to_string()),
         }
     }
 }
@@ -287,20 +285,18 @@ async fn authorize(
             let params = RawPathParams::from_request_parts(&mut parts, &()).await;
             *request = Request::from_parts(parts, body);
             let params = params.map_err(|_| ApiError::from(Error::Invalid("bad path".into())))?;
-            let mut tenant_id = None;
-            for (name, value) in params.iter() {
-                if UUID_PARAMS.contains(&name) && uuid::Uuid::try_parse(value).is_err() {
-                    return Err(Error::Invalid(format!("{name} is not a UUID")).into());
-                }
-                if name == "tid" {
-                    tenant_id = Some(value.to_ascii_lowercase());
-                }
-            }
-            let tenant_id = tenant_id
-                .ok_or_else(|| ApiError::from(Error::internal("tenant route without {tid}")))?;
+            // The tenant is parsed here, where access is decided; the handler parses its
+            // other ids itself (`ApiPath<(TenantId, ServerId)>`).
+            let tenant_id: TenantId = params
+                .iter()
+                .find(|(name, _)| *name == "tid")
+                .ok_or_else(|| ApiError::from(Error::internal("tenant route without {tid}")))?
+                .1
+                .parse()
+                .map_err(|e: crate::ids::BadId| ApiError::from(Error::Invalid(e.to_string())))?;
             let foreign_key = principal
                 .api_key()
-                .is_some_and(|grant| grant.tenant_id != tenant_id);
+                .is_some_and(|grant| tenant_id != grant.tenant_id);
             let role = match foreign_key {
                 true => None,
                 false => tenancy::role_of(&state.db, &tenant_id, &principal.user.id).await?,

@@ -1,16 +1,17 @@
 //! `/api/admin/*`: nodes, templates and the platform-wide audit log, for platform admins.
 
+use crate::ids::NodeId;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::Caller;
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::guard::ClientIp;
 use super::tenants::audit_page;
 use crate::audit::{self, AuditEvent};
@@ -87,7 +88,7 @@ pub async fn nodes(
 /// GET /api/admin/nodes/{id}.
 pub async fn node(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<NodeId>,
 ) -> Result<Json<Value>> {
     let node = store::get(&state.db, &id)
         .await?
@@ -100,7 +101,7 @@ pub async fn disable_node(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ip: ClientIp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<NodeId>,
 ) -> Result<Json<Value>> {
     let node = store::set_enabled(&state.db, &id, false).await?;
     state.nodes.link.kick(&id, Kick::Disabled);
@@ -113,7 +114,7 @@ pub async fn enable_node(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ip: ClientIp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<NodeId>,
 ) -> Result<Json<Value>> {
     let node = store::set_enabled(&state.db, &id, true).await?;
     record(&state, &caller, ip, "node.enable", &id).await;
@@ -125,7 +126,7 @@ pub async fn reset_fingerprint(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ip: ClientIp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<NodeId>,
 ) -> Result<Json<Value>> {
     let node = store::reset_fingerprint(&state.db, &id).await?;
     state.nodes.link.kick(&id, Kick::FingerprintReset);

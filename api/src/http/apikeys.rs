@@ -2,11 +2,12 @@
 //! role grants), lists them (their own; every member's with `member:manage`) and revokes them.
 //! The whole key is in the creation answer only. These routes are closed to keys themselves.
 
+use crate::ids::{ApiKeyId, TenantId};
 use std::sync::Arc;
 
 use authz::Permission;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::TenantCtx;
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::tenants::page_json;
 use crate::AppState;
 use crate::apikeys::{self, KeyView, NewKey};
@@ -99,7 +100,7 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, id)): Path<(String, String)>,
+    ApiPath((_, id)): ApiPath<(TenantId, ApiKeyId)>,
 ) -> Result<StatusCode> {
     let revoked = apikeys::revoke(
         &state.db,

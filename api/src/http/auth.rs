@@ -1,9 +1,9 @@
 //! `/api/auth/*` and `/.well-known/jwks.json`.
 
+use crate::ids::SessionId;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::Path;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::Caller;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath};
 use super::guard::ClientIp;
 use super::throttle::Attempt;
 use crate::db::entities::user;
@@ -327,11 +327,8 @@ pub async fn end_session(
     State(state): State<Arc<AppState>>,
     ip: ClientIp,
     Caller(principal): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<SessionId>,
 ) -> Result<StatusCode> {
-    let id = uuid::Uuid::try_parse(&id)
-        .map_err(|_| Error::Invalid("id: not a UUID".into()))?
-        .to_string();
     state
         .identity
         .end_session(&principal, &id, &origin(ip))

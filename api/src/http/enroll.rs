@@ -4,18 +4,19 @@
 //! (`POST /api/admin/nodes/{id}/rotate`). Every enrolment, refused or not, is an audit row
 //! (`node.enroll`), never with the token.
 
+use crate::ids::NodeId;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::access::Caller;
-use super::error::{ApiError, ApiJson, ApiJsonOrEmpty};
+use super::error::{ApiError, ApiJson, ApiJsonOrEmpty, ApiPath};
 use super::guard::ClientIp;
 use crate::AppState;
 use crate::audit::{self, AuditEvent};
@@ -39,7 +40,7 @@ pub async fn create_join_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ip: ClientIp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<NodeId>,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<NewJoinToken>,
 ) -> Result<Response> {
     let ttl = body
@@ -49,7 +50,7 @@ pub async fn create_join_token(
     let event = AuditEvent {
         actor: caller.0.user.id.clone(),
         action: "node.join_token".into(),
-        target: Some(id.clone()),
+        target: Some(id.to_string()),
         outcome: "ok".into(),
         ip: Some(ip.0.to_string()),
         details: json!({ "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }),
@@ -145,13 +146,13 @@ pub async fn rotate(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ip: ClientIp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<NodeId>,
 ) -> Result<Response> {
     let node = renew::request_rotation(&state.db, &id).await?;
     let event = AuditEvent {
         actor: caller.0.user.id.clone(),
         action: "node.rotate".into(),
-        target: Some(id.clone()),
+        target: Some(id.to_string()),
         outcome: "ok".into(),
         ip: Some(ip.0.to_string()),
         details: json!({}),

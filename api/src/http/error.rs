@@ -198,3 +198,31 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
         }
     }
 }
+
+/// `axum::extract::Path` whose rejections are contract errors (400 `invalid_request`, saying
+/// which id is malformed): handlers take typed ids, `ApiPath<(TenantId, ServerId)>`.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                e.into_kind().to_string(),
+            )),
+            Err(other) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                other.body_text(),
+            )),
+        }
+    }
+}

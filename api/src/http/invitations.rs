@@ -2,10 +2,11 @@
 //! and withdraw pending invitations, accept one. The answer to an invitation is the same
 //! whether or not the address has an account; the look-up and the mail run after it.
 
+use crate::ids::{InvitationId, TenantId};
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::access::{Caller, TenantCtx};
 use super::auth::after_answer;
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::guard::ClientIp;
 use super::tenants::{page_json, parse_role};
 use crate::audit::{self, AuditEvent};
@@ -117,7 +118,7 @@ pub async fn list(
 pub async fn withdraw(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, id)): Path<(String, String)>,
+    ApiPath((_, id)): ApiPath<(TenantId, InvitationId)>,
 ) -> Result<StatusCode> {
     let withdrawn =
         invitations::withdraw(&state.db, &ctx.tenant_id, ctx.role, &id, state.clock.now()).await?;

@@ -1,16 +1,17 @@
 //! `/api/tenants/{tid}/secrets…`: envelope-encrypted values. Reads of a value are audited;
 //! values never appear in audit rows, logs or errors.
 
+use crate::ids::TenantId;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::TenantCtx;
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::tenants::page_json;
 use crate::pagination::PageQuery;
 use crate::{AppState, audit, secrets};
@@ -28,7 +29,7 @@ pub struct SecretValue {
 pub async fn put(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, name)): Path<(String, String)>,
+    ApiPath((_, name)): ApiPath<(TenantId, String)>,
     ApiJson(body): ApiJson<SecretValue>,
 ) -> Result<StatusCode> {
     ctx.principal.require_verified()?;
@@ -56,7 +57,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, name)): Path<(String, String)>,
+    ApiPath((_, name)): ApiPath<(TenantId, String)>,
 ) -> Result<Json<Value>> {
     let value = secrets::read(&state.db, &state.vault, &ctx.tenant_id, &name).await?;
     let event = ctx.audit("secret.read", Some(&name), "ok", json!({}));
@@ -68,7 +69,7 @@ pub async fn get(
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, name)): Path<(String, String)>,
+    ApiPath((_, name)): ApiPath<(TenantId, String)>,
 ) -> Result<StatusCode> {
     secrets::delete(&state.db, &ctx.tenant_id, &name).await?;
     let event = ctx.audit("secret.delete", Some(&name), "ok", json!({}));

@@ -1,12 +1,13 @@
 //! `/api/tenants/{tid}/servers…`: servers, power actions, commands and live events (SSE).
 
+use crate::ids::{BackupId, CommandId, ServerId, TenantId};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use authz::Permission;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::access::TenantCtx;
-use super::error::{ApiError, ApiJson, ApiJsonOrEmpty, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
 use super::tenants::page_json;
 use crate::audit;
 use crate::pagination::PageQuery;
@@ -77,7 +78,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id)): Path<(String, String)>,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
 ) -> Result<Json<Value>> {
     let view = servers::view(&state.db, &ctx.tenant_id, &server_id).await?;
     Ok(Json(server_json(view)))
@@ -87,7 +88,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id)): Path<(String, String)>,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiJson(body): ApiJson<ServerPatch>,
 ) -> Result<Json<Value>> {
     let fields: Vec<&str> = [
@@ -119,7 +120,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id)): Path<(String, String)>,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
 ) -> Result<StatusCode> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     servers::delete(&state.servers, &server).await?;
@@ -139,7 +140,7 @@ pub struct Power {
 pub async fn power(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id)): Path<(String, String)>,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiJson(body): ApiJson<Power>,
 ) -> Result<Response> {
     let action = Action::power(&body.action).ok_or_else(|| {
@@ -173,7 +174,7 @@ pub async fn power(
 pub async fn command(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id, command_id)): Path<(String, String, String)>,
+    ApiPath((_, server_id, command_id)): ApiPath<(TenantId, ServerId, CommandId)>,
 ) -> Result<Json<Value>> {
     servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     let row = servers::commands::get(&state.servers, &server_id, &command_id).await?;
@@ -196,7 +197,7 @@ pub async fn command(
 pub async fn events(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id)): Path<(String, String)>,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     let subscription = state
@@ -322,7 +323,7 @@ pub struct NewBackup {
 pub async fn create_backup(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id)): Path<(String, String)>,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<NewBackup>,
 ) -> Result<Response> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
@@ -341,7 +342,7 @@ pub async fn create_backup(
 pub async fn backups(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id)): Path<(String, String)>,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>> {
     servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
@@ -353,7 +354,7 @@ pub async fn backups(
 pub async fn restore_backup(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id, backup_id)): Path<(String, String, String)>,
+    ApiPath((_, server_id, backup_id)): ApiPath<(TenantId, ServerId, BackupId)>,
 ) -> Result<Response> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     let backup = servers::backups::get(&state.db, &server_id, &backup_id).await?;
@@ -376,7 +377,7 @@ pub async fn restore_backup(
 pub async fn delete_backup(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id, backup_id)): Path<(String, String, String)>,
+    ApiPath((_, server_id, backup_id)): ApiPath<(TenantId, ServerId, BackupId)>,
 ) -> Result<StatusCode> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     let backup = servers::backups::get(&state.db, &server_id, &backup_id).await?;
@@ -403,7 +404,7 @@ pub struct ConsoleLine {
 pub async fn console(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, server_id)): Path<(String, String)>,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiJson(body): ApiJson<ConsoleLine>,
 ) -> Result<StatusCode> {
     let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;

@@ -1,10 +1,11 @@
 //! `/api/tenants…` (tenants, members, audit) and what tenants may choose from:
 //! `/api/templates` and `/api/nodes`.
 
+use crate::ids::{TenantId, UserId};
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter};
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::{Caller, TenantCtx};
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::guard::ClientIp;
 use crate::audit::{self, AuditEvent};
 use crate::db::entities::{audit_log, node, tenant};
@@ -176,7 +177,7 @@ pub async fn add_member(
 pub async fn update_member(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, user_id)): Path<(String, String)>,
+    ApiPath((_, user_id)): ApiPath<(TenantId, UserId)>,
     ApiJson(body): ApiJson<RolePatch>,
 ) -> Result<Json<Value>> {
     let role = parse_role(&body.role)?;
@@ -204,7 +205,7 @@ pub async fn update_member(
 pub async fn remove_member(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
-    Path((_, user_id)): Path<(String, String)>,
+    ApiPath((_, user_id)): ApiPath<(TenantId, UserId)>,
 ) -> Result<StatusCode> {
     tenancy::change_member(
         &state.db,
