@@ -159,6 +159,31 @@ async fn production_commands_need_a_migrated_database(kind: DbKind) {
     assert!(ok, "{out}{err}");
 }
 
+/// Replicas (and operators) starting at once on one unmigrated PostgreSQL database: every
+/// `api migrate` succeeds, one after the other (without the lock, two ran the same migration
+/// and one failed on PostgreSQL's catalogue), and the schema serves.
+#[tokio::test]
+async fn concurrent_migrations_on_postgres_run_one_after_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = database_url(DbKind::Postgres, dir.path()).await;
+    let env = vec![
+        ("DATABASE_URL".to_owned(), db_url.clone()),
+        ("PANEL_ENV".to_owned(), "production".to_owned()),
+    ];
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (env, cwd) = (env.clone(), dir.path().to_owned());
+            std::thread::spawn(move || run("api", &["migrate"], &env, &cwd))
+        })
+        .collect();
+    for handle in runs {
+        let (ok, out, err) = handle.join().expect("the thread ran");
+        assert!(ok, "a concurrent `api migrate` failed: {out}{err}");
+    }
+    let (ok, out, err) = run("api", &["node", "list"], &env, dir.path());
+    assert!(ok, "the migrated schema serves: {out}{err}");
+}
+
 crate::on_both_databases!(
     wings_online_and_reconnects_after_panel_restart,
     turned_away_agents_log_the_reason,

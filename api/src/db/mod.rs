@@ -66,10 +66,40 @@ pub async fn connect_current(url: &str) -> Result<DatabaseConnection, Error> {
     Ok(db)
 }
 
-/// Connects and brings the schema up to date.
+/// The PostgreSQL advisory lock that serialises migrations: panel replicas (and `api migrate`)
+/// starting at once on one database migrate one after the other, the later ones finding
+/// nothing left to do ("MHPMIGR" in ASCII).
+const MIGRATION_LOCK: i64 = 0x004d_4850_4d49_4752;
+
+/// Connects and brings the schema up to date. On PostgreSQL the migration runs under an
+/// advisory lock held on a connection of its own, so concurrent starts never run the same
+/// migration twice; SQLite serialises writers itself.
 pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, Error> {
     let db = connect(url).await?;
-    Migrator::up(&db, None).await.map_err(Error::Db)?;
+    if db.get_database_backend() != DbBackend::Postgres {
+        Migrator::up(&db, None).await.map_err(Error::Db)?;
+        return Ok(db);
+    }
+    let pool = db.get_postgres_connection_pool();
+    let mut holder = pool
+        .acquire()
+        .await
+        .map_err(|e| Error::Db(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))))?;
+    let sql_err = |e| Error::Db(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)));
+    sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *holder)
+        .await
+        .map_err(sql_err)?;
+    let migrated = Migrator::up(&db, None).await.map_err(Error::Db);
+    // Released even when the migration failed (and by PostgreSQL if this process dies).
+    let unlocked = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *holder)
+        .await
+        .map_err(sql_err);
+    migrated?;
+    unlocked?;
     Ok(db)
 }
 
