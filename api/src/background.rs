@@ -8,6 +8,10 @@
 //!   included, and fails the commands nobody acked in time ([`crate::servers::commands::sweep`]).
 //!   A connection on the node's next pin (a renewal under way) is kept; rotations asked for by
 //!   `api node rotate` are passed to the connected nodes ([`crate::nodes::renew`]).
+//! - [`listen_node_changes`] wakes the watcher as soon as PostgreSQL announces a node change
+//!   (`LISTEN` on the channel a trigger `NOTIFY`s, whoever changed the row), so a disabled
+//!   node is dropped within milliseconds on every replica, not at the next poll (which stays,
+//!   as the fallback and for SQLite).
 //! - [`export_node_metrics`] refreshes the node gauges from the database.
 //! - [`reload_certificates`] picks up changed certificate and issuer files.
 
@@ -15,20 +19,29 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sea_orm::{ConnectionTrait, DbBackend};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 use crate::nodes::registry::Kick;
 use crate::nodes::{lifecycle, store};
 
-/// The node watcher: runs until `shutdown` is cancelled.
-pub async fn watch_nodes(state: Arc<AppState>, interval: Duration, shutdown: CancellationToken) {
+/// The node watcher: runs every `interval`, and at once when `wake` is notified (a node
+/// change announced by PostgreSQL, see [`listen_node_changes`]), until `shutdown` is cancelled.
+pub async fn watch_nodes(
+    state: Arc<AppState>,
+    interval: Duration,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+            _ = wake.notified() => {}
         }
         if let Err(e) = crate::servers::commands::sweep(&state.servers).await {
             tracing::warn!(error = %e, "cannot sweep overdue commands");
@@ -129,5 +142,50 @@ pub async fn export_node_metrics(state: Arc<AppState>, shutdown: CancellationTok
             Ok(rows) => lifecycle::set_node_metrics(&state.metrics, &rows),
             Err(e) => tracing::warn!(error = %e, "cannot read nodes for the metrics"),
         }
+    }
+}
+
+/// How long the listener waits before listening again after its connection failed.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// On PostgreSQL, notifies `wake` for every node change announced on
+/// [`crate::db::NODE_CHANGES_CHANNEL`] until `shutdown` is cancelled; returns at once on
+/// SQLite. A lost connection is re-established (the poll covers the gap).
+pub async fn listen_node_changes(
+    state: Arc<AppState>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    if state.db.get_database_backend() != DbBackend::Postgres {
+        return;
+    }
+    let pool = state.db.get_postgres_connection_pool().clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Err(e) = listen(&pool, &wake) => {
+                tracing::warn!(error = %e, "node change listener lost its connection; polling meanwhile");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(LISTEN_RETRY) => {}
+        }
+    }
+}
+
+/// Listens on the node channel and notifies `wake` for each announcement; returns only when
+/// the connection fails.
+async fn listen(
+    pool: &sea_orm::sqlx::PgPool,
+    wake: &Notify,
+) -> Result<std::convert::Infallible, sea_orm::sqlx::Error> {
+    let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(crate::db::NODE_CHANGES_CHANNEL).await?;
+    tracing::debug!("listening for node changes");
+    loop {
+        let note = listener.recv().await?;
+        tracing::debug!(node = note.payload(), "node change announced");
+        wake.notify_one();
     }
 }

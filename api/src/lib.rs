@@ -234,6 +234,7 @@ impl Panel {
             http_tls.clone(),
             stop_accepting.clone(),
         ));
+        let node_changed = Arc::new(tokio::sync::Notify::new());
         let tasks = vec![
             tokio::spawn(grpc::listener::serve(
                 state.clone(),
@@ -245,6 +246,12 @@ impl Panel {
             tokio::spawn(background::watch_nodes(
                 state.clone(),
                 config.node_watch_interval,
+                node_changed.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(background::listen_node_changes(
+                state.clone(),
+                node_changed,
                 shutdown.clone(),
             )),
             tokio::spawn(background::export_node_metrics(

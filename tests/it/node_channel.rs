@@ -399,6 +399,36 @@ async fn disable_while_connected_from_another_process(kind: DbKind) {
     );
 }
 
+/// On PostgreSQL the panel hears of a change at once (LISTEN/NOTIFY), not at its next poll:
+/// with the watcher polling once a minute, `api node disable` in another process drops the
+/// node's stream within the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_changes_are_pushed_on_postgres() {
+    let f = Fixture::start_with(DbKind::Postgres, |c| {
+        c.node_watch_interval = Duration::from_secs(60);
+    })
+    .await;
+    f.add_node("node-1").await;
+    let cert = f.pki.node("node-1");
+    let mut client = dial(f.addr(), &f.pki.ca_certs(), Some(cert.identity()), 5)
+        .await
+        .expect("admitted");
+    eventually("online", CAP, || async { f.node("node-1").await.online }).await;
+    let env = [("DATABASE_URL".to_owned(), f.db_url.clone())];
+    let (ok, out, err) = tests::run("api", &["node", "disable", "node-1"], &env, f.dir.path());
+    assert!(ok, "{out}{err}");
+    let disabled_at = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(5), client.closed())
+        .await
+        .expect("dropped long before the next poll")
+        .expect("a status");
+    println!(
+        "disable (api node disable, another process, watcher polling every 60 s) -> stream dropped: {:?}",
+        disabled_at.elapsed()
+    );
+    assert!(status.message().contains("node_disabled"), "{status:?}");
+}
+
 async fn reset_fingerprint_while_connected(kind: DbKind) {
     let f = Fixture::start(kind).await;
     f.add_node("node-1").await;

@@ -10,6 +10,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 use sea_orm_migration::MigratorTrait;
 
 pub use migration::Migrator;
+pub use migration::node_notify::CHANNEL as NODE_CHANGES_CHANNEL;
 
 use crate::Error;
 

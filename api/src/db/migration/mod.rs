@@ -8,6 +8,7 @@ mod backups;
 mod identity;
 mod limits;
 mod node_identity;
+pub mod node_notify;
 mod ports;
 mod secrets;
 mod session_details;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(accounts::CreateApiKeys),
             Box::new(totp::CreateTotp),
             Box::new(node_identity::AddNodeIdentity),
+            Box::new(node_notify::AddNodeNotify),
         ]
     }
 }
