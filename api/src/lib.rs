@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use error::Error;
+pub use error::{Error, FileFailure};
 
 use crate::metrics::Metrics;
 use crate::nodes::{Kick, NodeRegistry};
@@ -77,6 +77,8 @@ pub struct AppState {
     pub issuer: nodes::issuer::IssuerSlot,
     /// The node channel's TLS set-up (trusted roots, server certificate), re-read on change.
     pub grpc_tls: Arc<grpc::tls::TlsSetup>,
+    /// File requests waiting for their node's `Files` stream.
+    pub transfers: servers::files::Transfers,
 }
 
 /// How long a stopping panel waits for in-flight requests.
@@ -163,6 +165,7 @@ impl Panel {
             stopping: CancellationToken::new(),
             issuer,
             grpc_tls: tls.clone(),
+            transfers: servers::files::Transfers::default(),
             config: config.clone(),
         });
         // Commands a previous run sent and nobody acked: failed now, not left pending.

@@ -6,6 +6,7 @@
 pub mod backups;
 pub mod commands;
 pub mod events;
+pub mod files;
 
 use std::collections::HashMap;
 use std::sync::Arc;
