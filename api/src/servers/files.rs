@@ -30,6 +30,11 @@ pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_PENDING: usize = 1024;
 /// Chunks queued towards a node per upload.
 pub const DOWN_QUEUE: usize = 4;
+/// HTTP/2 flow-control window of a node connection's streams (the connection's is twice
+/// that): what one transfer may have in flight from the node.
+pub const WINDOW: u32 = 4 << 20;
+/// Largest HTTP/2 frame a node may send (a chunk travels in a frame or two).
+pub const MAX_FRAME: u32 = 256 << 10;
 /// Largest chunk sent to a node (its messages stay well under the 4 MiB gRPC default).
 pub const CHUNK: usize = 256 * 1024;
 

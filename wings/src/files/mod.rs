@@ -33,6 +33,9 @@ pub use transfer::serve;
 
 /// Bytes per data message (the panel accepts messages up to 1 MiB).
 pub const CHUNK: usize = 256 * 1024;
+/// HTTP/2 flow-control window of a transfer stream (the connection's is twice that): what one
+/// transfer may have in flight each way.
+pub const WINDOW: u32 = 4 << 20;
 /// Most entries a listing page holds.
 pub const MAX_PAGE: usize = 1000;
 
