@@ -890,6 +890,18 @@ async fn links_swapped_in_during_download_and_decompress_are_never_followed() {
 /// Writes a raw HTTP/1.1 PUT of `total` bytes, 1 MiB at a time with `pause` between, while
 /// reading the answer (which may come before the body is done); returns what was read.
 async fn slow_put(base: &str, token: &str, url: &str, total: usize, pause: Duration) -> String {
+    raw_put(base, token, url, total, pause, false).await
+}
+
+/// [`slow_put`], with `Transfer-Encoding: chunked` (no length) when `chunked`.
+async fn raw_put(
+    base: &str,
+    token: &str,
+    url: &str,
+    total: usize,
+    pause: Duration,
+    chunked: bool,
+) -> String {
     let addr = base.trim_start_matches("http://");
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut rx, mut tx) = tcp.into_split();
@@ -898,19 +910,35 @@ async fn slow_put(base: &str, token: &str, url: &str, total: usize, pause: Durat
         let _ = tokio::time::timeout(CAP, rx.read_to_end(&mut response)).await;
         response
     });
+    let length = if chunked {
+        "transfer-encoding: chunked".to_owned()
+    } else {
+        format!("content-length: {total}")
+    };
     let head = format!(
-        "PUT {url} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\nconnection: close\r\ncontent-length: {total}\r\n\r\n"
+        "PUT {url} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n{length}\r\n\r\n"
     );
     tx.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b'y'; 1 << 20];
     let mut sent = 0;
     while sent < total && !reader.is_finished() {
         let n = chunk.len().min(total - sent);
-        if tx.write_all(&chunk[..n]).await.is_err() {
+        let mut piece = Vec::new();
+        if chunked {
+            piece.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        }
+        piece.extend_from_slice(&chunk[..n]);
+        if chunked {
+            piece.extend_from_slice(b"\r\n");
+        }
+        if tx.write_all(&piece).await.is_err() {
             break;
         }
         sent += n;
         tokio::time::sleep(pause).await;
+    }
+    if chunked && sent == total {
+        let _ = tx.write_all(b"0\r\n\r\n").await;
     }
     String::from_utf8_lossy(&reader.await.unwrap()).into_owned()
 }
@@ -948,7 +976,33 @@ async fn upload_quota_cap_and_rate_limit() {
     );
     let (status, _, _) = tiny_files.put("/small", vec![1u8; 1000], None).await;
     assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(on_disk(&server_dir(tmp.path(), &tiny)), ["small"]);
+    // Without a length: refused once past the quota, nothing kept.
+    let response = raw_put(
+        &alice.base,
+        &token,
+        &format!("{}/content?path=/chunked", tiny_files.base),
+        2 << 20,
+        Duration::ZERO,
+        true,
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("payload_too_large"), "{response}");
+    // …and a chunked upload within it works.
+    let response = raw_put(
+        &alice.base,
+        &token,
+        &format!("{}/content?path=/chunked", tiny_files.base),
+        4096,
+        Duration::ZERO,
+        true,
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert_eq!(
+        on_disk(&server_dir(tmp.path(), &tiny)),
+        ["chunked", "small"]
+    );
     // The cap (64 MiB here): the length alone refuses it.
     let response = slow_put(
         &alice.base,
@@ -960,7 +1014,7 @@ async fn upload_quota_cap_and_rate_limit() {
     .await;
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     assert!(!server_dir(tmp.path(), &roomy).join("huge").exists());
-    // The per-user limit: 8 a minute (3 above, more here).
+    // The per-user limit: 8 a minute (5 above, more here).
     let mut limited = false;
     for i in 0..8 {
         let (status, _, _) = files.put(&format!("/n{i}"), b"x".to_vec(), None).await;

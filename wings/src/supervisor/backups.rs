@@ -57,7 +57,7 @@ impl Backups {
             .contains(id)
     }
 
-    fn set_restoring(&self, id: &str, on: bool) {
+    pub(super) fn set_restoring(&self, id: &str, on: bool) {
         let mut restoring = self.restoring.lock().unwrap_or_else(|e| e.into_inner());
         if on {
             restoring.insert(id.to_owned());
