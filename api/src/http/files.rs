@@ -270,7 +270,8 @@ fn body(
         let files::Channel { mut up, down } = channel;
         let mut sent = 0u64;
         loop {
-            match up.message().await {
+            let next = tokio::time::timeout(files::CHUNK_TIMEOUT, up.message()).await;
+            match next.unwrap_or(Ok(None)) {
                 Ok(Some(FileUp { kind: Some(file_up::Kind::Data(data)) })) => {
                     sent = sent.saturating_add(data.len() as u64);
                     if sent > length {

@@ -7,8 +7,10 @@
 //! few chunks per transfer ([`DOWN_QUEUE`] down, the HTTP/2 window up), whatever the file's
 //! size, and the control stream's heartbeats and commands never wait behind a transfer.
 //!
-//! A node that does not open the stream within [`OPEN_TIMEOUT`], or whose stream breaks before
-//! the last answer, ends the request with [`Error::NodeGone`] (502 `node_gone`).
+//! A node that does not open the stream within [`OPEN_TIMEOUT`], does not answer within
+//! [`ANSWER_TIMEOUT`], or whose stream breaks before the last answer, ends the request with
+//! [`Error::NodeGone`] (502 `node_gone`); a download whose next chunk does not come within
+//! [`CHUNK_TIMEOUT`] is broken off.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -35,6 +37,11 @@ pub const DOWN_QUEUE: usize = 4;
 pub const WINDOW: u32 = 4 << 20;
 /// Largest HTTP/2 frame a node may send (a chunk travels in a frame or two).
 pub const MAX_FRAME: u32 = 256 << 10;
+/// How long a node may take to answer once it opened the stream (a large decompress is
+/// slow; a node that never answers must not hold the request for ever).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How long a download may wait for the node's next chunk.
+pub const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest chunk sent to a node (its messages stay well under the 4 MiB gRPC default).
 pub const CHUNK: usize = 256 * 1024;
 
@@ -129,10 +136,10 @@ pub async fn answer(
     up: &mut Streaming<FileUp>,
     max_entries: usize,
 ) -> Result<FileResult, Error> {
-    match up.message().await {
-        Ok(Some(FileUp {
+    match tokio::time::timeout(ANSWER_TIMEOUT, up.message()).await {
+        Ok(Ok(Some(FileUp {
             kind: Some(file_up::Kind::Result(mut result)),
-        })) => {
+        }))) => {
             crate::grpc::bounds::file_result(&mut result, max_entries, &state.metrics);
             outcome(result)
         }
