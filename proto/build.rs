@@ -4,6 +4,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let files = protox::compile(["mamba/node/v1/node.proto"], ["proto"])?;
     tonic_prost_build::configure()
+        // File transfers hand their chunks on without copying them.
+        .bytes(".mamba.node.v1")
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .compile_fds(files)?;

@@ -92,6 +92,17 @@ pub enum Error {
     /// Every port of the node's range is taken.
     #[error("node {0} has no free port left in its range")]
     NoFreePort(String),
+    /// The node went away while it served a request (a file transfer), or never answered it.
+    #[error("the node went away before it finished")]
+    NodeGone,
+    /// A file operation the node refused; `kind` says why.
+    #[error("{message}")]
+    File {
+        /// Why.
+        kind: FileFailure,
+        /// For the client (never file contents).
+        message: String,
+    },
     /// The node has no live stream, so the command cannot reach it.
     #[error("node {0} is not connected")]
     NodeOffline(String),
@@ -120,6 +131,26 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// Why a node refused a file operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileFailure {
+    /// Malformed, outside the server's root, or through a link (400 `invalid_path`).
+    InvalidPath,
+    /// No such file (404).
+    NotFound,
+    /// Exists, wrong kind, changed since its ETag, server busy (409).
+    Conflict,
+    /// Past the quota or the upload cap, an archive too big (413 `payload_too_large`).
+    TooLarge,
+    /// A bad request that is not about the path: an unsafe archive entry, a mode (400).
+    Invalid,
+    /// A byte range outside a file of this size (416).
+    Range(u64),
+    /// The node failed otherwise (503).
+    Failed,
 }
 
 impl Error {

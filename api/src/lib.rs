@@ -34,6 +34,7 @@ pub mod secrets;
 pub mod servers;
 pub mod templates;
 pub mod tenancy;
+pub mod transfers;
 
 #[cfg(test)]
 mod layering;
@@ -47,7 +48,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use error::Error;
+pub use error::{Error, FileFailure};
 
 use crate::metrics::Metrics;
 use crate::nodes::{Kick, NodeRegistry};
@@ -82,6 +83,8 @@ pub struct AppState {
     pub stopping: CancellationToken,
     /// The node channel's TLS set-up (trusted roots, server certificate), re-read on change.
     pub grpc_tls: Arc<grpc::tls::TlsSetup>,
+    /// File requests waiting for their node's `Files` stream.
+    pub transfers: crate::transfers::Transfers,
 }
 
 /// How long a stopping panel waits for in-flight requests.
@@ -186,6 +189,7 @@ impl Panel {
             api_keys: apikeys::Hasher::default(),
             stopping: CancellationToken::new(),
             grpc_tls: tls.clone(),
+            transfers: crate::transfers::Transfers::default(),
             config: config.clone(),
         });
         // Commands a previous run sent and nobody acked: failed now, not left pending.

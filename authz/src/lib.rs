@@ -10,7 +10,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-/// A role in a tenant, strongest first.
+/// A role in a tenant, strongest first (but for files: a member writes them, support only
+/// reads them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -84,13 +85,19 @@ pub enum Permission {
     /// `audit:read`
     #[serde(rename = "audit:read")]
     AuditRead,
+    /// `file:read`: list and download a server's files.
+    #[serde(rename = "file:read")]
+    FileRead,
+    /// `file:write`: upload, edit, move, delete, chmod, compress and decompress them.
+    #[serde(rename = "file:write")]
+    FileWrite,
 }
 
 use Permission as P;
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 19] = [
+    pub const ALL: [Permission; 21] = [
         P::TenantRead,
         P::TenantUpdate,
         P::TenantDelete,
@@ -110,6 +117,8 @@ impl Permission {
         P::SecretRead,
         P::SecretWrite,
         P::AuditRead,
+        P::FileRead,
+        P::FileWrite,
     ];
 }
 
@@ -133,6 +142,8 @@ const ADMIN: &[Permission] = &[
     P::SecretRead,
     P::SecretWrite,
     P::AuditRead,
+    P::FileRead,
+    P::FileWrite,
 ];
 const SUPPORT: &[Permission] = &[
     P::TenantRead,
@@ -144,12 +155,16 @@ const SUPPORT: &[Permission] = &[
     P::BackupCreate,
     P::BackupRead,
     P::AuditRead,
+    P::FileRead,
 ];
+/// A member edits the files of the servers they run (support only reads them).
 const MEMBER: &[Permission] = &[
     P::ServerRead,
     P::ServerStart,
     P::ServerStop,
     P::ServerConsole,
+    P::FileRead,
+    P::FileWrite,
 ];
 
 impl Role {
@@ -234,7 +249,7 @@ mod tests {
 
     #[test]
     fn the_table_matches_the_issue() {
-        assert_eq!(Role::Owner.permissions().len(), 19, "owner: everything");
+        assert_eq!(Role::Owner.permissions().len(), 21, "owner: everything");
         let admin_lacks: Vec<_> = Permission::ALL
             .into_iter()
             .filter(|p| !Role::Admin.grants(*p))
@@ -251,6 +266,7 @@ mod tests {
             P::ServerDelete,
             P::MemberManage,
             P::TenantDelete,
+            P::FileWrite,
         ] {
             assert!(!Role::Support.grants(p), "support must not {p:?}");
         }
@@ -264,6 +280,7 @@ mod tests {
             P::ServerStop,
             P::ServerConsole,
             P::BackupCreate,
+            P::FileRead,
         ] {
             assert!(Role::Support.grants(p), "support must {p:?}");
         }
@@ -273,17 +290,25 @@ mod tests {
                 P::ServerRead,
                 P::ServerStart,
                 P::ServerStop,
-                P::ServerConsole
+                P::ServerConsole,
+                P::FileRead,
+                P::FileWrite,
             ]
         );
+        for role in Role::ALL {
+            assert!(role.grants(P::FileRead), "{role:?} reads files");
+            assert_eq!(role.grants(P::FileWrite), role != Role::Support);
+        }
     }
 
     #[test]
-    fn roles_are_strictly_nested() {
+    fn roles_are_nested_but_for_file_writes() {
         for pair in Role::ALL.windows(2) {
             let (strong, weak) = (pair[0], pair[1]);
             assert!(
-                weak.permissions().iter().all(|p| strong.grants(*p)),
+                weak.permissions()
+                    .iter()
+                    .all(|p| strong.grants(*p) || (strong == Role::Support && *p == P::FileWrite)),
                 "{strong:?} ⊇ {weak:?}"
             );
         }

@@ -7,6 +7,7 @@ mod api_keys;
 mod binaries;
 mod boundary;
 mod dev_ca;
+mod files;
 mod fleet;
 mod hardening;
 mod identity;

@@ -179,6 +179,12 @@ fn example(
         .replace("{iid}", &ids.invitation)
         .replace("{kid}", &ids.key)
         .replace("{name}", "db");
+    // The file content routes take the file's path as a query.
+    let path = if route.path.ends_with("/files/content") {
+        format!("{path}?path=/f")
+    } else {
+        path
+    };
     let method = Method::from_bytes(route.method.as_bytes()).unwrap();
     let (body, ok) = match (route.method, route.path) {
         ("GET", _) => (None, StatusCode::OK),
@@ -227,6 +233,29 @@ fn example(
         ("POST", "/api/tenants/{tid}/servers/{sid}/power") => {
             (Some(json!({"action": "restart"})), StatusCode::ACCEPTED)
         }
+        ("PUT", "/api/tenants/{tid}/servers/{sid}/files/content") => (None, StatusCode::CREATED),
+        ("POST", p) if p.ends_with("/files/mkdir") => {
+            (Some(json!({"path": "/d"})), StatusCode::NO_CONTENT)
+        }
+        ("POST", p) if p.ends_with("/files/rename") => (
+            Some(json!({"from": "/a", "to": "/b"})),
+            StatusCode::NO_CONTENT,
+        ),
+        ("POST", p) if p.ends_with("/files/delete") => {
+            (Some(json!({"paths": ["/a"]})), StatusCode::NO_CONTENT)
+        }
+        ("POST", p) if p.ends_with("/files/chmod") => (
+            Some(json!({"path": "/a", "mode": 420})),
+            StatusCode::NO_CONTENT,
+        ),
+        ("POST", p) if p.ends_with("/files/compress") => (
+            Some(json!({"paths": ["/a"], "into": "/a.tar.gz"})),
+            StatusCode::NO_CONTENT,
+        ),
+        ("POST", p) if p.ends_with("/files/decompress") => (
+            Some(json!({"path": "/a.tar.gz", "into": "/"})),
+            StatusCode::NO_CONTENT,
+        ),
         other => panic!("no example request for {other:?}: add one to the matrix"),
     };
     (method, path, body, ok)

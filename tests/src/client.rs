@@ -16,8 +16,19 @@ use tonic::Streaming;
 pub struct NodeClient {
     tx: mpsc::Sender<NodeMessage>,
     inbound: Streaming<PanelMessage>,
+    /// The connection's client, for the `Files` streams it answers file requests on.
+    pub client: NodeControlClient<tonic::transport::Channel>,
     /// What the panel said on admission.
     pub welcome: Welcome,
+}
+
+/// What the panel asks of a node.
+#[derive(Debug)]
+pub enum Request {
+    /// A command, answered by an ack.
+    Command(proto::node::v1::Command),
+    /// A file request, answered on a `Files` stream.
+    File(proto::node::v1::FileRequest),
 }
 
 /// Connects to the panel's node channel at `addr` trusting `ca`, presenting `identity`, sends
@@ -98,6 +109,7 @@ pub async fn open(connection: IdleConnection, hello: Hello) -> Result<NodeClient
         })) => Ok(NodeClient {
             tx,
             inbound,
+            client,
             welcome,
         }),
         Ok(other) => Err(format!("expected Welcome, got {other:?}")),
@@ -130,6 +142,22 @@ impl NodeClient {
                 Ok(Some(PanelMessage {
                     kind: Some(panel_message::Kind::Command(command)),
                 })) => return Some(command),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next command or file request the panel sends; `None` when the stream ends.
+    pub async fn next_request(&mut self) -> Option<Request> {
+        loop {
+            match self.inbound.message().await {
+                Ok(Some(PanelMessage {
+                    kind: Some(panel_message::Kind::Command(command)),
+                })) => return Some(Request::Command(command)),
+                Ok(Some(PanelMessage {
+                    kind: Some(panel_message::Kind::File(request)),
+                })) => return Some(Request::File(request)),
                 Ok(Some(_)) => continue,
                 _ => return None,
             }

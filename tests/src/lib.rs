@@ -19,7 +19,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use client::{IdleConnection, NodeClient, connect_idle, dial, dial_with, hello, open};
+pub use client::{IdleConnection, NodeClient, Request, connect_idle, dial, dial_with, hello, open};
 pub use pki::{NodeCert, TestPki};
 pub use process::{Proc, bin_path, panel_env, rss_kib, run, signal, start_panel};
 pub use redis_server::RedisServer;
@@ -84,6 +84,7 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
         http_limits: api::config::HttpLimits::default(),
         security: api::config::SecurityConfig::development(pki.layout.root().join("data")),
         node_identity: api::config::NodeIdentityConfig::default(),
+        files: api::config::FilesConfig::default(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Simulated Wings on a raw node stream: obeys every command at once, reporting the state it
-//! leads to (and a made or restored backup), and keeps heartbeating. For tests and load runs that need many nodes or a node
+//! leads to (and a made or restored backup), answers every file request as done on an empty
+//! server (on a `Files` stream, as Wings does), and keeps heartbeating. For tests and load runs that need many nodes or a node
 //! that misbehaves (one that never acks).
 
 use proto::node::v1::{
@@ -7,7 +8,7 @@ use proto::node::v1::{
     node_message,
 };
 
-use crate::NodeClient;
+use crate::{NodeClient, Request};
 
 /// Runs `client` as an obedient node until its stream ends, heartbeating every `beat`. With
 /// `ack` false it takes commands and never answers them.
@@ -28,8 +29,14 @@ pub fn obey(
                     }
                     continue;
                 }
-                command = client.next_command() => match command {
-                    Some(command) => command,
+                request = client.next_request() => match request {
+                    Some(Request::Command(command)) => command,
+                    Some(Request::File(request)) => {
+                        if ack {
+                            tokio::spawn(answer_file(client.client.clone(), request));
+                        }
+                        continue;
+                    }
                     None => return,
                 },
             };
@@ -99,4 +106,56 @@ pub fn obey(
             }
         }
     })
+}
+
+/// Answers a file request as done: an empty listing, an empty file, an upload taken whole.
+async fn answer_file(
+    mut client: proto::node::v1::node_control_client::NodeControlClient<tonic::transport::Channel>,
+    request: proto::node::v1::FileRequest,
+) {
+    use proto::node::v1::{FileEnd, FileResult, FileUp, file_down, file_request, file_up};
+    let up = |kind| FileUp { kind: Some(kind) };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let _ = tx.try_send(up(file_up::Kind::Open(request.id)));
+    let Ok(response) = client
+        .files(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    else {
+        return;
+    };
+    let mut down = response.into_inner();
+    let etag = "0".repeat(64);
+    match request.op {
+        Some(file_request::Op::Read(_)) => {
+            let header = FileResult {
+                etag,
+                ..FileResult::default()
+            };
+            let _ = tx.send(up(file_up::Kind::Result(header))).await;
+            let _ = tx.send(up(file_up::Kind::End(FileEnd {}))).await;
+        }
+        Some(file_request::Op::Write(_)) => {
+            let _ = tx
+                .send(up(file_up::Kind::Result(FileResult::default())))
+                .await;
+            while let Ok(Some(message)) = down.message().await {
+                if matches!(message.kind, Some(file_down::Kind::End(_))) {
+                    break;
+                }
+            }
+            let done = FileResult {
+                created: true,
+                etag,
+                ..FileResult::default()
+            };
+            let _ = tx.send(up(file_up::Kind::Result(done))).await;
+        }
+        _ => {
+            let _ = tx
+                .send(up(file_up::Kind::Result(FileResult::default())))
+                .await;
+        }
+    }
+    drop(tx);
+    while let Ok(Some(_)) = down.message().await {}
 }

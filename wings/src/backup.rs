@@ -75,11 +75,7 @@ pub fn create(dir: &Path, out: &Path, owner: Option<u32>, budget: u64) -> io::Re
     };
     let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::fast());
     let mut builder = tar::Builder::new(gz);
-    let mut taken = Taken {
-        bytes: 0,
-        budget,
-        linked: std::collections::HashSet::new(),
-    };
+    let mut taken = Taken::new(budget);
     let walked = beneath::walk(root.as_fd(), &mut |path, node| {
         append(&mut builder, path, node, owner, &mut taken)
     });
@@ -101,15 +97,26 @@ pub fn create(dir: &Path, out: &Path, owner: Option<u32>, budget: u64) -> io::Re
 }
 
 /// What a backup has taken so far.
-struct Taken {
+pub(crate) struct Taken {
     bytes: u64,
     budget: u64,
     /// Files with several links already archived, by device and inode.
     linked: std::collections::HashSet<(u64, u64)>,
 }
 
+impl Taken {
+    /// Nothing taken yet; at most `budget` bytes of file content.
+    pub(crate) fn new(budget: u64) -> Taken {
+        Taken {
+            bytes: 0,
+            budget,
+            linked: std::collections::HashSet::new(),
+        }
+    }
+}
+
 /// Adds one entry, from its descriptor, to the archive.
-fn append<W: Write>(
+pub(crate) fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     path: &Path,
     node: beneath::Node<'_>,
@@ -190,6 +197,9 @@ pub enum Refused {
     /// Devices, FIFOs, hard links and the like.
     #[error("unsupported entry {0:?}: only files, directories and symbolic links are restored")]
     EntryType(String),
+    /// Too many entries, or more bytes than allowed (a tenant's archive only).
+    #[error("{0}")]
+    TooLarge(String),
     /// Reading or writing failed.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -277,79 +287,186 @@ pub fn check(archive: &Path) -> Result<(), Refused> {
 /// Who restored entries belong to: the server's user and group when Wings is root.
 pub type Owner = Option<(u32, u32)>;
 
-/// Unpacks a checked archive into `staging` (which must not exist), by descriptor: each entry
-/// is created relative to its parent's descriptor with `O_NOFOLLOW | O_EXCL`, given to `owner`
-/// as it is made (so no ownership walk follows), and links come last, so no file is ever
-/// written through one.
+/// Unpacks a checked archive into `staging` (which must not exist), by descriptor (see
+/// [`Unpacker`]).
 fn unpack(archive: &Path, staging: &Path, owner: Owner) -> Result<(), Refused> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().mode(0o700).create(staging)?;
     let root = beneath::open_root(staging)?;
     give(root.as_fd(), owner)?;
-    let mut links = Vec::new();
-    for entry in entries(archive)?.entries()? {
+    let mut unpacker = Unpacker::new(root, owner, None);
+    unpack_tar(entries(archive)?, &mut unpacker)?;
+    unpacker.finish()
+}
+
+/// Unpacks every entry of a tar archive with `into`, checking each as it comes.
+pub(crate) fn unpack_tar<R: Read>(
+    mut archive: tar::Archive<R>,
+    into: &mut Unpacker,
+) -> Result<(), Refused> {
+    for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let relative = contained(&entry.path()?).ok_or_else(|| Refused::Traversal(raw.clone()))?;
-        let Some(name) = relative.file_name().map(ToOwned::to_owned) else {
-            continue;
-        };
-        let parent = relative.parent().unwrap_or(Path::new(""));
         let mode = entry.header().mode().unwrap_or(0o600) & 0o777;
         match entry.header().entry_type() {
-            tar::EntryType::Directory => {
-                let dir = make_dirs(root.as_fd(), &relative, owner)?;
-                rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode | 0o700))?;
-            }
-            tar::EntryType::Regular => {
-                let dir = make_dirs(root.as_fd(), parent, owner)?;
-                let fd = rustix::fs::openat(
-                    &dir,
-                    name.as_os_str(),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )?;
-                give(fd.as_fd(), owner)?;
-                let mut out = File::from(fd);
-                io::copy(&mut entry, &mut out)?;
-                rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))?;
-            }
+            tar::EntryType::Directory => into.dir(&relative, mode)?,
+            tar::EntryType::Regular => into.file(&relative, mode, &mut entry)?,
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name()?
                     .ok_or_else(|| Refused::EntryType(raw.clone()))?
                     .into_owned();
-                if !link_stays_inside(&relative, &target) {
-                    return Err(Refused::LinkEscape(raw));
-                }
-                links.push((parent.to_path_buf(), name, target));
+                into.link(&raw, &relative, target)?;
             }
             _ => return Err(Refused::EntryType(raw)),
-        }
-    }
-    for (parent, name, target) in links {
-        let dir = make_dirs(root.as_fd(), &parent, owner)?;
-        rustix::fs::symlinkat(target.as_path(), &dir, name.as_os_str())?;
-        if let Some((uid, gid)) = owner {
-            rustix::fs::chownat(
-                &dir,
-                name.as_os_str(),
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            )?;
         }
     }
     Ok(())
 }
 
+/// `raw` (an archive entry's name) as a relative path of normal components; refused if it is
+/// absolute or climbs out with `..`.
+pub(crate) fn checked_path(raw: &str) -> Result<PathBuf, Refused> {
+    contained(Path::new(raw)).ok_or_else(|| Refused::Traversal(raw.to_owned()))
+}
+
+/// Bounds on what an archive may unpack to (a tenant's archive; a backup has none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Entries still allowed.
+    pub entries: u64,
+    /// Bytes of file content still allowed.
+    pub bytes: u64,
+}
+
+/// Writes checked archive entries beneath a root directory's descriptor: each entry is
+/// created relative to its parent's descriptor with `O_NOFOLLOW | O_EXCL`, given to `owner`
+/// as it is made (so no ownership walk follows), and links come last, so no file is ever
+/// written through one. With [`Limits`], the entry count and the bytes actually written
+/// (not what headers claim) are bounded.
+pub(crate) struct Unpacker {
+    root: OwnedFd,
+    owner: Owner,
+    links: Vec<(PathBuf, std::ffi::OsString, PathBuf)>,
+    limits: Option<Limits>,
+}
+
+impl Unpacker {
+    /// Unpacks beneath `root`.
+    pub(crate) fn new(root: OwnedFd, owner: Owner, limits: Option<Limits>) -> Unpacker {
+        Unpacker {
+            root,
+            owner,
+            links: Vec::new(),
+            limits,
+        }
+    }
+
+    fn count(&mut self) -> Result<(), Refused> {
+        if let Some(limits) = &mut self.limits {
+            if limits.entries == 0 {
+                return Err(Refused::TooLarge("the archive has too many entries".into()));
+            }
+            limits.entries -= 1;
+        }
+        Ok(())
+    }
+
+    /// A directory (and its parents).
+    pub(crate) fn dir(&mut self, relative: &Path, mode: u32) -> Result<(), Refused> {
+        self.count()?;
+        if relative.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let dir = make_dirs(self.root.as_fd(), relative, self.owner)?;
+        rustix::fs::fchmod(&dir, Mode::from_raw_mode((mode & 0o777) | 0o700))?;
+        Ok(())
+    }
+
+    /// A regular file with `body`'s bytes.
+    pub(crate) fn file(
+        &mut self,
+        relative: &Path,
+        mode: u32,
+        body: &mut dyn Read,
+    ) -> Result<(), Refused> {
+        self.count()?;
+        let Some(name) = relative.file_name() else {
+            return Ok(());
+        };
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        let dir = make_dirs(self.root.as_fd(), parent, self.owner)?;
+        let fd = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        give(fd.as_fd(), self.owner)?;
+        let mut out = File::from(fd);
+        match &mut self.limits {
+            None => {
+                io::copy(body, &mut out)?;
+            }
+            Some(limits) => {
+                let copied = io::copy(&mut body.take(limits.bytes.saturating_add(1)), &mut out)?;
+                if copied > limits.bytes {
+                    return Err(Refused::TooLarge(
+                        "the archive unpacks to more than is allowed".into(),
+                    ));
+                }
+                limits.bytes -= copied;
+            }
+        }
+        rustix::fs::fchmod(&out, Mode::from_raw_mode(mode & 0o777))?;
+        Ok(())
+    }
+
+    /// A symbolic link, made by [`Unpacker::finish`]; refused when it points outside.
+    pub(crate) fn link(
+        &mut self,
+        raw: &str,
+        relative: &Path,
+        target: PathBuf,
+    ) -> Result<(), Refused> {
+        self.count()?;
+        if !link_stays_inside(relative, &target) {
+            return Err(Refused::LinkEscape(raw.to_owned()));
+        }
+        if let Some(name) = relative.file_name() {
+            let parent = relative.parent().unwrap_or(Path::new("")).to_path_buf();
+            self.links.push((parent, name.to_owned(), target));
+        }
+        Ok(())
+    }
+
+    /// Makes the links, last.
+    pub(crate) fn finish(self) -> Result<(), Refused> {
+        for (parent, name, target) in self.links {
+            let dir = make_dirs(self.root.as_fd(), &parent, self.owner)?;
+            rustix::fs::symlinkat(target.as_path(), &dir, name.as_os_str())?;
+            if let Some((uid, gid)) = self.owner {
+                rustix::fs::chownat(
+                    &dir,
+                    name.as_os_str(),
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Opens (making what is missing, given to `owner`) each directory of `relative` in turn
 /// beneath `root`, one component at a time, never through a link.
-fn make_dirs(root: BorrowedFd<'_>, relative: &Path, owner: Owner) -> io::Result<OwnedFd> {
+pub(crate) fn make_dirs(
+    root: BorrowedFd<'_>,
+    relative: &Path,
+    owner: Owner,
+) -> io::Result<OwnedFd> {
     let mut dir = rustix::io::fcntl_dupfd_cloexec(root, 0)?;
     for component in relative.components() {
         let Component::Normal(name) = component else {

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod beneath;
 pub mod config;
 pub mod enroll;
+pub mod files;
 pub mod isolation;
 pub mod renew;
 pub mod stream;

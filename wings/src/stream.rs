@@ -53,8 +53,8 @@ impl Ended {
 
 /// A stream whose `Hello` is sent, not yet welcomed.
 pub struct Opened {
-    // Kept for the life of the stream.
-    _client: NodeControlClient<Channel>,
+    // Kept for the life of the stream; file transfers open their streams on its connection.
+    client: NodeControlClient<Channel>,
     tx: mpsc::Sender<NodeMessage>,
     inbound: Streaming<PanelMessage>,
     answers: Vec<NodeMessage>,
@@ -135,7 +135,7 @@ pub async fn open(
         Err(status) => return Err(Ended::failed(explain(&io_error, &status))),
     };
     Ok(Opened {
-        _client: client,
+        client,
         tx,
         inbound,
         answers,
@@ -171,7 +171,7 @@ pub async fn pump(
         io_error,
         presented,
         started,
-        _client,
+        client,
     } = opened;
     let mut answers = answers.into_iter();
     let mut backlog = backlog.into_iter();
@@ -250,6 +250,9 @@ pub async fn pump(
                     Some(panel_message::Kind::Command(command)) => {
                         tracing::debug!(command = %command.id, server = %command.server_id, "command");
                         supervisor.handle(command);
+                    }
+                    Some(panel_message::Kind::File(request)) => {
+                        crate::files::serve(client.clone(), supervisor.clone(), request);
                     }
                     Some(panel_message::Kind::Rotate(_)) => {
                         tracing::info!("the panel asks for a renewal now");

@@ -104,7 +104,11 @@ pub async fn connect(
         }
     });
     // The URI only names the authority for HTTP/2; TLS is done by the connector above.
+    // File downloads stream on this connection: HTTP/2 windows of a few MiB keep a transfer
+    // moving at loopback speed while still bounding what it holds.
     let channel = Endpoint::from_static("http://panel.invalid")
+        .initial_stream_window_size(Some(crate::files::WINDOW))
+        .initial_connection_window_size(Some(2 * crate::files::WINDOW))
         .connect_with_connector(connect)
         .await
         .map_err(|e| Error::Connect(crate::error_chain(&e)))?;

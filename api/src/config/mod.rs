@@ -47,6 +47,9 @@ pub const PANEL_HTTP_MAX_CONNECTIONS: &str = "PANEL_HTTP_MAX_CONNECTIONS";
 /// Open REST connections per client (IPv4 address or IPv6 /64) at most.
 pub const PANEL_HTTP_MAX_CONNECTIONS_PER_IP: &str = "PANEL_HTTP_MAX_CONNECTIONS_PER_IP";
 
+/// Largest upload through the file manager, in MiB (1–1048576, default 1024).
+pub const FILES_MAX_UPLOAD_MB: &str = "FILES_MAX_UPLOAD_MB";
+
 /// The default database: a SQLite file under `data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/panel.db?mode=rwc";
 
@@ -93,6 +96,23 @@ pub struct Config {
     pub security: SecurityConfig,
     /// The issuer of node certificates, if any, and their lifetime.
     pub node_identity: NodeIdentityConfig,
+    /// The file manager's bounds.
+    pub files: FilesConfig,
+}
+
+/// The file manager's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesConfig {
+    /// Largest upload, in bytes (`FILES_MAX_UPLOAD_MB`).
+    pub max_upload_bytes: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            max_upload_bytes: 1024 << 20,
+        }
+    }
 }
 
 /// Bounds of the REST listener's connections.
@@ -233,6 +253,21 @@ impl Config {
             http_limits,
             security: SecurityConfig::from_lookup(&get, &mut errors),
             node_identity: NodeIdentityConfig::from_lookup(&get, &mut errors),
+            files: FilesConfig {
+                max_upload_bytes: match get(FILES_MAX_UPLOAD_MB) {
+                    None => FilesConfig::default().max_upload_bytes,
+                    Some(raw) => match raw.trim().parse::<u64>() {
+                        Ok(mb @ 1..=1_048_576) => mb << 20,
+                        _ => {
+                            errors.push(ConfigError::new(
+                                FILES_MAX_UPLOAD_MB,
+                                format!("{raw:?} is not a number of MiB from 1 to 1048576"),
+                            ));
+                            FilesConfig::default().max_upload_bytes
+                        }
+                    },
+                },
+            },
         };
         let http_tls = config.http_tls.as_ref();
         let issuer = config.node_identity.issuer.as_ref();
@@ -282,6 +317,7 @@ mod tests {
             DATABASE_URL => Some("mysql://x".into()),
             PANEL_CA_CERT => Some("/nonexistent/ca.pem".into()),
             PANEL_GRPC_MAX_HANDSHAKES_PER_IP => Some("0".into()),
+            FILES_MAX_UPLOAD_MB => Some("0".into()),
             _ => None,
         })
         .unwrap_err();
@@ -292,6 +328,7 @@ mod tests {
             DATABASE_URL,
             PANEL_CA_CERT,
             PANEL_GRPC_MAX_HANDSHAKES_PER_IP,
+            FILES_MAX_UPLOAD_MB,
         ] {
             assert!(named.contains(&name), "{name} missing from {named:?}");
         }

@@ -66,6 +66,8 @@ pub struct RateLimits {
     pub api: Rule,
     /// `POST /api/nodes/enroll`, per IP.
     pub enroll: Rule,
+    /// Uploads through the file manager (`PUT …/files/content`), per user.
+    pub upload: Rule,
 }
 
 impl Default for RateLimits {
@@ -81,6 +83,7 @@ impl Default for RateLimits {
             verify: rule(5, 3600),
             api: rule(100, 60),
             enroll: rule(10, 15 * 60),
+            upload: rule(60, 60),
         }
     }
 }
@@ -101,9 +104,10 @@ impl RateLimits {
                 "verify" => limits.verify = rule,
                 "api" => limits.api = rule,
                 "enroll" => limits.enroll = rule,
+                "upload" => limits.upload = rule,
                 other => {
                     return Err(format!(
-                        "unknown class {other:?} (login, register, password_reset, verify, api, enroll)"
+                        "unknown class {other:?} (login, register, password_reset, verify, api, enroll, upload)"
                     ));
                 }
             }

@@ -8,7 +8,7 @@
 //! inventory to [`MAX_HELLO_SERVERS`] entries, free text to [`MAX_TEXT_BYTES`] and identifiers
 //! to [`MAX_ID_BYTES`]. Every cut counts in `mamba_node_input_cut_total{what}`.
 
-use proto::node::v1::{NodeMessage, ServerStatus, node_message};
+use proto::node::v1::{FileResult, NodeMessage, ServerStatus, node_message};
 
 use crate::metrics::Metrics;
 
@@ -23,6 +23,8 @@ pub const MAX_HELLO_SERVERS: usize = 10_000;
 pub const MAX_TEXT_BYTES: usize = 1024;
 /// Longest identifier kept: server, command and backup ids (UUIDs), digests.
 pub const MAX_ID_BYTES: usize = 128;
+/// Longest file name kept (the kernel's `NAME_MAX`).
+pub const MAX_NAME_BYTES: usize = 255;
 
 /// What was cut: the `what` label of `mamba_node_input_cut_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,29 @@ pub fn apply(message: &mut NodeMessage, metrics: &Metrics) -> bool {
     count(Cut::HelloServers, cuts.hello_servers);
     count(Cut::ConsoleLine, u64::from(console_truncated));
     console_truncated
+}
+
+/// Cuts a node's answer to a file request to size in place, counting each cut: at most
+/// `max_entries` entries (what was asked for), names at most 255 bytes, the ETag and cursor as
+/// identifiers, the message as free text.
+pub fn file_result(result: &mut FileResult, max_entries: usize, metrics: &Metrics) {
+    let mut cuts = Counter::default();
+    cuts.text(&mut result.message, MAX_TEXT_BYTES);
+    cuts.text(&mut result.etag, MAX_ID_BYTES);
+    cuts.text(&mut result.next_cursor, MAX_NAME_BYTES);
+    if result.entries.len() > max_entries {
+        cuts.text += (result.entries.len() - max_entries) as u64;
+        result.entries.truncate(max_entries);
+    }
+    for entry in &mut result.entries {
+        cuts.text(&mut entry.name, MAX_NAME_BYTES);
+    }
+    if cuts.text > 0 {
+        metrics
+            .node_input_cut
+            .with_label_values(&[Cut::Text.label()])
+            .inc_by(cuts.text);
+    }
 }
 
 /// Whether `status` is tonic's refusal of a message over the decoding limit; if so, counts it

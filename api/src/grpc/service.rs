@@ -14,8 +14,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::Stream;
+use futures::StreamExt;
 use proto::node::v1::node_control_server::NodeControl;
-use proto::node::v1::{NodeMessage, PanelMessage, Welcome, node_message, panel_message};
+use proto::node::v1::{
+    FileDown, FileUp, NodeMessage, PanelMessage, Welcome, file_up, node_message, panel_message,
+};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -77,10 +80,41 @@ impl NodeControlService {
 }
 
 type PanelStream = Pin<Box<dyn Stream<Item = Result<PanelMessage, Status>> + Send>>;
+type FilesStream = Pin<Box<dyn Stream<Item = Result<FileDown, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl NodeControl for NodeControlService {
     type ConnectStream = PanelStream;
+    type FilesStream = FilesStream;
+
+    /// A node's answer to a file request: its first message names the request, which must
+    /// have been sent to this very node (see [`crate::transfers`]).
+    async fn files(
+        &self,
+        request: Request<Streaming<FileUp>>,
+    ) -> Result<Response<Self::FilesStream>, Status> {
+        let mut up = request.into_inner();
+        let id = match tokio::time::timeout(HELLO_TIMEOUT, up.message()).await {
+            Ok(Ok(Some(FileUp {
+                kind: Some(file_up::Kind::Open(id)),
+            }))) => id,
+            Ok(Err(status)) => {
+                return Err(bounds::oversized(&status, &self.state.metrics).unwrap_or(status));
+            }
+            _ => return Err(Status::invalid_argument("the first message must be open")),
+        };
+        let (down, rx) = mpsc::channel(crate::transfers::DOWN_QUEUE);
+        let channel = crate::transfers::Channel { up, down };
+        if !self
+            .state
+            .transfers
+            .arrive(&id, &self.identity.node_id, channel)
+        {
+            return Err(Status::not_found("no such file request for this node"));
+        }
+        let stream = ReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
 
     async fn connect(
         &self,

@@ -7,6 +7,7 @@ mod apikeys;
 mod auth;
 mod enroll;
 mod error;
+mod files;
 pub(crate) mod guard;
 mod hardening;
 mod invitations;
@@ -365,6 +366,61 @@ fn table() -> Vec<Entry> {
             "/api/tenants/{tid}/servers/{sid}/backups/{bid}",
             Tenant(&[P::BackupDelete]),
             servers::delete_backup,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/servers/{sid}/files",
+            Tenant(&[P::FileRead]),
+            files::list,
+        ),
+        at(
+            "GET",
+            "/api/tenants/{tid}/servers/{sid}/files/content",
+            Tenant(&[P::FileRead]),
+            files::download,
+        ),
+        // The body streams to the node (bounded by FILES_MAX_UPLOAD_MB, not BODY_LIMIT).
+        at(
+            "PUT",
+            "/api/tenants/{tid}/servers/{sid}/files/content",
+            Tenant(&[P::FileWrite]),
+            files::upload,
+        ),
+        at(
+            "POST",
+            "/api/tenants/{tid}/servers/{sid}/files/mkdir",
+            Tenant(&[P::FileWrite]),
+            files::mkdir,
+        ),
+        at(
+            "POST",
+            "/api/tenants/{tid}/servers/{sid}/files/rename",
+            Tenant(&[P::FileWrite]),
+            files::rename,
+        ),
+        at(
+            "POST",
+            "/api/tenants/{tid}/servers/{sid}/files/delete",
+            Tenant(&[P::FileWrite]),
+            files::delete,
+        ),
+        at(
+            "POST",
+            "/api/tenants/{tid}/servers/{sid}/files/chmod",
+            Tenant(&[P::FileWrite]),
+            files::chmod,
+        ),
+        at(
+            "POST",
+            "/api/tenants/{tid}/servers/{sid}/files/compress",
+            Tenant(&[P::FileWrite]),
+            files::compress,
+        ),
+        at(
+            "POST",
+            "/api/tenants/{tid}/servers/{sid}/files/decompress",
+            Tenant(&[P::FileWrite]),
+            files::decompress,
         ),
         at(
             "GET",

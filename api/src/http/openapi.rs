@@ -87,6 +87,17 @@ fn operation(route: &Route) -> Value {
     if !parameters.is_empty() {
         op.insert("parameters".into(), Value::Array(parameters));
     }
+    if doc.raw_body {
+        op.insert(
+            "requestBody".into(),
+            json!({
+                "required": true,
+                "content": { "application/octet-stream": {
+                    "schema": { "type": "string", "format": "binary" },
+                } },
+            }),
+        );
+    }
     if let Some(body) = &doc.body {
         op.insert(
             "requestBody".into(),
@@ -138,6 +149,8 @@ fn tag(path: &str) -> &'static str {
         "auth"
     } else if path.contains("/backups") {
         "backups"
+    } else if path.contains("/files") {
+        "files"
     } else if path.contains("/secrets") {
         "secrets"
     } else if path.contains("/servers") {
@@ -257,6 +270,7 @@ fn parameters(route: &Route, doc: &Doc) -> Vec<Value> {
             "schema": { "type": "string", "maxLength": 128 },
         }));
     }
+    parameters.extend(doc.query.iter().cloned());
     parameters
 }
 
@@ -289,6 +303,10 @@ fn responses(route: &Route, doc: &Doc) -> Value {
             Content::Json(schema) => Some(("application/json", schema.clone())),
             Content::Text => Some(("text/plain", json!({ "type": "string" }))),
             Content::EventStream => Some(("text/event-stream", json!({ "type": "string" }))),
+            Content::Binary => Some((
+                "application/octet-stream",
+                json!({ "type": "string", "format": "binary" }),
+            )),
             Content::Empty => None,
         };
         if let Some((media, schema)) = media {
@@ -328,7 +346,7 @@ fn responses(route: &Route, doc: &Doc) -> Value {
 fn error_statuses(route: &Route, doc: &Doc, limited: bool) -> BTreeSet<u16> {
     let tenant = matches!(route.access, Access::Tenant(_));
     let mut statuses: BTreeSet<u16> = doc.errors.iter().copied().collect();
-    if doc.body.is_some() || doc.paged || tenant {
+    if doc.body.is_some() || doc.paged || tenant || !doc.query.is_empty() {
         statuses.insert(400);
     }
     if route.access != Access::Public {

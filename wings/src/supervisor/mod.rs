@@ -115,6 +115,8 @@ pub struct Supervisor<L: Launch = Host> {
     events: mpsc::UnboundedSender<NodeMessage>,
     console: mpsc::Sender<NodeMessage>,
     stats: Arc<LatestStats>,
+    /// The ETags of files Wings hashed lately.
+    etags: Arc<crate::files::Etags>,
 }
 
 impl Supervisor {
@@ -166,6 +168,7 @@ impl<L: Launch> Supervisor<L> {
             events: events_tx,
             console: console_tx,
             stats: stats.clone(),
+            etags: Arc::default(),
         });
         for id in supervisor.recover()? {
             tracing::info!(server = %id, "starting again the server that ran when Wings stopped");
@@ -252,6 +255,54 @@ impl<L: Launch> Supervisor<L> {
         Err(Error::Isolation(format!(
             "uids keep being taken by others (last {uid})"
         )))
+    }
+
+    /// What the file manager needs of server `id`: its directory, its user (when Wings is
+    /// root) and its disk quota. A server this node does not have is not found; one being
+    /// restored is busy.
+    pub fn file_target(&self, id: &str) -> Result<crate::files::Target, crate::files::Fail> {
+        use crate::files::Fail;
+        if !valid_id(id) {
+            return Err(Fail::not_found("no such server on this node"));
+        }
+        let quota = {
+            let slots = self.lock();
+            let entry = slots
+                .get(id)
+                .ok_or_else(|| Fail::not_found("no such server on this node"))?;
+            entry
+                .slot
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.limits)
+                .unwrap_or(DEFAULT_LIMITS)
+                .disk_bytes
+        };
+        if self.backups.restoring(id) {
+            return Err(Fail::conflict(
+                "the server is being restored; try again when it is done",
+            ));
+        }
+        let isolated = self
+            .uids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        let owner = match (isolated, self.uid_of(id)) {
+            (false, _) => None,
+            (true, Some(uid)) => Some((uid, uid)),
+            (true, None) => return Err(Fail::not_found("the server has no files on this node")),
+        };
+        Ok(crate::files::Target {
+            dir: self.server_dir(id),
+            owner,
+            quota,
+        })
+    }
+
+    /// The ETags Wings remembers.
+    pub fn etags(&self) -> Arc<crate::files::Etags> {
+        self.etags.clone()
     }
 
     /// The uid recorded for a server, if Wings gave it one.

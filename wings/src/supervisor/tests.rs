@@ -307,3 +307,49 @@ async fn bad_ids_and_unknown_commands_are_refused() {
     )
     .await;
 }
+
+/// The file manager reaches a server this node has, with its own quota; never one it does
+/// not have, nor one being restored (409), nor (as root) one without its own user.
+#[tokio::test]
+async fn file_targets_are_the_servers_own_and_busy_while_restored() {
+    use proto::node::v1::FileError;
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options {
+        data_dir: tmp.path().join("wings"),
+        uid_range: users::DEFAULT_UID_RANGE,
+        allow_unconfined: true,
+        cgroup_root: tmp.path().join("no-cgroups"),
+    };
+    let (supervisor, _uplink) = Supervisor::load(&options).unwrap();
+    let id = "0190a0a0-0000-7000-8000-000000000002";
+    for unknown in [id, "../../etc", ""] {
+        let fail = supervisor.file_target(unknown).unwrap_err();
+        assert_eq!(fail.kind, FileError::NotFound, "{unknown:?}");
+    }
+    let spec = ServerSpec {
+        limits: Some(Limits {
+            disk_bytes: 5 << 20,
+            ..DEFAULT_LIMITS
+        }),
+        ..ServerSpec::default()
+    };
+    supervisor
+        .lock()
+        .insert(id.to_owned(), Entry::new(Some(spec)));
+    supervisor.backups.set_restoring(id, true);
+    let fail = supervisor.file_target(id).unwrap_err();
+    assert_eq!(fail.kind, FileError::Conflict, "busy while restored");
+    supervisor.backups.set_restoring(id, false);
+    match supervisor.file_target(id) {
+        Ok(target) => {
+            assert!(!Uid::effective().is_root());
+            assert_eq!(target.quota, 5 << 20);
+            assert_eq!(target.dir, supervisor.server_dir(id));
+            assert_eq!(target.owner, None);
+        }
+        Err(fail) => {
+            assert!(Uid::effective().is_root(), "{fail:?}");
+            assert_eq!(fail.kind, FileError::NotFound, "no user of its own yet");
+        }
+    }
+}

@@ -14,6 +14,8 @@ pub(super) enum Content {
     Text,
     /// `text/event-stream`.
     EventStream,
+    /// `application/octet-stream` (a file's bytes).
+    Binary,
     /// No body (202 without one, 204).
     Empty,
 }
@@ -34,6 +36,10 @@ pub(super) struct Doc {
     pub paged: bool,
     /// Error statuses the handler itself answers beyond those the route implies.
     pub errors: &'static [u16],
+    /// Query parameters, beyond paging.
+    pub query: Vec<Value>,
+    /// Whether the request body is raw bytes (`application/octet-stream`), not JSON.
+    pub raw_body: bool,
 }
 
 impl Doc {
@@ -46,6 +52,8 @@ impl Doc {
             replies: Vec::new(),
             paged: false,
             errors: &[],
+            query: Vec::new(),
+            raw_body: false,
         }
     }
 
@@ -546,6 +554,106 @@ fn describe_tenant(method: &str, rest: &str) -> Option<Doc> {
             .describe("Its node removes the archive; 409 when the node is offline.")
             .empty(204)
             .errors(&[409]),
+        // Files (issue 17): paths are UTF-8, absolute from the server's root.
+        ("GET", "/servers/{sid}/files") => Doc::new("A page of a directory of the server")
+            .describe(
+                "Entries in byte order of their names; a symbolic link is shown as one, never \
+                 followed (FIFOs, sockets and devices are not listed). 400 `invalid_path` for a \
+                 path outside the root or through a link, 404 for none, 409 for a file; \
+                 409 `node_offline`, 502 `node_gone`.",
+            )
+            .query(file_path(false))
+            .query(json!({
+                "name": "limit",
+                "in": "query",
+                "description": "Entries per page; 100 when absent.",
+                "schema": { "type": "integer", "minimum": 1, "maximum": 1000 },
+            }))
+            .query(json!({
+                "name": "cursor",
+                "in": "query",
+                "description": "The `next_cursor` of the previous page.",
+                "schema": { "type": "string", "maxLength": 255 },
+            }))
+            .json(200, page(schema("FileItem")))
+            .errors(&[409, 502]),
+        ("GET", "/servers/{sid}/files/content") => Doc::new("Download a file")
+            .describe(
+                "The bytes, streamed, with `Content-Length`, `ETag` (the SHA-256) and one \
+                 `Range: bytes=…` (206 with `Content-Range`; 416 outside the file). 409 for a \
+                 directory or anything but a regular file. A node that goes away midway breaks \
+                 the transfer off (never a short file taken for whole).",
+            )
+            .query(file_path(true))
+            .reply(200, Content::Binary)
+            .reply(206, Content::Binary)
+            .errors(&[409, 416, 502]),
+        ("PUT", "/servers/{sid}/files/content") => Doc::new("Upload or edit a file")
+            .describe(
+                "The raw body becomes the file: written beside it and renamed into place when \
+                 complete (a broken upload changes nothing), owned by the server's user. \
+                 `If-Match` with the ETag makes it conditional (409 when the file changed). 413 \
+                 past the server's disk quota or `FILES_MAX_UPLOAD_MB`, before any byte is \
+                 kept; uploads are rate-limited per user (429). 201 for a new file, 204 for a \
+                 replaced one, with the new `ETag`.",
+            )
+            .query(file_path(true))
+            .raw_body()
+            .empty(201)
+            .empty(204)
+            .errors(&[409, 413, 429, 502]),
+        ("POST", "/servers/{sid}/files/mkdir") => Doc::new("Make a directory (and its parents)")
+            .describe("409 when it exists.")
+            .body(object(&["path"], json!({ "path": file_path_schema() })))
+            .empty(204)
+            .errors(&[409, 502]),
+        ("POST", "/servers/{sid}/files/rename") => Doc::new("Move or rename a file or directory")
+            .describe("`to` must not exist (409).")
+            .body(object(
+                &["from", "to"],
+                json!({ "from": file_path_schema(), "to": file_path_schema() }),
+            ))
+            .empty(204)
+            .errors(&[409, 502]),
+        ("POST", "/servers/{sid}/files/delete") => Doc::new("Delete files and directories")
+            .describe("Directories with everything in them. All must exist (404), or none goes.")
+            .body(object(&["paths"], json!({ "paths": file_paths_schema() })))
+            .empty(204)
+            .errors(&[409, 502]),
+        ("POST", "/servers/{sid}/files/chmod") => Doc::new("Set a file's permission bits")
+            .describe("No setuid, setgid or sticky bit (400); a link has no mode of its own (409).")
+            .body(object(
+                &["path", "mode"],
+                json!({
+                    "path": file_path_schema(),
+                    "mode": { "type": "integer", "minimum": 0, "maximum": 511 },
+                }),
+            ))
+            .empty(204)
+            .errors(&[409, 502]),
+        ("POST", "/servers/{sid}/files/compress") => Doc::new("Archive files into a new tar.gz")
+            .describe(
+                "Links are archived as links. `into` must not exist (409); 413 past the quota.",
+            )
+            .body(object(
+                &["paths", "into"],
+                json!({ "paths": file_paths_schema(), "into": file_path_schema() }),
+            ))
+            .empty(204)
+            .errors(&[409, 502]),
+        ("POST", "/servers/{sid}/files/decompress") => Doc::new("Unpack a tar, tar.gz or zip")
+            .describe(
+                "Every entry is checked first: an absolute path, `..` or a link leading outside \
+                 is 400 `invalid_path`, a device or FIFO 400; too many entries, too many bytes \
+                 or too high a ratio (a zip bomb) 413. A refused archive leaves nothing; names \
+                 that exist in `into` are 409.",
+            )
+            .body(object(
+                &["path", "into"],
+                json!({ "path": file_path_schema(), "into": file_path_schema() }),
+            ))
+            .empty(204)
+            .errors(&[409, 502]),
         ("GET", "/secrets") => {
             Doc::new("The tenant's secrets: names and times only").paged(schema("SecretInfo"))
         }
@@ -695,4 +803,44 @@ fn describe_platform(method: &str, path: &str) -> Option<Doc> {
         _ => return None,
     };
     Some(doc)
+}
+
+// Files (issue 17): what the file routes add to the document.
+impl Doc {
+    /// A query parameter.
+    fn query(mut self, parameter: Value) -> Doc {
+        self.query.push(parameter);
+        self
+    }
+
+    /// The body is raw bytes.
+    fn raw_body(mut self) -> Doc {
+        self.raw_body = true;
+        self
+    }
+}
+
+/// A file path: UTF-8, absolute from the server's root.
+fn file_path_schema() -> Value {
+    json!({
+        "type": "string",
+        "pattern": "^/",
+        "maxLength": 4096,
+        "description": "Absolute from the server's root; `..` may not climb out of it.",
+    })
+}
+
+fn file_paths_schema() -> Value {
+    json!({ "type": "array", "minItems": 1, "maxItems": 1000, "items": file_path_schema() })
+}
+
+/// The `path` query parameter (`/` when optional and absent).
+fn file_path(required: bool) -> Value {
+    json!({
+        "name": "path",
+        "in": "query",
+        "required": required,
+        "description": "Absolute from the server's root; `/` when absent.",
+        "schema": file_path_schema(),
+    })
 }

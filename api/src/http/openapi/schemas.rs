@@ -472,6 +472,27 @@ fn servers() -> Value {
                 "completed_at": nullable_time(),
             },
         },
+        // Files (issue 17).
+        "FileItem": {
+            "type": "object",
+            "required": ["name", "type", "size", "mode", "modified_at"],
+            "properties": {
+                "name": { "type": "string", "maxLength": 255 },
+                "type": {
+                    "type": "string",
+                    "enum": ["file", "dir", "symlink"],
+                    "description": "A symbolic link is shown as one, never followed.",
+                },
+                "size": { "type": "integer", "minimum": 0 },
+                "mode": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 4095,
+                    "description": "Permission bits as a number (0o644 is 420).",
+                },
+                "modified_at": time(),
+            },
+        },
         "Backup": {
             "type": "object",
             "required": [

@@ -1,0 +1,659 @@
+//! `/api/tenants/{tid}/servers/{sid}/files…`: a tenant's file manager (`file:read`,
+//! `file:write`). Every call is audited with its path(s), never the content. Bytes stream
+//! through the panel a chunk at a time ([`crate::transfers`]): an upload is read from the
+//! client only as fast as the node writes it, a download only as fast as the client reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use proto::node::v1::{
+    FileChmod, FileCompress, FileDecompress, FileDelete, FileDown, FileEnd, FileKind, FileList,
+    FileMkdir, FileRead, FileRename, FileResult, FileUp, FileWrite, file_down, file_request::Op,
+    file_up,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::access::TenantCtx;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::db::entities::server;
+use crate::ids::{ServerId, TenantId};
+use crate::servers;
+use crate::transfers as files;
+use crate::{AppState, Error, FileFailure, audit};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// How long an upload may wait for the client's next bytes.
+const UPLOAD_IDLE: Duration = Duration::from_secs(60);
+/// Most paths one `delete` or `compress` takes.
+const MAX_PATHS: usize = 1000;
+/// Entries per listing page when the client does not say.
+const DEFAULT_PAGE: u32 = 100;
+/// Most entries per listing page.
+const MAX_PAGE: u32 = 1000;
+
+/// One entry of a directory listing.
+#[derive(Debug, Serialize)]
+pub struct FileItem {
+    /// The name in its directory.
+    pub name: String,
+    /// `file`, `dir` or `symlink` (a link is shown, never followed).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Bytes (a link's: its target's length).
+    pub size: u64,
+    /// Permission bits, as a number (0o644 is 420).
+    pub mode: u32,
+    /// Last modification, RFC 3339.
+    pub modified_at: String,
+}
+
+/// A page of a directory listing.
+#[derive(Debug, Serialize)]
+pub struct FilePage {
+    /// The entries, by name (byte order).
+    pub items: Vec<FileItem>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// `?path=&cursor=&limit=`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    path: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `?path=`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathQuery {
+    path: String,
+}
+
+/// Audits a file call: its path(s) and outcome, never content.
+async fn audited<T>(
+    state: &AppState,
+    ctx: &TenantCtx,
+    action: &str,
+    server_id: &str,
+    details: Value,
+    result: &std::result::Result<T, Error>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("rejected: {}", ApiError::code_of(e)),
+    };
+    let event = ctx.audit(action, Some(server_id), &outcome, details);
+    audit::record_or_log(&state.db, event).await;
+}
+
+/// Sends `op` and waits for the node's one answer.
+async fn ask(
+    state: &AppState,
+    server: &server::Model,
+    op: Op,
+    max_entries: usize,
+) -> std::result::Result<FileResult, Error> {
+    let mut channel = files::open(state, server, op).await?;
+    files::answer(state, &mut channel.up, max_entries).await
+}
+
+/// GET …/files?path=: a page of the directory's entries.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<FilePage>> {
+    let path = query.path.unwrap_or_else(|| "/".to_owned());
+    files::check_path(&path)?;
+    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let op = Op::List(FileList {
+        path: path.clone(),
+        cursor: query.cursor.unwrap_or_default(),
+        limit,
+    });
+    let result = ask(&state, &server, op, limit as usize).await;
+    audited(
+        &state,
+        &ctx,
+        "file.list",
+        &server_id,
+        json!({ "path": path }),
+        &result,
+    )
+    .await;
+    let page = result?;
+    let items = page
+        .entries
+        .into_iter()
+        .map(|e| FileItem {
+            kind: match FileKind::try_from(e.kind) {
+                Ok(FileKind::Dir) => "dir",
+                Ok(FileKind::Symlink) => "symlink",
+                _ => "file",
+            },
+            name: e.name,
+            size: e.size,
+            mode: e.mode & 0o7777,
+            modified_at: chrono::DateTime::from_timestamp(e.modified_unix, 0)
+                .unwrap_or_default()
+                .to_rfc3339(),
+        })
+        .collect();
+    let next_cursor = Some(page.next_cursor).filter(|c| !c.is_empty());
+    Ok(Json(FilePage { items, next_cursor }))
+}
+
+/// `Range: bytes=…` as (start, end, suffix); `None` (the whole file) for anything but one
+/// well-formed range.
+fn parse_range(value: &str) -> Option<(Option<u64>, Option<u64>, Option<u64>)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    match (start.trim(), end.trim()) {
+        ("", suffix) => Some((None, None, Some(suffix.parse().ok()?))),
+        (start, "") => Some((Some(start.parse().ok()?), None, None)),
+        (start, end) => {
+            let (start, end) = (start.parse().ok()?, end.parse().ok()?);
+            (end >= start).then_some((Some(start), Some(end), None))
+        }
+    }
+}
+
+/// GET …/files/content?path=: the bytes, streamed, with `ETag` (SHA-256) and `Range`.
+pub async fn download(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
+    ApiQuery(query): ApiQuery<PathQuery>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    files::check_path(&query.path)?;
+    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let (range_start, range_end, suffix) = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_range)
+        .unwrap_or((None, None, None));
+    let op = Op::Read(FileRead {
+        path: query.path.clone(),
+        range_start,
+        range_end,
+        suffix,
+    });
+    let result = async {
+        let mut channel = files::open(&state, &server, op).await?;
+        let head = files::answer(&state, &mut channel.up, 0).await?;
+        Ok((channel, head))
+    }
+    .await;
+    audited(
+        &state,
+        &ctx,
+        "file.read",
+        &server_id,
+        json!({ "path": query.path }),
+        &result,
+    )
+    .await;
+    let (channel, head) = match result {
+        Ok(opened) => opened,
+        Err(Error::File {
+            kind: FileFailure::Range(size),
+            message,
+        }) => {
+            let mut response = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                message,
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let length = head.length;
+    let mut response = Response::new(Body::from_stream(body(channel, length)));
+    *response.status_mut() = if head.partial {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment"),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", head.etag)) {
+        headers.insert(header::ETAG, etag);
+    }
+    if head.partial {
+        let last = (head.offset + length).saturating_sub(1);
+        if let Ok(value) =
+            HeaderValue::from_str(&format!("bytes {}-{last}/{}", head.offset, head.size))
+        {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
+
+/// A download's body: the node's chunks as they come. A node that goes away (or sends other
+/// than it announced) ends it with an error, so the client sees a broken transfer, never a
+/// short file taken for whole.
+fn body(
+    channel: files::Channel,
+    length: u64,
+) -> impl futures::Stream<Item = std::result::Result<Bytes, std::io::Error>> {
+    async_stream::stream! {
+        let files::Channel { mut up, down } = channel;
+        let mut sent = 0u64;
+        loop {
+            let next = tokio::time::timeout(files::CHUNK_TIMEOUT, up.message()).await;
+            match next.unwrap_or(Ok(None)) {
+                Ok(Some(FileUp { kind: Some(file_up::Kind::Data(data)) })) => {
+                    sent = sent.saturating_add(data.len() as u64);
+                    if sent > length {
+                        yield Err(std::io::Error::other("the node sent more than it announced"));
+                        break;
+                    }
+                    yield Ok(data);
+                }
+                Ok(Some(FileUp { kind: Some(file_up::Kind::End(_)) })) if sent == length => break,
+                _ => {
+                    tracing::warn!(sent, length, "a download ended early: the node went away");
+                    yield Err(std::io::Error::other("node_gone: the node went away during the download"));
+                    break;
+                }
+            }
+        }
+        drop(down);
+    }
+}
+
+/// `If-Match` as the node compares it: `*`, or the SHA-256 without quotes.
+fn if_match(headers: &HeaderMap) -> std::result::Result<String, Error> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(String::new());
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Error::Invalid("If-Match must be an ETag".into()))?
+        .trim();
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    let tag = text.trim_matches('"');
+    if tag == "*" || (tag.len() == 64 && tag.bytes().all(|b| b.is_ascii_hexdigit())) {
+        Ok(tag.to_ascii_lowercase())
+    } else {
+        Err(Error::Invalid(
+            "If-Match must be an ETag of this API or *".into(),
+        ))
+    }
+}
+
+/// PUT …/files/content?path=: the raw body becomes the file (201 new, 204 replaced).
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
+    ApiQuery(query): ApiQuery<PathQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    files::check_path(&query.path)?;
+    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
+    let rule = state.config.security.rate_limits.upload;
+    let decision = state
+        .limits
+        .check(&format!("upload:{}", ctx.principal.user.id), rule)
+        .await;
+    if !decision.allowed {
+        return Err(Error::RateLimited {
+            retry_after_secs: decision.retry_after_secs(state.clock.now().timestamp_millis()),
+        }
+        .into());
+    }
+    let size = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| Error::Invalid("Content-Length must be a number".into()))?,
+        ),
+    };
+    let max = state.config.files.max_upload_bytes;
+    let result = async {
+        let if_match = if_match(&headers)?;
+        if size.is_some_and(|size| size > max) {
+            return Err(over_cap(max));
+        }
+        let write = FileWrite {
+            path: query.path.clone(),
+            size,
+            if_match,
+            max_bytes: max,
+        };
+        send_upload(&state, &server, write, body).await
+    }
+    .await;
+    let details = json!({ "path": query.path, "size": size });
+    audited(&state, &ctx, "file.write", &server_id, details, &result).await;
+    let written = result?;
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    };
+    let mut response = status.into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", written.etag)) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+fn over_cap(max: u64) -> Error {
+    Error::File {
+        kind: FileFailure::TooLarge,
+        message: format!("uploads are limited to {} MiB", max >> 20),
+    }
+}
+
+/// What the node said before the upload was over: its refusal, or that it went away.
+fn early(state: &AppState, message: std::result::Result<Option<FileUp>, tonic::Status>) -> Error {
+    match message {
+        Ok(Some(FileUp {
+            kind: Some(file_up::Kind::Result(mut result)),
+        })) => {
+            crate::grpc::bounds::file_result(&mut result, 0, &state.metrics);
+            files::outcome(result).err().unwrap_or(Error::NodeGone)
+        }
+        _ => Error::NodeGone,
+    }
+}
+
+/// The upload itself: the node checks first (`ready`), then the body goes down a chunk at a
+/// time, only as fast as the node takes it; its final answer says where the file is now.
+async fn send_upload(
+    state: &AppState,
+    server: &server::Model,
+    write: FileWrite,
+    body: Body,
+) -> std::result::Result<FileResult, Error> {
+    let max = write.max_bytes;
+    let files::Channel { mut up, down } = files::open(state, server, Op::Write(write)).await?;
+    files::answer(state, &mut up, 0).await?;
+    let mut data = body.into_data_stream();
+    let mut total = 0u64;
+    loop {
+        let next = tokio::select! {
+            message = up.message() => return Err(early(state, message)),
+            next = tokio::time::timeout(UPLOAD_IDLE, data.next()) => next,
+        };
+        let chunk = match next {
+            Err(_) => return Err(Error::Invalid("the upload stalled".into())),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(Error::Invalid("the upload broke off".into())),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        total = total.saturating_add(chunk.len() as u64);
+        if total > max {
+            return Err(over_cap(max));
+        }
+        let mut at = 0;
+        while at < chunk.len() {
+            let end = (at + files::CHUNK).min(chunk.len());
+            let piece = FileDown {
+                kind: Some(file_down::Kind::Data(chunk.slice(at..end))),
+            };
+            at = end;
+            tokio::select! {
+                message = up.message() => return Err(early(state, message)),
+                sent = down.send(piece) => sent.map_err(|_| Error::NodeGone)?,
+            }
+        }
+    }
+    let end = FileDown {
+        kind: Some(file_down::Kind::End(FileEnd {})),
+    };
+    down.send(end).await.map_err(|_| Error::NodeGone)?;
+    files::answer(state, &mut up, 0).await
+}
+
+/// `{path}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathBody {
+    path: String,
+}
+
+/// `{from, to}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameBody {
+    from: String,
+    to: String,
+}
+
+/// `{paths}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsBody {
+    paths: Vec<String>,
+}
+
+/// `{path, mode}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChmodBody {
+    path: String,
+    mode: u32,
+}
+
+/// `{paths, into}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressBody {
+    paths: Vec<String>,
+    into: String,
+}
+
+/// `{path, into}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecompressBody {
+    path: String,
+    into: String,
+}
+
+fn check_paths(paths: &[String]) -> std::result::Result<(), Error> {
+    if paths.is_empty() || paths.len() > MAX_PATHS {
+        return Err(Error::Invalid("paths must hold 1 to 1000 paths".into()));
+    }
+    paths.iter().try_for_each(|p| files::check_path(p))
+}
+
+/// Runs one answer-only operation, audited with `details`: 204.
+async fn operation(
+    state: &AppState,
+    ctx: &TenantCtx,
+    server_id: &str,
+    action: &str,
+    details: Value,
+    op: std::result::Result<Op, Error>,
+) -> Result<StatusCode> {
+    let server = servers::get(&state.db, &ctx.tenant_id, server_id).await?;
+    let result = match op {
+        Ok(op) => ask(state, &server, op, 0).await,
+        Err(e) => Err(e),
+    };
+    audited(state, ctx, action, server_id, details, &result).await;
+    result?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// POST …/files/mkdir `{path}`: the directory and any missing parent.
+pub async fn mkdir(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
+    ApiJson(body): ApiJson<PathBody>,
+) -> Result<StatusCode> {
+    let op = files::check_path(&body.path).map(|()| {
+        Op::Mkdir(FileMkdir {
+            path: body.path.clone(),
+        })
+    });
+    operation(
+        &state,
+        &ctx,
+        &server_id,
+        "file.mkdir",
+        json!({ "path": body.path }),
+        op,
+    )
+    .await
+}
+
+/// POST …/files/rename `{from, to}`: `to` must not exist.
+pub async fn rename(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
+    ApiJson(body): ApiJson<RenameBody>,
+) -> Result<StatusCode> {
+    let details = json!({ "from": body.from, "to": body.to });
+    let op = files::check_path(&body.from)
+        .and_then(|()| files::check_path(&body.to))
+        .map(|()| {
+            Op::Rename(FileRename {
+                from: body.from,
+                to: body.to,
+            })
+        });
+    operation(&state, &ctx, &server_id, "file.rename", details, op).await
+}
+
+/// POST …/files/delete `{paths}`: directories with everything in them.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
+    ApiJson(body): ApiJson<PathsBody>,
+) -> Result<StatusCode> {
+    let details = json!({ "paths": body.paths });
+    let op = check_paths(&body.paths).map(|()| Op::Delete(FileDelete { paths: body.paths }));
+    operation(&state, &ctx, &server_id, "file.delete", details, op).await
+}
+
+/// POST …/files/chmod `{path, mode}`: permission bits only.
+pub async fn chmod(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
+    ApiJson(body): ApiJson<ChmodBody>,
+) -> Result<StatusCode> {
+    let details = json!({ "path": body.path, "mode": body.mode });
+    let op = files::check_path(&body.path).and_then(|()| {
+        if body.mode > 0o777 {
+            return Err(Error::Invalid(
+                "mode may hold permission bits only (at most 0o777 = 511; no setuid, setgid or sticky bit)".into(),
+            ));
+        }
+        Ok(Op::Chmod(FileChmod { path: body.path, mode: body.mode }))
+    });
+    operation(&state, &ctx, &server_id, "file.chmod", details, op).await
+}
+
+/// POST …/files/compress `{paths, into}`: a new tar.gz.
+pub async fn compress(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
+    ApiJson(body): ApiJson<CompressBody>,
+) -> Result<StatusCode> {
+    let details = json!({ "paths": body.paths, "into": body.into });
+    let op = check_paths(&body.paths)
+        .and_then(|()| files::check_path(&body.into))
+        .map(|()| {
+            Op::Compress(FileCompress {
+                paths: body.paths,
+                into: body.into,
+            })
+        });
+    operation(&state, &ctx, &server_id, "file.compress", details, op).await
+}
+
+/// POST …/files/decompress `{path, into}`: tar, tar.gz or zip, every entry checked.
+pub async fn decompress(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
+    ApiJson(body): ApiJson<DecompressBody>,
+) -> Result<StatusCode> {
+    let details = json!({ "path": body.path, "into": body.into });
+    let op = files::check_path(&body.path)
+        .and_then(|()| files::check_path(&body.into))
+        .map(|()| {
+            Op::Decompress(FileDecompress {
+                path: body.path,
+                into: body.into,
+            })
+        });
+    operation(&state, &ctx, &server_id, "file.decompress", details, op).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_well_formed_range_or_the_whole_file() {
+        assert_eq!(parse_range("bytes=0-99"), Some((Some(0), Some(99), None)));
+        assert_eq!(parse_range("bytes=100-"), Some((Some(100), None, None)));
+        assert_eq!(parse_range("bytes=-5"), Some((None, None, Some(5))));
+        assert_eq!(parse_range("bytes=5-1"), None);
+        assert_eq!(parse_range("bytes=0-1,4-5"), None);
+        assert_eq!(parse_range("items=0-1"), None);
+        assert_eq!(parse_range("bytes=x-"), None);
+    }
+
+    #[test]
+    fn if_match_takes_our_etags_or_a_star() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_MATCH, HeaderValue::from_str(v).unwrap());
+            if_match(&h)
+        };
+        let tag = "a".repeat(64);
+        assert_eq!(with(&format!("\"{tag}\"")).unwrap(), tag);
+        assert_eq!(with(&format!("W/\"{}\"", tag.to_uppercase())).unwrap(), tag);
+        assert_eq!(with("*").unwrap(), "*");
+        assert!(with("\"nope\"").is_err());
+        assert_eq!(if_match(&HeaderMap::new()).unwrap(), "");
+    }
+}

@@ -1,0 +1,236 @@
+//! A tenant's files, through the node that runs the server: the bridge between the REST edge
+//! (`http::files`) and the node channel's edge (`grpc::service`), so an edge itself.
+//!
+//! A request goes down the node's control stream as a `FileRequest` with a fresh id; the node
+//! answers it on a `Files` stream it opens on the same mutually authenticated connection
+//! ([`Transfers::arrive`], called by the gRPC service only for a request sent to that very
+//! node). Bytes then flow on that stream under HTTP/2 flow control: the panel holds at most a
+//! few chunks per transfer ([`DOWN_QUEUE`] down, the HTTP/2 window up), whatever the file's
+//! size, and the control stream's heartbeats and commands never wait behind a transfer.
+//!
+//! A node that does not open the stream within [`OPEN_TIMEOUT`], does not answer within
+//! [`ANSWER_TIMEOUT`], or whose stream breaks before the last answer, ends the request with
+//! [`Error::NodeGone`] (502 `node_gone`); a download whose next chunk does not come within
+//! [`CHUNK_TIMEOUT`] is broken off.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use proto::node::v1::{
+    FileDown, FileError, FileRequest, FileResult, FileUp, PanelMessage, file_request, file_up,
+    panel_message,
+};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Streaming;
+
+use crate::db::entities::server;
+use crate::{AppState, Error, FileFailure};
+
+/// How long a node has to open the stream of a request it was sent.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// File requests waiting for their stream at once, over all nodes (more are shed, 503).
+pub const MAX_PENDING: usize = 1024;
+/// Chunks queued towards a node per upload.
+pub const DOWN_QUEUE: usize = 4;
+/// HTTP/2 flow-control window of a node connection's streams (the connection's is twice
+/// that): what one transfer may have in flight from the node.
+pub const WINDOW: u32 = 4 << 20;
+/// Largest HTTP/2 frame a node may send (a chunk travels in a frame or two).
+pub const MAX_FRAME: u32 = 256 << 10;
+/// How long a node may take to answer once it opened the stream (a large decompress is
+/// slow; a node that never answers must not hold the request for ever).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How long a download may wait for the node's next chunk.
+pub const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest chunk sent to a node (its messages stay well under the 4 MiB gRPC default).
+pub const CHUNK: usize = 256 * 1024;
+
+/// The two directions of one request's `Files` stream.
+pub struct Channel {
+    /// What the node sends: answers and a read's bytes.
+    pub up: Streaming<FileUp>,
+    /// What goes to the node: a write's bytes.
+    pub down: mpsc::Sender<FileDown>,
+}
+
+/// File requests sent to nodes whose stream has not arrived yet.
+#[derive(Default)]
+pub struct Transfers {
+    pending: Mutex<HashMap<String, (String, oneshot::Sender<Channel>)>>,
+}
+
+impl Transfers {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, oneshot::Sender<Channel>)>> {
+        // Entries are always whole; a panic elsewhere does not make them wrong.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A node opened the stream for request `id`: hands it to the waiting request. False when
+    /// no request of that id was sent to `node_id` (or it gave up waiting).
+    pub fn arrive(&self, id: &str, node_id: &str, channel: Channel) -> bool {
+        let mut pending = self.lock();
+        match pending.get(id) {
+            Some((node, _)) if node == node_id => {}
+            _ => return false,
+        }
+        match pending.remove(id) {
+            Some((_, waiter)) => waiter.send(channel).is_ok(),
+            None => false,
+        }
+    }
+
+    fn expect(&self, id: &str, node_id: &str) -> Result<oneshot::Receiver<Channel>, Error> {
+        let mut pending = self.lock();
+        if pending.len() >= MAX_PENDING {
+            return Err(Error::Unavailable(1));
+        }
+        let (tx, rx) = oneshot::channel();
+        pending.insert(id.to_owned(), (node_id.to_owned(), tx));
+        Ok(rx)
+    }
+
+    fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+/// Sends `op` on `server`'s files to its node and waits for the node's stream. A node that is
+/// not connected is [`Error::NodeOffline`] (409); one that does not answer, [`Error::NodeGone`].
+pub async fn open(
+    state: &AppState,
+    server: &server::Model,
+    op: file_request::Op,
+) -> Result<Channel, Error> {
+    let node_id = &server.node_id;
+    if !state.registry.is_online(node_id) {
+        return Err(Error::NodeOffline(node_id.clone()));
+    }
+    let id = crate::tenancy::new_id();
+    let arrived = state.transfers.expect(&id, node_id)?;
+    let message = PanelMessage {
+        kind: Some(panel_message::Kind::File(FileRequest {
+            id: id.clone(),
+            server_id: server.id.clone(),
+            op: Some(op),
+        })),
+    };
+    let opened = async {
+        if !state.registry.send(node_id, message).await {
+            return Err(Error::NodeGone);
+        }
+        match tokio::time::timeout(OPEN_TIMEOUT, arrived).await {
+            Ok(Ok(channel)) => Ok(channel),
+            _ => Err(Error::NodeGone),
+        }
+    }
+    .await;
+    state.transfers.forget(&id);
+    opened
+}
+
+/// The node's next answer, bounded and checked: its refusal as an error.
+pub async fn answer(
+    state: &AppState,
+    up: &mut Streaming<FileUp>,
+    max_entries: usize,
+) -> Result<FileResult, Error> {
+    match tokio::time::timeout(ANSWER_TIMEOUT, up.message()).await {
+        Ok(Ok(Some(FileUp {
+            kind: Some(file_up::Kind::Result(mut result)),
+        }))) => {
+            crate::grpc::bounds::file_result(&mut result, max_entries, &state.metrics);
+            outcome(result)
+        }
+        _ => Err(Error::NodeGone),
+    }
+}
+
+/// A node's answer as a result.
+pub fn outcome(result: FileResult) -> Result<FileResult, Error> {
+    let kind = match FileError::try_from(result.error).unwrap_or(FileError::Failed) {
+        FileError::None => return Ok(result),
+        FileError::InvalidPath => FileFailure::InvalidPath,
+        FileError::NotFound => FileFailure::NotFound,
+        FileError::Conflict => FileFailure::Conflict,
+        FileError::TooLarge => FileFailure::TooLarge,
+        FileError::Invalid => FileFailure::Invalid,
+        FileError::Range => FileFailure::Range(result.message.parse().unwrap_or(0)),
+        FileError::Failed => FileFailure::Failed,
+    };
+    let message = match kind {
+        FileFailure::Range(size) => format!("the range is outside the file ({size} bytes)"),
+        _ => result.message,
+    };
+    Err(Error::File { kind, message })
+}
+
+/// Checks a path before it is sent: at most 4,096 bytes, no NUL, absolute (the node checks
+/// it again, and resolves it).
+pub fn check_path(path: &str) -> Result<(), Error> {
+    let invalid = |message: &str| Error::File {
+        kind: FileFailure::InvalidPath,
+        message: message.to_owned(),
+    };
+    if path.len() > 4096 {
+        return Err(invalid("the path is longer than 4096 bytes"));
+    }
+    if path.contains('\0') {
+        return Err(invalid("the path holds a NUL byte"));
+    }
+    if !path.starts_with('/') {
+        return Err(invalid(
+            "the path must be absolute from the server's root (start with /)",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_checked_before_they_are_sent() {
+        assert!(check_path("/a/b").is_ok());
+        for bad in ["a", "", "/a\0b"] {
+            assert!(matches!(
+                check_path(bad),
+                Err(Error::File {
+                    kind: FileFailure::InvalidPath,
+                    ..
+                })
+            ));
+        }
+        assert!(check_path(&format!("/{}", "a".repeat(4096))).is_err());
+    }
+
+    #[test]
+    fn node_answers_map_to_the_contract() {
+        let refusal = |error: FileError, message: &str| FileResult {
+            error: error as i32,
+            message: message.into(),
+            ..FileResult::default()
+        };
+        assert!(outcome(FileResult::default()).is_ok());
+        assert!(matches!(
+            outcome(refusal(FileError::Range, "42")),
+            Err(Error::File {
+                kind: FileFailure::Range(42),
+                ..
+            })
+        ));
+        assert!(matches!(
+            outcome(FileResult {
+                error: 99,
+                ..FileResult::default()
+            }),
+            Err(Error::File {
+                kind: FileFailure::Failed,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,223 @@
+//! One `FileRequest`, answered on its own `Files` stream: opened on the panel connection,
+//! first message `open` with the request's id, then the outcome (and a read's bytes, or a
+//! write's `ready` before its bytes come down). The blocking work runs on the blocking pool;
+//! bytes pass between it and the stream through channels of [`QUEUE`] chunks, so a transfer
+//! of any size holds a few hundred KiB here.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::bytes::Bytes;
+use proto::node::v1::node_control_client::NodeControlClient;
+use proto::node::v1::{
+    FileDown, FileEnd, FileRead, FileRequest, FileResult, FileUp, FileWrite, file_down,
+    file_request, file_up,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+use super::{CHUNK, Etags, Fail, Target, archive, ops, upload};
+use crate::supervisor::Supervisor;
+
+/// Chunks queued between the disk and the stream, each way.
+const QUEUE: usize = 4;
+/// How long an upload waits for its next chunk before it is dropped.
+const IDLE: Duration = Duration::from_secs(60);
+/// How long the panel has to read the last answer and close its side.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// Answers `request` on a new `Files` stream of `client`'s connection, in the background.
+pub fn serve(
+    client: NodeControlClient<Channel>,
+    supervisor: Arc<Supervisor>,
+    request: FileRequest,
+) {
+    tokio::spawn(run(client, supervisor, request));
+}
+
+fn up(kind: file_up::Kind) -> FileUp {
+    FileUp { kind: Some(kind) }
+}
+
+async fn run(
+    mut client: NodeControlClient<Channel>,
+    supervisor: Arc<Supervisor>,
+    request: FileRequest,
+) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    // The channel is new and empty: this cannot fail for lack of room.
+    let _ = tx.try_send(up(file_up::Kind::Open(request.id.clone())));
+    let mut inbound = match client.files(ReceiverStream::new(rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            tracing::warn!(request = %request.id, %status, "the panel refused a files stream");
+            return;
+        }
+    };
+    if let Err(fail) = answer(&supervisor, request, &tx, &mut inbound).await {
+        let _ = tx.send(up(file_up::Kind::Result(fail.result()))).await;
+    }
+    drop(tx);
+    // Whatever was queued goes out before the stream is dropped.
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(Some(_)) = inbound.message().await {}
+    })
+    .await;
+}
+
+/// Runs blocking file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Fail> + Send + 'static,
+) -> Result<T, Fail> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|_| Err(Fail::failed("the file task failed")))
+}
+
+async fn reply(tx: &mpsc::Sender<FileUp>, result: FileResult) -> Result<(), Fail> {
+    // The panel gone: nobody to tell.
+    let _ = tx.send(up(file_up::Kind::Result(result))).await;
+    Ok(())
+}
+
+async fn answer(
+    supervisor: &Supervisor,
+    request: FileRequest,
+    tx: &mpsc::Sender<FileUp>,
+    inbound: &mut Streaming<FileDown>,
+) -> Result<(), Fail> {
+    use file_request::Op;
+    let target = supervisor.file_target(&request.server_id)?;
+    let etags = supervisor.etags();
+    let result = match request.op {
+        None => Err(Fail::failed(
+            "unknown file operation: this Wings is older than the panel",
+        )),
+        Some(Op::Read(read)) => return serve_read(tx, target, etags, read).await,
+        Some(Op::Write(write)) => return serve_write(tx, inbound, target, etags, write).await,
+        Some(Op::List(list)) => {
+            blocking(move || ops::list(&target, &list.path, &list.cursor, list.limit as usize))
+                .await
+        }
+        Some(Op::Mkdir(mkdir)) => blocking(move || ops::mkdir(&target, &mkdir.path)).await,
+        Some(Op::Rename(rename)) => {
+            blocking(move || ops::rename(&target, &rename.from, &rename.to)).await
+        }
+        Some(Op::Delete(delete)) => blocking(move || ops::delete(&target, &delete.paths)).await,
+        Some(Op::Chmod(chmod)) => {
+            blocking(move || ops::chmod(&target, &chmod.path, chmod.mode)).await
+        }
+        Some(Op::Compress(compress)) => {
+            blocking(move || archive::compress(&target, &compress.paths, &compress.into)).await
+        }
+        Some(Op::Decompress(decompress)) => {
+            blocking(move || archive::decompress(&target, &decompress.path, &decompress.into)).await
+        }
+    };
+    reply(tx, result?).await
+}
+
+/// The header, the bytes in order, then `end`; a file that ends early (truncated meanwhile)
+/// or fails to read gets no `end`, and the panel ends the download as broken.
+async fn serve_read(
+    tx: &mpsc::Sender<FileUp>,
+    target: Target,
+    etags: Arc<Etags>,
+    read: FileRead,
+) -> Result<(), Fail> {
+    let reading = blocking(move || ops::open_read(&target, &etags, &read)).await?;
+    let mut left = reading.header.length;
+    if tx
+        .send(up(file_up::Kind::Result(reading.header)))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    let chunks = tx.clone();
+    let mut file = reading.file;
+    let whole = tokio::task::spawn_blocking(move || {
+        while left > 0 {
+            let mut buf = vec![0u8; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
+            let n = match file.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            buf.truncate(n);
+            left -= n as u64;
+            if chunks
+                .blocking_send(up(file_up::Kind::Data(Bytes::from(buf))))
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    if matches!(whole, Ok(true)) {
+        let _ = tx.send(up(file_up::Kind::End(FileEnd {}))).await;
+    }
+    Ok(())
+}
+
+/// `ready` once the checks passed, then the bytes from the panel to the unnamed file until
+/// `end`; the final answer once it is in place. A stream that breaks, stalls for [`IDLE`] or
+/// passes the cap keeps nothing.
+async fn serve_write(
+    tx: &mpsc::Sender<FileUp>,
+    inbound: &mut Streaming<FileDown>,
+    target: Target,
+    etags: Arc<Etags>,
+    write: FileWrite,
+) -> Result<(), Fail> {
+    let kept = etags.clone();
+    let mut upload = blocking(move || upload::prepare(&target, &kept, &write)).await?;
+    if tx
+        .send(up(file_up::Kind::Result(FileResult::default())))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    // `None`: every byte came.
+    let (chunks, mut received) = mpsc::channel::<Option<Bytes>>(QUEUE);
+    let writer = tokio::task::spawn_blocking(move || {
+        while let Some(item) = received.blocking_recv() {
+            match item {
+                Some(chunk) => upload.write(&chunk)?,
+                None => return upload.commit(&etags).map(Some),
+            }
+        }
+        Ok(None)
+    });
+    loop {
+        let message = match tokio::time::timeout(IDLE, inbound.message()).await {
+            Ok(Ok(Some(message))) => message,
+            _ => break,
+        };
+        match message.kind {
+            Some(file_down::Kind::Data(data)) => {
+                if chunks.send(Some(data)).await.is_err() {
+                    break;
+                }
+            }
+            Some(file_down::Kind::End(_)) => {
+                let _ = chunks.send(None).await;
+                break;
+            }
+            None => break,
+        }
+    }
+    drop(chunks);
+    match writer.await {
+        Ok(Ok(Some(result))) => reply(tx, result).await,
+        // Broken off: the unnamed file is gone with its descriptor.
+        Ok(Ok(None)) => Ok(()),
+        Ok(Err(fail)) => Err(fail),
+        Err(_) => Err(Fail::failed("the write task failed")),
+    }
+}
