@@ -57,7 +57,7 @@ async fn served_document(panel: &api::Panel) -> Value {
 async fn the_document_lists_exactly_the_route_table() {
     let f = start(DbKind::Sqlite).await;
     let doc = served_document(&f.panel).await;
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     let routes: BTreeSet<(String, String)> = api::http::routes()
         .iter()
         .map(|r| (r.method.to_ascii_lowercase(), r.path.to_owned()))
@@ -237,12 +237,12 @@ fn resolve<'a>(doc: &'a Value, value: &'a Value) -> Result<&'a Value, String> {
     }
 }
 
-/// Validates `value` against `schema` of the document with the `jsonschema` crate (JSON
-/// Schema 2020-12, formats asserted): the schema is checked with the document's `components`
-/// beside it, so its `#/components/...` references resolve.
+/// Validates `value` against `schema` of the document (OpenAPI 3.1: JSON Schema 2020-12) with
+/// the `jsonschema` crate, formats asserted: the schema is checked with the document's
+/// `components` beside it, so its `#/components/...` references resolve.
 fn validate(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
-    let mut root = json_schema(schema.clone());
-    let components = json_schema(doc["components"].clone());
+    let mut root = schema.clone();
+    let components = doc["components"].clone();
     match &mut root {
         Value::Object(map) => {
             map.insert("components".into(), components);
@@ -262,25 +262,6 @@ fn validate(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
     } else {
         Err(errors.join("; "))
     }
-}
-
-/// An OpenAPI 3.0 schema as JSON Schema: `nullable: true` becomes a `null` alternative.
-fn json_schema(mut schema: Value) -> Value {
-    fn walk(value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                map.values_mut().for_each(walk);
-                if map.remove("nullable") == Some(Value::Bool(true)) {
-                    let inner = Value::Object(std::mem::take(map));
-                    map.insert("anyOf".into(), json!([inner, { "type": "null" }]));
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    walk(&mut schema);
-    schema
 }
 
 /// The validator refuses what the document does not allow: a missing field, a wrong type, a

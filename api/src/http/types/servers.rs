@@ -1,0 +1,191 @@
+//! Servers, their commands and backups.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+use crate::db::entities::states::{
+    BackupState, CommandKind, CommandState, RestoreState, ServerState,
+};
+use crate::db::entities::{backup, command};
+use crate::servers::ServerView;
+
+/// The schema of a server's variables: the template's variable names to a string of at most
+/// [`crate::templates::MAX_VALUE_BYTES`] bytes or `{"secret": name}`, a reference to one of
+/// the tenant's secrets.
+pub struct ServerVariables;
+
+impl PartialSchema for ServerVariables {
+    fn schema() -> RefOr<Schema> {
+        let literal = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(crate::templates::MAX_VALUE_BYTES));
+        let secret = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property(
+                "secret",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(super::SECRET_NAME)),
+            )
+            .required("secret")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Values of the template's variables: a string, or a reference to one of the \
+                 tenant's secrets.",
+            ))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(super::VARIABLE_NAME)),
+            ))
+            .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::OneOf(
+                OneOfBuilder::new().item(literal).item(secret).build(),
+            )))))
+            .into()
+    }
+}
+
+impl ToSchema for ServerVariables {
+    fn name() -> Cow<'static, str> {
+        "ServerVariables".into()
+    }
+}
+
+/// A server.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Server {
+    /// The server's id.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Its tenant.
+    #[schema(format = Uuid)]
+    pub tenant_id: String,
+    /// Its name.
+    pub name: String,
+    /// The node it is placed on.
+    pub node_id: String,
+    /// The template's name.
+    pub template: String,
+    /// Its variables.
+    #[schema(value_type = ServerVariables)]
+    pub variables: serde_json::Value,
+    /// The port it was given on its node.
+    pub port: Option<i32>,
+    /// What its node last reported.
+    pub state: ServerState,
+    /// Why, when it crashed.
+    pub state_reason: Option<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ServerView> for Server {
+    fn from(view: ServerView) -> Server {
+        let s = view.server;
+        Server {
+            id: s.id,
+            tenant_id: s.tenant_id,
+            name: s.name,
+            node_id: s.node_id,
+            template: view.template,
+            variables: s.variables,
+            port: s.port,
+            state: s.state,
+            state_reason: s.state_reason,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// `{"command_id"}`: a command was sent; follow it at `…/commands/{cid}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandAccepted {
+    /// The command's id.
+    #[schema(format = Uuid)]
+    pub command_id: String,
+}
+
+/// What became of a command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Command {
+    /// The command's id.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// What it asks of the node.
+    pub action: CommandKind,
+    /// Where it stands.
+    pub state: CommandState,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was sent.
+    pub created_at: DateTime<Utc>,
+    /// When its node answered.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<command::Model> for Command {
+    fn from(row: command::Model) -> Command {
+        Command {
+            id: row.id,
+            action: row.action,
+            state: row.state,
+            error: row.error,
+            created_at: row.created_at,
+            completed_at: row.completed_at,
+        }
+    }
+}
+
+/// A backup of a server.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Backup {
+    /// The backup's id.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Where it stands.
+    pub state: BackupState,
+    /// The archive's size.
+    #[schema(minimum = 0)]
+    pub size_bytes: Option<i64>,
+    /// The archive's SHA-256, hex.
+    pub sha256: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Where its last restore stands; null: never restored.
+    pub restore_state: Option<RestoreState>,
+    /// Why its last restore failed.
+    pub restore_error: Option<String>,
+    /// When it was asked for.
+    pub created_at: DateTime<Utc>,
+    /// When its node finished it.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<backup::Model> for Backup {
+    fn from(b: backup::Model) -> Backup {
+        Backup {
+            id: b.id,
+            name: b.name,
+            state: b.state,
+            size_bytes: b.size_bytes,
+            sha256: b.sha256,
+            error: b.error,
+            restore_state: b.restore_state,
+            restore_error: b.restore_error,
+            created_at: b.created_at,
+            completed_at: b.completed_at,
+        }
+    }
+}
