@@ -31,7 +31,7 @@ pub struct Variable {
     #[schema(pattern = "^[A-Z][A-Z0-9_]{0,63}$")]
     pub name: String,
     /// A regular expression the whole value must match.
-    #[schema(max_length = 512)]
+    #[schema(max_length = 512, format = "regex")]
     pub pattern: String,
     /// Used when the server does not set the variable; must match the pattern.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,7 +55,7 @@ pub struct NewTemplate {
     pub args: Vec<String>,
     /// Declared variables (names unique).
     #[serde(default)]
-    #[schema(max_items = 32)]
+    #[schema(schema_with = unique_variables)]
     pub variables: Vec<Variable>,
     /// Console input to its servers is audited without its content (passwords typed into a
     /// game console, say).
@@ -64,6 +64,18 @@ pub struct NewTemplate {
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// The schema of [`NewTemplate::variables`]: at most 32, no two alike (a name declared twice
+/// is refused).
+fn unique_variables() -> utoipa::openapi::schema::Array {
+    use utoipa::ToSchema;
+    let variable = utoipa::openapi::Ref::from_schema_name(Variable::name());
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(variable)
+        .max_items(Some(MAX_VARIABLES))
+        .unique_items(true)
+        .build()
 }
 
 /// What a server made from a template may use. Absent fields take the platform defaults.

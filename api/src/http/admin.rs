@@ -59,7 +59,7 @@ pub struct NewNode {
     /// Its name, for people.
     name: Option<String>,
     /// At most 10,000 ports within 1024-65535, e.g. `30000-30099`.
-    #[schema(example = "30000-30099")]
+    #[schema(example = "30000-30099", pattern = "^[0-9]{4,5}-[0-9]{4,5}$")]
     ports: Option<String>,
 }
 

@@ -134,12 +134,38 @@ pub async fn disable(
 }
 
 /// `{mfa_token, code | recovery_code}`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 pub struct MfaLogin {
     mfa_token: String,
     code: Option<String>,
     recovery_code: Option<String>,
 }
+
+impl utoipa::PartialSchema for MfaLogin {
+    /// The token and exactly one of `code` and `recovery_code` (400 otherwise).
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        let fields = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("mfa_token", string())
+            .property("code", string())
+            .property("recovery_code", string())
+            .required("mfa_token");
+        let one = OneOfBuilder::new()
+            .item(ObjectBuilder::new().required("code"))
+            .item(ObjectBuilder::new().required("recovery_code"));
+        AllOfBuilder::new()
+            .item(fields)
+            .item(one)
+            .description(Some(
+                "The `mfa_token` of the login and exactly one of `code` and `recovery_code`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for MfaLogin {}
 
 /// POST /api/auth/login/mfa: the second step of a login; the token pair, as login answers.
 #[utoipa::path(

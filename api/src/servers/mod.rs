@@ -48,8 +48,10 @@ pub struct NewServer {
     )]
     pub name: String,
     /// The node to place it on.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     pub node_id: String,
     /// The template's name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub template: String,
     /// Values of the template's variables.
     #[serde(default)]

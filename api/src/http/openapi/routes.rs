@@ -211,6 +211,9 @@ fn describe(operation: &mut Operation, route: &Route) {
         extensions = extensions.add("x-rate-limit", limits.clone());
     }
     operation.extensions = Some(extensions.build());
+    if let Some(body) = operation.request_body.as_mut() {
+        not_null(body);
+    }
     let body = operation.request_body.is_some();
     let responses = &mut operation.responses.responses;
     for (status, response) in responses.iter_mut() {
@@ -236,6 +239,26 @@ fn describe(operation: &mut Operation, route: &Route) {
         "default".into(),
         RefOr::Ref(Ref::from_response_name("Error")),
     );
+}
+
+/// An optional body (`request_body = Option<T>`) may be left out, but `null` is no body the
+/// handler takes: its schema is `T`'s, not `T` or null.
+fn not_null(body: &mut utoipa::openapi::request_body::RequestBody) {
+    use utoipa::openapi::schema::Schema;
+    for content in body.content.values_mut() {
+        let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else {
+            continue;
+        };
+        let not_null: Vec<_> = one_of
+            .items
+            .iter()
+            .filter(|item| !matches!(item, RefOr::T(Schema::Object(o)) if o.schema_type == Type::Null.into()))
+            .cloned()
+            .collect();
+        if let [only] = not_null.as_slice() {
+            content.schema = Some(only.clone());
+        }
+    }
 }
 
 /// `get_api_tenants_tid_servers_sid`: the method and the path's words.

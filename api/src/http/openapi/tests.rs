@@ -197,6 +197,35 @@ fn bodies_refusing_unknown_fields_say_so() {
         schemas["Register"]["properties"]["email"]["format"],
         "email"
     );
+    assert_eq!(
+        schemas["NewInvitation"]["properties"]["email"]["format"],
+        "email"
+    );
+    let variables = &schemas["NewTemplate"]["properties"]["variables"];
+    assert_eq!(
+        variables["uniqueItems"], true,
+        "a name declared twice is refused"
+    );
+    assert_eq!(variables["maxItems"], 32);
+    let one_of = &schemas["MfaLogin"]["allOf"][1]["oneOf"];
+    let required: Vec<&Value> = one_of
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["required"])
+        .collect();
+    assert_eq!(required, [&json!(["code"]), &json!(["recovery_code"])]);
+    let optional = &doc["paths"]["/api/admin/nodes/{id}/join-tokens"]["post"]["requestBody"];
+    assert_eq!(
+        optional["required"],
+        Value::Null,
+        "the body may be left out"
+    );
+    assert_eq!(
+        optional["content"]["application/json"]["schema"],
+        json!({ "$ref": "#/components/schemas/NewJoinToken" }),
+        "but is never null"
+    );
 }
 
 #[test]
