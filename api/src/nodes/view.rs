@@ -19,25 +19,27 @@ pub struct Node {
     /// Whether it may connect.
     pub enabled: bool,
     /// Lowercase hex SHA-256 of the pinned certificate.
+    #[schema(required = true)]
     pub fingerprint: Option<String>,
     /// Whether it is connected.
     pub online: bool,
     /// When it was last heard from.
-    #[schema(format = DateTime)]
+    #[schema(required = true, format = DateTime)]
     pub last_seen: Option<String>,
     /// When its certificate expires.
-    #[schema(format = DateTime)]
+    #[schema(required = true, format = DateTime)]
     pub cert_not_after: Option<String>,
     /// The ports servers get, e.g. `30000-30099`.
-    #[schema(example = "30000-30099")]
+    #[schema(required = true, example = "30000-30099")]
     pub ports: Option<String>,
     /// `ok`, `due` (two thirds of the lifetime passed), `renewing` or `failed: <code>`.
     #[schema(pattern = "^(ok|due|renewing|failed: [a-z_]+)$")]
     pub renewal: String,
     /// When it last renewed its certificate.
-    #[schema(format = DateTime)]
+    #[schema(required = true, format = DateTime)]
     pub last_renewed_at: Option<String>,
     /// During a renewal, the new certificate's fingerprint, admitted beside the pinned one.
+    #[schema(required = true)]
     pub next_fingerprint: Option<String>,
 }
 

@@ -17,6 +17,7 @@ pub struct User {
     /// Their email address (lower-cased).
     pub email: String,
     /// Their name, if they gave one.
+    #[schema(required = true)]
     pub name: Option<String>,
     /// Whether they followed the verification link.
     pub email_verified: bool,
@@ -69,10 +70,13 @@ pub struct Session {
     /// When it was opened.
     pub created_at: DateTime<Utc>,
     /// When it was last used (to the minute).
+    #[schema(required = true)]
     pub last_used_at: Option<DateTime<Utc>>,
     /// The client IP at login.
+    #[schema(required = true)]
     pub ip: Option<String>,
     /// The client's `User-Agent` at login.
+    #[schema(required = true)]
     pub user_agent: Option<String>,
     /// Whether it is the caller's own.
     pub current: bool,

@@ -27,6 +27,7 @@ pub struct Page<T> {
     /// This page's items.
     pub items: Vec<T>,
     /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

@@ -77,10 +77,12 @@ pub struct Server {
     #[schema(value_type = ServerVariables)]
     pub variables: serde_json::Value,
     /// The port it was given on its node.
+    #[schema(required = true)]
     pub port: Option<i32>,
     /// What its node last reported.
     pub state: ServerState,
     /// Why, when it crashed.
+    #[schema(required = true)]
     pub state_reason: Option<String>,
     /// When it was made.
     pub created_at: DateTime<Utc>,
@@ -126,10 +128,12 @@ pub struct Command {
     /// Where it stands.
     pub state: CommandState,
     /// Why it failed.
+    #[schema(required = true)]
     pub error: Option<String>,
     /// When it was sent.
     pub created_at: DateTime<Utc>,
     /// When its node answered.
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
 }
 
@@ -157,19 +161,24 @@ pub struct Backup {
     /// Where it stands.
     pub state: BackupState,
     /// The archive's size.
-    #[schema(minimum = 0)]
+    #[schema(required = true, minimum = 0)]
     pub size_bytes: Option<i64>,
     /// The archive's SHA-256, hex.
+    #[schema(required = true)]
     pub sha256: Option<String>,
     /// Why it failed.
+    #[schema(required = true)]
     pub error: Option<String>,
     /// Where its last restore stands; null: never restored.
+    #[schema(required = true)]
     pub restore_state: Option<RestoreState>,
     /// Why its last restore failed.
+    #[schema(required = true)]
     pub restore_error: Option<String>,
     /// When it was asked for.
     pub created_at: DateTime<Utc>,
     /// When its node finished it.
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
 }
 

@@ -159,8 +159,10 @@ pub struct ApiKey {
     /// When it was made.
     pub created_at: DateTime<Utc>,
     /// When it was last used.
+    #[schema(required = true)]
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it expires; null: never.
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -204,10 +206,12 @@ pub struct AuditEntry {
     /// What, e.g. `node.connect`.
     pub action: String,
     /// On what.
+    #[schema(required = true)]
     pub target: Option<String>,
     /// `ok`, `accepted`, `rejected: <reason>` and the like.
     pub outcome: String,
     /// The client's address.
+    #[schema(required = true)]
     pub ip: Option<String>,
     /// More, never secrets.
     #[schema(value_type = Object)]
