@@ -9,6 +9,7 @@
 //! create to the reads, updates and deletes of what it made. A unit test checks that the
 //! operations are exactly the routes.
 
+mod errors;
 mod links;
 mod routes;
 
