@@ -78,7 +78,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-# A verified platform admin with a tenant, logged in twice: one token for everything, one for
+# A verified platform admin with a tenant, logged in three times: one token for everything, one
+# whose sessions the stateful phase ends (it reads the caller's sessions and deletes them), one for
 # logout-all.
 email="fuzz-admin@example.com" password="correct horse battery staple"
 credentials="{\"email\":\"$email\",\"password\":\"$password\"}"
@@ -94,13 +95,15 @@ PY
 call POST /api/auth/verify-email "{\"token\":\"$token\"}" >/dev/null
 "${panel_env[@]}" "$bin/api" admin grant "$email" >/dev/null
 access="$(call POST /api/auth/login "$credentials" | field access_token)"
+sessions="$(call POST /api/auth/login "$credentials" | field access_token)"
 last="$(call POST /api/auth/login "$credentials" | field access_token)"
 tid="$(call POST /api/tenants '{"name":"Fuzzed"}' "$access" | field id)"
 uid="$(call GET /api/auth/me "" "$access" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["user"]["id"])')"
 call PUT "/api/tenants/$tid/secrets/fuzz-secret" '{"value":"fuzzed"}' "$access" >/dev/null
 call GET /openapi.json >"$tmp/openapi.json"
 # Random ids only ever reach 404: a second pass over the tenant's routes uses real ones.
-cat >"$tmp/known-ids.toml" <<EOF
+cp "$root/scripts/schemathesis.toml" "$tmp/known-ids.toml"
+cat >>"$tmp/known-ids.toml" <<EOF
 [parameters]
 "path.tid" = "$tid"
 "path.uid" = "$uid"
@@ -108,28 +111,37 @@ cat >"$tmp/known-ids.toml" <<EOF
 EOF
 
 # One worker: hypothesis parses lambda sources with `ast.parse`, which CPython 3.11 before 3.11.8
-# can fail from two threads at once ("AST constructor recursion depth mismatch").
-ST_CONFIG=()
+# can fail from two threads at once ("AST constructor recursion depth mismatch"). Every check,
+# and the stateful phase, which follows the document's links (create → read → update → delete).
+BASE_CONFIG=(--config-file "$root/scripts/schemathesis.toml")
+ST_CONFIG=("${BASE_CONFIG[@]}")
+PHASES=examples,coverage,fuzzing,stateful
 run() {
   "$venv/bin/st" "${ST_CONFIG[@]}" run "$base/openapi.json" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-    --max-examples "$EXAMPLES" --seed 20261123 --phases examples,coverage,fuzzing \
+    --checks all \
+    --max-examples "$EXAMPLES" --seed 20261123 --phases "$PHASES" \
     --request-timeout 10 --workers 1 --no-color --warnings off \
     --report har --report-dir "$tmp" "$@"
 }
 status=0
-run --exclude-path /api/auth/logout-all -H "Authorization: Bearer $access" \
+run --exclude-path /api/auth/logout-all --exclude-path /api/auth/sessions/{id} \
+  -H "Authorization: Bearer $access" \
   --report-har-path "$tmp/1-random-ids.har" || status=$?
 ST_CONFIG=(--config-file "$tmp/known-ids.toml")
 run --include-path-regex '^/api/tenants/[{]tid[}]' --exclude-operation-id delete_api_tenants_tid \
   -H "Authorization: Bearer $access" --report-har-path "$tmp/2-known-ids.har" || status=$?
-# What ends the tenant, then the session, last.
+# What ends the tenant, the sessions, then every session, last.
+PHASES=examples,coverage,fuzzing
 run --include-operation-id delete_api_tenants_tid -H "Authorization: Bearer $access" \
   --report-har-path "$tmp/3-tenant-delete.har" || status=$?
-ST_CONFIG=()
+ST_CONFIG=("${BASE_CONFIG[@]}")
+PHASES=examples,coverage,fuzzing,stateful
+run --include-path /api/auth/sessions --include-path /api/auth/sessions/{id} \
+  -H "Authorization: Bearer $sessions" --report-har-path "$tmp/4-sessions.har" || status=$?
+PHASES=examples,coverage,fuzzing
 run --include-path /api/auth/logout-all -H "Authorization: Bearer $last" \
-  --report-har-path "$tmp/4-logout-all.har" || status=$?
+  --report-har-path "$tmp/5-logout-all.har" || status=$?
 
 # The status codes each operation answered, from the recorded traffic.
-"$py" "$root/scripts/schemathesis-summary.py" "$tmp/openapi.json" "$tmp"/[1-4]-*.har
+"$py" "$root/scripts/schemathesis-summary.py" "$tmp/openapi.json" "$tmp"/[1-5]-*.har
 exit "$status"

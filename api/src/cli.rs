@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::config::{Config, Environment};
 use crate::db::entities::node;
 use crate::error::ConfigErrors;
-use crate::nodes::view::node_json;
+use crate::nodes::view::Node;
 use crate::preflight::Level;
 use crate::{Error, db, nodes::store};
 
@@ -330,11 +330,12 @@ async fn run(command: Command) -> Result<(), Error> {
                 NodeCommand::List { json } => {
                     let nodes = store::list(&db).await?;
                     if json {
-                        let rows: Vec<_> = nodes
+                        let rows: Vec<Node> = nodes
                             .iter()
-                            .map(|n| node_json(n, chrono::Utc::now()))
+                            .map(|n| Node::new(n, chrono::Utc::now()))
                             .collect();
-                        println!("{}", serde_json::Value::Array(rows));
+                        let rows = serde_json::to_string(&rows).map_err(Error::internal)?;
+                        println!("{rows}");
                     } else {
                         print_table(&nodes);
                     }

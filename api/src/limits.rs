@@ -118,13 +118,13 @@ impl Limits {
     }
 
     /// `ok`, `down` or `disabled`, for `/health`.
-    pub async fn redis_status(&self) -> &'static str {
+    pub async fn redis_status(&self) -> RedisStatus {
         match self.redis.get() {
-            None if self.configured => "down",
-            None => "disabled",
+            None if self.configured => RedisStatus::Down,
+            None => RedisStatus::Disabled,
             Some(redis) => match redis.ping().await {
-                Ok(()) => "ok",
-                Err(_) => "down",
+                Ok(()) => RedisStatus::Ok,
+                Err(_) => RedisStatus::Down,
             },
         }
     }
@@ -180,4 +180,16 @@ async fn connect_later(
         }
         wait = (wait * 2).min(LAST_RETRY);
     }
+}
+
+/// Whether Redis answers (`/health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisStatus {
+    /// It answers.
+    Ok,
+    /// None is configured: the in-memory limiter is used.
+    Disabled,
+    /// It does not answer: the in-memory limiter stands in.
+    Down,
 }

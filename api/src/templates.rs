@@ -24,12 +24,14 @@ const MAX_VARIABLES: usize = 32;
 const MAX_PATTERN_BYTES: usize = 512;
 
 /// A declared variable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Variable {
     /// `[A-Z][A-Z0-9_]{0,63}`; referenced as `{{NAME}}`.
+    #[schema(pattern = "^[A-Z][A-Z0-9_]{0,63}$")]
     pub name: String,
     /// A regular expression the whole value must match.
+    #[schema(max_length = 512, format = "regex")]
     pub pattern: String,
     /// Used when the server does not set the variable; must match the pattern.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,18 +39,23 @@ pub struct Variable {
 }
 
 /// `POST /api/admin/templates`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTemplate {
     /// Unique, `[a-z0-9][a-z0-9._-]{0,63}`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub name: String,
-    /// The program: an absolute path or a name looked up in `/usr/local/bin:/usr/bin:/bin`.
+    /// The program: an absolute path or a name looked up in `/usr/local/bin:/usr/bin:/bin`,
+    /// without spaces.
+    #[schema(min_length = 1, max_length = 1024)]
     pub command: String,
     /// Arguments, each one argument, with `{{VAR}}` placeholders.
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub args: Vec<String>,
-    /// Declared variables.
+    /// Declared variables (names unique).
     #[serde(default)]
+    #[schema(schema_with = unique_variables)]
     pub variables: Vec<Variable>,
     /// Console input to its servers is audited without its content (passwords typed into a
     /// game console, say).
@@ -59,19 +66,36 @@ pub struct NewTemplate {
     pub limits: Limits,
 }
 
+/// The schema of [`NewTemplate::variables`]: at most 32, no two alike (a name declared twice
+/// is refused).
+fn unique_variables() -> utoipa::openapi::schema::Array {
+    use utoipa::ToSchema;
+    let variable = utoipa::openapi::Ref::from_schema_name(Variable::name());
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(variable)
+        .max_items(Some(MAX_VARIABLES))
+        .unique_items(true)
+        .build()
+}
+
 /// What a server made from a template may use. Absent fields take the platform defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Memory, MiB (the process is killed, `crashed` with reason `oom`, beyond it).
+    #[schema(minimum = 16, maximum = 1_048_576)]
     pub memory_mb: u64,
     /// CPU, percent of one core.
+    #[schema(minimum = 1, maximum = 6400)]
     pub cpu_percent: u32,
     /// Processes and threads.
+    #[schema(minimum = 8, maximum = 65536)]
     pub max_processes: u32,
     /// Open files per process.
+    #[schema(minimum = 64, maximum = 1_048_576)]
     pub open_files: u64,
     /// The server directory's size, MiB; a server over it does not start.
+    #[schema(minimum = 1, maximum = 16_777_216)]
     pub disk_mb: u64,
 }
 
@@ -113,10 +137,12 @@ pub struct Resolved {
     pub secrets: BTreeMap<String, String>,
 }
 
-/// A template read back from the database.
-#[derive(Debug, Clone)]
+/// A template read back from the database (as platform admins see it, with its command line).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = AdminTemplate)]
 pub struct Template {
     /// The row's id.
+    #[schema(format = Uuid)]
     pub id: String,
     /// Its name.
     pub name: String,

@@ -14,10 +14,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::access::Caller;
 use super::error::{ApiError, ApiJson, ApiJsonOrEmpty, ApiPath};
 use super::guard::ClientIp;
+use super::types;
 use crate::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::nodes::enroll::{self, Refusal};
@@ -29,13 +31,26 @@ pub const ENROLL_BODY_LIMIT: usize = 16 * 1024;
 type Result<T> = std::result::Result<T, ApiError>;
 
 /// `{ttl_secs?}`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewJoinToken {
+    /// Seconds it stays usable; 3600 when absent.
+    #[schema(minimum = 60, maximum = 604800)]
     ttl_secs: Option<u64>,
 }
 
 /// POST /api/admin/nodes/{id}/join-tokens → 201 `{token, expires_at}` (shown once).
+#[utoipa::path(
+    post,
+    path = "/api/admin/nodes/{id}/join-tokens",
+    summary = r#"Make a join token for a node"#,
+    description = r#"A one-time token (256 bits, stored hashed, shown only in this answer) that lets the node enrol by CSR (`POST /api/nodes/enroll`); it expires after `ttl_secs` (60 to 604800, default 3600) and is deleted when the node is disabled. 409 for a disabled node."#,
+    request_body = Option<NewJoinToken>,
+    responses(
+        (status = 201, description = "Created.", body = types::JoinToken),
+        (status = 409, description = "See the description."),
+    ),
+)]
 pub async fn create_join_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -57,23 +72,40 @@ pub async fn create_join_token(
         tenant_id: None,
     };
     audit::record_or_log(&state.db, event).await;
-    let body = json!({
-        "token": token,
-        "node_id": id,
-        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    });
+    let body = types::JoinToken {
+        token,
+        node_id: id.into_string(),
+        expires_at: types::rfc3339(expires_at),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// `{token, csr}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
+    /// The join token.
+    #[schema(max_length = 256)]
     token: String,
+    /// PKCS#10, PEM.
+    #[schema(max_length = 8192)]
     csr: String,
 }
 
 /// POST /api/nodes/enroll → 201 `{certificate, chain, node_id, fingerprint, not_after}`.
+#[utoipa::path(
+    post,
+    path = "/api/nodes/enroll",
+    summary = r#"Enrol a node with a join token and a CSR"#,
+    description = r#"No bearer token: the join token is the credential (one use). The panel's issuer signs the CSR's key with CN = the token's node id (a CSR naming another CN is 403) and pins the certificate's fingerprint at once. Keys must be ECDSA P-256, P-384 or Ed25519 (RSA and other curves: 400). An unknown, expired or used token is 401, a disabled node 403, a panel without an issuer 503. Bodies over 16 KiB are 413. Every attempt is audited (`node.enroll`)."#,
+    request_body = EnrollRequest,
+    responses(
+        (status = 201, description = "Created.", body = types::Enrolled),
+        (status = 401, description = "See the description."),
+        (status = 403, description = "See the description."),
+        (status = 503, description = "See the description."),
+    ),
+)]
 pub async fn enroll(
     State(state): State<Arc<AppState>>,
     ip: ClientIp,
@@ -97,13 +129,13 @@ pub async fn enroll(
                     .kick(&enrolled.node_id, Kick::FingerprintReset);
             }
             let cert = &enrolled.certificate;
-            let body = json!({
-                "node_id": enrolled.node_id,
-                "certificate": cert.cert_pem,
-                "chain": cert.chain_pem,
-                "fingerprint": cert.fingerprint,
-                "not_after": lifecycle::rfc3339(cert.not_after),
-            });
+            let body = types::Enrolled {
+                node_id: enrolled.node_id.clone(),
+                certificate: cert.cert_pem.clone(),
+                chain: cert.chain_pem.clone(),
+                fingerprint: cert.fingerprint.clone(),
+                not_after: lifecycle::rfc3339(cert.not_after),
+            };
             (
                 "ok".to_owned(),
                 Some(enrolled.node_id.clone()),
@@ -142,6 +174,15 @@ pub async fn enroll(
 
 /// POST /api/admin/nodes/{id}/rotate → 202: the node renews at once over its stream (when it
 /// is connected; otherwise as soon as it connects).
+#[utoipa::path(
+    post,
+    path = "/api/admin/nodes/{id}/rotate",
+    summary = r#"Make a node renew its certificate now"#,
+    description = r#"The node is sent `Rotate` over its stream (within a second; when it is offline, as soon as it connects) and renews with overlap: a new key and CSR, the new fingerprint admitted beside the current one, promoted at its first connection."#,
+    responses(
+        (status = 202, description = "Accepted.", body = types::Rotation),
+    ),
+)]
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -159,10 +200,10 @@ pub async fn rotate(
         tenant_id: None,
     };
     audit::record_or_log(&state.db, event).await;
-    let body = json!({
-        "node_id": id,
-        "renewal": lifecycle::renewal_state(&node, state.clock.now()),
-    });
+    let body = types::Rotation {
+        renewal: lifecycle::renewal_state(&node, state.clock.now()),
+        node_id: id.into_string(),
+    };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 

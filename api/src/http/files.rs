@@ -40,23 +40,25 @@ const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
 /// One entry of a directory listing.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FileItem {
     /// The name in its directory.
     pub name: String,
     /// `file`, `dir` or `symlink` (a link is shown, never followed).
     #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^(file|dir|symlink)$")]
     pub kind: &'static str,
     /// Bytes (a link's: its target's length).
     pub size: u64,
     /// Permission bits, as a number (0o644 is 420).
     pub mode: u32,
     /// Last modification, RFC 3339.
+    #[schema(format = DateTime)]
     pub modified_at: String,
 }
 
 /// A page of a directory listing.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FilePage {
     /// The entries, by name (byte order).
     pub items: Vec<FileItem>,
@@ -65,18 +67,28 @@ pub struct FilePage {
 }
 
 /// `?path=&cursor=&limit=`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The directory, absolute from the server's root; `/` when absent.
+    #[param(min_length = 1, max_length = 4096, pattern = "^/")]
     path: Option<String>,
+    /// The `next_cursor` of the previous page.
+    #[param(max_length = 255)]
     cursor: Option<String>,
+    /// Entries per page; 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 /// `?path=`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PathQuery {
+    /// The file, absolute from the server's root.
+    #[param(min_length = 1, max_length = 4096, pattern = "^/")]
     path: String,
 }
 
@@ -109,6 +121,18 @@ async fn ask(
 }
 
 /// GET …/files?path=: a page of the directory's entries.
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tid}/servers/{sid}/files",
+    summary = r#"A page of a directory of the server"#,
+    description = r#"Entries in byte order of their names; a symbolic link is shown as one, never followed (FIFOs, sockets and devices are not listed). 400 `invalid_path` for a path outside the root or through a link, 404 for none, 409 for a file; 409 `node_offline`, 502 `node_gone`."#,
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK.", body = FilePage),
+        (status = 409, description = "See the description."),
+        (status = 502, description = "The node went away."),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -175,6 +199,20 @@ fn parse_range(value: &str) -> Option<(Option<u64>, Option<u64>, Option<u64>)> {
 }
 
 /// GET …/files/content?path=: the bytes, streamed, with `ETag` (SHA-256) and `Range`.
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tid}/servers/{sid}/files/content",
+    summary = r#"Download a file"#,
+    description = r#"The bytes, streamed, with `Content-Length`, `ETag` (the SHA-256) and one `Range: bytes=…` (206 with `Content-Range`; 416 outside the file). 409 for a directory or anything but a regular file. A node that goes away midway breaks the transfer off (never a short file taken for whole)."#,
+    params(PathQuery),
+    responses(
+        (status = 200, description = "The file.", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 206, description = "The range.", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 409, description = "See the description."),
+        (status = 416, description = "The range is outside the file."),
+        (status = 502, description = "The node went away."),
+    ),
+)]
 pub async fn download(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -315,6 +353,20 @@ fn if_match(headers: &HeaderMap) -> std::result::Result<String, Error> {
 }
 
 /// PUT …/files/content?path=: the raw body becomes the file (201 new, 204 replaced).
+#[utoipa::path(
+    put,
+    path = "/api/tenants/{tid}/servers/{sid}/files/content",
+    summary = r#"Upload or edit a file"#,
+    description = r#"The raw body becomes the file: written beside it and renamed into place when complete (a broken upload changes nothing), owned by the server's user. `If-Match` with the ETag makes it conditional (409 when the file changed). 413 past the server's disk quota or `FILES_MAX_UPLOAD_MB`, before any byte is kept; uploads are rate-limited per user (429). 201 for a new file, 204 for a replaced one, with the new `ETag`."#,
+    params(PathQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Created."),
+        (status = 204, description = "Replaced; no content."),
+        (status = 409, description = "See the description."),
+        (status = 502, description = "The node went away."),
+    ),
+)]
 pub async fn upload(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -445,48 +497,68 @@ async fn send_upload(
 }
 
 /// `{path}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathBody {
+    /// Absolute from the server's root.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^/")]
     path: String,
 }
 
 /// `{from, to}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameBody {
+    /// What moves.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^/")]
     from: String,
+    /// Where to; must not exist.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^/")]
     to: String,
 }
 
 /// `{paths}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathsBody {
+    /// 1 to 1,000 paths, absolute from the server's root.
+    #[schema(min_items = 1, max_items = 1000)]
     paths: Vec<String>,
 }
 
 /// `{path, mode}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChmodBody {
+    /// Absolute from the server's root.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^/")]
     path: String,
+    /// Permission bits only (0 to 0o777).
+    #[schema(minimum = 0, maximum = 511)]
     mode: u32,
 }
 
 /// `{paths, into}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompressBody {
+    /// 1 to 1,000 paths to archive.
+    #[schema(min_items = 1, max_items = 1000)]
     paths: Vec<String>,
+    /// The new tar.gz; must not exist.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^/")]
     into: String,
 }
 
 /// `{path, into}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecompressBody {
+    /// The archive.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^/")]
     path: String,
+    /// The directory to unpack into.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^/")]
     into: String,
 }
 
@@ -517,6 +589,18 @@ async fn operation(
 }
 
 /// POST …/files/mkdir `{path}`: the directory and any missing parent.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/servers/{sid}/files/mkdir",
+    summary = r#"Make a directory (and its parents)"#,
+    description = r#"409 when it exists."#,
+    request_body = PathBody,
+    responses(
+        (status = 204, description = "Done; no content."),
+        (status = 409, description = "See the description."),
+        (status = 502, description = "The node went away."),
+    ),
+)]
 pub async fn mkdir(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -540,6 +624,18 @@ pub async fn mkdir(
 }
 
 /// POST …/files/rename `{from, to}`: `to` must not exist.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/servers/{sid}/files/rename",
+    summary = r#"Move or rename a file or directory"#,
+    description = r#"`to` must not exist (409)."#,
+    request_body = RenameBody,
+    responses(
+        (status = 204, description = "Done; no content."),
+        (status = 409, description = "See the description."),
+        (status = 502, description = "The node went away."),
+    ),
+)]
 pub async fn rename(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -559,6 +655,18 @@ pub async fn rename(
 }
 
 /// POST …/files/delete `{paths}`: directories with everything in them.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/servers/{sid}/files/delete",
+    summary = r#"Delete files and directories"#,
+    description = r#"Directories with everything in them. All must exist (404), or none goes."#,
+    request_body = PathsBody,
+    responses(
+        (status = 204, description = "Done; no content."),
+        (status = 409, description = "See the description."),
+        (status = 502, description = "The node went away."),
+    ),
+)]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -571,6 +679,18 @@ pub async fn delete(
 }
 
 /// POST …/files/chmod `{path, mode}`: permission bits only.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/servers/{sid}/files/chmod",
+    summary = r#"Set a file's permission bits"#,
+    description = r#"No setuid, setgid or sticky bit (400); a link has no mode of its own (409)."#,
+    request_body = ChmodBody,
+    responses(
+        (status = 204, description = "Done; no content."),
+        (status = 409, description = "See the description."),
+        (status = 502, description = "The node went away."),
+    ),
+)]
 pub async fn chmod(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -590,6 +710,18 @@ pub async fn chmod(
 }
 
 /// POST …/files/compress `{paths, into}`: a new tar.gz.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/servers/{sid}/files/compress",
+    summary = r#"Archive files into a new tar.gz"#,
+    description = r#"Links are archived as links. `into` must not exist (409); 413 past the quota."#,
+    request_body = CompressBody,
+    responses(
+        (status = 204, description = "Done; no content."),
+        (status = 409, description = "See the description."),
+        (status = 502, description = "The node went away."),
+    ),
+)]
 pub async fn compress(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -609,6 +741,18 @@ pub async fn compress(
 }
 
 /// POST …/files/decompress `{path, into}`: tar, tar.gz or zip, every entry checked.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/servers/{sid}/files/decompress",
+    summary = r#"Unpack a tar, tar.gz or zip"#,
+    description = r#"Every entry is checked first: an absolute path, `..` or a link leading outside is 400 `invalid_path`, a device or FIFO 400; too many entries, too many bytes or too high a ratio (a zip bomb) 413. A refused archive leaves nothing; names that exist in `into` are 409."#,
+    request_body = DecompressBody,
+    responses(
+        (status = 204, description = "Done; no content."),
+        (status = 409, description = "See the description."),
+        (status = 502, description = "The node went away."),
+    ),
+)]
 pub async fn decompress(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,

@@ -10,15 +10,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa::ToSchema;
 
 use super::access::{Caller, TenantCtx};
 use super::auth::after_answer;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::guard::ClientIp;
-use super::tenants::{page_json, parse_role};
+use super::tenants::parse_role;
+use super::types::{self, Page};
 use crate::audit::{self, AuditEvent};
-use crate::db::entities::invitation;
 use crate::pagination::PageQuery;
 use crate::tenancy::invitations::{self, Refusal};
 use crate::{AppState, Error};
@@ -31,26 +32,30 @@ const INVITATIONS_PER_TENANT: security::limiter::Rule = security::limiter::Rule 
     window: std::time::Duration::from_secs(3600),
 };
 
-fn invitation_json(i: invitation::Model) -> Value {
-    json!({
-        "id": i.id,
-        "email": i.email,
-        "role": i.role,
-        "invited_by": i.invited_by,
-        "created_at": i.created_at,
-        "expires_at": i.expires_at,
-    })
-}
-
 /// `{email, role}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewInvitation {
+    /// The address to invite.
+    #[schema(format = Email)]
     email: String,
+    /// Only an owner invites an owner.
+    #[schema(value_type = types::RoleName)]
     role: String,
 }
 
 /// POST /api/tenants/{tid}/invitations: 202 with the invitation, whoever the address is.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/invitations",
+    summary = r#"Invite an address into the tenant"#,
+    description = r#"Mails a one-time link (7 days) to the address, whether or not it has an account: the answer is the same either way. Only an owner invites an owner. At most 100 pending invitations per tenant (409). Unknown fields are refused."#,
+    request_body = NewInvitation,
+    responses(
+        (status = 202, description = "Accepted.", body = types::Invitation),
+        (status = 409, description = "See the description."),
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -97,24 +102,39 @@ pub async fn create(
             .mail_invitation(&to, &tenant_id, &token)
             .await
     });
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(invitation_json(invited.invitation)),
-    )
-        .into_response())
+    let invitation = types::Invitation::from(invited.invitation);
+    Ok((StatusCode::ACCEPTED, Json(invitation)).into_response())
 }
 
 /// GET /api/tenants/{tid}/invitations: pending ones, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tid}/invitations",
+    summary = r#"The tenant's pending invitations, oldest first"#,
+    params(crate::pagination::PageQuery),
+    responses(
+        (status = 200, description = "OK.", body = types::Page<types::Invitation>),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<types::Invitation>>> {
     let page = invitations::pending(&state.db, &ctx.tenant_id, state.clock.now(), &query).await?;
-    Ok(page_json(page, invitation_json))
+    Ok(Json(Page::of(page, types::Invitation::from)))
 }
 
 /// DELETE /api/tenants/{tid}/invitations/{iid}: the link stops working.
+#[utoipa::path(
+    delete,
+    path = "/api/tenants/{tid}/invitations/{iid}",
+    summary = r#"Withdraw a pending invitation"#,
+    description = r#"Its link stops working. Only an owner withdraws an owner's invitation."#,
+    responses(
+        (status = 204, description = "Done; no content."),
+    ),
+)]
 pub async fn withdraw(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -133,13 +153,26 @@ pub async fn withdraw(
 }
 
 /// `{token}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Accept {
     token: String,
 }
 
 /// POST /api/invitations/accept: the caller joins the tenant (audited either way).
+#[utoipa::path(
+    post,
+    path = "/api/invitations/accept",
+    summary = r#"Accept an invitation to a tenant"#,
+    description = r#"The token is from the invitation mail: one use, 7 days. The caller must be logged in with the invited, verified address (403 otherwise; an address without an account registers first). A used, withdrawn, expired or unknown link is 400; already a member of the tenant, 409."#,
+    request_body = Accept,
+    responses(
+        (status = 204, description = "Done; no content."),
+        (status = 400, description = "See the description."),
+        (status = 403, description = "See the description."),
+        (status = 409, description = "See the description."),
+    ),
+)]
 pub async fn accept(
     State(state): State<Arc<AppState>>,
     Caller(principal): Caller,

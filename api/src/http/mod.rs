@@ -2,9 +2,11 @@
 //! ([`routes`]); errors use the contract's body everywhere, unknown routes included.
 
 mod access;
+mod account;
 mod admin;
 mod apikeys;
 mod auth;
+mod backups;
 mod enroll;
 mod error;
 mod files;
@@ -12,6 +14,7 @@ pub(crate) mod guard;
 mod hardening;
 mod invitations;
 mod listener;
+mod meta;
 mod mfa;
 mod openapi;
 mod secrets;
@@ -19,18 +22,16 @@ mod servers;
 mod tenants;
 mod throttle;
 pub mod tls;
+pub mod types;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
-use axum::{Json, Router};
-use sea_orm::ConnectionTrait;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -125,8 +126,8 @@ fn table() -> Vec<Entry> {
     use Access::{Authenticated, PlatformAdmin, Public, Tenant, Verified};
     use authz::Permission as P;
     vec![
-        at("GET", "/health", Public, health),
-        at("GET", "/metrics", Public, metrics),
+        at("GET", "/health", Public, meta::health),
+        at("GET", "/metrics", Public, meta::metrics),
         at("GET", "/.well-known/jwks.json", Public, auth::jwks),
         at("GET", "/openapi.json", Public, openapi::serve),
         at("POST", "/api/auth/register", Public, auth::register).limited(Class::Register),
@@ -166,15 +167,20 @@ fn table() -> Vec<Entry> {
             "POST",
             "/api/auth/password",
             Authenticated,
-            auth::change_password,
+            account::change_password,
         )
         .limited(Class::Login),
-        at("GET", "/api/auth/sessions", Authenticated, auth::sessions),
+        at(
+            "GET",
+            "/api/auth/sessions",
+            Authenticated,
+            account::sessions,
+        ),
         at(
             "DELETE",
             "/api/auth/sessions/{id}",
             Authenticated,
-            auth::end_session,
+            account::end_session,
         ),
         at("POST", "/api/auth/totp/setup", Authenticated, mfa::setup),
         at(
@@ -184,8 +190,8 @@ fn table() -> Vec<Entry> {
             mfa::confirm,
         ),
         at("DELETE", "/api/auth/totp", Authenticated, mfa::disable).limited(Class::Login),
-        at("GET", "/api/auth/me", Authenticated, auth::me),
-        at("GET", "/api/permissions", Authenticated, permissions),
+        at("GET", "/api/auth/me", Authenticated, account::me),
+        at("GET", "/api/permissions", Authenticated, meta::permissions),
         at("POST", "/api/nodes/enroll", Public, enroll::enroll)
             .limited(Class::Enroll)
             .body_limit(enroll::ENROLL_BODY_LIMIT),
@@ -347,25 +353,25 @@ fn table() -> Vec<Entry> {
             "POST",
             "/api/tenants/{tid}/servers/{sid}/backups",
             Tenant(&[P::BackupCreate]),
-            servers::create_backup,
+            backups::create,
         ),
         at(
             "GET",
             "/api/tenants/{tid}/servers/{sid}/backups",
             Tenant(&[P::BackupRead]),
-            servers::backups,
+            backups::list,
         ),
         at(
             "POST",
             "/api/tenants/{tid}/servers/{sid}/backups/{bid}/restore",
             Tenant(&[P::BackupRestore]),
-            servers::restore_backup,
+            backups::restore,
         ),
         at(
             "DELETE",
             "/api/tenants/{tid}/servers/{sid}/backups/{bid}",
             Tenant(&[P::BackupDelete]),
-            servers::delete_backup,
+            backups::delete,
         ),
         at(
             "GET",
@@ -526,39 +532,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     hardening::layers(router, &state).with_state(state)
-}
-
-async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let db_ok = state.db.execute_unprepared("SELECT 1").await.is_ok();
-    let body = json!({
-        "status": if db_ok { "ok" } else { "degraded" },
-        "db": if db_ok { "ok" } else { "down" },
-        "redis": state.limits.redis_status().await,
-        "nodes_online": state.nodes.link.online_count(),
-    });
-    let status = if db_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-/// GET /api/permissions: the role → permission table of `authz`.
-async fn permissions() -> Json<serde_json::Value> {
-    let table: serde_json::Map<String, serde_json::Value> = authz::table()
-        .into_iter()
-        .map(|(role, permissions)| (role.as_str().to_owned(), json!(permissions)))
-        .collect();
-    Json(serde_json::Value::Object(table))
 }
 
 async fn not_found() -> ApiError {

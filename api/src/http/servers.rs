@@ -1,6 +1,6 @@
 //! `/api/tenants/{tid}/servers…`: servers, power actions, commands and live events (SSE).
 
-use crate::ids::{BackupId, CommandId, ServerId, TenantId};
+use crate::ids::{CommandId, ServerId, TenantId};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +13,16 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
 
 use super::access::TenantCtx;
-use super::error::{ApiError, ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
-use super::tenants::page_json;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::types::{self, Page};
 use crate::audit;
 use crate::pagination::PageQuery;
-use crate::servers::{self, Action, Event, NewServer, ServerPatch, ServerView, events};
+use crate::servers::{self, Action, Event, NewServer, ServerPatch, events};
 use crate::{AppState, Error, tenancy};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -29,24 +30,18 @@ type Result<T> = std::result::Result<T, ApiError>;
 /// How often an open event stream re-reads the caller's session and role.
 const RECHECK: Duration = Duration::from_secs(15);
 
-fn server_json(view: ServerView) -> Value {
-    let s = view.server;
-    json!({
-        "id": s.id,
-        "tenant_id": s.tenant_id,
-        "name": s.name,
-        "node_id": s.node_id,
-        "template": view.template,
-        "variables": s.variables,
-        "port": s.port,
-        "state": s.state,
-        "state_reason": s.state_reason,
-        "created_at": s.created_at,
-        "updated_at": s.updated_at,
-    })
-}
-
 /// POST /api/tenants/{tid}/servers.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/servers",
+    summary = r#"Create a server"#,
+    description = r#"Needs a verified email address. 409 `node_offline` when the node is not connected, `no_free_port` when its port range is used up. Unknown fields are refused."#,
+    request_body = NewServer,
+    responses(
+        (status = 201, description = "Created.", body = types::Server),
+        (status = 409, description = "See the description."),
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -61,36 +56,63 @@ pub async fn create(
         json!({ "node_id": view.server.node_id, "template": view.template }),
     );
     audit::record_or_log(&state.db, event).await;
-    Ok((StatusCode::CREATED, Json(server_json(view))).into_response())
+    Ok((StatusCode::CREATED, Json(types::Server::from(view))).into_response())
 }
 
 /// GET /api/tenants/{tid}/servers.
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tid}/servers",
+    summary = r#"The tenant's servers"#,
+    params(crate::pagination::PageQuery),
+    responses(
+        (status = 200, description = "OK.", body = types::Page<types::Server>),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<types::Server>>> {
     let page = servers::list(&state.db, &ctx.tenant_id, &query).await?;
-    Ok(page_json(page, server_json))
+    Ok(Json(Page::of(page, types::Server::from)))
 }
 
 /// GET /api/tenants/{tid}/servers/{sid}.
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tid}/servers/{sid}",
+    summary = r#"A server"#,
+    responses(
+        (status = 200, description = "OK.", body = types::Server),
+    ),
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
     ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<types::Server>> {
     let view = servers::view(&state.db, &ctx.tenant_id, &server_id).await?;
-    Ok(Json(server_json(view)))
+    Ok(Json(view.into()))
 }
 
 /// PATCH /api/tenants/{tid}/servers/{sid}.
+#[utoipa::path(
+    patch,
+    path = "/api/tenants/{tid}/servers/{sid}",
+    summary = r#"Rename a server or replace its variables"#,
+    description = r#"New variables are used from the next start. Unknown fields are refused."#,
+    request_body = ServerPatch,
+    responses(
+        (status = 200, description = "OK.", body = types::Server),
+    ),
+)]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
     ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiJson(body): ApiJson<ServerPatch>,
-) -> Result<Json<Value>> {
+) -> Result<Json<types::Server>> {
     let fields: Vec<&str> = [
         body.name.as_ref().map(|_| "name"),
         body.variables.as_ref().map(|_| "variables"),
@@ -113,10 +135,19 @@ pub async fn update(
         json!({ "fields": fields }),
     );
     audit::record_or_log(&state.db, event).await;
-    Ok(Json(server_json(view)))
+    Ok(Json(view.into()))
 }
 
 /// DELETE /api/tenants/{tid}/servers/{sid}.
+#[utoipa::path(
+    delete,
+    path = "/api/tenants/{tid}/servers/{sid}",
+    summary = r#"Delete a server"#,
+    description = r#"Its node removes it now, or when it next connects."#,
+    responses(
+        (status = 202, description = "Accepted."),
+    ),
+)]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -130,13 +161,42 @@ pub async fn delete(
 }
 
 /// `{action}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Power {
+    /// `start` needs `server:start`; the others `server:stop`.
+    #[schema(value_type = PowerAction)]
     action: String,
 }
 
+/// What a power action asks for, for the document only: the body keeps the string, which
+/// [`Action::power`] parses, so an unknown one gets the contract's message.
+#[derive(serde::Serialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    /// Start the process.
+    Start,
+    /// SIGTERM, then SIGKILL after the grace period.
+    Stop,
+    /// Stop, then start.
+    Restart,
+    /// SIGKILL.
+    Kill,
+}
+
 /// POST /api/tenants/{tid}/servers/{sid}/power: 202 with the command id.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/servers/{sid}/power",
+    summary = r#"Start, stop, restart or kill a server"#,
+    description = r#"`start` needs `server:start`; `stop`, `restart` and `kill` need `server:stop`. 409 for the wrong state or an offline node. Unknown fields are refused."#,
+    request_body = Power,
+    responses(
+        (status = 202, description = "Accepted.", body = types::CommandAccepted),
+        (status = 409, description = "See the description."),
+    ),
+)]
 pub async fn power(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -163,29 +223,27 @@ pub async fn power(
     let event = ctx.audit("server.power", Some(&server_id), &outcome, details);
     audit::record_or_log(&state.db, event).await;
     let command_id = result?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "command_id": command_id })),
-    )
-        .into_response())
+    let accepted = types::CommandAccepted { command_id };
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 
 /// GET /api/tenants/{tid}/servers/{sid}/commands/{cid}: what became of a command.
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tid}/servers/{sid}/commands/{cid}",
+    summary = r#"What became of a command"#,
+    responses(
+        (status = 200, description = "OK.", body = types::Command),
+    ),
+)]
 pub async fn command(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
     ApiPath((_, server_id, command_id)): ApiPath<(TenantId, ServerId, CommandId)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<types::Command>> {
     servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
     let row = servers::commands::get(&state.servers, &server_id, &command_id).await?;
-    Ok(Json(json!({
-        "id": row.id,
-        "action": row.action,
-        "state": row.state,
-        "error": row.error,
-        "created_at": row.created_at,
-        "completed_at": row.completed_at,
-    })))
+    Ok(Json(row.into()))
 }
 
 /// GET /api/tenants/{tid}/servers/{sid}/events: `status`, `console` (with `server:console`)
@@ -194,6 +252,15 @@ pub async fn command(
 /// once when this panel revokes its session (logout, logout-all, password reset, refresh
 /// reuse), and within 15 s when another process does; the caller's role is re-read every 15 s
 /// too, and a caller who lost access has the stream closed.
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tid}/servers/{sid}/events",
+    summary = r#"Live events of a server (SSE)"#,
+    description = r#"Server-Sent Events, each `data` a JSON object with a `type`: `status` first, then `console` lines (with `server:console`), `stats`, `command` and `backup`. The stream stays open; the caller's role is re-read every 15 s. 429 when the caller or the server has too many streams open."#,
+    responses(
+        (status = 200, description = "OK.", body = String, content_type = "text/event-stream"),
+    ),
+)]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -297,110 +364,28 @@ fn sse(event: &Event) -> SseEvent {
     SseEvent::default().event(event.name()).data(data)
 }
 
-fn backup_json(b: crate::db::entities::backup::Model) -> Value {
-    json!({
-        "id": b.id,
-        "name": b.name,
-        "state": b.state,
-        "size_bytes": b.size_bytes,
-        "sha256": b.sha256,
-        "error": b.error,
-        "restore_state": b.restore_state,
-        "restore_error": b.restore_error,
-        "created_at": b.created_at,
-        "completed_at": b.completed_at,
-    })
-}
-
-/// `{name?}`.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct NewBackup {
-    name: Option<String>,
-}
-
-/// POST /api/tenants/{tid}/servers/{sid}/backups: 202 `{id, state: "pending"}`.
-pub async fn create_backup(
-    State(state): State<Arc<AppState>>,
-    ctx: TenantCtx,
-    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
-    ApiJsonOrEmpty(body): ApiJsonOrEmpty<NewBackup>,
-) -> Result<Response> {
-    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
-    let backup = servers::backups::create(&state.servers, &server, body.name.as_deref()).await?;
-    let event = ctx.audit(
-        "backup.create",
-        Some(&server_id),
-        "accepted",
-        json!({ "backup_id": backup.id }),
-    );
-    audit::record_or_log(&state.db, event).await;
-    Ok((StatusCode::ACCEPTED, Json(backup_json(backup))).into_response())
-}
-
-/// GET /api/tenants/{tid}/servers/{sid}/backups.
-pub async fn backups(
-    State(state): State<Arc<AppState>>,
-    ctx: TenantCtx,
-    ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
-    ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>> {
-    servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
-    let page = servers::backups::list(&state.db, &server_id, &query).await?;
-    Ok(page_json(page, backup_json))
-}
-
-/// POST /api/tenants/{tid}/servers/{sid}/backups/{bid}/restore: 202 `{command_id}`.
-pub async fn restore_backup(
-    State(state): State<Arc<AppState>>,
-    ctx: TenantCtx,
-    ApiPath((_, server_id, backup_id)): ApiPath<(TenantId, ServerId, BackupId)>,
-) -> Result<Response> {
-    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
-    let backup = servers::backups::get(&state.db, &server_id, &backup_id).await?;
-    let command_id = servers::backups::restore(&state.servers, &server, &backup).await?;
-    let event = ctx.audit(
-        "backup.restore",
-        Some(&server_id),
-        "accepted",
-        json!({ "backup_id": backup_id }),
-    );
-    audit::record_or_log(&state.db, event).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "command_id": command_id })),
-    )
-        .into_response())
-}
-
-/// DELETE /api/tenants/{tid}/servers/{sid}/backups/{bid}.
-pub async fn delete_backup(
-    State(state): State<Arc<AppState>>,
-    ctx: TenantCtx,
-    ApiPath((_, server_id, backup_id)): ApiPath<(TenantId, ServerId, BackupId)>,
-) -> Result<StatusCode> {
-    let server = servers::get(&state.db, &ctx.tenant_id, &server_id).await?;
-    let backup = servers::backups::get(&state.db, &server_id, &backup_id).await?;
-    servers::backups::delete(&state.servers, &server, &backup).await?;
-    let event = ctx.audit(
-        "backup.delete",
-        Some(&server_id),
-        "ok",
-        json!({ "backup_id": backup_id }),
-    );
-    audit::record_or_log(&state.db, event).await;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 /// `{line}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleLine {
+    /// At most 4096 bytes, without line breaks or NUL.
+    #[schema(max_length = 4096, pattern = "^[^\\n\\r\\u0000]*$")]
     line: String,
 }
 
 /// POST /api/tenants/{tid}/servers/{sid}/console: 204; the line goes to the process's stdin.
 /// Audited, without the line when the template marks input as sensitive.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/servers/{sid}/console",
+    summary = r#"Write a line to the server's stdin"#,
+    description = r#"At most 4096 bytes, without line breaks or NUL. 409 unless the server is running. Unknown fields are refused."#,
+    request_body = ConsoleLine,
+    responses(
+        (status = 204, description = "Done; no content."),
+        (status = 409, description = "See the description."),
+    ),
+)]
 pub async fn console(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,

@@ -10,55 +10,45 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa::ToSchema;
 
 use super::access::{Caller, TenantCtx};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::guard::ClientIp;
+use super::types::{self, Page};
 use crate::audit::{self, AuditEvent};
-use crate::db::entities::{audit_log, node, tenant};
-use crate::pagination::{self, Page, PageQuery};
-use crate::tenancy::{self, Member};
+use crate::db::entities::{audit_log, node};
+use crate::pagination::{self, PageQuery};
+use crate::tenancy;
 use crate::{AppState, Error, servers, templates};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// `{"items": [...], "next_cursor": ...}`.
-pub fn page_json<T>(page: Page<T>, item: impl Fn(T) -> Value) -> Json<Value> {
-    let items: Vec<Value> = page.items.into_iter().map(item).collect();
-    Json(json!({ "items": items, "next_cursor": page.next_cursor }))
-}
-
-fn tenant_json(tenant: &tenant::Model) -> Value {
-    json!({ "id": tenant.id, "name": tenant.name, "created_at": tenant.created_at })
-}
-
-fn member_json(member: Member) -> Value {
-    json!({ "user_id": member.user_id, "email": member.email, "role": member.role.as_str() })
-}
-
-/// An audit row as the contract shows it.
-pub fn audit_json(row: audit_log::Model) -> Value {
-    json!({
-        "id": row.id,
-        "at": row.at,
-        "actor": row.actor,
-        "action": row.action,
-        "target": row.target,
-        "outcome": row.outcome,
-        "ip": row.ip,
-        "details": row.details,
-    })
-}
-
 /// `{name}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
+    /// 1 to 100 characters (trimmed), no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     name: String,
 }
 
 /// POST /api/tenants: the caller becomes its owner.
+#[utoipa::path(
+    post,
+    path = "/api/tenants",
+    summary = r#"Create a tenant"#,
+    description = r#"The caller becomes its owner. Unknown fields are refused."#,
+    request_body = NewTenant,
+    responses(
+        (status = 201, description = "Created.", body = types::Tenant),
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Caller(principal): Caller,
@@ -77,32 +67,57 @@ pub async fn create(
         tenant_id: Some(tenant.id.clone()),
     };
     audit::record_or_log(&state.db, event).await;
-    Ok((StatusCode::CREATED, Json(tenant_json(&tenant))).into_response())
+    Ok((StatusCode::CREATED, Json(types::Tenant::new(&tenant, None))).into_response())
 }
 
 /// GET /api/tenants: the tenants the caller belongs to, with their role.
+#[utoipa::path(
+    get,
+    path = "/api/tenants",
+    summary = r#"The tenants the caller belongs to, with their role"#,
+    params(crate::pagination::PageQuery),
+    responses(
+        (status = 200, description = "OK.", body = types::Page<types::Tenant>),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Caller(principal): Caller,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<types::Tenant>>> {
     let page = tenancy::list_for(&state.db, &principal.user.id, &query).await?;
-    Ok(page_json(page, |view| {
-        let mut value = tenant_json(&view.tenant);
-        value["role"] = json!(view.role.as_str());
-        value
-    }))
+    Ok(Json(Page::of(page, |view| {
+        types::Tenant::new(&view.tenant, Some(view.role))
+    })))
 }
 
 /// GET /api/tenants/{tid}.
-pub async fn get(State(state): State<Arc<AppState>>, ctx: TenantCtx) -> Result<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tid}",
+    summary = r#"A tenant, with the caller's role"#,
+    responses(
+        (status = 200, description = "OK.", body = types::Tenant),
+    ),
+)]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    ctx: TenantCtx,
+) -> Result<Json<types::Tenant>> {
     let tenant = tenancy::get(&state.db, &ctx.tenant_id).await?;
-    let mut value = tenant_json(&tenant);
-    value["role"] = json!(ctx.role.as_str());
-    Ok(Json(value))
+    Ok(Json(types::Tenant::new(&tenant, Some(ctx.role))))
 }
 
 /// DELETE /api/tenants/{tid}: its servers are deleted on their nodes, then the tenant.
+#[utoipa::path(
+    delete,
+    path = "/api/tenants/{tid}",
+    summary = r#"Delete a tenant"#,
+    description = r#"Its servers are deleted on their nodes and its secrets destroyed."#,
+    responses(
+        (status = 202, description = "Accepted."),
+    ),
+)]
 pub async fn delete(State(state): State<Arc<AppState>>, ctx: TenantCtx) -> Result<Response> {
     let servers = servers::delete_all(&state.servers, &ctx.tenant_id).await?;
     let secrets = crate::secrets::delete_all(&state.db, &ctx.tenant_id).await?;
@@ -118,27 +133,42 @@ pub async fn delete(State(state): State<Arc<AppState>>, ctx: TenantCtx) -> Resul
 }
 
 /// GET /api/tenants/{tid}/members.
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tid}/members",
+    summary = r#"The tenant's members"#,
+    params(crate::pagination::PageQuery),
+    responses(
+        (status = 200, description = "OK.", body = types::Page<types::Member>),
+    ),
+)]
 pub async fn members(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<types::Member>>> {
     let page = tenancy::members(&state.db, &ctx.tenant_id, &query).await?;
-    Ok(page_json(page, member_json))
+    Ok(Json(Page::of(page, types::Member::from)))
 }
 
 /// `{email, role}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMember {
+    /// The address of an account.
+    #[schema(format = Email)]
     email: String,
+    /// Only an owner grants `owner`.
+    #[schema(value_type = types::RoleName)]
     role: String,
 }
 
 /// `{role}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolePatch {
+    /// The new role.
+    #[schema(value_type = types::RoleName)]
     role: String,
 }
 
@@ -148,6 +178,17 @@ pub(super) fn parse_role(name: &str) -> Result<authz::Role> {
 }
 
 /// POST /api/tenants/{tid}/members.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tid}/members",
+    summary = r#"Add a user as a member"#,
+    description = r#"404 when no account has the address; only an owner grants `owner`. Unknown fields are refused."#,
+    request_body = NewMember,
+    responses(
+        (status = 201, description = "Created.", body = types::Member),
+        (status = 409, description = "See the description."),
+    ),
+)]
 pub async fn add_member(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -170,16 +211,27 @@ pub async fn add_member(
         json!({ "role": role.as_str() }),
     );
     audit::record_or_log(&state.db, event).await;
-    Ok((StatusCode::CREATED, Json(member_json(member))).into_response())
+    Ok((StatusCode::CREATED, Json(types::Member::from(member))).into_response())
 }
 
 /// PATCH /api/tenants/{tid}/members/{uid}.
+#[utoipa::path(
+    patch,
+    path = "/api/tenants/{tid}/members/{uid}",
+    summary = r#"Change a member's role"#,
+    description = r#"The last owner cannot be demoted (409). Unknown fields are refused."#,
+    request_body = RolePatch,
+    responses(
+        (status = 200, description = "OK.", body = types::Member),
+        (status = 409, description = "See the description."),
+    ),
+)]
 pub async fn update_member(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
     ApiPath((_, user_id)): ApiPath<(TenantId, UserId)>,
     ApiJson(body): ApiJson<RolePatch>,
-) -> Result<Json<Value>> {
+) -> Result<Json<types::Member>> {
     let role = parse_role(&body.role)?;
     let member = tenancy::change_member(
         &state.db,
@@ -198,10 +250,20 @@ pub async fn update_member(
     );
     audit::record_or_log(&state.db, event).await;
     let member = member.ok_or_else(|| ApiError::from(Error::NotFound("member".into())))?;
-    Ok(Json(member_json(member)))
+    Ok(Json(member.into()))
 }
 
 /// DELETE /api/tenants/{tid}/members/{uid}.
+#[utoipa::path(
+    delete,
+    path = "/api/tenants/{tid}/members/{uid}",
+    summary = r#"Remove a member"#,
+    description = r#"The last owner cannot be removed (409)."#,
+    responses(
+        (status = 204, description = "Done; no content."),
+        (status = 409, description = "See the description."),
+    ),
+)]
 pub async fn remove_member(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
@@ -226,7 +288,7 @@ pub async fn audit_page(
     state: &AppState,
     tenant: Option<&str>,
     query: &PageQuery,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<types::AuditEntry>>> {
     let mut select = audit_log::Entity::find();
     if let Some(tenant) = tenant {
         select = select.filter(audit_log::Column::TenantId.eq(tenant));
@@ -240,46 +302,66 @@ pub async fn audit_page(
         |row| row.id.clone(),
     )
     .await?;
-    Ok(page_json(page, audit_json))
+    Ok(Json(Page::of(page, types::AuditEntry::from)))
 }
 
 /// GET /api/tenants/{tid}/audit: this tenant's rows only, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tid}/audit",
+    summary = r#"The tenant's audit log, newest first"#,
+    params(crate::pagination::PageQuery),
+    responses(
+        (status = 200, description = "OK.", body = types::Page<types::AuditEntry>),
+    ),
+)]
 pub async fn audit_log(
     State(state): State<Arc<AppState>>,
     ctx: TenantCtx,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<types::AuditEntry>>> {
     audit_page(&state, Some(&ctx.tenant_id), &query).await
 }
 
 /// GET /api/templates: names and declared variables, never the command line.
+#[utoipa::path(
+    get,
+    path = "/api/templates",
+    summary = r#"Templates a server can be made from, by name"#,
+    params(crate::pagination::PageQuery),
+    responses(
+        (status = 200, description = "OK.", body = types::Page<types::TemplateSummary>),
+    ),
+)]
 pub async fn templates(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<types::TemplateSummary>>> {
     let page = templates::page(&state.db, &query).await?;
-    let items: Vec<Value> = page
-        .items
-        .into_iter()
-        .map(|t| json!({ "name": t.name, "variables": t.variables }))
-        .collect();
-    Ok(Json(
-        json!({ "items": items, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(Page::of(page, |t| types::TemplateSummary {
+        name: t.name,
+        variables: t.variables,
+    })))
 }
 
 /// GET /api/nodes: enabled nodes a server can be placed on.
+#[utoipa::path(
+    get,
+    path = "/api/nodes",
+    summary = r#"Enabled nodes a server can be placed on, by id"#,
+    params(crate::pagination::PageQuery),
+    responses(
+        (status = 200, description = "OK.", body = types::Page<types::NodeSummary>),
+    ),
+)]
 pub async fn nodes(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<types::NodeSummary>>> {
     let page = crate::nodes::store::page(&state.db, true, &query).await?;
-    let items: Vec<Value> = page
-        .items
-        .iter()
-        .map(|n: &node::Model| json!({ "id": n.id, "name": n.name, "online": state.nodes.link.is_online(&n.id) }))
-        .collect();
-    Ok(Json(
-        json!({ "items": items, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(Page::of(page, |n: node::Model| types::NodeSummary {
+        online: state.nodes.link.is_online(&n.id),
+        id: n.id,
+        name: n.name,
+    })))
 }

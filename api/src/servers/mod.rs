@@ -6,6 +6,7 @@
 pub mod backups;
 pub mod commands;
 pub mod events;
+pub mod schema;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,27 +65,41 @@ fn rfc3339_ms(unix_ms: i64) -> String {
 }
 
 /// `POST …/servers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewServer {
-    /// Shown to people.
+    /// Shown to people: 1 to 100 characters (trimmed), no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub name: String,
     /// The node to place it on.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     pub node_id: String,
     /// The template's name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub template: String,
     /// Values of the template's variables.
     #[serde(default)]
+    #[schema(value_type = schema::ServerVariables)]
     pub variables: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `PATCH …/servers/{sid}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerPatch {
     /// A new name.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub name: Option<String>,
     /// New values; the whole set, validated again. Used from the next start.
+    #[schema(value_type = Option<schema::ServerVariables>)]
     pub variables: Option<serde_json::Map<String, serde_json::Value>>,
 }
 

@@ -1,7 +1,7 @@
 //! The states and kinds the panel records, as enums stored by name (`DeriveActiveEnum`): the
 //! one place each list is written. The API shows the same names (serde), the OpenAPI document
-//! lists them from [`names`], and the database keeps them in the string columns they always
-//! had, so no migration was needed.
+//! lists them from the same enums (`utoipa::ToSchema`), and the database keeps them in the
+//! string columns they always had, so no migration was needed.
 
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveEnum, Iterable};
@@ -14,7 +14,9 @@ pub fn names<E: ActiveEnum<Value = String> + Iterable>() -> Vec<String> {
 
 /// A server's state: the panel's `installing` until its node confirms it, then only ever what
 /// the node reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, utoipa::ToSchema,
+)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 #[serde(rename_all = "snake_case")]
 pub enum ServerState {
@@ -60,7 +62,9 @@ impl std::fmt::Display for ServerState {
 }
 
 /// Where a command sent to a node stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, utoipa::ToSchema,
+)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 #[serde(rename_all = "snake_case")]
 pub enum CommandState {
@@ -76,7 +80,9 @@ pub enum CommandState {
 }
 
 /// What a command asks of its node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, utoipa::ToSchema,
+)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 #[serde(rename_all = "snake_case")]
 pub enum CommandKind {
@@ -120,7 +126,9 @@ impl CommandKind {
 }
 
 /// Where a backup stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, utoipa::ToSchema,
+)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 #[serde(rename_all = "snake_case")]
 pub enum BackupState {
@@ -136,7 +144,9 @@ pub enum BackupState {
 }
 
 /// How a backup's last restore went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, utoipa::ToSchema,
+)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 #[serde(rename_all = "snake_case")]
 pub enum RestoreState {
