@@ -197,10 +197,12 @@ async fn register_verify_login_refresh_reuse(kind: DbKind) {
             "server:read",
             "server:start",
             "server:stop",
-            "server:console"
+            "server:console",
+            "file:read",
+            "file:write"
         ])
     );
-    assert_eq!(table["owner"].as_array().map(Vec::len), Some(19));
+    assert_eq!(table["owner"].as_array().map(Vec::len), Some(21));
     let (status, _) = f
         .send(f.http.get(format!("{}/api/permissions", f.base)))
         .await;

@@ -211,8 +211,21 @@ impl From<rustix::io::Errno> for Refused {
     }
 }
 
-/// `path` as a relative path of normal components only; `None` if it is absolute or has `..`.
+/// The longest entry name an archive may hold, in bytes (a tenant's path is bounded alike).
+pub(crate) const MAX_NAME_BYTES: usize = 4096;
+
+/// The most components an entry name may have (a deeper tree is not unpacked).
+pub(crate) const MAX_COMPONENTS: usize = 64;
+
+/// `path` as a relative path of normal components only; `None` if it is absolute, has `..`,
+/// or is longer than [`MAX_NAME_BYTES`] or deeper than [`MAX_COMPONENTS`].
 fn contained(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().len() > MAX_NAME_BYTES
+        || path.components().count() > MAX_COMPONENTS
+    {
+        return None;
+    }
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
@@ -363,19 +376,22 @@ impl Unpacker {
         }
     }
 
-    fn count(&mut self) -> Result<(), Refused> {
+    /// Charges an entry at `relative` against the entry limit: one per component, as each
+    /// may be a directory made for it (a deep name costs what the directories it makes do).
+    fn count(&mut self, relative: &Path) -> Result<(), Refused> {
         if let Some(limits) = &mut self.limits {
-            if limits.entries == 0 {
+            let cost = relative.components().count().max(1) as u64;
+            if limits.entries < cost {
                 return Err(Refused::TooLarge("the archive has too many entries".into()));
             }
-            limits.entries -= 1;
+            limits.entries -= cost;
         }
         Ok(())
     }
 
     /// A directory (and its parents).
     pub(crate) fn dir(&mut self, relative: &Path, mode: u32) -> Result<(), Refused> {
-        self.count()?;
+        self.count(relative)?;
         if relative.as_os_str().is_empty() {
             return Ok(());
         }
@@ -391,7 +407,7 @@ impl Unpacker {
         mode: u32,
         body: &mut dyn Read,
     ) -> Result<(), Refused> {
-        self.count()?;
+        self.count(relative)?;
         let Some(name) = relative.file_name() else {
             return Ok(());
         };
@@ -430,7 +446,7 @@ impl Unpacker {
         relative: &Path,
         target: PathBuf,
     ) -> Result<(), Refused> {
-        self.count()?;
+        self.count(relative)?;
         if !link_stays_inside(relative, &target) {
             return Err(Refused::LinkEscape(raw.to_owned()));
         }
@@ -542,6 +558,28 @@ pub fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_or_long_names_are_refused_and_deep_ones_cost_their_depth() {
+        assert!(checked_path(&"a/".repeat(MAX_COMPONENTS)).is_ok());
+        assert!(checked_path(&"a/".repeat(MAX_COMPONENTS + 1)).is_err());
+        assert!(checked_path(&"x".repeat(MAX_NAME_BYTES + 1)).is_err());
+        let tmp = tempfile::tempdir().unwrap();
+        let root = beneath::open_root(tmp.path()).unwrap();
+        let limits = Limits {
+            entries: 10,
+            bytes: 1 << 20,
+        };
+        let mut unpacker = Unpacker::new(root, None, Some(limits));
+        // Ten directories made by one entry use the whole allowance.
+        unpacker
+            .dir(Path::new("1/2/3/4/5/6/7/8/9/10"), 0o755)
+            .unwrap();
+        assert!(matches!(
+            unpacker.dir(Path::new("x"), 0o755),
+            Err(Refused::TooLarge(_))
+        ));
+    }
 
     #[test]
     fn round_trip_keeps_files_and_inner_links() {

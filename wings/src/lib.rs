@@ -18,6 +18,7 @@ pub mod isolation;
 pub mod renew;
 pub mod stream;
 pub mod supervisor;
+pub mod tar_guard;
 pub mod tls;
 pub mod users;
 

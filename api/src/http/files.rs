@@ -268,6 +268,15 @@ pub async fn download(
         Err(e) => return Err(e.into()),
     };
     let length = head.length;
+    // What a node announces is checked before it shapes the answer: a range inside the file.
+    if head
+        .offset
+        .checked_add(length)
+        .is_none_or(|end| end > head.size)
+    {
+        tracing::warn!(server = %server.id, "the node announced a range outside the file");
+        return Err(Error::NodeGone.into());
+    }
     let mut response = Response::new(Body::from_stream(body(channel, length)));
     *response.status_mut() = if head.partial {
         StatusCode::PARTIAL_CONTENT
@@ -289,7 +298,7 @@ pub async fn download(
         headers.insert(header::ETAG, etag);
     }
     if head.partial {
-        let last = (head.offset + length).saturating_sub(1);
+        let last = (head.offset.saturating_add(length)).saturating_sub(1);
         if let Ok(value) =
             HeaderValue::from_str(&format!("bytes {}-{last}/{}", head.offset, head.size))
         {

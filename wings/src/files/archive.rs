@@ -14,6 +14,7 @@
 //! the tenant's processes cannot enter, and moved into place only when all went well: a
 //! refused archive leaves nothing behind.
 
+use crate::tar_guard::TarGuard;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -200,17 +201,30 @@ pub fn decompress(target: &Target, path: &str, into: &str) -> Result<FileResult,
     let unpacked = match format {
         Format::Zip => unzip(archive, &mut unpacker, limits),
         Format::Gzip => backup::unpack_tar(
-            tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(archive))),
+            tar::Archive::new(TarGuard::new(
+                flate2::read::GzDecoder::new(BufReader::new(archive)),
+                tar_budget(limits),
+            )),
             &mut unpacker,
         ),
-        Format::Tar => {
-            backup::unpack_tar(tar::Archive::new(BufReader::new(archive)), &mut unpacker)
-        }
+        Format::Tar => backup::unpack_tar(
+            tar::Archive::new(TarGuard::new(BufReader::new(archive), tar_budget(limits))),
+            &mut unpacker,
+        ),
     }
     .and_then(|()| unpacker.finish());
     unpacked.map_err(|e| refused(e, &rel))?;
     staging.move_into(into_fd.as_fd(), &into)?;
     Ok(super::done())
+}
+
+/// What a tar stream may hold in all: the file bytes allowed, a header block (and a padding
+/// block) per entry allowed, and room for long names.
+fn tar_budget(limits: Limits) -> u64 {
+    limits
+        .bytes
+        .saturating_add(limits.entries.saturating_mul(1024))
+        .saturating_add(1 << 20)
 }
 
 /// A refused archive, as the tenant is told.
@@ -221,6 +235,9 @@ fn refused(error: Refused, rel: &Rel) -> Fail {
         }
         Refused::EntryType(_) => Fail::invalid(format!("{}: {error}", rel.display())),
         Refused::TooLarge(_) => Fail::too_large(format!("{}: {error}", rel.display())),
+        Refused::Io(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+            Fail::too_large(format!("{}: {e}", rel.display()))
+        }
         Refused::Io(e) if e.kind() == io::ErrorKind::AlreadyExists => Fail::invalid(format!(
             "{}: the archive holds an entry twice",
             rel.display()
