@@ -4,7 +4,8 @@
 # certificate made by dev-ca, the second by join token (its key made on the node, pinned at
 # issue) —, starts two Wings agents, waits until both are online over mutual TLS, shows their
 # certificate expiry and renewal state, shows forged nodes being turned away, then tells the tenant
-# story over REST (tenant-demo): a server started on a node, its console, stopped, a teammate
+# story over REST (tenant-demo): a server started on a node, its console, stopped, its files
+# (upload, list, an If-Match edit and a stale one refused, a path out refused), a teammate
 # invited, a deploy script's API key used with curl. It runs in a
 # fresh directory, data/demo/, and stops everything it started.
 set -euo pipefail

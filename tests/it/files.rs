@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::servers::{CAP, Stack, power, stack, stack_with, started_pid};
-use tests::{DbKind, Proc, Rest, bin_path};
+use tests::{DbKind, Proc, Rest, bin_path, eventually};
 
 /// A server's files, as one caller reaches them.
 struct Files {
@@ -885,6 +885,13 @@ async fn links_swapped_in_during_download_and_decompress_are_never_followed() {
     }
     assert!(landed > 0, "{landed} landed, {refused} refused");
     power(&alice, &server_url, "kill").await;
+    // The swapper left its process group: `kill` stops the group, deleting the server stops
+    // every process of its user, so none spins on after the test.
+    eventually("the server deleted", Duration::from_secs(20), || async {
+        let (status, _) = alice.call(Method::DELETE, &server_url, None).await;
+        status == StatusCode::NO_CONTENT || status == StatusCode::NOT_FOUND
+    })
+    .await;
 }
 
 /// Writes a raw HTTP/1.1 PUT of `total` bytes, 1 MiB at a time with `pause` between, while

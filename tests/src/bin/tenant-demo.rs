@@ -173,6 +173,8 @@ async fn story(args: Args) -> anyhow::Result<()> {
         })
         .await;
 
+    files(&args, &alice, &path).await?;
+
     teammate_and_key(&rest, &alice, &args, tenant_id).await?;
 
     let (status, _) = alice.call(reqwest::Method::DELETE, &path, None).await;
@@ -189,6 +191,80 @@ async fn story(args: Args) -> anyhow::Result<()> {
             row["details"]
         );
     }
+    Ok(())
+}
+
+/// The file manager: alice uploads a config file, lists the server's root, edits the file only
+/// if nobody changed it meanwhile (If-Match), reads it back, and is refused a path that climbs
+/// out of the server.
+async fn files(args: &Args, alice: &Rest, server: &str) -> anyhow::Result<()> {
+    println!("\nThe server's files (beneath its root, as its own user):");
+    let http = reqwest::Client::new();
+    let token = alice.token.clone().unwrap_or_default();
+    let url = |rest: &str| format!("{}{server}/files{rest}", args.panel);
+    let put = |body: &'static str, etag: Option<String>| {
+        let mut request = http
+            .put(url("/content?path=/server.properties"))
+            .bearer_auth(&token)
+            .body(body);
+        if let Some(etag) = etag {
+            request = request.header("if-match", etag);
+        }
+        request.send()
+    };
+    let response = put("motd=hello\nmax-players=20\n", None).await?;
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    println!(
+        "  PUT …/files/content?path=/server.properties -> {} ETag {etag}",
+        response.status()
+    );
+    let (status, listing) = alice.get(&format!("{server}/files?path=/")).await;
+    let names: Vec<&str> = listing["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["name"].as_str())
+        .collect();
+    println!("  GET …/files?path=/ -> {status} {names:?}");
+    let edited = put("motd=edited\nmax-players=20\n", Some(etag.clone())).await?;
+    println!("  PUT with If-Match {etag} -> {}", edited.status());
+    let stale = put("motd=lost update\n", Some(etag)).await?;
+    println!(
+        "  PUT with the same, now stale, If-Match -> {}",
+        stale.status()
+    );
+    anyhow::ensure!(
+        stale.status() == reqwest::StatusCode::CONFLICT,
+        "a stale edit was taken"
+    );
+    let body = http
+        .get(url("/content?path=/server.properties"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .text()
+        .await?;
+    println!("  GET …/files/content -> {body:?}");
+    let (status, refused) = alice
+        .post(
+            &format!("{server}/files/mkdir"),
+            json!({"path": "/../../etc/evil"}),
+        )
+        .await;
+    show(
+        "POST …/files/mkdir {/../../etc/evil}",
+        status,
+        &refused["error"],
+    );
+    anyhow::ensure!(
+        status == reqwest::StatusCode::BAD_REQUEST,
+        "a path out was taken"
+    );
     Ok(())
 }
 
