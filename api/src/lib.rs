@@ -158,11 +158,23 @@ impl Panel {
             clock.clone(),
         )
         .await;
+        let events = match &config.security.redis_url {
+            Some(url) => {
+                servers::Events::with_redis(
+                    url,
+                    &config.security.redis_key_prefix,
+                    clock.clone(),
+                    metrics.clone(),
+                )
+                .await?
+            }
+            None => servers::Events::default(),
+        };
         let registry = Arc::new(NodeRegistry::default());
         let servers = servers::Servers {
             db: db.clone(),
             nodes: registry.clone(),
-            events: servers::Events::default(),
+            events,
             vault: vault.clone(),
             clock: clock.clone(),
             metrics: metrics.clone(),

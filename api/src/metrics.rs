@@ -24,6 +24,8 @@ pub struct Metrics {
     pub refresh_reuse: IntCounter,
     /// Rate-limit checks answered in memory because Redis failed.
     pub limiter_fallbacks: IntCounter,
+    /// Server events other replicas' subscribers missed because Redis failed.
+    pub events_fanout_lost: IntCounter,
     /// Password hashings waiting for a slot.
     pub argon2_queue: IntGauge,
     /// Password hashings refused at once because the queue was full.
@@ -83,6 +85,11 @@ impl Metrics {
         let limiter_fallbacks = IntCounter::new(
             "mamba_limiter_fallbacks_total",
             "Rate-limit checks answered in memory because Redis failed",
+        )
+        .expect("static metric definition is valid");
+        let events_fanout_lost = IntCounter::new(
+            "mamba_events_fanout_lost_total",
+            "Server events not published to the other replicas because Redis failed",
         )
         .expect("static metric definition is valid");
         let argon2_queue = IntGauge::new(
@@ -177,6 +184,7 @@ impl Metrics {
             Box::new(node_input_cut.clone()),
             Box::new(refresh_reuse.clone()),
             Box::new(limiter_fallbacks.clone()),
+            Box::new(events_fanout_lost.clone()),
             Box::new(argon2_queue.clone()),
             Box::new(argon2_shed.clone()),
             Box::new(commands.clone()),
@@ -201,6 +209,7 @@ impl Metrics {
             node_input_cut,
             refresh_reuse,
             limiter_fallbacks,
+            events_fanout_lost,
             argon2_queue,
             argon2_shed,
             commands,

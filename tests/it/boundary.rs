@@ -33,23 +33,7 @@ impl World {
         let (dir, pki, mut config) = tests::roomy_setup(kind).await;
         tune(&mut config);
         let panel = api::Panel::start(config.clone()).await.unwrap();
-        let db = &panel.state().db;
-        api::nodes::store::add(db, "node-1", "node1.example.com", None)
-            .await
-            .unwrap();
-        api::templates::create(
-            db,
-            api::templates::NewTemplate {
-                sensitive_input: false,
-                limits: Default::default(),
-                name: "sleeper".into(),
-                command: "sleep".into(),
-                args: vec!["3600".into()],
-                variables: vec![],
-            },
-        )
-        .await
-        .unwrap();
+        tests::node_and_sleeper(&panel.state().db).await;
         let rest = Rest::new(format!("http://{}", panel.http_addr));
         World {
             _dir: dir,

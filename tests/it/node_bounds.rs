@@ -80,6 +80,7 @@ async fn long_console_lines_are_cut_and_marked(kind: DbKind) {
         .servers
         .events
         .subscribe(&server_id, "tester")
+        .await
     else {
         panic!("cannot subscribe");
     };
@@ -94,7 +95,7 @@ async fn long_console_lines_are_cut_and_marked(kind: DbKind) {
     );
     let event = tokio::time::timeout(CAP, async {
         loop {
-            let event = events.receiver.recv().await.expect("an event");
+            let event = events.recv().await.expect("an event");
             let value = serde_json::to_value(&event).expect("json");
             if value["type"] == "console" {
                 return value;

@@ -27,32 +27,12 @@ impl World {
         config.command_timeout = Duration::from_secs(1);
         let outbox = config.security.outbox_dir.clone();
         let panel = api::Panel::start(config).await.unwrap();
-        let db = &panel.state().db;
-        api::nodes::store::add(db, "node-1", "node1.example.com", None)
-            .await
-            .unwrap();
+        tests::node_and_sleeper(&panel.state().db).await;
         let cert = pki.node("node-1");
         let client = dial(panel.grpc_addr, &pki.ca_certs(), Some(cert.identity()), 5)
             .await
             .unwrap();
         sim::obey(client, ack, Duration::from_secs(1));
-        api::templates::create(
-            db,
-            api::templates::NewTemplate {
-                sensitive_input: false,
-                limits: Default::default(),
-                name: "sleeper".into(),
-                command: "sleep".into(),
-                args: vec!["{{SECONDS}}".into()],
-                variables: vec![api::templates::Variable {
-                    name: "SECONDS".into(),
-                    pattern: "[0-9]{1,6}".into(),
-                    default: Some("3600".into()),
-                }],
-            },
-        )
-        .await
-        .unwrap();
         let rest = Rest::new(format!("http://{}", panel.http_addr));
         World {
             _dir: dir,

@@ -129,6 +129,12 @@ impl NodeClient {
         self.tx.send(beat).await.is_ok()
     }
 
+    /// A sender onto this stream, for a test that hands the client to [`crate::sim::obey`]
+    /// and still speaks as the node.
+    pub fn sender(&self) -> mpsc::Sender<NodeMessage> {
+        self.tx.clone()
+    }
+
     /// Sends any message up the stream; false once the stream is gone.
     pub async fn send(&self, message: NodeMessage) -> bool {
         self.tx.send(message).await.is_ok()

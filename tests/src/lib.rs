@@ -99,6 +99,31 @@ pub async fn roomy_setup(kind: DbKind) -> (tempfile::TempDir, TestPki, api::Conf
     (dir, pki, config)
 }
 
+/// Adds `node-1` (`node1.example.com`) and the `sleeper` template (`sleep {{SECONDS}}`, an
+/// hour by default) to a panel's database: what most tests of servers stand on.
+pub async fn node_and_sleeper(db: &sea_orm::DatabaseConnection) {
+    api::nodes::store::add(db, "node-1", "node1.example.com", None)
+        .await
+        .expect("node-1 added");
+    api::templates::create(
+        db,
+        api::templates::NewTemplate {
+            sensitive_input: false,
+            limits: Default::default(),
+            name: "sleeper".into(),
+            command: "sleep".into(),
+            args: vec!["{{SECONDS}}".into()],
+            variables: vec![api::templates::Variable {
+                name: "SECONDS".into(),
+                pattern: "[0-9]{1,6}".into(),
+                default: Some("3600".into()),
+            }],
+        },
+    )
+    .await
+    .expect("the sleeper template");
+}
+
 /// Limits so roomy that tests which are not about limits never meet them (they cannot be
 /// turned off).
 pub fn roomy_limits() -> api::config::RateLimits {

@@ -271,6 +271,7 @@ pub async fn events(
         .servers
         .events
         .subscribe(&server.id, &ctx.principal.user.id)
+        .await
         .map_err(|refused| {
             let which = match refused {
                 events::Refused::UserCap => format!(
@@ -336,7 +337,7 @@ pub async fn events(
                         Err(_) => {}
                     }
                 }
-                received = subscription.receiver.recv() => match received {
+                received = subscription.recv() => match received {
                     Ok(event) => {
                         if console || !matches!(event, Event::Console { .. }) {
                             yield Ok(sse(&event));

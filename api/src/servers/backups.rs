@@ -232,7 +232,7 @@ pub async fn on_result(state: &Servers, node_id: &str, result: BackupResult) -> 
         &row.server_id,
         Event::Backup {
             backup_id: row.id,
-            operation: what,
+            operation: what.into(),
             state: outcome,
             error,
         },

@@ -1,13 +1,23 @@
 //! Live events of servers for SSE subscribers: status changes, console lines and command
 //! outcomes. One broadcast channel per server, a mirror of its last console lines for new
 //! subscribers, and caps on open streams per user and per server.
+//!
+//! With Redis ([`Events::with_redis`]) the hub spans the replicas ([`super::fanout`]): every
+//! event is also published for the others, the console mirror is a capped Redis stream, and
+//! the caps count the streams open on every replica. Each event carries its origin and a
+//! sequence number, so a line both in a new subscriber's backlog and in its live feed is shown
+//! once.
 
 use crate::db::entities::states::{CommandKind, CommandState, ServerState};
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::fanout::{Fanout, Lease};
 
 /// Console lines the panel keeps per server for subscribers that join later.
 pub const CONSOLE_MIRROR_LINES: usize = 200;
@@ -17,7 +27,7 @@ pub const STREAMS_PER_USER: usize = 8;
 pub const STREAMS_PER_SERVER: usize = 32;
 
 /// One event of a server.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// The server's state changed.
@@ -36,7 +46,7 @@ pub enum Event {
         /// Whether the line was cut to the panel's limit (16 KiB).
         truncated: bool,
         /// `stdout` or `stderr`.
-        stream: &'static str,
+        stream: Cow<'static, str>,
         /// When (RFC 3339).
         at: String,
     },
@@ -60,7 +70,7 @@ pub enum Event {
         /// The backup.
         backup_id: String,
         /// `backup` or `restore`.
-        operation: &'static str,
+        operation: Cow<'static, str>,
         /// `completed`, `restored` or `failed`.
         state: String,
         /// Why it failed.
@@ -92,9 +102,23 @@ impl Event {
     }
 }
 
+/// An event with where it was made: the replica's random origin and its sequence number there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stamped {
+    /// The replica that published it.
+    #[serde(rename = "o")]
+    pub origin: u64,
+    /// Its number on that replica.
+    #[serde(rename = "s")]
+    pub seq: u64,
+    /// The event.
+    #[serde(rename = "e")]
+    pub event: Event,
+}
+
 struct Channel {
-    tx: broadcast::Sender<Event>,
-    console: VecDeque<Event>,
+    tx: broadcast::Sender<Stamped>,
+    console: VecDeque<Stamped>,
     subscribers: usize,
 }
 
@@ -109,15 +133,59 @@ impl Channel {
 }
 
 #[derive(Default)]
-struct Inner {
+pub(super) struct Inner {
     servers: HashMap<String, Channel>,
     users: HashMap<String, usize>,
+    next_seq: u64,
+}
+
+impl Inner {
+    /// Hands `stamped` to this replica's subscribers of the server (and mirrors console lines).
+    pub(super) fn deliver(&mut self, server_id: &str, stamped: Stamped) {
+        let channel = self
+            .servers
+            .entry(server_id.to_owned())
+            .or_insert_with(Channel::new);
+        if matches!(stamped.event, Event::Console { .. }) {
+            if channel.console.len() == CONSOLE_MIRROR_LINES {
+                channel.console.pop_front();
+            }
+            channel.console.push_back(stamped.clone());
+        }
+        // No receivers is not an error: nobody is watching.
+        let _ = channel.tx.send(stamped);
+    }
+
+    /// Forgets a server here: its open streams on this replica end.
+    pub(super) fn remove(&mut self, server_id: &str) {
+        self.servers.remove(server_id);
+    }
+
+    pub(super) fn clear_console(&mut self, server_id: &str) {
+        if let Some(channel) = self.servers.get_mut(server_id) {
+            channel.console.clear();
+        }
+    }
 }
 
 /// The hub.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Events {
     inner: Arc<Mutex<Inner>>,
+    /// This replica's origin stamp.
+    origin: u64,
+    /// The other replicas, through Redis.
+    fanout: Option<Arc<Fanout>>,
+}
+
+impl Default for Events {
+    fn default() -> Events {
+        Events {
+            inner: Arc::default(),
+            origin: rand::random(),
+            fanout: None,
+        }
+    }
 }
 
 /// Why a subscription was refused.
@@ -131,17 +199,36 @@ pub enum Refused {
 
 /// An open subscription; dropping it frees its slots.
 pub struct Subscription {
-    /// Live events.
-    pub receiver: broadcast::Receiver<Event>,
+    receiver: broadcast::Receiver<Stamped>,
     /// The mirrored console lines at the time of subscribing, oldest first.
     pub backlog: Vec<Event>,
+    /// The backlog's stamps, skipped when they come again live.
+    seen: HashSet<(u64, u64)>,
     hub: Events,
     server_id: String,
     user_id: String,
+    /// Its slots on every replica (with Redis).
+    lease: Option<Lease>,
+}
+
+impl Subscription {
+    /// The next live event (one already in the backlog is skipped). Cancel-safe.
+    pub async fn recv(&mut self) -> Result<Event, RecvError> {
+        loop {
+            let stamped = self.receiver.recv().await?;
+            if !self.seen.is_empty() && self.seen.remove(&(stamped.origin, stamped.seq)) {
+                continue;
+            }
+            return Ok(stamped.event);
+        }
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if let (Some(fanout), Some(lease)) = (&self.hub.fanout, self.lease.take()) {
+            fanout.release(lease);
+        }
         let mut inner = self.hub.lock();
         if let Some(channel) = inner.servers.get_mut(&self.server_id) {
             channel.subscribers = channel.subscribers.saturating_sub(1);
@@ -161,37 +248,82 @@ impl Events {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends `event` to the server's subscribers (and mirrors console lines).
+    /// A hub whose events, console mirror and caps span every replica on the same Redis
+    /// (`key_prefix` keeps deployments sharing one Redis apart). A Redis that does not answer
+    /// leaves the hub working for this replica alone until it does.
+    pub async fn with_redis(
+        url: &str,
+        key_prefix: &str,
+        clock: crate::clock::SharedClock,
+        metrics: crate::metrics::Metrics,
+    ) -> Result<Events, crate::Error> {
+        let hub = Events::default();
+        let fanout = Fanout::start(
+            url,
+            key_prefix,
+            hub.origin,
+            Arc::downgrade(&hub.inner),
+            clock,
+            metrics,
+        )
+        .await?;
+        Ok(Events {
+            fanout: Some(fanout),
+            ..hub
+        })
+    }
+
+    /// Sends `event` to the server's subscribers on every replica (and mirrors console lines).
     pub fn publish(&self, server_id: &str, event: Event) {
-        let mut inner = self.lock();
-        let channel = inner
-            .servers
-            .entry(server_id.to_owned())
-            .or_insert_with(Channel::new);
-        if matches!(event, Event::Console { .. }) {
-            if channel.console.len() == CONSOLE_MIRROR_LINES {
-                channel.console.pop_front();
-            }
-            channel.console.push_back(event.clone());
+        let stamped = {
+            let mut inner = self.lock();
+            inner.next_seq += 1;
+            let stamped = Stamped {
+                origin: self.origin,
+                seq: inner.next_seq,
+                event,
+            };
+            inner.deliver(server_id, stamped.clone());
+            stamped
+        };
+        if let Some(fanout) = &self.fanout {
+            fanout.publish(server_id, Some(stamped));
         }
-        // No receivers is not an error: nobody is watching.
-        let _ = channel.tx.send(event);
     }
 
     /// Forgets a server's mirrored console (its node reconnected and sends its backlog anew).
     pub fn clear_console(&self, server_id: &str) {
-        if let Some(channel) = self.lock().servers.get_mut(server_id) {
-            channel.console.clear();
+        self.lock().clear_console(server_id);
+        if let Some(fanout) = &self.fanout {
+            fanout.clear_console(server_id);
         }
     }
 
-    /// Forgets a deleted server: its open streams end.
+    /// Forgets a deleted server: its open streams end, on every replica.
     pub fn remove(&self, server_id: &str) {
-        self.lock().servers.remove(server_id);
+        self.lock().remove(server_id);
+        if let Some(fanout) = &self.fanout {
+            fanout.publish(server_id, None);
+        }
     }
 
-    /// Opens a subscription for `user_id`, within the caps.
-    pub fn subscribe(&self, server_id: &str, user_id: &str) -> Result<Subscription, Refused> {
+    /// Opens a subscription for `user_id`, within the caps (on every replica, with Redis; a
+    /// Redis that fails leaves this replica's own caps).
+    pub async fn subscribe(&self, server_id: &str, user_id: &str) -> Result<Subscription, Refused> {
+        let mut subscription = self.subscribe_here(server_id, user_id)?;
+        let Some(fanout) = &self.fanout else {
+            return Ok(subscription);
+        };
+        subscription.lease = fanout.acquire(server_id, user_id).await?;
+        if let Some(backlog) = fanout.backlog(server_id).await {
+            subscription.seen = backlog.iter().map(|s| (s.origin, s.seq)).collect();
+            subscription.backlog = backlog.into_iter().map(|s| s.event).collect();
+        }
+        Ok(subscription)
+    }
+
+    /// A subscription within this replica's caps, with its console mirror as the backlog.
+    fn subscribe_here(&self, server_id: &str, user_id: &str) -> Result<Subscription, Refused> {
         let mut inner = self.lock();
         if inner.users.get(user_id).copied().unwrap_or(0) >= STREAMS_PER_USER {
             return Err(Refused::UserCap);
@@ -205,14 +337,16 @@ impl Events {
         }
         channel.subscribers += 1;
         let receiver = channel.tx.subscribe();
-        let backlog = channel.console.iter().cloned().collect();
+        let backlog = channel.console.iter().map(|s| s.event.clone()).collect();
         *inner.users.entry(user_id.to_owned()).or_default() += 1;
         Ok(Subscription {
             receiver,
             backlog,
+            seen: HashSet::new(),
             hub: self.clone(),
             server_id: server_id.to_owned(),
             user_id: user_id.to_owned(),
+            lease: None,
         })
     }
 }
@@ -225,7 +359,7 @@ mod tests {
         Event::Console {
             line: n.to_string(),
             truncated: false,
-            stream: "stdout",
+            stream: "stdout".into(),
             at: String::new(),
         }
     }
@@ -234,22 +368,25 @@ mod tests {
     fn caps_hold_and_dropping_frees_slots() {
         let hub = Events::default();
         let mut held: Vec<Subscription> = (0..STREAMS_PER_USER)
-            .map(|_| hub.subscribe("s1", "u1").unwrap())
+            .map(|_| hub.subscribe_here("s1", "u1").unwrap())
             .collect();
         assert_eq!(
-            hub.subscribe("s2", "u1").err(),
+            hub.subscribe_here("s2", "u1").err(),
             Some(Refused::UserCap),
             "a user's cap spans servers"
         );
         held.pop();
-        assert!(hub.subscribe("s2", "u1").is_ok());
+        assert!(hub.subscribe_here("s2", "u1").is_ok());
         drop(held);
         let others: Vec<Subscription> = (0..STREAMS_PER_SERVER)
-            .map(|i| hub.subscribe("s3", &format!("user{i}")).unwrap())
+            .map(|i| hub.subscribe_here("s3", &format!("user{i}")).unwrap())
             .collect();
-        assert_eq!(hub.subscribe("s3", "late").err(), Some(Refused::ServerCap));
+        assert_eq!(
+            hub.subscribe_here("s3", "late").err(),
+            Some(Refused::ServerCap)
+        );
         drop(others);
-        assert!(hub.subscribe("s3", "late").is_ok());
+        assert!(hub.subscribe_here("s3", "late").is_ok());
     }
 
     #[test]
@@ -258,8 +395,32 @@ mod tests {
         for n in 0..CONSOLE_MIRROR_LINES + 5 {
             hub.publish("s", line(n));
         }
-        let sub = hub.subscribe("s", "u").unwrap();
+        let sub = hub.subscribe_here("s", "u").unwrap();
         assert_eq!(sub.backlog.len(), CONSOLE_MIRROR_LINES);
         assert!(matches!(&sub.backlog[0], Event::Console { line, .. } if line == "5"));
+    }
+
+    /// A line both in a subscriber's backlog (from the shared one) and in its live feed is
+    /// handed over once; others pass.
+    #[tokio::test]
+    async fn a_backlog_line_coming_again_live_is_skipped() {
+        let hub = Events::default();
+        let mut sub = hub.subscribe_here("s", "u").unwrap();
+        sub.seen.insert((7, 1));
+        for (origin, seq, n) in [(7, 1, 1), (7, 2, 2), (8, 1, 3)] {
+            hub.lock().deliver(
+                "s",
+                Stamped {
+                    origin,
+                    seq,
+                    event: line(n),
+                },
+            );
+        }
+        for n in [2, 3] {
+            let event = sub.recv().await.unwrap();
+            assert!(matches!(&event, Event::Console { line, .. } if *line == n.to_string()));
+        }
+        assert!(sub.seen.is_empty());
     }
 }

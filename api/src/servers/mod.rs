@@ -6,6 +6,7 @@
 pub mod backups;
 pub mod commands;
 pub mod events;
+pub mod fanout;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -454,7 +455,7 @@ pub fn on_console(state: &Servers, line: ConsoleLine, truncated: bool) {
         Event::Console {
             line: line.line,
             truncated,
-            stream,
+            stream: stream.into(),
             at: rfc3339_ms(line.at_unix_ms),
         },
     );

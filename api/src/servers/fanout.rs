@@ -1,0 +1,512 @@
+//! The event hub across replicas, through Redis: what one replica publishes reaches the SSE
+//! subscribers of every other, a server's console backlog is one capped Redis stream, and the
+//! caps on open streams count every replica's.
+//!
+//! - **Events**: `PUBLISH {prefix}ev:{server}` with the stamped event as JSON; every replica
+//!   holds one `PSUBSCRIBE {prefix}ev:*` and hands what others published to its own
+//!   subscribers (its own events it delivered already). A removed server is published as `-`.
+//! - **Console backlog**: `XADD {prefix}console:{server} MAXLEN 200`, read by a new subscriber
+//!   with `XREVRANGE … COUNT 200`; it expires a week after its last line.
+//! - **Caps**: a sorted set per user and per server (`{prefix}sse:u:…`, `{prefix}sse:s:…`) of
+//!   open streams, scored by the end of their lease ([`LEASE`]); a Lua script drops expired
+//!   members, counts and adds in one step. The replica holding a stream renews its lease every
+//!   [`RENEW_EVERY`], so a replica that dies frees its streams' slots within a lease.
+//!
+//! Every key is one key per command or script (no cross-slot operation). Publishing goes
+//! through one task per replica, in order and pipelined; what Redis refuses is counted in
+//! `mamba_events_fanout_lost_total` and logged, and the replica's own subscribers are never
+//! held up by it. A Redis that fails leaves each replica its own events, mirror and caps.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::events::{CONSOLE_MIRROR_LINES, Inner, Refused, STREAMS_PER_SERVER, STREAMS_PER_USER};
+use super::events::{Event, Stamped};
+use crate::Error;
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+
+/// How long a stream's slot holds without being renewed.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How often a replica renews the slots of the streams it holds.
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How long a console backlog outlives its last line.
+const CONSOLE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Events waiting to be published (more are counted as lost).
+const QUEUE: usize = 8192;
+/// Events sent to Redis in one pipeline.
+const BATCH: usize = 256;
+/// How long one Redis call may take before the hub acts as if Redis were down.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the start waits for Redis before it carries on (and keeps trying).
+const START_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first and the longest wait between attempts to reach Redis again.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const LAST_RETRY: Duration = Duration::from_secs(5);
+/// The largest message taken from the channel (a console line is at most 16 KiB).
+const MAX_MESSAGE: usize = 64 << 10;
+/// The published form of a removed server.
+const REMOVED: &str = "-";
+
+/// Drops what has expired, refuses past the cap, adds the stream: `KEYS[1]` the set;
+/// `ARGV` now, cap, the lease's end, the member, the key's time to live (ms).
+const ACQUIRE: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+";
+
+/// An open stream's slots in the shared caps.
+#[derive(Debug)]
+pub struct Lease {
+    member: String,
+}
+
+/// What the publishing task sends.
+enum Out {
+    Event {
+        server: String,
+        payload: String,
+        console: bool,
+    },
+    Clear(String),
+    Remove(String),
+}
+
+/// What the tasks share with the hub.
+struct Shared {
+    prefix: String,
+    conn: OnceCell<ConnectionManager>,
+    /// The leases this replica holds: member → (user key, server key).
+    live: Mutex<HashMap<String, (String, String)>>,
+    clock: SharedClock,
+    metrics: Metrics,
+    acquire: redis::Script,
+}
+
+impl Shared {
+    fn live(&self) -> MutexGuard<'_, HashMap<String, (String, String)>> {
+        // Entries are inserted and removed whole.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn channel(&self, server: &str) -> String {
+        format!("{}ev:{server}", self.prefix)
+    }
+
+    fn console_key(&self, server: &str) -> String {
+        format!("{}console:{server}", self.prefix)
+    }
+}
+
+/// The Redis side of one replica's hub.
+pub struct Fanout {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Out>,
+    /// Stops the tasks when the hub goes.
+    _stop: DropGuard,
+}
+
+impl Fanout {
+    /// Connects (waiting up to [`START_TIMEOUT`], then carrying on while a task keeps
+    /// trying), subscribes to the other replicas' events and starts publishing and renewing.
+    pub(super) async fn start(
+        url: &str,
+        prefix: &str,
+        origin: u64,
+        inner: Weak<Mutex<Inner>>,
+        clock: SharedClock,
+        metrics: Metrics,
+    ) -> Result<Arc<Fanout>, Error> {
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::config("REDIS_URL", format!("not a Redis URL: {e}")))?;
+        let shared = Arc::new(Shared {
+            prefix: prefix.to_owned(),
+            conn: OnceCell::new(),
+            live: Mutex::default(),
+            clock,
+            metrics,
+            acquire: redis::Script::new(ACQUIRE),
+        });
+        let stop = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (ready, subscribed) = oneshot::channel();
+        tokio::spawn(connect(client.clone(), shared.clone(), stop.clone()));
+        tokio::spawn(listen(
+            client,
+            shared.clone(),
+            origin,
+            inner,
+            ready,
+            stop.clone(),
+        ));
+        tokio::spawn(publish(rx, shared.clone(), stop.clone()));
+        tokio::spawn(renew(shared.clone(), stop.clone()));
+        if tokio::time::timeout(START_TIMEOUT, subscribed)
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "REDIS_URL: cannot subscribe; server events reach this replica's streams only until Redis answers"
+            );
+        }
+        Ok(Arc::new(Fanout {
+            shared,
+            tx,
+            _stop: stop.drop_guard(),
+        }))
+    }
+
+    /// Publishes a server's event (or, with `None`, its removal) for the other replicas.
+    pub(super) fn publish(&self, server: &str, stamped: Option<Stamped>) {
+        let out = match stamped {
+            None => Out::Remove(server.to_owned()),
+            Some(stamped) => match serde_json::to_string(&stamped) {
+                Ok(payload) => Out::Event {
+                    server: server.to_owned(),
+                    console: matches!(stamped.event, Event::Console { .. }),
+                    payload,
+                },
+                Err(_) => return self.shared.metrics.events_fanout_lost.inc(),
+            },
+        };
+        self.queue(out);
+    }
+
+    /// Forgets a server's console backlog on every replica.
+    pub(super) fn clear_console(&self, server: &str) {
+        self.queue(Out::Clear(server.to_owned()));
+    }
+
+    fn queue(&self, out: Out) {
+        if self.tx.try_send(out).is_err() {
+            self.shared.metrics.events_fanout_lost.inc();
+        }
+    }
+
+    /// Takes a slot for a new stream in the user's and the server's shared caps: `Ok(None)`
+    /// when Redis cannot say (this replica's own caps then hold alone).
+    pub(super) async fn acquire(&self, server: &str, user: &str) -> Result<Option<Lease>, Refused> {
+        let Some(conn) = self.shared.conn.get() else {
+            return Ok(None);
+        };
+        let member = uuid::Uuid::new_v4().simple().to_string();
+        let user_key = format!("{}sse:u:{user}", self.shared.prefix);
+        let server_key = format!("{}sse:s:{server}", self.shared.prefix);
+        for (key, cap, refused) in [
+            (&user_key, STREAMS_PER_USER, Refused::UserCap),
+            (&server_key, STREAMS_PER_SERVER, Refused::ServerCap),
+        ] {
+            let now = self.shared.clock.now_ms();
+            let mut c = conn.clone();
+            let mut invocation = self.shared.acquire.key(key);
+            invocation
+                .arg(now)
+                .arg(cap)
+                .arg(now + lease_ms())
+                .arg(&member)
+                .arg(lease_ms());
+            let taken = tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<i64>(&mut c));
+            match taken.await {
+                Ok(Ok(1)) => continue,
+                Ok(Ok(_)) => {
+                    forget(
+                        conn.clone(),
+                        member.clone(),
+                        user_key.clone(),
+                        server_key.clone(),
+                    );
+                    return Err(refused);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "REDIS_URL: cannot count event streams; this replica's caps hold alone")
+                }
+                Err(_) => tracing::warn!(
+                    "REDIS_URL: counting event streams timed out; this replica's caps hold alone"
+                ),
+            }
+            forget(
+                conn.clone(),
+                member.clone(),
+                user_key.clone(),
+                server_key.clone(),
+            );
+            return Ok(None);
+        }
+        self.shared
+            .live()
+            .insert(member.clone(), (user_key, server_key));
+        Ok(Some(Lease { member }))
+    }
+
+    /// Frees a stream's slots (at once when Redis answers; else when its lease ends).
+    pub(super) fn release(&self, lease: Lease) {
+        let Some((user_key, server_key)) = self.shared.live().remove(&lease.member) else {
+            return;
+        };
+        if let Some(conn) = self.shared.conn.get() {
+            forget(conn.clone(), lease.member, user_key, server_key);
+        }
+    }
+
+    /// The server's shared console backlog, oldest first; `None` when Redis cannot say.
+    pub(super) async fn backlog(&self, server: &str) -> Option<Vec<Stamped>> {
+        let mut conn = self.shared.conn.get()?.clone();
+        let mut read = redis::cmd("XREVRANGE");
+        read.arg(self.shared.console_key(server))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(CONSOLE_MIRROR_LINES);
+        let reply = tokio::time::timeout(
+            CALL_TIMEOUT,
+            read.query_async::<Vec<(String, Vec<Vec<u8>>)>>(&mut conn),
+        )
+        .await;
+        let entries = match reply {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "REDIS_URL: cannot read a console backlog; this replica's mirror is used");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let mut lines: Vec<Stamped> = entries
+            .iter()
+            .filter_map(|(_, fields)| fields.get(1))
+            .filter_map(|payload| serde_json::from_slice(payload).ok())
+            .collect();
+        lines.reverse();
+        Some(lines)
+    }
+}
+
+fn lease_ms() -> i64 {
+    i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Removes a stream's member from both sets, in the background.
+fn forget(mut conn: ConnectionManager, member: String, user_key: String, server_key: String) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM").arg(&user_key).arg(&member).ignore();
+        pipe.cmd("ZREM").arg(&server_key).arg(&member).ignore();
+        let _ = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+    });
+}
+
+/// Sleeps `wait` (or until stopped: then `false`) and doubles it up to [`LAST_RETRY`].
+async fn back_off(wait: &mut Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => return false,
+        _ = tokio::time::sleep(*wait) => {}
+    }
+    *wait = (*wait * 2).min(LAST_RETRY);
+    true
+}
+
+/// Makes the connection the hub's commands use (it reconnects by itself once made).
+async fn connect(client: redis::Client, shared: Arc<Shared>, stop: CancellationToken) {
+    let mut wait = FIRST_RETRY;
+    loop {
+        let made = tokio::select! {
+            _ = stop.cancelled() => return,
+            made = ConnectionManager::new(client.clone()) => made,
+        };
+        match made {
+            Ok(conn) => {
+                let _ = shared.conn.set(conn);
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "REDIS_URL: no connection for the event hub yet"),
+        }
+        if !back_off(&mut wait, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Hands the other replicas' events to this replica's subscribers, resubscribing after a
+/// broken connection (events published meanwhile are not seen here).
+async fn listen(
+    client: redis::Client,
+    shared: Arc<Shared>,
+    origin: u64,
+    inner: Weak<Mutex<Inner>>,
+    ready: oneshot::Sender<()>,
+    stop: CancellationToken,
+) {
+    let channels = shared.channel("");
+    let pattern = format!("{channels}*");
+    let mut ready = Some(ready);
+    let mut wait = FIRST_RETRY;
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.psubscribe(&pattern).await?;
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
+            }
+            wait = FIRST_RETRY;
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let Some(server) = message.get_channel_name().strip_prefix(&channels) else {
+                    continue;
+                };
+                let payload = message.get_payload_bytes();
+                if server.len() > 64 || payload.len() > MAX_MESSAGE {
+                    continue;
+                }
+                let Some(inner) = inner.upgrade() else {
+                    return Ok(());
+                };
+                let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+                if payload == REMOVED.as_bytes() {
+                    inner.remove(server);
+                } else if let Ok(stamped) = serde_json::from_slice::<Stamped>(payload)
+                    && stamped.origin != origin
+                {
+                    inner.deliver(server, stamped);
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            ended = session => match ended {
+                Ok(()) if inner.strong_count() == 0 => return,
+                Ok(()) => tracing::warn!("REDIS_URL: the event subscription ended; subscribing again"),
+                Err(e) => tracing::debug!(error = %e, "REDIS_URL: cannot subscribe to events yet"),
+            },
+        }
+        if !back_off(&mut wait, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Publishes queued events in order, a pipeline at a time.
+async fn publish(mut rx: mpsc::Receiver<Out>, shared: Arc<Shared>, stop: CancellationToken) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut last_warning = None::<tokio::time::Instant>;
+    loop {
+        let n = tokio::select! {
+            _ = stop.cancelled() => return,
+            n = rx.recv_many(&mut batch, BATCH) => n,
+        };
+        if n == 0 {
+            return;
+        }
+        let Some(conn) = shared.conn.get() else {
+            shared.metrics.events_fanout_lost.inc_by(n as u64);
+            batch.clear();
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for out in batch.drain(..) {
+            match out {
+                Out::Event {
+                    server,
+                    payload,
+                    console,
+                } => {
+                    // The backlog first: a replica that hears of a line finds it there.
+                    if console {
+                        let key = shared.console_key(&server);
+                        pipe.cmd("XADD")
+                            .arg(&key)
+                            .arg("MAXLEN")
+                            .arg(CONSOLE_MIRROR_LINES)
+                            .arg("*")
+                            .arg("m")
+                            .arg(&payload)
+                            .ignore();
+                        pipe.cmd("PEXPIRE")
+                            .arg(&key)
+                            .arg(CONSOLE_TTL.as_millis() as u64)
+                            .ignore();
+                    }
+                    pipe.cmd("PUBLISH")
+                        .arg(shared.channel(&server))
+                        .arg(&payload)
+                        .ignore();
+                }
+                Out::Clear(server) => {
+                    pipe.cmd("DEL").arg(shared.console_key(&server)).ignore();
+                }
+                Out::Remove(server) => {
+                    pipe.cmd("DEL").arg(shared.console_key(&server)).ignore();
+                    pipe.cmd("PUBLISH")
+                        .arg(shared.channel(&server))
+                        .arg(REMOVED)
+                        .ignore();
+                }
+            }
+        }
+        let mut conn = conn.clone();
+        let sent = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            shared.metrics.events_fanout_lost.inc_by(n as u64);
+            if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                last_warning = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    events = n,
+                    "REDIS_URL: cannot publish server events; other replicas' streams miss them"
+                );
+            }
+        }
+    }
+}
+
+/// Renews the slots of the streams this replica holds.
+async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(RENEW_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Some(conn) = shared.conn.get() else {
+            continue;
+        };
+        let leases: Vec<(String, (String, String))> = shared
+            .live()
+            .iter()
+            .map(|(member, keys)| (member.clone(), keys.clone()))
+            .collect();
+        if leases.is_empty() {
+            continue;
+        }
+        let until = shared.clock.now_ms() + lease_ms();
+        let mut pipe = redis::pipe();
+        for (member, (user_key, server_key)) in &leases {
+            for key in [user_key, server_key] {
+                pipe.cmd("ZADD")
+                    .arg(key)
+                    .arg("XX")
+                    .arg(until)
+                    .arg(member)
+                    .ignore();
+                pipe.cmd("PEXPIRE").arg(key).arg(lease_ms()).ignore();
+            }
+        }
+        let mut conn = conn.clone();
+        if let Ok(Err(e)) =
+            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await
+        {
+            tracing::warn!(error = %e, "REDIS_URL: cannot renew event streams' slots");
+        }
+    }
+}
