@@ -7,7 +7,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 
 # What is missing, installed in one go: the servers, and Python's venv for schemathesis.
 missing=()
@@ -20,6 +21,8 @@ command -v cc >/dev/null || missing+=(gcc)
 command -v promtool >/dev/null || missing+=(prometheus)
 # The enrolment tests make RSA and weak-curve CSRs with openssl.
 command -v openssl >/dev/null || missing+=(openssl)
+# The fleet tests put HAProxy in front of two replicas (deploy/haproxy.cfg).
+command -v haproxy >/dev/null || missing+=(haproxy)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: ${missing[*]} needed; run as root once to install them" >&2
@@ -29,47 +32,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-PG_BIN="$(pg_bin)"
 
 tmp="$(mktemp -d /tmp/mamba-test.XXXXXX)"
 chmod 755 "$tmp"
-redis_pid=""
-pg_user="$(id -un)"
-run_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-
 cleanup() {
   set +e
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
-  [ -f "$tmp/pg/postmaster.pid" ] && run_pg "$PG_BIN/pg_ctl" -D "$tmp/pg" -m immediate stop >/dev/null 2>&1
+  stop_services
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=scripts/lib.sh
-source "$root/scripts/lib.sh"
-
-free_port redis_port
-redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
-  --dir "$tmp" --logfile "$tmp/redis.log" &
-redis_pid=$!
-
-free_port pg_port
-if [ "$(id -u)" -eq 0 ]; then pg_user=postgres; fi
-mkdir -p "$tmp/pg" "$tmp/pgsock"
-[ "$(id -u)" -eq 0 ] && chown postgres "$tmp/pg" "$tmp/pgsock"
-run_pg "$PG_BIN/initdb" -D "$tmp/pg" -U "$pg_user" --auth=trust -E UTF8 >/dev/null
-run_pg "$PG_BIN/pg_ctl" -D "$tmp/pg" -l "$tmp/pgsock/pg.log" -w \
-  -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $tmp/pgsock -c fsync=off" start >/dev/null
-
-for _ in $(seq 1 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
-  sleep 0.1
-done
-
-export TEST_POSTGRES_URL="postgres://$pg_user@127.0.0.1:$pg_port/postgres"
-export TEST_REDIS_URL="redis://127.0.0.1:$redis_port/"
-echo "test.sh: PostgreSQL on 127.0.0.1:$pg_port, Redis on 127.0.0.1:$redis_port"
+start_services "$tmp"
+export TEST_POSTGRES_URL="$SERVICES_POSTGRES_URL"
+export TEST_REDIS_URL="$SERVICES_REDIS_URL"
+echo "test.sh: PostgreSQL at $TEST_POSTGRES_URL, Redis at $TEST_REDIS_URL"
 
 cargo fmt --all -- --check
 # One debug build shared by the binaries the tests start, the tests, the benchmarks and clippy.
@@ -89,4 +66,7 @@ fi
 # The whole suite also fuzzes every operation of /openapi.json against the real binary.
 if [ "$#" -eq 0 ]; then
   bash "$root/scripts/schemathesis.sh"
+  # The reference deployment (HAProxy, two replicas, PostgreSQL, Redis) starts, works and
+  # survives a replica killed, as the README shows it.
+  bash "$root/scripts/fleet.sh" --check
 fi

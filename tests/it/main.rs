@@ -9,6 +9,7 @@ mod boundary;
 mod dev_ca;
 mod files;
 mod fleet;
+mod fleet_proxy;
 mod hardening;
 mod identity;
 mod invitations;

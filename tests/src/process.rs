@@ -35,7 +35,26 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin` with `args` and exactly `env` (plus PATH), in `cwd`.
     pub fn start(bin: &str, args: &[&str], env: &[(String, String)], cwd: &Path) -> Proc {
-        let mut command = Command::new(bin_path(bin));
+        Proc::spawn(Command::new(bin_path(bin)), bin, args, env, cwd)
+    }
+
+    /// Like [`Proc::start`] for a program found on PATH (HAProxy, say).
+    pub fn start_program(
+        program: &str,
+        args: &[&str],
+        env: &[(String, String)],
+        cwd: &Path,
+    ) -> Proc {
+        Proc::spawn(Command::new(program), program, args, env, cwd)
+    }
+
+    fn spawn(
+        mut command: Command,
+        bin: &str,
+        args: &[&str],
+        env: &[(String, String)],
+        cwd: &Path,
+    ) -> Proc {
         command
             .args(args)
             .env_clear()
