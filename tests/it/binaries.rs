@@ -184,6 +184,53 @@ async fn concurrent_migrations_on_postgres_run_one_after_the_other() {
     assert!(ok, "the migrated schema serves: {out}{err}");
 }
 
+/// `WINGS_API_URL` may list several panels (replicas): a Wings whose first URL has nobody
+/// listening comes online on the next one, and `wings check` lists both.
+#[tokio::test]
+async fn wings_tries_each_listed_panel_in_turn() {
+    security::tls::install_default_provider();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let pki = TestPki::new(dir);
+    let db_url = database_url(DbKind::Sqlite, dir).await;
+    let db_env = [("DATABASE_URL".to_owned(), db_url.clone())];
+    let (ok, _, err) = run(
+        "api",
+        &["node", "add", "node-1", "node1.example.com"],
+        &db_env,
+        dir,
+    );
+    assert!(ok, "{err}");
+    let (_panel, grpc) = start_panel(dir, &panel_env(&pki, &db_url, "127.0.0.1:0")).await;
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port");
+    let cert = pki.node("node-1");
+    let mut env = wings_env(&pki, &cert, "node-1", &grpc, &dir.join("wings"));
+    for (k, v) in &mut env {
+        if k == "WINGS_API_URL" {
+            *v = format!("https://{nobody}, https://{grpc}");
+        }
+    }
+    let (ok, out, err) = run("wings", &["check"], &env, dir);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("panel:       {nobody}"))
+            && out.contains(&format!("panel:       {grpc}")),
+        "{out}"
+    );
+    let started = Instant::now();
+    let _wings = Proc::start("wings", &[], &env, dir);
+    eventually("node-1 online through the second URL", CAP, || async {
+        node_list(dir, &db_url).await[0]["online"] == true
+    })
+    .await;
+    println!(
+        "online through the second of two URLs in {:?}",
+        started.elapsed()
+    );
+}
+
 crate::on_both_databases!(
     wings_online_and_reconnects_after_panel_restart,
     turned_away_agents_log_the_reason,

@@ -52,7 +52,11 @@ pub async fn run(
     let mut restart_window: Option<Instant> = None;
     let mut renewal = Renewal::default();
     let mut handover = None;
+    // Which of the listed panels (replicas) this attempt dials: the next one after every
+    // ended stream, so a replica that went away is not dialled again and again.
+    let mut panel = 0;
     loop {
+        let config = config.at_panel(panel);
         let ended = match handover.take() {
             // A stream already open on the renewed certificate: go on on it at once.
             Some(opened) => tokio::select! {
@@ -72,6 +76,7 @@ pub async fn run(
             handover = Some(opened);
             continue;
         }
+        panel = panel.wrapping_add(1);
         if ended.was_online {
             backoff.reset();
         }

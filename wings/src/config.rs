@@ -9,8 +9,10 @@ use security::pki;
 
 /// This node's id; must equal its certificate's CN.
 pub const WINGS_NODE_ID: &str = "WINGS_NODE_ID";
-/// The panel's gRPC URL, `https://host:port`.
+/// The panel's gRPC URL, `https://host:port`, or several (replicas) separated by commas.
 pub const WINGS_API_URL: &str = "WINGS_API_URL";
+/// The most panel URLs `WINGS_API_URL` may list.
+pub const MAX_PANEL_URLS: usize = 16;
 /// The join token of `wings enroll` (instead of `--token`).
 pub const WINGS_JOIN_TOKEN: &str = "WINGS_JOIN_TOKEN";
 /// The node's certificate chain (default `$WINGS_DATA_DIR/identity/cert.pem`).
@@ -35,10 +37,14 @@ pub const WINGS_CGROUP_ROOT: &str = "WINGS_CGROUP_ROOT";
 pub struct Config {
     /// The node id.
     pub node_id: String,
-    /// The panel's host (for SNI and server certificate verification).
+    /// The panel's host (for SNI and server certificate verification): the first of
+    /// [`Config::panels`], or the one [`Config::at_panel`] chose.
     pub panel_host: String,
     /// The panel's port.
     pub panel_port: u16,
+    /// Every panel (replica) `WINGS_API_URL` lists, in its order: the agent tries them in
+    /// turn.
+    pub panels: Vec<(String, u16)>,
     /// Certificate file.
     pub cert_file: PathBuf,
     /// Key file.
@@ -69,6 +75,15 @@ pub struct CheckReport {
 }
 
 impl Config {
+    /// This configuration aimed at the `n`-th listed panel (counting around).
+    pub fn at_panel(&self, n: usize) -> Config {
+        let mut config = self.clone();
+        if let Some((host, port)) = self.panels.get(n % self.panels.len().max(1)) {
+            (config.panel_host, config.panel_port) = (host.clone(), *port);
+        }
+        config
+    }
+
     /// Reads the environment; on failure returns every problem, each naming its variable.
     pub fn from_env() -> Result<Config, Vec<String>> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -93,14 +108,15 @@ impl Config {
         {
             errors.push(format!("{WINGS_NODE_ID}: {e}"));
         }
-        let (panel_host, panel_port) = if url.is_empty() {
-            (String::new(), 0)
+        let panels = if url.is_empty() {
+            Vec::new()
         } else {
-            parse_url(&url).unwrap_or_else(|e| {
+            parse_urls(&url).unwrap_or_else(|e| {
                 errors.push(format!("{WINGS_API_URL}: {e}"));
-                (String::new(), 0)
+                Vec::new()
             })
         };
+        let (panel_host, panel_port) = panels.first().cloned().unwrap_or_default();
         let data_dir = lookup(WINGS_DATA_DIR)
             .filter(|v| !v.trim().is_empty())
             .map(PathBuf::from)
@@ -154,6 +170,7 @@ impl Config {
             node_id,
             panel_host,
             panel_port,
+            panels,
             cert_file,
             key_file,
             ca_file,
@@ -257,6 +274,22 @@ fn parse_uid_range(raw: &str) -> Result<RangeInclusive<u32>, String> {
 }
 
 /// Splits `https://host:port` (port defaults to 3001; IPv6 hosts in brackets).
+/// One or more comma-separated panel URLs (at most [`MAX_PANEL_URLS`], none twice).
+fn parse_urls(urls: &str) -> Result<Vec<(String, u16)>, String> {
+    let mut panels: Vec<(String, u16)> = Vec::new();
+    for url in urls.split(',').map(str::trim) {
+        let panel = parse_url(url)?;
+        if panels.contains(&panel) {
+            return Err(format!("{url:?} is listed twice"));
+        }
+        panels.push(panel);
+    }
+    if panels.len() > MAX_PANEL_URLS {
+        return Err(format!("at most {MAX_PANEL_URLS} URLs"));
+    }
+    Ok(panels)
+}
+
 fn parse_url(url: &str) -> Result<(String, u16), String> {
     let rest = url.strip_prefix("https://").ok_or_else(|| {
         format!("{url:?} must start with https:// (the node channel is always TLS)")
@@ -289,6 +322,36 @@ fn parse_url(url: &str) -> Result<(String, u16), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_urls_are_tried_in_their_order() {
+        let config = |url: &str| {
+            Config::from_lookup(|name| match name {
+                WINGS_NODE_ID => Some("node-1".into()),
+                WINGS_API_URL => Some(url.into()),
+                _ => None,
+            })
+        };
+        let one = config("https://a:1, https://b:2").unwrap();
+        assert_eq!(one.panels, [("a".into(), 1), ("b".into(), 2)]);
+        assert_eq!((one.panel_host.as_str(), one.panel_port), ("a", 1));
+        let second = one.at_panel(1);
+        assert_eq!((second.panel_host.as_str(), second.panel_port), ("b", 2));
+        assert_eq!(one.at_panel(2).panel_host, "a", "around again");
+        for bad in [
+            "https://a:1,https://a:1",
+            "https://a:1,",
+            "https://a:1,http://b:2",
+        ] {
+            let errors = config(bad).unwrap_err();
+            assert!(errors[0].starts_with(WINGS_API_URL), "{bad}: {errors:?}");
+        }
+        let many = (0..=MAX_PANEL_URLS)
+            .map(|n| format!("https://p{n}:1"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(config(&many).is_err());
+    }
 
     #[test]
     fn urls() {

@@ -121,7 +121,9 @@ fn main() -> ExitCode {
     if matches!(cli.command, Some(Command::Check)) {
         println!("wings check: OK");
         println!("  node id:     {}", config.node_id);
-        println!("  panel:       {}:{}", config.panel_host, config.panel_port);
+        for (host, port) in &config.panels {
+            println!("  panel:       {host}:{port}");
+        }
         println!(
             "  certificate: {} (CN {})",
             config.cert_file.display(),
