@@ -13,10 +13,10 @@ use serde_json::json;
 use tests::{DbKind, Proc, Rest, TestPki, panel_env};
 
 /// How long HAProxy may take to see a replica go or come (two checks 500 ms apart).
-const CHECK_CAP: Duration = Duration::from_secs(20);
+pub(crate) const CHECK_CAP: Duration = Duration::from_secs(20);
 
 /// A loopback port nothing listens on now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -24,15 +24,15 @@ fn free_port() -> u16 {
 }
 
 /// One replica's addresses and its running `api serve`.
-struct Replica {
-    name: &'static str,
-    http: SocketAddr,
+pub(crate) struct Replica {
+    pub(crate) name: &'static str,
+    pub(crate) http: SocketAddr,
     env: Vec<(String, String)>,
-    proc: Option<Proc>,
+    pub(crate) proc: Option<Proc>,
 }
 
 impl Replica {
-    fn new(name: &'static str, base: &[(String, String)]) -> Replica {
+    pub(crate) fn new(name: &'static str, base: &[(String, String)]) -> Replica {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let grpc = format!("127.0.0.1:{}", free_port());
         let mut env = base.to_vec();
@@ -48,7 +48,7 @@ impl Replica {
         }
     }
 
-    async fn start(&mut self, dir: &Path) {
+    pub(crate) async fn start(&mut self, dir: &Path) {
         let (proc, _) = tests::start_panel(dir, &self.env).await;
         self.proc = Some(proc);
     }
@@ -63,14 +63,26 @@ impl Replica {
     }
 }
 
-/// HAProxy in front of `a` and `b` with the repository's configuration; (REST front, stats).
-fn haproxy(dir: &Path, a: &Replica, b: &Replica) -> (Proc, SocketAddr, SocketAddr) {
-    let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let stats: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+/// HAProxy running the repository's configuration in front of two replicas.
+pub(crate) struct Haproxy {
+    _proc: Proc,
+    /// REST, in HTTP mode.
+    pub(crate) front: SocketAddr,
+    /// The node channel, in TCP passthrough.
+    #[allow(dead_code)] // for the failover test, which lands with node ownership
+    pub(crate) nodes: SocketAddr,
+    /// Its stats page.
+    pub(crate) stats: SocketAddr,
+}
+
+/// HAProxy in front of `a` and `b` with the repository's configuration.
+pub(crate) fn haproxy(dir: &Path, a: &Replica, b: &Replica) -> Haproxy {
+    let [front, nodes, stats] =
+        [0; 3].map(|_| -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() });
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg");
     let env = [
         ("FLEET_HTTP_BIND", front.to_string()),
-        ("FLEET_GRPC_BIND", format!("127.0.0.1:{}", free_port())),
+        ("FLEET_GRPC_BIND", nodes.to_string()),
         ("FLEET_A_HTTP", a.http.to_string()),
         ("FLEET_B_HTTP", b.http.to_string()),
         ("FLEET_A_GRPC", a.grpc().to_owned()),
@@ -84,12 +96,17 @@ fn haproxy(dir: &Path, a: &Replica, b: &Replica) -> (Proc, SocketAddr, SocketAdd
         &env,
         dir,
     );
-    (proc, front, stats)
+    Haproxy {
+        _proc: proc,
+        front,
+        nodes,
+        stats,
+    }
 }
 
 /// Waits until HAProxy's health checks count `server` of the REST backend as `status`
 /// (`UP` or `DOWN`).
-async fn behind_haproxy(stats: SocketAddr, server: &str, status: &str) -> Duration {
+pub(crate) async fn behind_haproxy(stats: SocketAddr, server: &str, status: &str) -> Duration {
     let start = Instant::now();
     let http = reqwest::Client::new();
     loop {
@@ -115,16 +132,24 @@ async fn behind_haproxy(stats: SocketAddr, server: &str, status: &str) -> Durati
     }
 }
 
-/// A rolling restart behind HAProxy fails no request: a client reads and writes through the
-/// proxy every few milliseconds while replica a gets SIGTERM, stays down until HAProxy's
-/// checks have marked it down, comes back and is marked up, and then b does the same; every
-/// answer is a success (requests reaching a stopping or stopped replica are retried on the
-/// other by HAProxy, and a stopping one finishes what it started).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_behind_haproxy_fails_no_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new(dir.path());
-    let db_url = tests::database_url(DbKind::Postgres, dir.path()).await;
+/// The reference deployment in one directory.
+pub(crate) struct Deployment {
+    #[allow(dead_code)] // for the failover test, which lands with node ownership
+    pub(crate) pki: TestPki,
+    #[allow(dead_code)]
+    pub(crate) db_url: String,
+    pub(crate) a: Replica,
+    pub(crate) b: Replica,
+    pub(crate) proxy: Haproxy,
+}
+
+/// Starts the reference deployment in `dir`: a fresh PostgreSQL database, the test Redis,
+/// replicas a and b (with `extra` in their environment) one after the other, and HAProxy in
+/// front of them; returns once HAProxy counts both up.
+pub(crate) async fn deploy(dir: &Path, extra: &[(&str, &str)]) -> Deployment {
+    security::tls::install_default_provider();
+    let pki = TestPki::new(dir);
+    let db_url = tests::database_url(DbKind::Postgres, dir).await;
     let mut base = panel_env(&pki, &db_url, "127.0.0.1:0");
     base.extend(
         [
@@ -135,21 +160,49 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request() {
             ("TRUSTED_PROXIES", "127.0.0.1".into()),
             (
                 "RATE_LIMITS",
-                "api=1000000/1m,login=1000/1m,register=1000/1m".into(),
+                "api=1000000/1m,login=1000/1m,register=1000/1m,verify=1000/1m".into(),
             ),
         ]
         .map(|(k, v)| (k.to_owned(), v)),
     );
+    base.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let mut a = Replica::new("a", &base);
     let mut b = Replica::new("b", &base);
     // One after the other: the first makes the development keys both use (under data/).
-    a.start(dir.path()).await;
-    b.start(dir.path()).await;
-    let (_haproxy, front, stats) = haproxy(dir.path(), &a, &b);
+    a.start(dir).await;
+    b.start(dir).await;
+    let proxy = haproxy(dir, &a, &b);
     for server in ["a", "b"] {
-        behind_haproxy(stats, server, "UP").await;
+        behind_haproxy(proxy.stats, server, "UP").await;
     }
+    Deployment {
+        pki,
+        db_url,
+        a,
+        b,
+        proxy,
+    }
+}
 
+/// A rolling restart behind HAProxy fails no request: a client reads and writes through the
+/// proxy every few milliseconds while replica a gets SIGTERM, stays down until HAProxy's
+/// checks have marked it down, comes back and is marked up, and then b does the same; every
+/// answer is a success (requests reaching a stopping or stopped replica are retried on the
+/// other by HAProxy, and a stopping one finishes what it started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_behind_haproxy_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let Deployment {
+        mut a,
+        mut b,
+        proxy,
+        ..
+    } = deploy(dir.path(), &[]).await;
+    let (front, stats) = (proxy.front, proxy.stats);
     let rest = Rest::new(format!("http://{front}"));
     let outbox = dir.path().join("data/outbox");
     let (owner, _) = rest.verified_user(&outbox, "ops@example.com").await;

@@ -132,6 +132,9 @@ impl<L: Launch> Supervisor<L> {
                 continue;
             }
             let deleting = matches!(command.action, Some(command::Action::Delete(_)));
+            // Once per command id: a duplicate never gets here (the trail a test of
+            // redelivery counts).
+            tracing::info!(server = %id, command = %command.id, "running a command");
             let result = self.execute(&id, command.action).await;
             if let Err(e) = &result {
                 tracing::warn!(server = %id, command = %command.id, error = %e, "command failed");
