@@ -6,6 +6,7 @@
 pub mod backups;
 pub mod commands;
 pub mod events;
+pub mod routing;
 pub mod schema;
 
 use std::collections::HashMap;
