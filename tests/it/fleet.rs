@@ -410,3 +410,55 @@ async fn a_killed_replica_s_node_goes_offline_on_the_other() {
     pair.a.shutdown().await;
     pair.b.shutdown().await;
 }
+
+/// SQLite is one replica with the same rows: admitting a stream takes node-1 (epoch 1), a
+/// reconnect raises the epoch and ends the older stream, and the end of the last stream
+/// gives the node up (no row, offline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_the_holder_rows_of_its_one_replica() {
+    use sea_orm::EntityTrait;
+    let (_dir, pki, mut config) = tests::roomy_setup(DbKind::Sqlite).await;
+    config.fleet.replica_id = "solo".into();
+    let panel = api::Panel::start(config).await.unwrap();
+    let db = &panel.state().db;
+    api::nodes::store::add(db, "node-1", "node1.example.com", None)
+        .await
+        .unwrap();
+    let cert = pki.node("node-1");
+    let ca = pki.ca_certs();
+    let dial = || tests::dial(panel.grpc_addr, &ca, Some(cert.identity()), 2);
+    let holder = || async {
+        api::db::entities::node_owner::Entity::find_by_id("node-1")
+            .one(db)
+            .await
+            .unwrap()
+            .map(|row| (row.replica_id, row.epoch))
+    };
+    let mut first = dial().await.unwrap();
+    assert_eq!(holder().await, Some(("solo".to_owned(), 1)));
+    let second = dial().await.unwrap();
+    assert_eq!(holder().await, Some(("solo".to_owned(), 2)));
+    let ended = tokio::time::timeout(Duration::from_secs(5), first.closed()).await;
+    assert!(ended.is_ok(), "the older stream ends");
+    assert!(
+        api::nodes::store::get(db, "node-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .online
+    );
+    drop(second);
+    eventually("node-1 given up", CAP, || async {
+        holder().await.is_none()
+    })
+    .await;
+    eventually("node-1 offline", CAP, || async {
+        !api::nodes::store::get(db, "node-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .online
+    })
+    .await;
+    panel.shutdown().await;
+}

@@ -284,6 +284,10 @@ async fn pump(
             Ok(Ok(Some(mut message))) => {
                 let truncated = bounds::apply(&mut message, &state.metrics);
                 match message.kind {
+                    // A stream dropped from this replica's holds (a newer one elsewhere)
+                    // no longer touches the node's row.
+                    Some(node_message::Kind::Heartbeat(_))
+                        if !state.fleet.holds_stream(&session) => {}
                     Some(node_message::Kind::Heartbeat(_)) => {
                         if let Err(e) =
                             store::touch(&state.db, &session.node_id, state.clock.now()).await

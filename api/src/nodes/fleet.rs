@@ -193,6 +193,12 @@ impl Fleet {
         self.row_is_ours(&session.node_id, epoch).await
     }
 
+    /// Whether this replica still holds `session` (in memory: no newer stream is known).
+    pub fn holds_stream(&self, session: &Session) -> bool {
+        self.held_epoch(&session.node_id, Some(session.id))
+            .is_some()
+    }
+
     /// An announcement on [`OWNERS_CHANNEL`]: the view follows, and a stream held here under
     /// an older epoch is dropped.
     pub fn on_announcement(&self, payload: &str) {
