@@ -12,6 +12,11 @@
 //!   (`LISTEN` on the channel a trigger `NOTIFY`s, whoever changed the row), so a disabled
 //!   node is dropped within milliseconds on every replica, not at the next poll (which stays,
 //!   as the fallback and for SQLite).
+//!   The same connection listens for the fleet: a new holder of a node
+//!   ([`crate::nodes::fleet::OWNERS_CHANNEL`]: the old one drops its stream) and a command for
+//!   a node held here ([`crate::nodes::fleet::COMMANDS_CHANNEL`], see
+//!   [`crate::servers::routing`]).
+//! - [`hold_nodes`] renews this replica's leases and re-reads every holder.
 //! - [`export_node_metrics`] refreshes the node gauges from the database.
 //! - [`reload_certificates`] picks up changed certificate and issuer files.
 
@@ -163,7 +168,7 @@ pub async fn listen_node_changes(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            Err(e) = listen(&pool, &wake) => {
+            Err(e) = listen(&state, &pool, &wake) => {
                 tracing::warn!(error = %e, "node change listener lost its connection; polling meanwhile");
             }
         }
@@ -174,18 +179,69 @@ pub async fn listen_node_changes(
     }
 }
 
-/// Listens on the node channel and notifies `wake` for each announcement; returns only when
-/// the connection fails.
+/// Listens on the node, owners and commands channels and acts on each announcement;
+/// returns only when the connection fails.
 async fn listen(
+    state: &Arc<AppState>,
     pool: &sea_orm::sqlx::PgPool,
     wake: &Notify,
 ) -> Result<std::convert::Infallible, sea_orm::sqlx::Error> {
+    use crate::nodes::fleet::{COMMANDS_CHANNEL, OWNERS_CHANNEL};
     let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(crate::db::NODE_CHANGES_CHANNEL).await?;
-    tracing::debug!("listening for node changes");
+    listener
+        .listen_all([
+            crate::db::NODE_CHANGES_CHANNEL,
+            OWNERS_CHANNEL,
+            COMMANDS_CHANNEL,
+        ])
+        .await?;
+    tracing::debug!("listening for node, owner and command announcements");
+    // Announcements made while no connection listened: holders are re-read by the next
+    // tick; commands of the nodes held here are sent again (once per stream).
+    for session in state.registry.sessions() {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::servers::routing::redeliver(&state.servers, &session.node_id).await
+            {
+                tracing::warn!(node = %session.node_id, error = %e, "cannot send pending commands");
+            }
+        });
+    }
     loop {
         let note = listener.recv().await?;
-        tracing::debug!(node = note.payload(), "node change announced");
-        wake.notify_one();
+        match note.channel() {
+            OWNERS_CHANNEL => state.fleet.on_announcement(note.payload()),
+            COMMANDS_CHANNEL => {
+                let state = state.clone();
+                let payload = note.payload().to_owned();
+                tokio::spawn(async move {
+                    if let Err(e) = crate::servers::routing::on_wake(&state.servers, &payload).await
+                    {
+                        tracing::warn!(error = %e, "cannot send a command for another replica");
+                    }
+                });
+            }
+            _ => {
+                tracing::debug!(node = note.payload(), "node change announced");
+                wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Renews this replica's leases and re-reads every node's holder every
+/// [`crate::nodes::Fleet::tick_interval`] until `shutdown` is cancelled.
+pub async fn hold_nodes(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(state.fleet.tick_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(e) = state.fleet.tick().await {
+            tracing::warn!(error = %e, "cannot renew the leases of the nodes held here");
+        }
     }
 }

@@ -65,6 +65,8 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// Live node streams held by this process (the gRPC edge's side of [`Self::nodes`]).
     pub registry: Arc<NodeRegistry>,
+    /// Which replica holds each node's stream, and this one's holds (the [`nodes::NodeLink`]).
+    pub fleet: Arc<nodes::Fleet>,
     /// The node services' handles (database, node link, issuer, clock).
     pub nodes: nodes::Nodes,
     /// Prometheus metrics.
@@ -132,7 +134,6 @@ impl Panel {
             config.node_identity.cert_lifetime,
         )?;
         let db = db::connect_and_migrate(&config.database_url).await?;
-        nodes::store::mark_all_offline(&db).await?;
         let metrics = Metrics::new();
         for rejection in grpc::Rejection::ALL {
             metrics
@@ -171,9 +172,16 @@ impl Panel {
             None => servers::Events::default(),
         };
         let registry = Arc::new(NodeRegistry::default());
+        let fleet = Arc::new(nodes::Fleet::new(
+            registry.clone(),
+            db.clone(),
+            clock.clone(),
+            &config.fleet,
+        ));
+        fleet.start().await?;
         let servers = servers::Servers {
             db: db.clone(),
-            nodes: registry.clone(),
+            nodes: fleet.clone(),
             events,
             vault: vault.clone(),
             clock: clock.clone(),
@@ -182,7 +190,7 @@ impl Panel {
         };
         let nodes = nodes::Nodes {
             db: db.clone(),
-            link: registry.clone(),
+            link: fleet.clone(),
             issuer: Arc::new(issuer),
             metrics: metrics.clone(),
             clock: clock.clone(),
@@ -190,6 +198,7 @@ impl Panel {
         let state = Arc::new(AppState {
             nodes,
             registry,
+            fleet,
             servers,
             db,
             identity,
@@ -270,6 +279,7 @@ impl Panel {
                 node_changed,
                 shutdown.clone(),
             )),
+            tokio::spawn(background::hold_nodes(state.clone(), shutdown.clone())),
             tokio::spawn(background::export_node_metrics(
                 state.clone(),
                 shutdown.clone(),

@@ -69,7 +69,6 @@ pub(crate) struct Haproxy {
     /// REST, in HTTP mode.
     pub(crate) front: SocketAddr,
     /// The node channel, in TCP passthrough.
-    #[allow(dead_code)] // for the failover test, which lands with node ownership
     pub(crate) nodes: SocketAddr,
     /// Its stats page.
     pub(crate) stats: SocketAddr,
@@ -134,9 +133,7 @@ pub(crate) async fn behind_haproxy(stats: SocketAddr, server: &str, status: &str
 
 /// The reference deployment in one directory.
 pub(crate) struct Deployment {
-    #[allow(dead_code)] // for the failover test, which lands with node ownership
     pub(crate) pki: TestPki,
-    #[allow(dead_code)]
     pub(crate) db_url: String,
     pub(crate) a: Replica,
     pub(crate) b: Replica,

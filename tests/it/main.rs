@@ -9,6 +9,8 @@ mod boundary;
 mod dev_ca;
 mod files;
 mod fleet;
+mod fleet_events;
+mod fleet_failover;
 mod fleet_proxy;
 mod hardening;
 mod identity;

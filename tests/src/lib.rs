@@ -85,6 +85,7 @@ pub fn panel_config(pki: &TestPki, database_url: String) -> api::Config {
         security: api::config::SecurityConfig::development(pki.layout.root().join("data")),
         node_identity: api::config::NodeIdentityConfig::default(),
         files: api::config::FilesConfig::default(),
+        fleet: api::config::FleetConfig::default(),
     }
 }
 

@@ -1,7 +1,10 @@
 //! Simulated Wings on a raw node stream: obeys every command at once, reporting the state it
 //! leads to (and a made or restored backup), answers every file request as done on an empty
 //! server (on a `Files` stream, as Wings does), and keeps heartbeating. For tests and load runs that need many nodes or a node
-//! that misbehaves (one that never acks).
+//! that misbehaves (one that never acks). [`obey_remembering`] runs one node over several
+//! streams (panel replicas) with Wings' rule: a command id runs once, a repeat is re-acked.
+
+use std::sync::{Arc, Mutex};
 
 use proto::node::v1::{
     BackupOperation, BackupResult, CommandAck, NodeMessage, ServerState, ServerStatus, command,
@@ -13,9 +16,38 @@ use crate::{NodeClient, Request};
 /// Runs `client` as an obedient node until its stream ends, heartbeating every `beat`. With
 /// `ack` false it takes commands and never answers them.
 pub fn obey(
+    client: NodeClient,
+    ack: bool,
+    beat: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    run(client, ack, beat, None)
+}
+
+/// What one simulated node keeps across its streams, as Wings keeps its recent command ids.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// Every command received: (the stream's label, the command id).
+    pub deliveries: Vec<(String, String)>,
+    /// The command ids run, each once.
+    pub executed: Vec<String>,
+}
+
+/// [`obey`] on one stream of a node whose `memory` spans its streams: every delivery is
+/// logged under `label`, and a command id already run is acked again without running.
+pub fn obey_remembering(
+    client: NodeClient,
+    beat: std::time::Duration,
+    label: &str,
+    memory: Arc<Mutex<Memory>>,
+) -> tokio::task::JoinHandle<()> {
+    run(client, true, beat, Some((label.to_owned(), memory)))
+}
+
+fn run(
     mut client: NodeClient,
     ack: bool,
     beat: std::time::Duration,
+    memory: Option<(String, Arc<Mutex<Memory>>)>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seq = 0;
@@ -43,7 +75,17 @@ pub fn obey(
             if !ack {
                 continue;
             }
+            let repeat = memory.as_ref().is_some_and(|(label, memory)| {
+                let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
+                memory.deliveries.push((label.clone(), command.id.clone()));
+                let repeat = memory.executed.contains(&command.id);
+                if !repeat {
+                    memory.executed.push(command.id.clone());
+                }
+                repeat
+            });
             let state = match &command.action {
+                _ if repeat => None,
                 Some(
                     command::Action::Install(_)
                     | command::Action::Stop(_)
@@ -69,6 +111,7 @@ pub fn obey(
                 }
             }
             let result = match &command.action {
+                _ if repeat => None,
                 Some(command::Action::Backup(b)) => {
                     Some((b.backup_id.clone(), BackupOperation::Create))
                 }

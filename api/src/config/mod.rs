@@ -7,9 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod fleet;
 mod nodes;
 mod security_config;
 
+pub use fleet::*;
 pub use nodes::*;
 pub use security_config::*;
 
@@ -98,6 +100,8 @@ pub struct Config {
     pub node_identity: NodeIdentityConfig,
     /// The file manager's bounds.
     pub files: FilesConfig,
+    /// This replica's id and the lease on its nodes' streams.
+    pub fleet: FleetConfig,
 }
 
 /// The file manager's bounds.
@@ -253,6 +257,7 @@ impl Config {
             http_limits,
             security: SecurityConfig::from_lookup(&get, &mut errors),
             node_identity: NodeIdentityConfig::from_lookup(&get, &mut errors),
+            fleet: FleetConfig::from_lookup(&get, &mut errors),
             files: FilesConfig {
                 max_upload_bytes: match get(FILES_MAX_UPLOAD_MB) {
                     None => FilesConfig::default().max_upload_bytes,

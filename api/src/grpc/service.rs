@@ -4,7 +4,9 @@
 //! ([`NodeIdentity`]), never from request metadata. The first message must be `Hello`, whose
 //! server inventory reconciles the panel's records; the node is then online until its stream
 //! ends, three heartbeats are missed, or it is kicked. Acks, server status and console lines
-//! are accepted only for this node's own commands and servers.
+//! are accepted only for this node's own commands and servers. Admitting a stream takes the
+//! node for this replica ([`crate::nodes::fleet`]); a stream fenced off by a newer one
+//! elsewhere records no status and marks nothing offline (its acks still count).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -154,6 +156,11 @@ impl NodeControl for NodeControlService {
             .metrics
             .nodes_connected
             .set(self.state.registry.len() as i64);
+        // The node is ours across the fleet (epoch + 1); an older holder drops its stream.
+        if let Err(e) = self.state.fleet.claim(&session).await {
+            self.state.registry.unregister(&session);
+            return Err(status::of_error(&e));
+        }
         if let Err(e) = store::mark(
             &self.state.db,
             &identity.node_id,
@@ -214,6 +221,11 @@ impl NodeControl for NodeControlService {
             {
                 tracing::warn!(node = %session.node_id, error = %e, "cannot reconcile the node's servers");
             }
+            // Commands sent to the node's previous stream (maybe on another replica) and not
+            // acked: sent again here; the node runs each id once.
+            if let Err(e) = servers::routing::redeliver(&state.servers, &session.node_id).await {
+                tracing::warn!(node = %session.node_id, error = %e, "cannot send the node's pending commands");
+            }
             pump(state, session, inbound, tx, interval).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -256,6 +268,7 @@ async fn pump(
     let mut last_renew: Option<std::time::Instant> = None;
     let end = loop {
         let next = tokio::select! {
+            biased;
             _ = session.kick.cancelled() => break session.kick_reason().map(status::of_kick),
             next = tokio::time::timeout(deadline, inbound.message()) => next,
         };
@@ -271,6 +284,10 @@ async fn pump(
             Ok(Ok(Some(mut message))) => {
                 let truncated = bounds::apply(&mut message, &state.metrics);
                 match message.kind {
+                    // A stream dropped from this replica's holds (a newer one elsewhere)
+                    // no longer touches the node's row.
+                    Some(node_message::Kind::Heartbeat(_))
+                        if !state.fleet.holds_stream(&session) => {}
                     Some(node_message::Kind::Heartbeat(_)) => {
                         if let Err(e) =
                             store::touch(&state.db, &session.node_id, state.clock.now()).await
@@ -284,6 +301,11 @@ async fn pump(
                         {
                             tracing::warn!(node = %session.node_id, error = %e, "cannot record an ack");
                         }
+                    }
+                    Some(node_message::Kind::Status(_) | node_message::Kind::Backup(_))
+                        if !state.fleet.is_current(&session).await =>
+                    {
+                        tracing::info!(node = %session.node_id, "stale stream (fenced): its report is not recorded");
                     }
                     Some(node_message::Kind::Status(status)) => {
                         if let Err(e) =
@@ -350,7 +372,13 @@ async fn pump(
         let _ = tx.try_send(Err(status));
     }
     drop(tx);
-    if state.registry.unregister(&session) {
+    let latest_here = state.registry.unregister(&session);
+    // Only the node's holder marks it offline: a stream replaced elsewhere writes nothing.
+    let held = state.fleet.release(&session).await.unwrap_or_else(|e| {
+        tracing::warn!(node = %session.node_id, error = %e, "cannot release the node");
+        false
+    });
+    if latest_here && held {
         if let Err(e) = store::mark(&state.db, &session.node_id, false, state.clock.now()).await {
             tracing::warn!(node = %session.node_id, error = %e, "cannot mark node offline");
         }

@@ -1,5 +1,5 @@
 //! Nodes: their rows in the database ([`store`]), how services reach a node ([`link`]), the
-//! live streams of connected nodes ([`registry`]), every admitted connection ([`connections`]),
+//! live streams of connected nodes ([`registry`]), which replica holds each ([`fleet`]), every admitted connection ([`connections`]),
 //! and the node identity lifecycle: the
 //! issuer that signs node certificates ([`issuer`]), join tokens and enrolment ([`enroll`]),
 //! renewal with overlap over the stream ([`renew`]), renewal states ([`lifecycle`]), and how a
@@ -7,6 +7,7 @@
 
 pub mod connections;
 pub mod enroll;
+pub mod fleet;
 pub mod issuer;
 pub mod lifecycle;
 pub mod link;
@@ -15,7 +16,8 @@ pub mod renew;
 pub mod store;
 pub mod view;
 
-pub use link::NodeLink;
+pub use fleet::Fleet;
+pub use link::{Delivery, NodeLink};
 pub use registry::{Kick, NodeRegistry, Session};
 
 use std::sync::Arc;

@@ -209,7 +209,8 @@ pub async fn request_rotation(db: &DatabaseConnection, id: &str) -> Result<node:
 /// (a conditional update claims each request).
 pub async fn deliver_rotations(state: &Nodes, rows: &[node::Model]) {
     for row in rows.iter().filter(|r| r.renewal == Renewal::Requested) {
-        if !state.link.is_online(&row.id) {
+        // Only the replica holding the node's stream claims its request.
+        if !state.link.holds(&row.id) {
             continue;
         }
         let claimed = Node::update_many()

@@ -298,13 +298,3 @@ pub async fn touch(db: &DatabaseConnection, id: &str, seen: DateTime<Utc>) -> Re
         .await?;
     Ok(())
 }
-
-/// Marks every node offline: at start-up no stream is open yet.
-pub async fn mark_all_offline(db: &DatabaseConnection) -> Result<(), Error> {
-    Node::update_many()
-        .col_expr(Column::Online, Expr::value(false))
-        .filter(Column::Online.eq(true))
-        .exec(db)
-        .await?;
-    Ok(())
-}

@@ -15,6 +15,7 @@ use super::events::Event;
 use crate::Error;
 use crate::db::entities::states::{CommandKind, CommandState, ServerState};
 use crate::db::entities::{command as command_row, server};
+use crate::nodes::Delivery;
 use crate::templates::Expanded;
 
 /// Seconds a stopping process has between SIGTERM and SIGKILL.
@@ -118,6 +119,20 @@ impl NodeCommand {
         }
     }
 
+    /// What the row keeps beyond the server, so the command can be built again from it by
+    /// the replica holding the node (never a secret or a console line: those are not kept).
+    fn args(&self) -> Option<serde_json::Value> {
+        match self {
+            NodeCommand::Backup { backup_id } | NodeCommand::DeleteBackup { backup_id } => {
+                Some(serde_json::json!({ "backup_id": backup_id }))
+            }
+            NodeCommand::Restore { backup_id, sha256 } => {
+                Some(serde_json::json!({ "backup_id": backup_id, "sha256": sha256 }))
+            }
+            _ => None,
+        }
+    }
+
     /// The message's payload on the node channel.
     fn into_proto(self) -> command::Action {
         use proto::node::v1 as pb;
@@ -165,6 +180,9 @@ fn spec(expanded: Expanded) -> ServerSpec {
 
 /// Sends `command` for `server_id` to `node_id` and returns the command id; [`sweep`] fails
 /// it if no ack comes in time. Answers [`Error::NodeOffline`] when the node has no stream.
+///
+/// The row is written first; then the command goes down the node's stream when this replica
+/// holds it, or the replica that does is woken to send it (see [`super::routing`]).
 pub async fn send(
     state: &Servers,
     node_id: &str,
@@ -185,26 +203,25 @@ pub async fn send(
         error: Set(None),
         created_at: Set(state.clock.now()),
         completed_at: Set(None),
+        args: Set(command.args()),
     }
     .insert(&state.db)
     .await?;
-    let message = PanelMessage {
-        kind: Some(panel_message::Kind::Command(Command {
-            id: id.clone(),
-            server_id: server_id.to_owned(),
-            action: Some(command.into_proto()),
-        })),
-    };
-    if !state.nodes.send(node_id, message).await {
-        finish(
-            state,
-            &id,
-            None,
-            false,
-            "the node went offline before it got the command",
-        )
-        .await?;
-        return Err(Error::NodeOffline(node_id.to_owned()));
+    let wake = super::routing::wake_note(node_id, &id, &command);
+    let message = message(&id, server_id, command);
+    match state.nodes.deliver(node_id, &id, message, Some(wake)).await {
+        Delivery::Sent | Delivery::Routed => {}
+        Delivery::Unreachable => {
+            finish(
+                state,
+                &id,
+                None,
+                false,
+                "the node went offline before it got the command",
+            )
+            .await?;
+            return Err(Error::NodeOffline(node_id.to_owned()));
+        }
     }
     state
         .metrics
@@ -212,6 +229,17 @@ pub async fn send(
         .with_label_values(&[kind.name().as_str()])
         .inc();
     Ok(id)
+}
+
+/// The message that carries command `id` for `server_id`.
+pub(super) fn message(id: &str, server_id: &str, command: NodeCommand) -> PanelMessage {
+    PanelMessage {
+        kind: Some(panel_message::Kind::Command(Command {
+            id: id.to_owned(),
+            server_id: server_id.to_owned(),
+            action: Some(command.into_proto()),
+        })),
+    }
 }
 
 /// Marks failed every command still `pending` past its deadline (sent longer ago than the
@@ -239,7 +267,7 @@ pub async fn sweep(state: &Servers) -> Result<usize, Error> {
 
 /// Moves a pending command to `acked` or `failed` (only the node it was sent to may answer,
 /// when `node_id` is given). Returns whether it was still pending.
-async fn finish(
+pub(super) async fn finish(
     state: &Servers,
     command_id: &str,
     node_id: Option<&str>,

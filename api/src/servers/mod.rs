@@ -7,6 +7,7 @@ pub mod backups;
 pub mod commands;
 pub mod events;
 pub mod fanout;
+pub mod routing;
 pub mod schema;
 
 use std::collections::HashMap;

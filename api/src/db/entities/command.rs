@@ -23,6 +23,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// When the ack came, or when it was given up on.
     pub completed_at: Option<DateTimeUtc>,
+    /// What the command needs beyond its server (a backup's id and SHA-256), so the replica
+    /// holding the node can build it again; never a secret or a console line.
+    pub args: Option<Json>,
 }
 
 /// No relations declared.

@@ -11,6 +11,7 @@ pub mod membership;
 pub mod mfa_challenge;
 pub mod node;
 pub mod node_join_token;
+pub mod node_owner;
 pub mod recovery_code;
 pub mod refresh_token;
 pub mod secret;

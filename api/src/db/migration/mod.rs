@@ -5,6 +5,7 @@ use sea_orm_migration::schema::*;
 
 mod accounts;
 mod backups;
+mod fleet;
 mod identity;
 mod limits;
 mod node_identity;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(totp::CreateTotp),
             Box::new(node_identity::AddNodeIdentity),
             Box::new(node_notify::AddNodeNotify),
+            Box::new(fleet::AddFleet),
         ]
     }
 }
