@@ -203,7 +203,7 @@ fn parse_range(value: &str) -> Option<(Option<u64>, Option<u64>, Option<u64>)> {
     get,
     path = "/api/tenants/{tid}/servers/{sid}/files/content",
     summary = r#"Download a file"#,
-    description = r#"The bytes, streamed, with `Content-Length`, `ETag` (the SHA-256) and one `Range: bytes=…` (206 with `Content-Range`; 416 outside the file). 409 for a directory or anything but a regular file. A node that goes away midway breaks the transfer off (never a short file taken for whole)."#,
+    description = r#"The bytes, streamed, with `Content-Length`, `ETag` (the SHA-256; a weak `W/"…"` for a file over 1 GiB the node has not hashed, or while its hashing slots are busy) and one `Range: bytes=…` (206 with `Content-Range`; 416 outside the file). 409 for a directory or anything but a regular file. A node that goes away midway breaks the transfer off (never a short file taken for whole)."#,
     params(PathQuery),
     responses(
         (status = 200, description = "The file.", body = Vec<u8>, content_type = "application/octet-stream"),
@@ -382,7 +382,7 @@ fn if_match(headers: &HeaderMap) -> std::result::Result<String, Error> {
     put,
     path = "/api/tenants/{tid}/servers/{sid}/files/content",
     summary = r#"Upload or edit a file"#,
-    description = r#"The raw body becomes the file: written beside it and renamed into place when complete (a broken upload changes nothing), owned by the server's user. `If-Match` with the ETag makes it conditional (409 when the file changed). 413 past the server's disk quota or `FILES_MAX_UPLOAD_MB`, before any byte is kept; uploads are rate-limited per user (429). 201 for a new file, 204 for a replaced one, with the new `ETag`."#,
+    description = r#"The raw body becomes the file: written beside it and renamed into place when complete (a broken upload changes nothing), owned by the server's user. `If-Match` with the ETag makes it conditional (409 when the file changed, checked again just before it is replaced; a weak tag never matches). Concurrent uploads together stay within the quota. 413 past the server's disk quota or `FILES_MAX_UPLOAD_MB`, before any byte is kept; uploads are rate-limited per user (429). 201 for a new file, 204 for a replaced one, with the new `ETag`."#,
     params(PathQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
