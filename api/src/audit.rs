@@ -8,6 +8,31 @@ use serde_json::Value;
 use crate::Error;
 use crate::db::entities::audit_log;
 
+/// Most paths an audit row names; the others are only counted.
+pub const MAX_PATHS: usize = 20;
+/// Most characters of one path an audit row keeps (a longer one ends in `…`).
+pub const MAX_PATH_CHARS: usize = 256;
+
+/// A path as an audit row keeps it: at most [`MAX_PATH_CHARS`] characters.
+pub fn bounded_path(path: &str) -> String {
+    match path.char_indices().nth(MAX_PATH_CHARS) {
+        None => path.to_owned(),
+        Some((at, _)) => format!("{}…", &path[..at]),
+    }
+}
+
+/// Paths as an audit row keeps them: the first [`MAX_PATHS`], each bounded; the count of all
+/// goes beside them (`path_count`), so a row stays a few KiB whatever the request held.
+pub fn bounded_paths(paths: &[String]) -> Value {
+    Value::Array(
+        paths
+            .iter()
+            .take(MAX_PATHS)
+            .map(|p| Value::String(bounded_path(p)))
+            .collect(),
+    )
+}
+
 /// One audit event before it is stored.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
@@ -71,5 +96,27 @@ pub async fn record_or_log(db: &DatabaseConnection, event: AuditEvent) {
     let action = event.action.clone();
     if let Err(e) = record(db, event).await {
         tracing::error!(action, error = %e, "cannot write an audit row");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_in_a_row_are_bounded() {
+        let long = "é".repeat(4000);
+        assert_eq!(bounded_path("/a/b"), "/a/b");
+        let kept = bounded_path(&long);
+        assert_eq!(kept.chars().count(), MAX_PATH_CHARS + 1);
+        assert!(kept.ends_with('…'));
+        let many: Vec<String> = (0..1000).map(|i| format!("/{i}/{long}")).collect();
+        let row = bounded_paths(&many);
+        assert_eq!(row.as_array().unwrap().len(), MAX_PATHS);
+        assert!(
+            row.to_string().len() < 16 << 10,
+            "{}",
+            row.to_string().len()
+        );
     }
 }

@@ -20,15 +20,15 @@ use crate::servers::{CAP, Stack, power, stack, stack_with, started_pid};
 use tests::{DbKind, Proc, Rest, bin_path, eventually};
 
 /// A server's files, as one caller reaches them.
-struct Files {
-    rest: Rest,
+pub(crate) struct Files {
+    pub(crate) rest: Rest,
     /// `/api/tenants/{tid}/servers/{sid}/files`.
-    base: String,
+    pub(crate) base: String,
     http: reqwest::Client,
 }
 
 impl Files {
-    fn new(rest: &Rest, server: &str) -> Files {
+    pub(crate) fn new(rest: &Rest, server: &str) -> Files {
         Files {
             rest: rest.clone(),
             base: format!("{server}/files"),
@@ -36,7 +36,7 @@ impl Files {
         }
     }
 
-    fn as_caller(&self, rest: &Rest) -> Files {
+    pub(crate) fn as_caller(&self, rest: &Rest) -> Files {
         Files {
             rest: rest.clone(),
             base: self.base.clone(),
@@ -44,7 +44,7 @@ impl Files {
         }
     }
 
-    fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
         let request = self
             .http
             .request(method, format!("{}{url}", self.rest.base));
@@ -55,7 +55,7 @@ impl Files {
     }
 
     /// GET …/files?path= (the query as given, not encoded again).
-    async fn list_raw(&self, query: &str) -> (StatusCode, Value) {
+    pub(crate) async fn list_raw(&self, query: &str) -> (StatusCode, Value) {
         let response = self
             .request(Method::GET, &format!("{}?path={query}", self.base))
             .send()
@@ -67,12 +67,16 @@ impl Files {
         )
     }
 
-    async fn list(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn list(&self, path: &str) -> (StatusCode, Value) {
         self.list_raw(&encode(path)).await
     }
 
     /// GET …/files/content?path= (the query as given).
-    async fn get_raw(&self, query: &str, range: Option<&str>) -> (StatusCode, HeaderMap, Vec<u8>) {
+    pub(crate) async fn get_raw(
+        &self,
+        query: &str,
+        range: Option<&str>,
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
         let mut request = self.request(Method::GET, &format!("{}/content?path={query}", self.base));
         if let Some(range) = range {
             request = request.header("range", range);
@@ -82,12 +86,12 @@ impl Files {
         (status, headers, response.bytes().await.unwrap().to_vec())
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
         self.get_raw(&encode(path), None).await
     }
 
     /// PUT …/files/content?path=; the status, the ETag, the error body.
-    async fn put(
+    pub(crate) async fn put(
         &self,
         path: &str,
         body: Vec<u8>,
@@ -112,13 +116,13 @@ impl Files {
     }
 
     /// POST …/files/{op} with a JSON body.
-    async fn op(&self, op: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn op(&self, op: &str, body: Value) -> (StatusCode, Value) {
         self.rest.post(&format!("{}/{op}", self.base), body).await
     }
 }
 
 /// Percent-encodes a query value.
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     let mut out = String::new();
     for b in value.bytes() {
         match b {
@@ -131,16 +135,16 @@ fn encode(value: &str) -> String {
     out
 }
 
-fn code(body: &Value) -> &str {
+pub(crate) fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 /// A template running the ticker with `args` and a `disk_mb` quota.
-async fn template(admin: &Rest, name: &str, args: &[&str], disk_mb: u64) {
+pub(crate) async fn template(admin: &Rest, name: &str, args: &[&str], disk_mb: u64) {
     let (status, body) = admin
         .post(
             "/api/admin/templates",
@@ -157,7 +161,7 @@ async fn template(admin: &Rest, name: &str, args: &[&str], disk_mb: u64) {
 
 /// A new tenant of `rest`'s with an installed server of `template`: (server URL, server id,
 /// tenant id).
-async fn server(rest: &Rest, wings: &Proc, template: &str) -> (String, String, String) {
+pub(crate) async fn server(rest: &Rest, wings: &Proc, template: &str) -> (String, String, String) {
     let (_, tenant) = rest.post("/api/tenants", json!({"name": "t"})).await;
     let tid = tenant["id"].as_str().unwrap().to_owned();
     let servers = format!("/api/tenants/{tid}/servers");
@@ -182,12 +186,12 @@ async fn server(rest: &Rest, wings: &Proc, template: &str) -> (String, String, S
     (url, sid, tid)
 }
 
-fn server_dir(tmp: &Path, sid: &str) -> PathBuf {
+pub(crate) fn server_dir(tmp: &Path, sid: &str) -> PathBuf {
     tmp.join("wings/servers").join(sid)
 }
 
 /// What is in a directory on disk, sorted.
-fn on_disk(dir: &Path) -> Vec<String> {
+pub(crate) fn on_disk(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -197,7 +201,7 @@ fn on_disk(dir: &Path) -> Vec<String> {
 }
 
 /// `size` bytes that do not compress, the same for the same seed.
-fn noise(size: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn noise(size: usize, seed: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(size);
     let mut block = Sha256::digest([seed]).to_vec();
     while out.len() < size {
@@ -208,7 +212,7 @@ fn noise(size: usize, seed: u8) -> Vec<u8> {
     out
 }
 
-fn zip_of(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn zip_of(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
@@ -222,7 +226,7 @@ fn zip_of(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
-fn tar_gz(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+pub(crate) fn tar_gz(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     let mut builder = tar::Builder::new(gz);
     for (name, kind, data) in entries {
@@ -901,7 +905,7 @@ async fn slow_put(base: &str, token: &str, url: &str, total: usize, pause: Durat
 }
 
 /// [`slow_put`], with `Transfer-Encoding: chunked` (no length) when `chunked`.
-async fn raw_put(
+pub(crate) async fn raw_put(
     base: &str,
     token: &str,
     url: &str,

@@ -8,6 +8,8 @@ mod binaries;
 mod boundary;
 mod dev_ca;
 mod files;
+mod files_bounds;
+mod files_writes;
 mod fleet;
 mod fleet_events;
 mod fleet_failover;

@@ -38,6 +38,28 @@ pub enum Node<'a> {
     Other(&'a Stat),
 }
 
+/// A tree deeper than [`MAX_DEPTH`]: the tenant's doing, told apart from other I/O errors
+/// (as `io::Error::other(TooDeep)`).
+#[derive(Debug)]
+pub struct TooDeep;
+
+impl std::fmt::Display for TooDeep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the tree is deeper than {MAX_DEPTH} levels")
+    }
+}
+
+impl std::error::Error for TooDeep {}
+
+fn too_deep() -> io::Error {
+    io::Error::other(TooDeep)
+}
+
+/// Whether `error` is a tree deeper than [`MAX_DEPTH`].
+pub fn is_too_deep(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|e| e.is::<TooDeep>())
+}
+
 /// The kind of a `stat` result.
 pub fn kind(stat: &Stat) -> FileType {
     FileType::from_raw_mode(stat.st_mode)
@@ -80,7 +102,56 @@ pub fn open_beneath(
     )?)
 }
 
-/// The names in a directory (without `.` and `..`).
+/// The names in a directory (without `.` and `..`), read as they come: a directory of
+/// millions of names is never held whole. Reads from its own descriptor ([`Entries::fd`]
+/// for `statat` and `openat` relative to the directory).
+pub struct Entries {
+    dir: rustix::fs::Dir,
+}
+
+impl Entries {
+    /// Reads the directory open as `fd`, which it takes (its position must be the start:
+    /// a descriptor just opened).
+    pub fn new(fd: OwnedFd) -> io::Result<Entries> {
+        Ok(Entries {
+            dir: rustix::fs::Dir::new(fd)?,
+        })
+    }
+
+    /// Reads the directory open as `fd` from the start, on a descriptor of its own (a
+    /// `dup` would share, and move, `fd`'s position).
+    pub fn of(fd: BorrowedFd<'_>) -> io::Result<Entries> {
+        Ok(Entries {
+            dir: rustix::fs::Dir::read_from(fd)?,
+        })
+    }
+
+    /// The directory's descriptor.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        // `Dir::fd` cannot fail: it borrows the descriptor it owns.
+        self.dir.fd().unwrap_or_else(|_| unreachable!())
+    }
+}
+
+impl Iterator for Entries {
+    type Item = io::Result<OsString>;
+
+    fn next(&mut self) -> Option<io::Result<OsString>> {
+        loop {
+            let entry = match self.dir.next()? {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                return Some(Ok(OsStr::from_bytes(name).to_owned()));
+            }
+        }
+    }
+}
+
+/// The names in a directory (without `.` and `..`), all at once: for directories Wings
+/// made or a few levels of a removal, never a tenant's directory listed or measured.
 pub fn names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
     let mut out = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir)? {
@@ -198,32 +269,25 @@ pub fn walk(
     root: BorrowedFd<'_>,
     visit: &mut dyn FnMut(&Path, Node<'_>) -> io::Result<()>,
 ) -> io::Result<()> {
-    // Each level: its descriptor, its relative path, the names still to visit.
-    let mut stack: Vec<(OwnedFd, PathBuf, Vec<OsString>)> = Vec::new();
-    let top = rustix::io::fcntl_dupfd_cloexec(root, 0)?;
-    let mut names_left = names(top.as_fd())?;
-    names_left.reverse();
-    stack.push((top, PathBuf::new(), names_left));
-    while let Some((dir, path, pending)) = stack.last_mut() {
-        let Some(name) = pending.pop() else {
+    // Each level: its relative path and its directory stream.
+    let mut stack: Vec<(PathBuf, Entries)> = vec![(PathBuf::new(), Entries::of(root)?)];
+    while let Some((path, level)) = stack.last_mut() {
+        let Some(name) = level.next() else {
             stack.pop();
             continue;
         };
-        let Some((stat, reached)) = visit_one(dir.as_fd(), &name)? else {
+        let name = name?;
+        let Some((stat, reached)) = visit_one(level.fd(), &name)? else {
             continue;
         };
         let here = path.join(&name);
         match reached {
             Reached::Dir(fd) => {
                 if stack.len() >= MAX_DEPTH {
-                    return Err(io::Error::other(format!(
-                        "the tree is deeper than {MAX_DEPTH} levels"
-                    )));
+                    return Err(too_deep());
                 }
                 visit(&here, Node::Dir(&stat))?;
-                let mut inner = names(fd.as_fd())?;
-                inner.reverse();
-                stack.push((fd, here, inner));
+                stack.push((here, Entries::new(fd)?));
             }
             Reached::File(fd) => visit(&here, Node::File(File::from(fd), &stat))?,
             Reached::Symlink(target) => visit(&here, Node::Symlink(target, &stat))?,
@@ -239,20 +303,19 @@ pub fn walk(
 /// than [`MAX_DEPTH`] is an error, never a smaller number.
 pub fn disk_usage(root: BorrowedFd<'_>) -> io::Result<u64> {
     let mut total = 0u64;
-    let mut stack: Vec<(OwnedFd, Vec<OsString>)> = Vec::new();
-    let top = rustix::io::fcntl_dupfd_cloexec(root, 0)?;
-    let list = names(top.as_fd())?;
-    stack.push((top, list));
+    // One directory stream per level: memory is bounded by the depth, not by the names.
+    let mut stack = vec![Entries::of(root)?];
     loop {
         let depth = stack.len();
-        let Some((dir, pending)) = stack.last_mut() else {
+        let Some(level) = stack.last_mut() else {
             return Ok(total);
         };
-        let Some(name) = pending.pop() else {
+        let Some(name) = level.next() else {
             stack.pop();
             continue;
         };
-        let Ok(stat) = rustix::fs::statat(dir.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW) else {
+        let name = name?;
+        let Ok(stat) = rustix::fs::statat(level.fd(), &name, AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
         match kind(&stat) {
@@ -261,13 +324,10 @@ pub fn disk_usage(root: BorrowedFd<'_>) -> io::Result<u64> {
             }
             FileType::Directory => {
                 if depth >= MAX_DEPTH {
-                    return Err(io::Error::other(format!(
-                        "the tree is deeper than {MAX_DEPTH} levels"
-                    )));
+                    return Err(too_deep());
                 }
-                if let Ok(inner) = open_dir_at(dir.as_fd(), &name) {
-                    let list = names(inner.as_fd())?;
-                    stack.push((inner, list));
+                if let Ok(inner) = open_dir_at(level.fd(), &name) {
+                    stack.push(Entries::new(inner)?);
                 }
             }
             _ => {}

@@ -154,7 +154,7 @@ pub async fn list(
         &ctx,
         "file.list",
         &server_id,
-        json!({ "path": path }),
+        json!({ "path": audit::bounded_path(&path) }),
         &result,
     )
     .await;
@@ -203,7 +203,7 @@ fn parse_range(value: &str) -> Option<(Option<u64>, Option<u64>, Option<u64>)> {
     get,
     path = "/api/tenants/{tid}/servers/{sid}/files/content",
     summary = r#"Download a file"#,
-    description = r#"The bytes, streamed, with `Content-Length`, `ETag` (the SHA-256) and one `Range: bytes=…` (206 with `Content-Range`; 416 outside the file). 409 for a directory or anything but a regular file. A node that goes away midway breaks the transfer off (never a short file taken for whole)."#,
+    description = r#"The bytes, streamed, with `Content-Length`, `ETag` (the SHA-256; a weak `W/"…"` for a file over 1 GiB the node has not hashed, or while its hashing slots are busy) and one `Range: bytes=…` (206 with `Content-Range`; 416 outside the file). 409 for a directory or anything but a regular file. A node that goes away midway breaks the transfer off (never a short file taken for whole)."#,
     params(PathQuery),
     responses(
         (status = 200, description = "The file.", body = Vec<u8>, content_type = "application/octet-stream"),
@@ -244,7 +244,7 @@ pub async fn download(
         &ctx,
         "file.read",
         &server_id,
-        json!({ "path": query.path }),
+        json!({ "path": audit::bounded_path(&query.path) }),
         &result,
     )
     .await;
@@ -294,7 +294,7 @@ pub async fn download(
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", head.etag)) {
+    if let Ok(etag) = HeaderValue::from_str(&etag_header(&head.etag)) {
         headers.insert(header::ETAG, etag);
     }
     if head.partial {
@@ -341,7 +341,17 @@ fn body(
     }
 }
 
-/// `If-Match` as the node compares it: `*`, or the SHA-256 without quotes.
+/// The `ETag` header of a node's tag: the SHA-256 quoted, or a weak one (`W/…` from the
+/// node, for a file too large to hash) as `W/"…"`.
+fn etag_header(tag: &str) -> String {
+    match tag.strip_prefix("W/") {
+        Some(weak) => format!("W/\"{weak}\""),
+        None => format!("\"{tag}\""),
+    }
+}
+
+/// `If-Match` as the node compares it: `*`, or the SHA-256 without quotes. A weak tag never
+/// matches (RFC 9110 §13.1.1 compares strongly): the file counts as changed (409).
 fn if_match(headers: &HeaderMap) -> std::result::Result<String, Error> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(String::new());
@@ -350,7 +360,13 @@ fn if_match(headers: &HeaderMap) -> std::result::Result<String, Error> {
         .to_str()
         .map_err(|_| Error::Invalid("If-Match must be an ETag".into()))?
         .trim();
-    let text = text.strip_prefix("W/").unwrap_or(text);
+    if text.starts_with("W/") {
+        return Err(Error::File {
+            kind: FileFailure::Conflict,
+            message: "If-Match: a weak ETag never matches; download the file for its strong ETag"
+                .into(),
+        });
+    }
     let tag = text.trim_matches('"');
     if tag == "*" || (tag.len() == 64 && tag.bytes().all(|b| b.is_ascii_hexdigit())) {
         Ok(tag.to_ascii_lowercase())
@@ -366,7 +382,7 @@ fn if_match(headers: &HeaderMap) -> std::result::Result<String, Error> {
     put,
     path = "/api/tenants/{tid}/servers/{sid}/files/content",
     summary = r#"Upload or edit a file"#,
-    description = r#"The raw body becomes the file: written beside it and renamed into place when complete (a broken upload changes nothing), owned by the server's user. `If-Match` with the ETag makes it conditional (409 when the file changed). 413 past the server's disk quota or `FILES_MAX_UPLOAD_MB`, before any byte is kept; uploads are rate-limited per user (429). 201 for a new file, 204 for a replaced one, with the new `ETag`."#,
+    description = r#"The raw body becomes the file: written beside it and renamed into place when complete (a broken upload changes nothing), owned by the server's user. `If-Match` with the ETag makes it conditional (409 when the file changed, checked again just before it is replaced; a weak tag never matches). Concurrent uploads together stay within the quota. 413 past the server's disk quota or `FILES_MAX_UPLOAD_MB`, before any byte is kept; uploads are rate-limited per user (429). 201 for a new file, 204 for a replaced one, with the new `ETag`."#,
     params(PathQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
@@ -422,7 +438,7 @@ pub async fn upload(
         send_upload(&state, &server, write, body).await
     }
     .await;
-    let details = json!({ "path": query.path, "size": size });
+    let details = json!({ "path": audit::bounded_path(&query.path), "size": size });
     audited(&state, &ctx, "file.write", &server_id, details, &result).await;
     let written = result?;
     let status = if written.created {
@@ -626,7 +642,7 @@ pub async fn mkdir(
         &ctx,
         &server_id,
         "file.mkdir",
-        json!({ "path": body.path }),
+        json!({ "path": audit::bounded_path(&body.path) }),
         op,
     )
     .await
@@ -651,7 +667,10 @@ pub async fn rename(
     ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiJson(body): ApiJson<RenameBody>,
 ) -> Result<StatusCode> {
-    let details = json!({ "from": body.from, "to": body.to });
+    let details = json!({
+        "from": audit::bounded_path(&body.from),
+        "to": audit::bounded_path(&body.to),
+    });
     let op = files::check_path(&body.from)
         .and_then(|()| files::check_path(&body.to))
         .map(|()| {
@@ -682,7 +701,10 @@ pub async fn delete(
     ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiJson(body): ApiJson<PathsBody>,
 ) -> Result<StatusCode> {
-    let details = json!({ "paths": body.paths });
+    let details = json!({
+        "paths": audit::bounded_paths(&body.paths),
+        "path_count": body.paths.len(),
+    });
     let op = check_paths(&body.paths).map(|()| Op::Delete(FileDelete { paths: body.paths }));
     operation(&state, &ctx, &server_id, "file.delete", details, op).await
 }
@@ -706,7 +728,7 @@ pub async fn chmod(
     ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiJson(body): ApiJson<ChmodBody>,
 ) -> Result<StatusCode> {
-    let details = json!({ "path": body.path, "mode": body.mode });
+    let details = json!({ "path": audit::bounded_path(&body.path), "mode": body.mode });
     let op = files::check_path(&body.path).and_then(|()| {
         if body.mode > 0o777 {
             return Err(Error::Invalid(
@@ -737,7 +759,11 @@ pub async fn compress(
     ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiJson(body): ApiJson<CompressBody>,
 ) -> Result<StatusCode> {
-    let details = json!({ "paths": body.paths, "into": body.into });
+    let details = json!({
+        "paths": audit::bounded_paths(&body.paths),
+        "path_count": body.paths.len(),
+        "into": audit::bounded_path(&body.into),
+    });
     let op = check_paths(&body.paths)
         .and_then(|()| files::check_path(&body.into))
         .map(|()| {
@@ -768,7 +794,10 @@ pub async fn decompress(
     ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiJson(body): ApiJson<DecompressBody>,
 ) -> Result<StatusCode> {
-    let details = json!({ "path": body.path, "into": body.into });
+    let details = json!({
+        "path": audit::bounded_path(&body.path),
+        "into": audit::bounded_path(&body.into),
+    });
     let op = files::check_path(&body.path)
         .and_then(|()| files::check_path(&body.into))
         .map(|()| {
@@ -804,7 +833,14 @@ mod tests {
         };
         let tag = "a".repeat(64);
         assert_eq!(with(&format!("\"{tag}\"")).unwrap(), tag);
-        assert_eq!(with(&format!("W/\"{}\"", tag.to_uppercase())).unwrap(), tag);
+        assert_eq!(with(&format!("\"{}\"", tag.to_uppercase())).unwrap(), tag);
+        assert!(matches!(
+            with(&format!("W/\"{tag}\"")),
+            Err(Error::File {
+                kind: FileFailure::Conflict,
+                ..
+            })
+        ));
         assert_eq!(with("*").unwrap(), "*");
         assert!(with("\"nope\"").is_err());
         assert_eq!(if_match(&HeaderMap::new()).unwrap(), "");

@@ -26,7 +26,7 @@ use rustix::fs::{AtFlags, FileType, Mode};
 use super::ops::{open_file, root, stat_at};
 use super::paths::{self, Rel};
 use super::upload::Temp;
-use super::{Fail, Target};
+use super::{Fail, Reservation, Target};
 use crate::backup::{self, Limits, Refused, Unpacker};
 use crate::beneath;
 
@@ -52,12 +52,14 @@ pub fn compress(target: &Target, list: &[String], into: &str) -> Result<FileResu
     if stat_at(into_dir.as_fd(), into_name, &into).is_ok() {
         return Err(Fail::conflict(format!("{} exists", into.display())));
     }
-    let room = room(target, root.as_fd(), &into)?;
+    let mut reservation = reserve(target, root.as_fd(), &into)?;
+    let room = reservation.room();
     let mut temp =
         Temp::new(into_dir.as_fd(), target.owner).map_err(|e| Fail::from_io(e, &into))?;
     let capped = Capped {
         inner: io::BufWriter::new(&mut temp.file),
-        left: room,
+        reservation: &mut reservation,
+        written: 0,
     };
     let gz = flate2::write::GzEncoder::new(capped, flate2::Compression::fast());
     let mut builder = tar::Builder::new(gz);
@@ -107,13 +109,14 @@ pub fn compress(target: &Target, list: &[String], into: &str) -> Result<FileResu
     let finished = builder
         .into_inner()
         .and_then(|gz| gz.finish())
-        .and_then(|mut capped| capped.flush());
-    finished.map_err(|e| archive_io(e, &into))?;
+        .and_then(|mut capped| capped.flush().map(|()| capped.written));
+    let written = finished.map_err(|e| archive_io(e, &into))?;
     temp.file.sync_all().map_err(|e| Fail::from_io(e, &into))?;
     rustix::fs::fchmod(&temp.file, Mode::from_raw_mode(0o644))
         .map_err(|e| Fail::from_io(e.into(), &into))?;
     temp.place(into_dir.as_fd(), into_name, false)
         .map_err(|e| Fail::from_io(e, &into))?;
+    reservation.settle(written);
     Ok(super::done())
 }
 
@@ -131,27 +134,32 @@ fn archive_io(error: io::Error, rel: &Rel) -> Fail {
     }
 }
 
-/// The server's free quota.
-fn room(target: &Target, root: BorrowedFd<'_>, rel: &Rel) -> Result<u64, Fail> {
-    let used = beneath::disk_usage(root).map_err(|e| Fail::from_io(e, rel))?;
-    Ok(target.quota.saturating_sub(used))
+/// A reservation against the server's quota (what its other writes hold counts as used).
+fn reserve(target: &Target, root: BorrowedFd<'_>, rel: &Rel) -> Result<Reservation, Fail> {
+    target
+        .lease
+        .reserve(root, target.quota, 0)
+        .map_err(|e| Fail::from_io(e, rel))
 }
 
-/// A writer refusing more than `left` bytes (the quota, for an archive being made).
-struct Capped<W> {
+/// A writer holding each byte against the server's quota before it writes it (an archive
+/// being made).
+struct Capped<'a, W> {
     inner: W,
-    left: u64,
+    reservation: &'a mut Reservation,
+    written: u64,
 }
 
-impl<W: Write> Write for Capped<W> {
+impl<W: Write> Write for Capped<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.len() as u64 > self.left {
+        let total = self.written.saturating_add(buf.len() as u64);
+        if !self.reservation.take(total) {
             return Err(io::Error::other(
                 "the archive passes the server's disk quota",
             ));
         }
         let n = self.inner.write(buf)?;
-        self.left -= n as u64;
+        self.written += n as u64;
         Ok(n)
     }
 
@@ -185,19 +193,35 @@ pub fn decompress(target: &Target, path: &str, into: &str) -> Result<FileResult,
         [0x1f, 0x8b, ..] => Format::Gzip,
         _ => Format::Tar,
     };
+    let mut reservation = reserve(target, root.as_fd(), &rel)?;
     let limits = Limits {
         entries: MAX_ENTRIES,
-        bytes: room(target, root.as_fd(), &rel)?
+        bytes: reservation
+            .room()
             .min(size.saturating_mul(MAX_RATIO).max(RATIO_FLOOR)),
     };
-    let into_fd = backup::make_dirs(root.as_fd(), &into.path(), target.owner)
-        .map_err(|e| paths::dir_error(root.as_fd(), &into, e))?;
-    let staging = Staging::new(into_fd.as_fd()).map_err(|e| Fail::from_io(e, &into))?;
-    let mut unpacker = Unpacker::new(
-        staging.dup().map_err(|e| Fail::from_io(e, &into))?,
-        target.owner,
-        Some(limits),
-    );
+    // What it may unpack is held for the whole decompression.
+    if !reservation.take(limits.bytes) {
+        return Err(Fail::too_large("the server's disk quota is full"));
+    }
+    // The deepest part of `into` that exists: what is missing is made in the staging
+    // directory and moved into place with the entries, so a refused archive leaves nothing.
+    let (existing, base) = (0..=into.depth())
+        .rev()
+        .find_map(|n| match paths::open_dir(root.as_fd(), &into.prefix(n)) {
+            Ok(fd) => Some(Ok((n, fd))),
+            Err(fail) if fail.kind == proto::node::v1::FileError::NotFound => None,
+            Err(fail) => Some(Err(fail)),
+        })
+        .unwrap_or_else(|| Err(Fail::not_found("the server has no files on this node")))?;
+    let staging = Staging::new(base.as_fd()).map_err(|e| Fail::from_io(e, &into))?;
+    let unpack_into = if existing == into.depth() {
+        staging.dup().map_err(|e| Fail::from_io(e, &into))?
+    } else {
+        backup::make_dirs(staging.dir.as_fd(), &into.suffix(existing), target.owner)
+            .map_err(|e| Fail::from_io(e, &into))?
+    };
+    let mut unpacker = Unpacker::new(unpack_into, target.owner, Some(limits));
     let unpacked = match format {
         Format::Zip => unzip(archive, &mut unpacker, limits),
         Format::Gzip => backup::unpack_tar(
@@ -214,7 +238,21 @@ pub fn decompress(target: &Target, path: &str, into: &str) -> Result<FileResult,
     }
     .and_then(|()| unpacker.finish());
     unpacked.map_err(|e| refused(e, &rel))?;
-    staging.move_into(into_fd.as_fd(), &into)?;
+    if existing == into.depth() {
+        staging.move_into(base.as_fd(), &into)?;
+    } else {
+        let first = into.prefix(existing + 1);
+        let name = first.name().unwrap_or_default();
+        rustix::fs::renameat_with(
+            &staging.dir,
+            name,
+            &base,
+            name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| Fail::from_io(e.into(), &first))?;
+    }
+    reservation.settle(limits.bytes);
     Ok(super::done())
 }
 

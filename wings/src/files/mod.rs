@@ -18,7 +18,9 @@
 
 mod archive;
 mod etag;
+mod ledger;
 mod ops;
+mod owner;
 pub mod paths;
 mod transfer;
 mod upload;
@@ -29,6 +31,7 @@ use std::path::PathBuf;
 use proto::node::v1::{FileError, FileResult};
 
 pub use etag::Etags;
+pub use ledger::{Lease, Ledger, Reservation, Restoring};
 pub use transfer::serve;
 
 /// Bytes per data message (the panel accepts messages up to 1 MiB).
@@ -48,6 +51,9 @@ pub struct Target {
     pub owner: Option<(u32, u32)>,
     /// Its disk quota in bytes.
     pub quota: u64,
+    /// The operation under way (a restore waits for it); held by what outlives the request's
+    /// first step (an upload being written).
+    pub lease: Lease,
 }
 
 /// Why a file operation failed, as the panel is told.
@@ -101,6 +107,11 @@ impl Fail {
     pub fn from_io(error: io::Error, rel: &paths::Rel) -> Fail {
         use rustix::io::Errno;
         let path = rel.display();
+        if crate::beneath::is_too_deep(&error) {
+            return Fail::conflict(format!(
+                "{path}: {error}; the server's tree must be made shallower first"
+            ));
+        }
         match Errno::from_io_error(&error) {
             Some(Errno::NOENT) => Fail::not_found(format!("{path} does not exist")),
             Some(Errno::LOOP | Errno::XDEV) => Fail::invalid_path(format!(
@@ -113,6 +124,16 @@ impl Fail {
                 Fail::too_large(format!("{path}: no space left for the server"))
             }
             Some(Errno::NAMETOOLONG) => Fail::invalid_path(format!("{path} is too long")),
+            // The tenant's doing (an immutable or busy file, a full directory, a read-only
+            // file system): a conflict with the state of the files, never the node's fault.
+            Some(
+                Errno::PERM
+                | Errno::ACCESS
+                | Errno::BUSY
+                | Errno::TXTBSY
+                | Errno::MLINK
+                | Errno::ROFS,
+            ) => Fail::conflict(format!("{path}: not possible now ({error})")),
             Some(Errno::INVAL) => Fail::invalid(format!("{path}: not possible ({error})")),
             _ => {
                 tracing::warn!(path = %path, error = %error, "file operation failed");

@@ -2,6 +2,7 @@
 //! ([`super::paths`]): list, open for reading, mkdir, rename, delete, chmod. Uploads are in
 //! [`super::upload`], archives in [`super::archive`].
 
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -39,29 +40,41 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &str, rel: &Rel) -> Result<Stat, Fail>
 }
 
 /// One page of the directory `path`: entries after `cursor` in byte order, links shown as
-/// links. FIFOs, sockets, devices and names that are not UTF-8 are not listed.
+/// links. FIFOs, sockets, devices and names that are not UTF-8 are not listed. The directory
+/// is read as a stream keeping only the `limit + 1` smallest names after the cursor (a
+/// bounded heap): a directory of millions of names costs a read of it per page, never their
+/// memory.
 pub fn list(target: &Target, path: &str, cursor: &str, limit: usize) -> Result<FileResult, Fail> {
     let rel = paths::parse(path)?;
     let root = root(target)?;
     let dir = paths::open_dir(root.as_fd(), &rel)?;
-    let mut names: Vec<String> = beneath::names(dir.as_fd())
-        .map_err(|e| Fail::from_io(e, &rel))?
-        .into_iter()
-        .filter_map(|n| n.into_string().ok())
-        .filter(|n| n.as_str() > cursor)
-        .collect();
-    names.sort_unstable();
     let limit = limit.clamp(1, MAX_PAGE);
-    let mut entries = Vec::new();
-    let mut next_cursor = String::new();
-    for name in names {
-        if entries.len() == limit {
-            next_cursor = entries
-                .last()
-                .map(|e: &FileEntry| e.name.clone())
-                .unwrap_or_default();
-            break;
+    let io = |e: std::io::Error| Fail::from_io(e, &rel);
+    let mut smallest: BinaryHeap<String> = BinaryHeap::with_capacity(limit + 1);
+    for name in beneath::Entries::of(dir.as_fd()).map_err(io)? {
+        let Ok(name) = name.map_err(io)?.into_string() else {
+            continue;
+        };
+        if name.as_str() <= cursor {
+            continue;
         }
+        if smallest.len() > limit {
+            if smallest.peek().is_some_and(|largest| name >= *largest) {
+                continue;
+            }
+            smallest.pop();
+        }
+        smallest.push(name);
+    }
+    let mut names = smallest.into_sorted_vec();
+    let more = names.len() > limit;
+    names.truncate(limit);
+    let next_cursor = match names.last() {
+        Some(last) if more => last.clone(),
+        _ => String::new(),
+    };
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
         let Ok(stat) = rustix::fs::statat(dir.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
         else {
             continue;
@@ -129,9 +142,7 @@ pub fn open_read(target: &Target, etags: &Etags, read: &FileRead) -> Result<Read
     let root = root(target)?;
     let (mut file, stat) = open_file(target, root.as_fd(), &rel)?;
     let size = u64::try_from(stat.st_size).unwrap_or(0);
-    let etag = etags
-        .of(&mut file, &stat)
-        .map_err(|e| Fail::from_io(e, &rel))?;
+    let etag = etags.for_download(&mut file, &stat, &target.dir, &rel)?;
     let (offset, length, partial) = range(read, size)?;
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| Fail::from_io(e, &rel))?;

@@ -82,6 +82,23 @@ impl Rel {
         Rel { parts }
     }
 
+    /// How many components it has.
+    pub fn depth(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Its first `n` components (an ancestor, or itself).
+    pub fn prefix(&self, n: usize) -> Rel {
+        Rel {
+            parts: self.parts[..n.min(self.parts.len())].to_vec(),
+        }
+    }
+
+    /// Its components from the `n`-th on, as a relative path.
+    pub fn suffix(&self, n: usize) -> PathBuf {
+        self.parts[n.min(self.parts.len())..].iter().collect()
+    }
+
     /// Whether `other` is this path or lies beneath it.
     pub fn contains(&self, other: &Rel) -> bool {
         other.parts.starts_with(&self.parts)

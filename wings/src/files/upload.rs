@@ -13,9 +13,11 @@ use proto::node::v1::{FileResult, FileWrite};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use sha2::{Digest, Sha256};
 
+use super::etag::{Identity, identity};
 use super::ops::{open_file, root, stat_at};
+use super::owner::AsOwner;
 use super::paths::{self, Rel};
-use super::{Etags, Fail, Target};
+use super::{Etags, Fail, Lease, Reservation, Target};
 use crate::beneath;
 
 /// A write under way.
@@ -30,12 +32,26 @@ pub struct Upload {
     over_cap: String,
     written: u64,
     hasher: Sha256,
+    /// What the target was when `If-Match` held: checked again just before the rename.
+    expected: Option<Expected>,
+    owner: Option<(u32, u32)>,
+    reservation: Reservation,
+    /// Held until the upload ends: a restore waits for it.
+    lease: Lease,
+}
+
+/// The target `If-Match` was checked against.
+enum Expected {
+    /// `*`: any regular file.
+    Any,
+    /// The file that had the ETag, as long as it is unchanged.
+    Same(Identity),
 }
 
 /// Checks an upload before any byte is taken: the path, what is there now (a directory or
 /// anything but a regular file is a conflict), `If-Match`, and the declared size against the
-/// cap and the server's free quota (the file replaced counts as free); then opens the
-/// unnamed file it is written to.
+/// cap and the server's free quota (the file replaced counts as free, the bytes other writes
+/// to the server hold do not: [`Reservation`]); then opens the unnamed file it is written to.
 pub fn prepare(target: &Target, etags: &Etags, write: &FileWrite) -> Result<Upload, Fail> {
     let rel = paths::parse(&write.path)?;
     let root = root(target)?;
@@ -60,6 +76,7 @@ pub fn prepare(target: &Target, etags: &Etags, write: &FileWrite) -> Result<Uplo
         Err(fail) if fail.kind == proto::node::v1::FileError::NotFound => (false, 0o644, 0),
         Err(fail) => return Err(fail),
     };
+    let mut expected = None;
     if !write.if_match.is_empty() {
         if !existed {
             return Err(Fail::conflict(format!(
@@ -67,21 +84,21 @@ pub fn prepare(target: &Target, etags: &Etags, write: &FileWrite) -> Result<Uplo
                 rel.display()
             )));
         }
+        expected = Some(Expected::Any);
         if write.if_match != "*" {
             let (mut file, stat) = open_file(target, root.as_fd(), &rel)?;
-            let etag = etags
-                .of(&mut file, &stat)
-                .map_err(|e| Fail::from_io(e, &rel))?;
-            if etag != write.if_match {
-                return Err(Fail::conflict(format!(
-                    "If-Match: {} changed since that ETag",
-                    rel.display()
-                )));
+            let etag = etags.strong(&mut file, &stat, &target.dir, &rel)?;
+            if etag.as_deref() != Some(write.if_match.as_str()) {
+                return Err(changed(&rel));
             }
+            expected = Some(Expected::Same(identity(&stat)));
         }
     }
-    let used = beneath::disk_usage(root.as_fd()).map_err(|e| Fail::from_io(e, &rel))?;
-    let room = target.quota.saturating_sub(used.saturating_sub(old_size));
+    let mut reservation = target
+        .lease
+        .reserve(root.as_fd(), target.quota, old_size)
+        .map_err(|e| Fail::from_io(e, &rel))?;
+    let room = reservation.room();
     let (cap, over_cap) = if write.max_bytes > 0 && write.max_bytes <= room {
         (
             write.max_bytes,
@@ -91,16 +108,16 @@ pub fn prepare(target: &Target, etags: &Etags, write: &FileWrite) -> Result<Uplo
             ),
         )
     } else {
-        (
-            room,
-            format!(
-                "the upload would pass the server's disk quota ({} bytes free)",
-                room
-            ),
-        )
+        (room, over_quota(room))
     };
     if write.size.is_some_and(|size| size > cap) {
         return Err(Fail::too_large(over_cap));
+    }
+    // The declared length is held at once: concurrent uploads cannot each count on it.
+    if let Some(size) = write.size
+        && !reservation.take(size)
+    {
+        return Err(Fail::too_large(over_quota(reservation.room())));
     }
     let temp = Temp::new(dir.as_fd(), target.owner).map_err(|e| Fail::from_io(e, &rel))?;
     let name = name.to_owned();
@@ -115,44 +132,93 @@ pub fn prepare(target: &Target, etags: &Etags, write: &FileWrite) -> Result<Uplo
         over_cap,
         written: 0,
         hasher: Sha256::new(),
+        expected,
+        owner: target.owner,
+        reservation,
+        lease: target.lease.clone(),
     })
 }
 
+fn over_quota(room: u64) -> String {
+    format!("the upload would pass the server's disk quota ({room} bytes free)")
+}
+
+fn changed(rel: &Rel) -> Fail {
+    Fail::conflict(format!(
+        "If-Match: {} changed since that ETag",
+        rel.display()
+    ))
+}
+
 impl Upload {
-    /// Takes the next chunk; refused past the cap (nothing is kept).
+    /// Takes the next chunk, written as the server's user; refused past the cap or when the
+    /// server's quota, with what its other writes hold, has no room for it (nothing is kept).
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), Fail> {
         let len = chunk.len() as u64;
-        if self.written.saturating_add(len) > self.cap {
+        let total = self.written.saturating_add(len);
+        if total > self.cap {
             return Err(Fail::too_large(self.over_cap.clone()));
         }
-        self.temp
-            .file
-            .write_all(chunk)
-            .map_err(|e| Fail::from_io(e, &self.rel))?;
+        if !self.reservation.take(total) {
+            return Err(Fail::too_large(over_quota(self.reservation.room())));
+        }
+        {
+            let _as_owner = AsOwner::enter(self.owner).map_err(|e| Fail::from_io(e, &self.rel))?;
+            self.temp
+                .file
+                .write_all(chunk)
+                .map_err(|e| Fail::from_io(e, &self.rel))?;
+        }
         self.hasher.update(chunk);
-        self.written += len;
+        self.written = total;
         Ok(())
     }
 
     /// Every byte arrived: the file gets the old one's mode (0644 for a new one), reaches the
-    /// disk, and replaces the target in one rename.
-    pub fn commit(mut self, etags: &Etags) -> Result<FileResult, Fail> {
-        let rel = self.rel.clone();
+    /// disk, and replaces the target in one rename, if the target is still the one `If-Match`
+    /// was checked against (checked again with the server's other commits held off).
+    pub fn commit(self, etags: &Etags) -> Result<FileResult, Fail> {
+        let Upload {
+            rel,
+            dir,
+            name,
+            mut temp,
+            existed,
+            mode,
+            written,
+            hasher,
+            expected,
+            reservation,
+            lease,
+            ..
+        } = self;
         let io = |e: std::io::Error| Fail::from_io(e, &rel);
-        rustix::fs::fchmod(&self.temp.file, Mode::from_raw_mode(self.mode))
-            .map_err(|e| io(e.into()))?;
-        self.temp.file.sync_all().map_err(io)?;
-        self.temp
-            .place(self.dir.as_fd(), &self.name, true)
-            .map_err(io)?;
-        let etag = hex::encode(self.hasher.finalize_reset());
-        if let Ok(stat) = rustix::fs::fstat(&self.temp.file) {
+        rustix::fs::fchmod(&temp.file, Mode::from_raw_mode(mode)).map_err(|e| io(e.into()))?;
+        temp.file.sync_all().map_err(io)?;
+        {
+            let _commits = lease.commit_lock();
+            if let Some(expected) = &expected {
+                let now = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|_| changed(&rel))?;
+                let same = match expected {
+                    Expected::Any => beneath::kind(&now) == FileType::RegularFile,
+                    Expected::Same(identity_then) => identity(&now) == *identity_then,
+                };
+                if !same {
+                    return Err(changed(&rel));
+                }
+            }
+            temp.place(dir.as_fd(), &name, true).map_err(io)?;
+        }
+        reservation.settle(written);
+        let etag = hex::encode(hasher.finalize());
+        if let Ok(stat) = rustix::fs::fstat(&temp.file) {
             etags.remember(&stat, &etag);
         }
         Ok(FileResult {
-            created: !self.existed,
+            created: !existed,
             etag,
-            size: self.written,
+            size: written,
             ..FileResult::default()
         })
     }

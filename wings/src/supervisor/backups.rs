@@ -26,8 +26,6 @@ pub(super) struct Backups {
     making: Mutex<HashSet<String>>,
     /// Backups made at once on this node.
     permits: Arc<Semaphore>,
-    /// Servers being restored (their files are busy).
-    restoring: Mutex<HashSet<String>>,
 }
 
 impl Default for Backups {
@@ -35,7 +33,6 @@ impl Default for Backups {
         Backups {
             making: Mutex::new(HashSet::new()),
             permits: Arc::new(Semaphore::new(BACKUPS_AT_ONCE)),
-            restoring: Mutex::new(HashSet::new()),
         }
     }
 }
@@ -47,23 +44,6 @@ impl Backups {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.to_owned())
-    }
-
-    /// Whether server `id` is being restored.
-    pub(super) fn restoring(&self, id: &str) -> bool {
-        self.restoring
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-    }
-
-    pub(super) fn set_restoring(&self, id: &str, on: bool) {
-        let mut restoring = self.restoring.lock().unwrap_or_else(|e| e.into_inner());
-        if on {
-            restoring.insert(id.to_owned());
-        } else {
-            restoring.remove(id);
-        }
     }
 
     fn end(&self, id: &str) {
@@ -151,9 +131,11 @@ impl<L: Launch> Supervisor<L> {
 
     /// Stops the server if it runs, then restores the backup over its directory.
     pub(super) async fn restore(self: &Arc<Self>, id: &str, backup_id: &str, sha256: &str) {
-        self.backups.set_restoring(id, true);
+        // File operations are refused from now on, and those under way end first: a restore
+        // and a write never overlap.
+        let restoring = self.ledger.restore(id).await;
         let result = self.restore_inner(id, backup_id, sha256).await;
-        self.backups.set_restoring(id, false);
+        drop(restoring);
         match &result {
             Ok(_) => tracing::info!(server = %id, backup = %backup_id, "backup restored"),
             Err(e) => {

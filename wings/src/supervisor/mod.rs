@@ -117,6 +117,8 @@ pub struct Supervisor<L: Launch = Host> {
     stats: Arc<LatestStats>,
     /// The ETags of files Wings hashed lately.
     etags: Arc<crate::files::Etags>,
+    /// The file manager's per-server books (operations under way, reserved bytes).
+    ledger: Arc<crate::files::Ledger>,
 }
 
 impl Supervisor {
@@ -169,6 +171,7 @@ impl<L: Launch> Supervisor<L> {
             console: console_tx,
             stats: stats.clone(),
             etags: Arc::default(),
+            ledger: Arc::default(),
         });
         for id in supervisor.recover()? {
             tracing::info!(server = %id, "starting again the server that ran when Wings stopped");
@@ -278,11 +281,8 @@ impl<L: Launch> Supervisor<L> {
                 .unwrap_or(DEFAULT_LIMITS)
                 .disk_bytes
         };
-        if self.backups.restoring(id) {
-            return Err(Fail::conflict(
-                "the server is being restored; try again when it is done",
-            ));
-        }
+        // Held until the operation ends: a restore waits for it, and refuses it from here.
+        let lease = self.ledger.enter(id)?;
         let isolated = self
             .uids
             .lock()
@@ -297,6 +297,7 @@ impl<L: Launch> Supervisor<L> {
             dir: self.server_dir(id),
             owner,
             quota,
+            lease,
         })
     }
 

@@ -336,10 +336,10 @@ async fn file_targets_are_the_servers_own_and_busy_while_restored() {
     supervisor
         .lock()
         .insert(id.to_owned(), Entry::new(Some(spec)));
-    supervisor.backups.set_restoring(id, true);
+    let restoring = supervisor.ledger.restore(id).await;
     let fail = supervisor.file_target(id).unwrap_err();
     assert_eq!(fail.kind, FileError::Conflict, "busy while restored");
-    supervisor.backups.set_restoring(id, false);
+    drop(restoring);
     match supervisor.file_target(id) {
         Ok(target) => {
             assert!(!Uid::effective().is_root());
