@@ -20,15 +20,15 @@ use crate::servers::{CAP, Stack, power, stack, stack_with, started_pid};
 use tests::{DbKind, Proc, Rest, bin_path, eventually};
 
 /// A server's files, as one caller reaches them.
-struct Files {
+pub(crate) struct Files {
     rest: Rest,
     /// `/api/tenants/{tid}/servers/{sid}/files`.
-    base: String,
+    pub(crate) base: String,
     http: reqwest::Client,
 }
 
 impl Files {
-    fn new(rest: &Rest, server: &str) -> Files {
+    pub(crate) fn new(rest: &Rest, server: &str) -> Files {
         Files {
             rest: rest.clone(),
             base: format!("{server}/files"),
@@ -44,7 +44,7 @@ impl Files {
         }
     }
 
-    fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
         let request = self
             .http
             .request(method, format!("{}{url}", self.rest.base));
@@ -82,12 +82,12 @@ impl Files {
         (status, headers, response.bytes().await.unwrap().to_vec())
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
         self.get_raw(&encode(path), None).await
     }
 
     /// PUT …/files/content?path=; the status, the ETag, the error body.
-    async fn put(
+    pub(crate) async fn put(
         &self,
         path: &str,
         body: Vec<u8>,
@@ -131,16 +131,16 @@ fn encode(value: &str) -> String {
     out
 }
 
-fn code(body: &Value) -> &str {
+pub(crate) fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 /// A template running the ticker with `args` and a `disk_mb` quota.
-async fn template(admin: &Rest, name: &str, args: &[&str], disk_mb: u64) {
+pub(crate) async fn template(admin: &Rest, name: &str, args: &[&str], disk_mb: u64) {
     let (status, body) = admin
         .post(
             "/api/admin/templates",
@@ -157,7 +157,7 @@ async fn template(admin: &Rest, name: &str, args: &[&str], disk_mb: u64) {
 
 /// A new tenant of `rest`'s with an installed server of `template`: (server URL, server id,
 /// tenant id).
-async fn server(rest: &Rest, wings: &Proc, template: &str) -> (String, String, String) {
+pub(crate) async fn server(rest: &Rest, wings: &Proc, template: &str) -> (String, String, String) {
     let (_, tenant) = rest.post("/api/tenants", json!({"name": "t"})).await;
     let tid = tenant["id"].as_str().unwrap().to_owned();
     let servers = format!("/api/tenants/{tid}/servers");
@@ -197,7 +197,7 @@ fn on_disk(dir: &Path) -> Vec<String> {
 }
 
 /// `size` bytes that do not compress, the same for the same seed.
-fn noise(size: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn noise(size: usize, seed: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(size);
     let mut block = Sha256::digest([seed]).to_vec();
     while out.len() < size {

@@ -8,6 +8,7 @@ mod binaries;
 mod boundary;
 mod dev_ca;
 mod files;
+mod files_transport;
 mod fleet;
 mod hardening;
 mod identity;
