@@ -36,7 +36,7 @@ pub use link::Link;
 pub use transfer::serve;
 
 /// Bytes per data message (the panel accepts messages up to 1 MiB).
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 512 * 1024;
 /// HTTP/2 flow-control window of a transfer stream: what one upload may have in flight
 /// towards Wings.
 pub const WINDOW: u32 = 2 << 20;

@@ -144,12 +144,14 @@ async fn serve_read(
     let runtime = tokio::runtime::Handle::current();
     let whole = tokio::task::spawn_blocking(move || {
         while left > 0 {
-            let mut buf = vec![0u8; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
-            let n = match file.read(&mut buf) {
+            // Filled whole by `read_to_end` (a short chunk only at the end), which reads into
+            // the spare capacity without zeroing it first.
+            let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
+            let mut buf = Vec::with_capacity(want);
+            let n = match (&mut file).take(want as u64).read_to_end(&mut buf) {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => n,
             };
-            buf.truncate(n);
             left -= n as u64;
             let data = up(file_up::Kind::Data(Bytes::from(buf)));
             if !runtime.block_on(send(&chunks, data)) {
