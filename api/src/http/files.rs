@@ -339,7 +339,11 @@ async fn relay(
     use tokio::sync::mpsc::error::SendTimeoutError;
     let mut sent = 0u64;
     let failure = loop {
-        let next = tokio::time::timeout(files::CHUNK_TIMEOUT, channel.up.message()).await;
+        let next = tokio::select! {
+            // The client hung up while the node was slow: nothing to tell.
+            () = tx.closed() => return,
+            next = tokio::time::timeout(files::CHUNK_TIMEOUT, channel.up.message()) => next,
+        };
         let data = match next.unwrap_or(Ok(None)) {
             Ok(Some(FileUp {
                 kind: Some(file_up::Kind::Data(data)),
