@@ -2,19 +2,23 @@
 //! (`http::files`) and the node channel's edge (`grpc::service`), so an edge itself.
 //!
 //! A request goes down the node's control stream as a `FileRequest` with a fresh id; the node
-//! answers it on a `Files` stream it opens on the same mutually authenticated connection
-//! ([`Transfers::arrive`], called by the gRPC service only for a request sent to that very
-//! node). Bytes then flow on that stream under HTTP/2 flow control: the panel holds at most a
-//! few chunks per transfer ([`DOWN_QUEUE`] down, the HTTP/2 window up), whatever the file's
-//! size, and the control stream's heartbeats and commands never wait behind a transfer.
+//! answers it on a `Files` stream it opens on its own connection for transfers (admitted like
+//! every node connection, so the stream is the node's: [`Transfers::arrive`], called by the
+//! gRPC service only for a request sent to that very node). Bytes then flow on that stream
+//! under HTTP/2 flow control: the panel holds at most a few chunks per transfer
+//! ([`DOWN_QUEUE`] each way, the HTTP/2 window up), whatever the file's size; and since the
+//! transfers' connection is not the control stream's, a transfer that stalls can never hold
+//! up heartbeats and commands.
 //!
-//! A node that does not open the stream within [`OPEN_TIMEOUT`], does not answer within
+//! A node has at most [`MAX_PER_NODE`] transfers at once (more are refused, 503); a node that
+//! does not open the stream within [`OPEN_TIMEOUT`], does not answer within
 //! [`ANSWER_TIMEOUT`], or whose stream breaks before the last answer, ends the request with
 //! [`Error::NodeGone`] (502 `node_gone`); a download whose next chunk does not come within
-//! [`CHUNK_TIMEOUT`] is broken off.
+//! [`CHUNK_TIMEOUT`] is broken off, and so is one whose client does not take a chunk within
+//! [`STALL`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proto::node::v1::{
@@ -31,11 +35,23 @@ use crate::{AppState, Error, FileFailure};
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// File requests waiting for their stream at once, over all nodes (more are shed, 503).
 pub const MAX_PENDING: usize = 1024;
-/// Chunks queued towards a node per upload.
+/// Chunks queued per transfer: towards a node for an upload, towards the client for a download.
 pub const DOWN_QUEUE: usize = 4;
-/// HTTP/2 flow-control window of a node connection's streams (the connection's is twice
-/// that): what one transfer may have in flight from the node.
-pub const WINDOW: u32 = 4 << 20;
+/// Transfers of one node at once (file requests of every kind count, from sent to answered
+/// or streamed to the end); the next is refused with 503 `unavailable`.
+pub const MAX_PER_NODE: usize = 8;
+/// How long a download waits for its client to take the next chunk before the download is
+/// reset (the REST connection closed, the node's stream dropped).
+pub const STALL: Duration = Duration::from_secs(30);
+/// `Retry-After` of a request refused for [`MAX_PER_NODE`].
+const RETRY_AFTER_SECS: u64 = 5;
+/// HTTP/2 flow-control window of a node connection's streams: what one transfer may have in
+/// flight from the node.
+pub const WINDOW: u32 = 2 << 20;
+/// HTTP/2 flow-control window of a node connection: room for every stream's window of a
+/// node's [`MAX_PER_NODE`] transfers, so transfers whose clients stopped reading can never
+/// hold up the others (nor the answers of new requests) on the transfers' connection.
+pub const CONNECTION_WINDOW: u32 = MAX_PER_NODE as u32 * WINDOW;
 /// Largest HTTP/2 frame a node may send (a chunk travels in a frame or two).
 pub const MAX_FRAME: u32 = 256 << 10;
 /// How long a node may take to answer once it opened the stream (a large decompress is
@@ -46,18 +62,55 @@ pub const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest chunk sent to a node (its messages stay well under the 4 MiB gRPC default).
 pub const CHUNK: usize = 256 * 1024;
 
-/// The two directions of one request's `Files` stream.
+/// The two directions of one request's `Files` stream, and its place among the node's
+/// transfers (given back when the channel is dropped).
 pub struct Channel {
     /// What the node sends: answers and a read's bytes.
     pub up: Streaming<FileUp>,
     /// What goes to the node: a write's bytes.
     pub down: mpsc::Sender<FileDown>,
+    /// Held, never read: dropping it gives the slot back.
+    _slot: Option<Slot>,
 }
 
-/// File requests sent to nodes whose stream has not arrived yet.
+impl Channel {
+    /// A node's stream as the gRPC service receives it.
+    pub fn new(up: Streaming<FileUp>, down: mpsc::Sender<FileDown>) -> Channel {
+        Channel {
+            up,
+            down,
+            _slot: None,
+        }
+    }
+}
+
+/// Transfers open per node.
+type Active = Arc<Mutex<HashMap<String, usize>>>;
+
+/// One of a node's [`MAX_PER_NODE`] transfers, held until dropped.
+struct Slot {
+    active: Active,
+    node_id: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = active.get_mut(&self.node_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                active.remove(&self.node_id);
+            }
+        }
+    }
+}
+
+/// File requests sent to nodes whose stream has not arrived yet, and the transfers open per
+/// node.
 #[derive(Default)]
 pub struct Transfers {
     pending: Mutex<HashMap<String, (String, oneshot::Sender<Channel>)>>,
+    active: Active,
 }
 
 impl Transfers {
@@ -95,10 +148,32 @@ impl Transfers {
     fn forget(&self, id: &str) {
         self.lock().remove(id);
     }
+
+    /// A transfer slot of `node_id`, or 503 when it has [`MAX_PER_NODE`] open.
+    fn slot(&self, node_id: &str) -> Result<Slot, Error> {
+        // Counts are changed whole; a panic elsewhere does not make them wrong.
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let count = active.entry(node_id.to_owned()).or_insert(0);
+        if *count >= MAX_PER_NODE {
+            return Err(Error::Unavailable(RETRY_AFTER_SECS));
+        }
+        *count += 1;
+        Ok(Slot {
+            active: self.active.clone(),
+            node_id: node_id.to_owned(),
+        })
+    }
+
+    /// How many transfers `node_id` has open.
+    pub fn active(&self, node_id: &str) -> usize {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        active.get(node_id).copied().unwrap_or(0)
+    }
 }
 
 /// Sends `op` on `server`'s files to its node and waits for the node's stream. A node that is
-/// not connected is [`Error::NodeOffline`] (409); one that does not answer, [`Error::NodeGone`].
+/// not connected is [`Error::NodeOffline`] (409); one with [`MAX_PER_NODE`] transfers open,
+/// [`Error::Unavailable`] (503); one that does not answer, [`Error::NodeGone`].
 pub async fn open(
     state: &AppState,
     server: &server::Model,
@@ -108,6 +183,7 @@ pub async fn open(
     if !state.registry.is_online(node_id) {
         return Err(Error::NodeOffline(node_id.clone()));
     }
+    let slot = state.transfers.slot(node_id)?;
     let id = crate::tenancy::new_id();
     let arrived = state.transfers.expect(&id, node_id)?;
     let message = PanelMessage {
@@ -122,7 +198,10 @@ pub async fn open(
             return Err(Error::NodeGone);
         }
         match tokio::time::timeout(OPEN_TIMEOUT, arrived).await {
-            Ok(Ok(channel)) => Ok(channel),
+            Ok(Ok(channel)) => Ok(Channel {
+                _slot: Some(slot),
+                ..channel
+            }),
             _ => Err(Error::NodeGone),
         }
     }
@@ -205,6 +284,22 @@ mod tests {
             ));
         }
         assert!(check_path(&format!("/{}", "a".repeat(4096))).is_err());
+    }
+
+    #[test]
+    fn a_node_has_at_most_its_cap_of_transfers() {
+        let transfers = Transfers::default();
+        let slots: Vec<Slot> = (0..MAX_PER_NODE)
+            .map(|_| transfers.slot("n1").unwrap())
+            .collect();
+        assert!(matches!(transfers.slot("n1"), Err(Error::Unavailable(_))));
+        let other = transfers.slot("n2").unwrap();
+        assert_eq!(transfers.active("n1"), MAX_PER_NODE);
+        drop(slots);
+        assert_eq!(transfers.active("n1"), 0);
+        assert!(transfers.slot("n1").is_ok());
+        drop(other);
+        assert_eq!(transfers.active("n2"), 0);
     }
 
     #[test]

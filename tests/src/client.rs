@@ -65,7 +65,9 @@ pub async fn connect_idle(
     addr: SocketAddr,
     config: std::sync::Arc<rustls::ClientConfig>,
 ) -> Result<IdleConnection, String> {
-    wings::tls::connect("127.0.0.1", addr.port(), config)
+    // The simulated node answers file requests on the same connection (Wings uses a second).
+    let purpose = wings::tls::Purpose::Transfers;
+    wings::tls::connect("127.0.0.1", addr.port(), config, purpose)
         .await
         .map_err(|e| e.to_string())
 }

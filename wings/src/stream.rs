@@ -53,8 +53,10 @@ impl Ended {
 
 /// A stream whose `Hello` is sent, not yet welcomed.
 pub struct Opened {
-    // Kept for the life of the stream; file transfers open their streams on its connection.
-    client: NodeControlClient<Channel>,
+    // Kept for the life of the stream (the control connection).
+    _client: NodeControlClient<Channel>,
+    // File transfers' own connection, made with the same TLS identity on first use.
+    link: Arc<crate::files::Link>,
     tx: mpsc::Sender<NodeMessage>,
     inbound: Streaming<PanelMessage>,
     answers: Vec<NodeMessage>,
@@ -104,8 +106,14 @@ pub async fn open(
         Ok(loaded) => loaded,
         Err(e) => return Err(Ended::failed(format!("cannot load credentials: {e}"))),
     };
+    let link = Arc::new(crate::files::Link::new(
+        &config.panel_host,
+        config.panel_port,
+        tls.clone(),
+    ));
+    let control = tls::Purpose::Control;
     let (mut client, io_error) =
-        match tls::connect(&config.panel_host, config.panel_port, tls).await {
+        match tls::connect(&config.panel_host, config.panel_port, tls, control).await {
             Ok(connected) => connected,
             Err(e) => return Err(Ended::failed(e.to_string())),
         };
@@ -135,7 +143,8 @@ pub async fn open(
         Err(status) => return Err(Ended::failed(explain(&io_error, &status))),
     };
     Ok(Opened {
-        client,
+        _client: client,
+        link,
         tx,
         inbound,
         answers,
@@ -171,7 +180,8 @@ pub async fn pump(
         io_error,
         presented,
         started,
-        client,
+        link,
+        ..
     } = opened;
     let mut answers = answers.into_iter();
     let mut backlog = backlog.into_iter();
@@ -252,7 +262,7 @@ pub async fn pump(
                         supervisor.handle(command);
                     }
                     Some(panel_message::Kind::File(request)) => {
-                        crate::files::serve(client.clone(), supervisor.clone(), request);
+                        crate::files::serve(link.clone(), supervisor.clone(), request);
                     }
                     Some(panel_message::Kind::Rotate(_)) => {
                         tracing::info!("the panel asks for a renewal now");

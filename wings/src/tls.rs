@@ -65,6 +65,16 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// What a connection to the panel carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The control stream: small messages, HTTP/2's default windows.
+    Control,
+    /// File transfers ([`crate::files::Link`]): windows of a few MiB keep a transfer moving at
+    /// loopback speed while still bounding what it holds.
+    Transfers,
+}
+
 /// Dials `host:port`, completes the TLS handshake (server name `host`) and returns a tonic
 /// client on top, with the connection's first I/O error. Fails with the TLS error when the
 /// panel's certificate is not trusted.
@@ -72,6 +82,7 @@ pub async fn connect(
     host: &str,
     port: u16,
     tls: Arc<ClientConfig>,
+    purpose: Purpose,
 ) -> Result<(NodeControlClient<Channel>, FirstIoError), Error> {
     let first_error = FirstIoError::default();
     let recorder = first_error.clone();
@@ -104,11 +115,13 @@ pub async fn connect(
         }
     });
     // The URI only names the authority for HTTP/2; TLS is done by the connector above.
-    // File downloads stream on this connection: HTTP/2 windows of a few MiB keep a transfer
-    // moving at loopback speed while still bounding what it holds.
-    let channel = Endpoint::from_static("http://panel.invalid")
-        .initial_stream_window_size(Some(crate::files::WINDOW))
-        .initial_connection_window_size(Some(2 * crate::files::WINDOW))
+    let mut endpoint = Endpoint::from_static("http://panel.invalid");
+    if purpose == Purpose::Transfers {
+        endpoint = endpoint
+            .initial_stream_window_size(Some(crate::files::WINDOW))
+            .initial_connection_window_size(Some(crate::files::CONNECTION_WINDOW));
+    }
+    let channel = endpoint
         .connect_with_connector(connect)
         .await
         .map_err(|e| Error::Connect(crate::error_chain(&e)))?;

@@ -257,10 +257,11 @@ async fn handle(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20))
-        // File transfers stream on this connection: windows of a few MiB and larger frames
-        // keep one moving at loopback speed while still bounding what it holds.
+        // File transfers stream on a node's second connection: windows of a few MiB and
+        // larger frames keep one moving at loopback speed while still bounding what it holds
+        // (the control connection has the same settings: it never sees a transfer).
         .initial_stream_window_size(crate::transfers::WINDOW)
-        .initial_connection_window_size(2 * crate::transfers::WINDOW)
+        .initial_connection_window_size(crate::transfers::CONNECTION_WINDOW)
         .max_frame_size(crate::transfers::MAX_FRAME);
     let connection_io =
         builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));

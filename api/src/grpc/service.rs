@@ -1,4 +1,5 @@
-//! `NodeControl`: the one long-lived stream of an authenticated node.
+//! `NodeControl`: the one long-lived stream of an authenticated node, and the `Files` streams
+//! its transfers open on a connection of their own.
 //!
 //! The connection was admitted before this runs; the identity comes from our own accept loop
 //! ([`NodeIdentity`]), never from request metadata. The first message must be `Hello`, whose
@@ -89,12 +90,20 @@ impl NodeControl for NodeControlService {
     type ConnectStream = PanelStream;
     type FilesStream = FilesStream;
 
-    /// A node's answer to a file request: its first message names the request, which must
-    /// have been sent to this very node (see [`crate::transfers`]).
+    /// A node's answer to a file request, on its connection for transfers (admitted as every
+    /// node connection is, and again here): its first message names the request, which must
+    /// have been sent to this very node (see [`crate::transfers`]). A connection that carries
+    /// such a stream is welcomed (kept open past the Hello timeout).
     async fn files(
         &self,
         request: Request<Streaming<FileUp>>,
     ) -> Result<Response<Self::FilesStream>, Status> {
+        let identity = &self.identity;
+        let now = self.state.clock.now_offset();
+        if let Err(rejection) = admission::recheck(&self.state, identity, now).await {
+            identity.connection.close.cancel();
+            return Err(status::of_rejection(rejection));
+        }
         let mut up = request.into_inner();
         let id = match tokio::time::timeout(HELLO_TIMEOUT, up.message()).await {
             Ok(Ok(Some(FileUp {
@@ -106,14 +115,11 @@ impl NodeControl for NodeControlService {
             _ => return Err(Status::invalid_argument("the first message must be open")),
         };
         let (down, rx) = mpsc::channel(crate::transfers::DOWN_QUEUE);
-        let channel = crate::transfers::Channel { up, down };
-        if !self
-            .state
-            .transfers
-            .arrive(&id, &self.identity.node_id, channel)
-        {
+        let channel = crate::transfers::Channel::new(up, down);
+        if !self.state.transfers.arrive(&id, &identity.node_id, channel) {
             return Err(Status::not_found("no such file request for this node"));
         }
+        identity.welcomed.cancel();
         let stream = ReceiverStream::new(rx).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::StreamExt;
 use proto::node::v1::{
     FileChmod, FileCompress, FileDecompress, FileDelete, FileDown, FileEnd, FileKind, FileList,
@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::access::TenantCtx;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::listener::Abort;
 use crate::db::entities::server;
 use crate::ids::{ServerId, TenantId};
 use crate::servers;
@@ -131,6 +132,7 @@ async fn ask(
         (status = 200, description = "OK.", body = FilePage),
         (status = 409, description = "See the description."),
         (status = 502, description = "The node went away."),
+        (status = 503, description = "The node has its cap of 8 file transfers open (`unavailable`, `Retry-After`)."),
     ),
 )]
 pub async fn list(
@@ -203,7 +205,7 @@ fn parse_range(value: &str) -> Option<(Option<u64>, Option<u64>, Option<u64>)> {
     get,
     path = "/api/tenants/{tid}/servers/{sid}/files/content",
     summary = r#"Download a file"#,
-    description = r#"The bytes, streamed, with `Content-Length`, `ETag` (the SHA-256; a weak `W/"…"` for a file over 1 GiB the node has not hashed, or while its hashing slots are busy) and one `Range: bytes=…` (206 with `Content-Range`; 416 outside the file). 409 for a directory or anything but a regular file. A node that goes away midway breaks the transfer off (never a short file taken for whole)."#,
+    description = r#"The bytes, streamed, with `Content-Length`, `ETag` (the SHA-256; a weak `W/"…"` for a file over 1 GiB the node has not hashed, or while its hashing slots are busy) and one `Range: bytes=…` (206 with `Content-Range`; 416 outside the file). 409 for a directory or anything but a regular file. A node that goes away midway breaks the transfer off (never a short file taken for whole), and so does a client that takes nothing for 30 s (its connection is reset). 503 `unavailable` with `Retry-After` while the node has 8 file requests open."#,
     params(PathQuery),
     responses(
         (status = 200, description = "The file.", body = Vec<u8>, content_type = "application/octet-stream"),
@@ -211,6 +213,7 @@ fn parse_range(value: &str) -> Option<(Option<u64>, Option<u64>, Option<u64>)> {
         (status = 409, description = "See the description."),
         (status = 416, description = "The range is outside the file."),
         (status = 502, description = "The node went away."),
+        (status = 503, description = "The node has its cap of 8 file transfers open (`unavailable`, `Retry-After`)."),
     ),
 )]
 pub async fn download(
@@ -218,6 +221,7 @@ pub async fn download(
     ctx: TenantCtx,
     ApiPath((_, server_id)): ApiPath<(TenantId, ServerId)>,
     ApiQuery(query): ApiQuery<PathQuery>,
+    abort: Option<Extension<Abort>>,
     headers: HeaderMap,
 ) -> Result<Response> {
     files::check_path(&query.path)?;
@@ -277,7 +281,8 @@ pub async fn download(
         tracing::warn!(server = %server.id, "the node announced a range outside the file");
         return Err(Error::NodeGone.into());
     }
-    let mut response = Response::new(Body::from_stream(body(channel, length)));
+    let abort = abort.map(|Extension(abort)| abort);
+    let mut response = Response::new(Body::from_stream(body(channel, length, abort)));
     *response.status_mut() = if head.partial {
         StatusCode::PARTIAL_CONTENT
     } else {
@@ -308,36 +313,71 @@ pub async fn download(
     Ok(response)
 }
 
-/// A download's body: the node's chunks as they come. A node that goes away (or sends other
-/// than it announced) ends it with an error, so the client sees a broken transfer, never a
-/// short file taken for whole.
+/// A download's body: the node's chunks as they come, relayed through a queue of
+/// [`files::DOWN_QUEUE`] chunks (see [`relay`]).
 fn body(
     channel: files::Channel,
     length: u64,
+    abort: Option<Abort>,
 ) -> impl futures::Stream<Item = std::result::Result<Bytes, std::io::Error>> {
-    async_stream::stream! {
-        let files::Channel { mut up, down } = channel;
-        let mut sent = 0u64;
-        loop {
-            let next = tokio::time::timeout(files::CHUNK_TIMEOUT, up.message()).await;
-            match next.unwrap_or(Ok(None)) {
-                Ok(Some(FileUp { kind: Some(file_up::Kind::Data(data)) })) => {
-                    sent = sent.saturating_add(data.len() as u64);
-                    if sent > length {
-                        yield Err(std::io::Error::other("the node sent more than it announced"));
-                        break;
-                    }
-                    yield Ok(data);
+    let (tx, rx) = tokio::sync::mpsc::channel(files::DOWN_QUEUE);
+    tokio::spawn(relay(channel, length, tx, abort));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Moves a download's chunks from the node's stream to the client's queue. A node that goes
+/// away (or sends other than it announced) ends it with an error, so the client sees a broken
+/// transfer, never a short file taken for whole. A client that does not take a chunk within
+/// [`files::STALL`] has its connection reset, and the node's stream is dropped with the
+/// channel (its transfer slot with it), so a client that stops reading holds nothing for long.
+async fn relay(
+    mut channel: files::Channel,
+    length: u64,
+    tx: tokio::sync::mpsc::Sender<std::result::Result<Bytes, std::io::Error>>,
+    abort: Option<Abort>,
+) {
+    use tokio::sync::mpsc::error::SendTimeoutError;
+    let mut sent = 0u64;
+    let failure = loop {
+        let next = tokio::select! {
+            // The client hung up while the node was slow: nothing to tell.
+            () = tx.closed() => return,
+            next = tokio::time::timeout(files::CHUNK_TIMEOUT, channel.up.message()) => next,
+        };
+        let data = match next.unwrap_or(Ok(None)) {
+            Ok(Some(FileUp {
+                kind: Some(file_up::Kind::Data(data)),
+            })) => data,
+            Ok(Some(FileUp {
+                kind: Some(file_up::Kind::End(_)),
+            })) if sent == length => return,
+            _ => {
+                tracing::warn!(sent, length, "a download ended early: the node went away");
+                break "node_gone: the node went away during the download";
+            }
+        };
+        sent = sent.saturating_add(data.len() as u64);
+        if sent > length {
+            break "the node sent more than it announced";
+        }
+        match tx.send_timeout(Ok(data), files::STALL).await {
+            Ok(()) => {}
+            // The client hung up: nothing to tell.
+            Err(SendTimeoutError::Closed(_)) => return,
+            Err(SendTimeoutError::Timeout(_)) => {
+                tracing::info!(sent, length, "a download's client stopped reading; reset");
+                if let Some(abort) = abort {
+                    abort.now();
                 }
-                Ok(Some(FileUp { kind: Some(file_up::Kind::End(_)) })) if sent == length => break,
-                _ => {
-                    tracing::warn!(sent, length, "a download ended early: the node went away");
-                    yield Err(std::io::Error::other("node_gone: the node went away during the download"));
-                    break;
-                }
+                return;
             }
         }
-        drop(down);
+    };
+    let broken = Err(std::io::Error::other(failure));
+    if tx.send_timeout(broken, files::STALL).await.is_err()
+        && let Some(abort) = abort
+    {
+        abort.now();
     }
 }
 
@@ -390,6 +430,7 @@ fn if_match(headers: &HeaderMap) -> std::result::Result<String, Error> {
         (status = 204, description = "Replaced; no content."),
         (status = 409, description = "See the description."),
         (status = 502, description = "The node went away."),
+        (status = 503, description = "The node has its cap of 8 file transfers open (`unavailable`, `Retry-After`)."),
     ),
 )]
 pub async fn upload(
@@ -482,8 +523,10 @@ async fn send_upload(
     body: Body,
 ) -> std::result::Result<FileResult, Error> {
     let max = write.max_bytes;
-    let files::Channel { mut up, down } = files::open(state, server, Op::Write(write)).await?;
-    files::answer(state, &mut up, 0).await?;
+    // Held to the end: the node's stream and its transfer slot.
+    let mut channel = files::open(state, server, Op::Write(write)).await?;
+    let files::Channel { up, down, .. } = &mut channel;
+    files::answer(state, up, 0).await?;
     let mut data = body.into_data_stream();
     let mut total = 0u64;
     loop {
@@ -518,7 +561,7 @@ async fn send_upload(
         kind: Some(file_down::Kind::End(FileEnd {})),
     };
     down.send(end).await.map_err(|_| Error::NodeGone)?;
-    files::answer(state, &mut up, 0).await
+    files::answer(state, up, 0).await
 }
 
 /// `{path}`.
@@ -624,6 +667,7 @@ async fn operation(
         (status = 204, description = "Done; no content."),
         (status = 409, description = "See the description."),
         (status = 502, description = "The node went away."),
+        (status = 503, description = "The node has its cap of 8 file transfers open (`unavailable`, `Retry-After`)."),
     ),
 )]
 pub async fn mkdir(
@@ -659,6 +703,7 @@ pub async fn mkdir(
         (status = 204, description = "Done; no content."),
         (status = 409, description = "See the description."),
         (status = 502, description = "The node went away."),
+        (status = 503, description = "The node has its cap of 8 file transfers open (`unavailable`, `Retry-After`)."),
     ),
 )]
 pub async fn rename(
@@ -693,6 +738,7 @@ pub async fn rename(
         (status = 204, description = "Done; no content."),
         (status = 409, description = "See the description."),
         (status = 502, description = "The node went away."),
+        (status = 503, description = "The node has its cap of 8 file transfers open (`unavailable`, `Retry-After`)."),
     ),
 )]
 pub async fn delete(
@@ -720,6 +766,7 @@ pub async fn delete(
         (status = 204, description = "Done; no content."),
         (status = 409, description = "See the description."),
         (status = 502, description = "The node went away."),
+        (status = 503, description = "The node has its cap of 8 file transfers open (`unavailable`, `Retry-After`)."),
     ),
 )]
 pub async fn chmod(
@@ -751,6 +798,7 @@ pub async fn chmod(
         (status = 204, description = "Done; no content."),
         (status = 409, description = "See the description."),
         (status = 502, description = "The node went away."),
+        (status = 503, description = "The node has its cap of 8 file transfers open (`unavailable`, `Retry-After`)."),
     ),
 )]
 pub async fn compress(
@@ -786,6 +834,7 @@ pub async fn compress(
         (status = 204, description = "Done; no content."),
         (status = 409, description = "See the description."),
         (status = 502, description = "The node went away."),
+        (status = 503, description = "The node has its cap of 8 file transfers open (`unavailable`, `Retry-After`)."),
     ),
 )]
 pub async fn decompress(

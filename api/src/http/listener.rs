@@ -82,21 +82,41 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// Serves HTTP/1.1 on one connection, with the peer's address for [`ConnectInfo`].
+/// Closes the REST connection a request came on, at once, whatever its response is doing (a
+/// download whose client stopped reading is reset this way: hyper only writes a body as fast
+/// as the client reads, so it would otherwise hold it for ever). In every request's extensions.
+#[derive(Clone, Debug)]
+pub struct Abort(CancellationToken);
+
+impl Abort {
+    /// Closes the connection.
+    pub fn now(&self) {
+        self.0.cancel();
+    }
+}
+
+/// Serves HTTP/1.1 on one connection, with the peer's address for [`ConnectInfo`] and the
+/// connection's [`Abort`].
 async fn connection<I>(io: I, peer: SocketAddr, app: Router, limits: HttpLimits, watcher: Watcher)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let abort = CancellationToken::new();
+    let handle = Abort(abort.clone());
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(handle.clone());
         app.clone().oneshot(request)
     });
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(served).await {
-        tracing::debug!(%peer, error = %e, "REST connection ended");
+    tokio::select! {
+        ended = watcher.watch(served) => if let Err(e) = ended {
+            tracing::debug!(%peer, error = %e, "REST connection ended");
+        },
+        () = abort.cancelled() => tracing::debug!(%peer, "REST connection reset"),
     }
 }
 

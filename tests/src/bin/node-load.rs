@@ -224,7 +224,8 @@ async fn open_stream(
     config: Arc<ClientConfig>,
     heartbeat_secs: u32,
 ) -> anyhow::Result<mpsc::Sender<NodeMessage>> {
-    let (mut client, _) = wings::tls::connect("127.0.0.1", addr.port(), config).await?;
+    let control = wings::tls::Purpose::Control;
+    let (mut client, _) = wings::tls::connect("127.0.0.1", addr.port(), config, control).await?;
     let (tx, rx) = mpsc::channel(4);
     let hello = Hello {
         version: "load".into(),

@@ -2,9 +2,11 @@
 //! compress and decompress beneath a server's root.
 //!
 //! The panel asks on the control stream (`FileRequest`); Wings answers each request on its own
-//! `Files` stream, opened on the same mutually authenticated connection ([`serve`]). HTTP/2
-//! flow control on that stream bounds what a transfer holds in memory on both sides (a few
-//! chunks of [`CHUNK`] bytes), and a large transfer never holds up heartbeats or commands.
+//! `Files` stream ([`serve`]), opened on a second mutually authenticated connection kept for
+//! transfers ([`Link`]): HTTP/2 flow control on that stream bounds what a transfer holds in
+//! memory on both sides (a few chunks of [`CHUNK`] bytes), and since the control stream's
+//! connection carries no transfer, a transfer — even one the panel stops reading — never
+//! holds up heartbeats or commands.
 //!
 //! Every path is checked lexically first ([`paths`]), then opened one directory descriptor at
 //! a time beneath the server's root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`: no
@@ -19,6 +21,7 @@
 mod archive;
 mod etag;
 mod ledger;
+mod link;
 mod ops;
 mod owner;
 pub mod paths;
@@ -32,13 +35,20 @@ use proto::node::v1::{FileError, FileResult};
 
 pub use etag::Etags;
 pub use ledger::{Lease, Ledger, Reservation, Restoring};
+pub use link::Link;
 pub use transfer::serve;
 
 /// Bytes per data message (the panel accepts messages up to 1 MiB).
-pub const CHUNK: usize = 256 * 1024;
-/// HTTP/2 flow-control window of a transfer stream (the connection's is twice that): what one
-/// transfer may have in flight each way.
-pub const WINDOW: u32 = 4 << 20;
+pub const CHUNK: usize = 512 * 1024;
+/// HTTP/2 flow-control window of a transfer stream: what one upload may have in flight
+/// towards Wings.
+pub const WINDOW: u32 = 2 << 20;
+/// HTTP/2 flow-control window of the transfers' connection: every stream's window of the
+/// panel's cap of 8 transfers per node, so one upload whose disk is slow never holds up the
+/// others.
+pub const CONNECTION_WINDOW: u32 = 8 * WINDOW;
+/// Chunks queued between the disk and the stream, each way.
+const QUEUE: usize = 4;
 /// Most entries a listing page holds.
 pub const MAX_PAGE: usize = 1000;
 

@@ -1,64 +1,69 @@
-//! One `FileRequest`, answered on its own `Files` stream: opened on the panel connection,
-//! first message `open` with the request's id, then the outcome (and a read's bytes, or a
-//! write's `ready` before its bytes come down). The blocking work runs on the blocking pool;
-//! bytes pass between it and the stream through channels of [`QUEUE`] chunks, so a transfer
-//! of any size holds a few hundred KiB here.
+//! One `FileRequest`, answered on its own `Files` stream: opened on the transfers' connection
+//! ([`Link`]), first message `open` with the request's id, then the outcome (and a read's
+//! bytes, or a write's `ready` before its bytes come down). The blocking work runs on the
+//! blocking pool; bytes pass between it and the stream through channels of [`QUEUE`] chunks,
+//! so a transfer of any size holds a few hundred KiB here. Nothing waits on the stream for
+//! ever: a chunk the panel does not take within [`SEND_TIMEOUT`] ends the transfer (the
+//! stream and the file are dropped).
 
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::bytes::Bytes;
-use proto::node::v1::node_control_client::NodeControlClient;
 use proto::node::v1::{
     FileDown, FileEnd, FileRead, FileRequest, FileResult, FileUp, FileWrite, file_down,
     file_request, file_up,
 };
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::mpsc::error::SendTimeoutError;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
-use super::{CHUNK, Etags, Fail, Target, archive, ops, upload};
+use super::link::{Link, Stream};
+use super::{CHUNK, Etags, Fail, QUEUE, Target, archive, ops, upload};
 use crate::supervisor::Supervisor;
 
-/// Chunks queued between the disk and the stream, each way.
-const QUEUE: usize = 4;
 /// How long an upload waits for its next chunk before it is dropped.
 const IDLE: Duration = Duration::from_secs(60);
+/// How long a message waits for room on the stream (the panel not reading: its client
+/// stalled, or the panel is gone without a word) before the transfer is dropped. Longer than
+/// the panel's own bound on a stalled client (30 s), which normally ends it first.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the panel has to read the last answer and close its side.
 const LINGER: Duration = Duration::from_secs(10);
 
-/// Answers `request` on a new `Files` stream of `client`'s connection, in the background.
-pub fn serve(
-    client: NodeControlClient<Channel>,
-    supervisor: Arc<Supervisor>,
-    request: FileRequest,
-) {
-    tokio::spawn(run(client, supervisor, request));
+/// Answers `request` on a new `Files` stream of the transfers' connection, in the background.
+pub fn serve(link: Arc<Link>, supervisor: Arc<Supervisor>, request: FileRequest) {
+    tokio::spawn(run(link, supervisor, request));
 }
 
 fn up(kind: file_up::Kind) -> FileUp {
     FileUp { kind: Some(kind) }
 }
 
-async fn run(
-    mut client: NodeControlClient<Channel>,
-    supervisor: Arc<Supervisor>,
-    request: FileRequest,
-) {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    // The channel is new and empty: this cannot fail for lack of room.
-    let _ = tx.try_send(up(file_up::Kind::Open(request.id.clone())));
-    let mut inbound = match client.files(ReceiverStream::new(rx)).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            tracing::warn!(request = %request.id, %status, "the panel refused a files stream");
+/// Sends `message` unless the stream has had no room for [`SEND_TIMEOUT`]; false when it is
+/// not sent (the panel gone or not reading).
+async fn send(tx: &mpsc::Sender<FileUp>, message: FileUp) -> bool {
+    match tx.send_timeout(message, SEND_TIMEOUT).await {
+        Ok(()) => true,
+        Err(SendTimeoutError::Timeout(_)) => {
+            tracing::warn!("the panel stopped reading a files stream; dropping it");
+            false
+        }
+        Err(SendTimeoutError::Closed(_)) => false,
+    }
+}
+
+async fn run(link: Arc<Link>, supervisor: Arc<Supervisor>, request: FileRequest) {
+    let Stream { tx, mut inbound } = match link.open(&request.id).await {
+        Ok(stream) => stream,
+        Err(reason) => {
+            tracing::warn!(request = %request.id, %reason, "cannot open a files stream");
             return;
         }
     };
     if let Err(fail) = answer(&supervisor, request, &tx, &mut inbound).await {
-        let _ = tx.send(up(file_up::Kind::Result(fail.result()))).await;
+        send(&tx, up(file_up::Kind::Result(fail.result()))).await;
     }
     drop(tx);
     // Whatever was queued goes out before the stream is dropped.
@@ -79,7 +84,7 @@ async fn blocking<T: Send + 'static>(
 
 async fn reply(tx: &mpsc::Sender<FileUp>, result: FileResult) -> Result<(), Fail> {
     // The panel gone: nobody to tell.
-    let _ = tx.send(up(file_up::Kind::Result(result))).await;
+    send(tx, up(file_up::Kind::Result(result))).await;
     Ok(())
 }
 
@@ -130,28 +135,26 @@ async fn serve_read(
 ) -> Result<(), Fail> {
     let reading = blocking(move || ops::open_read(&target, &etags, &read)).await?;
     let mut left = reading.header.length;
-    if tx
-        .send(up(file_up::Kind::Result(reading.header)))
-        .await
-        .is_err()
-    {
+    if !send(tx, up(file_up::Kind::Result(reading.header))).await {
         return Ok(());
     }
     let chunks = tx.clone();
     let mut file = reading.file;
+    // The blocking thread waits for room on the stream through the runtime, bounded.
+    let runtime = tokio::runtime::Handle::current();
     let whole = tokio::task::spawn_blocking(move || {
         while left > 0 {
-            let mut buf = vec![0u8; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
-            let n = match file.read(&mut buf) {
+            // Filled whole by `read_to_end` (a short chunk only at the end), which reads into
+            // the spare capacity without zeroing it first.
+            let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
+            let mut buf = Vec::with_capacity(want);
+            let n = match (&mut file).take(want as u64).read_to_end(&mut buf) {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => n,
             };
-            buf.truncate(n);
             left -= n as u64;
-            if chunks
-                .blocking_send(up(file_up::Kind::Data(Bytes::from(buf))))
-                .is_err()
-            {
+            let data = up(file_up::Kind::Data(Bytes::from(buf)));
+            if !runtime.block_on(send(&chunks, data)) {
                 return false;
             }
         }
@@ -159,7 +162,7 @@ async fn serve_read(
     })
     .await;
     if matches!(whole, Ok(true)) {
-        let _ = tx.send(up(file_up::Kind::End(FileEnd {}))).await;
+        send(tx, up(file_up::Kind::End(FileEnd {}))).await;
     }
     Ok(())
 }
@@ -176,11 +179,7 @@ async fn serve_write(
 ) -> Result<(), Fail> {
     let kept = etags.clone();
     let mut upload = blocking(move || upload::prepare(&target, &kept, &write)).await?;
-    if tx
-        .send(up(file_up::Kind::Result(FileResult::default())))
-        .await
-        .is_err()
-    {
+    if !send(tx, up(file_up::Kind::Result(FileResult::default()))).await {
         return Ok(());
     }
     // `None`: every byte came.
