@@ -9,6 +9,12 @@
 //! number from 8 concurrent clients (each on a server of its own, spread over the nodes, with
 //! its event stream held open); printed as a table.
 //!
+//! With `--replicas 2` (PostgreSQL and Redis from `TEST_POSTGRES_URL` / `TEST_REDIS_URL`, as
+//! `scripts/test.sh` exports them) two `api serve` replicas share the database: the nodes
+//! hold their streams on the first, and every row is measured twice, with the client on the
+//! replica holding the nodes and on the other one (its command routed to the holder, the
+//! ack's event fanned out through Redis).
+//!
 //! Run by hand (see the README): `cargo run --release -p tests --bin command-load`.
 #![forbid(unsafe_code)]
 
@@ -29,6 +35,9 @@ struct Args {
     /// Power actions measured per row.
     #[arg(long, default_value_t = 400)]
     commands: usize,
+    /// Panel replicas: 1 (SQLite), or 2 on PostgreSQL and Redis.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    replicas: u8,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +50,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 struct Row {
+    /// Where the client is: on the replica holding the nodes, or the other.
+    client_on: &'static str,
     nodes: usize,
     clients: usize,
     samples: Vec<f64>,
@@ -51,7 +62,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     let pki = TestPki::new(dir);
-    let db_url = format!("sqlite://{}?mode=rwc", dir.join("panel.db").display());
+    let db_url = if args.replicas == 2 {
+        tests::database_url(tests::DbKind::Postgres, dir).await
+    } else {
+        format!("sqlite://{}?mode=rwc", dir.join("panel.db").display())
+    };
     let db = api::db::connect_and_migrate(&db_url).await?;
     eprintln!("enrolling {} nodes…", args.nodes);
     let mut certs = Vec::with_capacity(args.nodes);
@@ -77,16 +92,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "RATE_LIMITS".into(),
         "login=1000/1m,register=1000/1m,verify=1000/1m,api=1000000/1m".into(),
     ));
-    let (panel, grpc) = tests::start_panel(dir, &env).await;
+    if args.replicas == 2 {
+        env.push(("REDIS_URL".into(), std::env::var("TEST_REDIS_URL")?));
+    }
+    // The nodes' replica first (it makes the development keys the other one reads).
+    let (holder, grpc, http) = start(dir, &env, "a").await;
     let grpc: std::net::SocketAddr = grpc.parse()?;
-    let listening = panel
-        .wait_for_line("panel listening", Duration::from_secs(30))
-        .await;
-    let http = listening
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("http_addr="))
-        .unwrap_or_default()
-        .to_owned();
     let rest = Rest::new(format!("http://{http}"));
     let (alice, _) = rest
         .verified_user(&dir.join("data/outbox"), "load@example.com")
@@ -96,6 +107,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "/api/tenants/{}/servers",
         tenant["id"].as_str().unwrap_or_default()
     );
+    let mut clients = vec![("holder", alice.clone())];
+    let mut _other = None;
+    if args.replicas == 2 {
+        let (other, _, http) = start(dir, &env, "b").await;
+        let on_other = Rest::new(format!("http://{http}"))
+            .login("load@example.com")
+            .await;
+        clients.push(("other", on_other));
+        _other = Some(other);
+    }
+    let _holder = holder;
 
     let ca = pki.ca_certs();
     let mut rows = Vec::new();
@@ -122,12 +144,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             connected += 1;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        for clients in [1, 8] {
-            eprintln!(
-                "{nodes} nodes, {clients} clients: {} restarts…",
-                args.commands
-            );
-            rows.push(measure(&alice, &targets, nodes, clients, args.commands).await?);
+        for (client_on, rest) in &clients {
+            for concurrent in [1, 8] {
+                eprintln!(
+                    "{nodes} nodes, {concurrent} clients on the {client_on} replica: {} restarts…",
+                    args.commands
+                );
+                let mut row = measure(rest, &targets, nodes, concurrent, args.commands).await?;
+                row.client_on = client_on;
+                rows.push(row);
+            }
         }
     }
     println!(
@@ -135,12 +161,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bench::heading("Power action → node ack, seen on SSE")
     );
     println!(
-        "| connected nodes | clients | commands | p50 ms | p99 ms | max ms | commands/s |\n|---:|---:|---:|---:|---:|---:|---:|"
+        "| client on | connected nodes | clients | commands | p50 ms | p99 ms | max ms | commands/s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for mut row in rows {
         row.samples.sort_by(f64::total_cmp);
         println!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            row.client_on,
             row.nodes,
             row.clients,
             row.samples.len(),
@@ -151,6 +178,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Starts `api serve` as replica `id`: (process, gRPC address, REST address).
+async fn start(
+    dir: &std::path::Path,
+    env: &[(String, String)],
+    id: &str,
+) -> (tests::Proc, String, String) {
+    let mut env = env.to_vec();
+    env.push(("PANEL_REPLICA_ID".into(), id.into()));
+    let (panel, grpc) = tests::start_panel(dir, &env).await;
+    let listening = panel
+        .wait_for_line("panel listening", Duration::from_secs(30))
+        .await;
+    let http = listening
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("http_addr="))
+        .unwrap_or_default()
+        .to_owned();
+    (panel, grpc, http)
 }
 
 /// `commands` restarts from `clients` concurrent clients, each on its own server (spread
@@ -205,6 +252,7 @@ async fn measure(
     let wall = started.elapsed();
     let samples = std::mem::take(&mut *samples.lock().await);
     Ok(Row {
+        client_on: "holder",
         nodes,
         clients,
         samples,
