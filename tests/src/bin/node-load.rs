@@ -8,6 +8,12 @@
 //!    port, where each connection also passes the CN + pinned-fingerprint check and gets its
 //!    `Welcome`. The ratio is the cost of admission.
 //!
+//! 3. With `--replicas 2` (PostgreSQL and Redis from `TEST_POSTGRES_URL` / `TEST_REDIS_URL`):
+//!    the streams are held by a first replica while a second runs beside it on the same
+//!    database; the first is then killed (SIGKILL) and every simulated node dials the second,
+//!    as Wings does with two URLs: the time until all are welcomed there is printed. The
+//!    handshake rates are then measured against the survivor.
+//!
 //! Run by hand (see the README): `cargo run --release -p tests --bin node-load`.
 #![forbid(unsafe_code)]
 
@@ -40,6 +46,9 @@ struct Args {
     /// Concurrent clients in the throughput measurement.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Panel replicas: 1 (SQLite), or 2 on PostgreSQL and Redis (the failover measurement).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    replicas: u8,
     /// Internal: serve bare rustls with the certificates under this directory.
     #[arg(long, hide = true)]
     bare_server: Option<PathBuf>,
@@ -69,7 +78,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     let pki = tests::TestPki::new(dir);
-    let db_url = format!("sqlite://{}?mode=rwc", dir.join("panel.db").display());
+    let db_url = if args.replicas == 2 {
+        tests::database_url(tests::DbKind::Postgres, dir).await
+    } else {
+        format!("sqlite://{}?mode=rwc", dir.join("panel.db").display())
+    };
     let db = api::db::connect_and_migrate(&db_url).await?;
     eprintln!("issuing {} node certificates…", args.nodes);
     let mut certs = Vec::with_capacity(args.nodes);
@@ -84,8 +97,20 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .map(|c| full_handshake_config(wings::tls::client_config(&ca, Some(c.identity()))))
         .collect::<Result<_, _>>()?;
 
-    let (panel, grpc) = tests::start_panel(dir, &load_env(&pki, &db_url)).await;
+    let mut env = load_env(&pki, &db_url);
+    if args.replicas == 2 {
+        env.push(("REDIS_URL".into(), std::env::var("TEST_REDIS_URL")?));
+    }
+    let (mut panel, grpc) = tests::start_panel(dir, &env).await;
     let grpc: std::net::SocketAddr = grpc.parse()?;
+    // The survivor-to-be, beside it on the same database.
+    let survivor = if args.replicas == 2 {
+        let (proc, addr) = tests::start_panel(dir, &env).await;
+        Some((proc, addr.parse::<std::net::SocketAddr>()?))
+    } else {
+        None
+    };
+    let failover = survivor.as_ref().map(|(_, addr)| *addr);
     let bare = tests::Proc::start(
         "node-load",
         &["--bare-server", &pki.layout.root().display().to_string()],
@@ -107,22 +132,42 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     eprintln!("opening {} streams…", args.nodes);
     let hold = CancellationToken::new();
     let welcomed = Arc::new(AtomicUsize::new(0));
+    let moved = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(64));
     let opened_at = Instant::now();
     for config in &configs {
-        let (config, hold, welcomed, gate) =
-            (config.clone(), hold.clone(), welcomed.clone(), gate.clone());
+        let (config, hold, welcomed, moved, gate) = (
+            config.clone(),
+            hold.clone(),
+            welcomed.clone(),
+            moved.clone(),
+            gate.clone(),
+        );
         tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
-            let stream = open_stream(grpc, config, 5).await;
+            let stream = open_stream(grpc, config.clone(), 5).await;
             drop(permit);
             match stream {
-                Ok(tx) => {
+                Ok((tx, ended)) => {
                     welcomed.fetch_add(1, Ordering::Relaxed);
-                    heartbeat_until(tx, 5, hold).await;
+                    heartbeat_until(tx, 5, hold.clone(), ended).await;
                 }
-                Err(e) => eprintln!("stream failed: {e}"),
+                Err(e) => return eprintln!("stream failed: {e}"),
             }
+            // Its replica went away: on to the other one, as Wings does with two URLs.
+            let Some(next) = failover.filter(|_| !hold.is_cancelled()) else {
+                return;
+            };
+            for _ in 0..20 {
+                match open_stream(next, config.clone(), 5).await {
+                    Ok((tx, ended)) => {
+                        moved.fetch_add(1, Ordering::Relaxed);
+                        return heartbeat_until(tx, 5, hold, ended).await;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            eprintln!("a node could not move to the survivor");
         });
     }
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -139,6 +184,20 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .filter(|n| n.online)
         .count();
     let load_rss = tests::rss_kib(std::process::id());
+    // 3. The replica holding them killed: how long until all are on the survivor.
+    let mut move_time = None;
+    if let Some((_, survivor_addr)) = &survivor {
+        eprintln!("killing the replica holding {connected} nodes…");
+        let killed_at = Instant::now();
+        panel.kill_hard();
+        let deadline = killed_at + Duration::from_secs(300);
+        while moved.load(Ordering::Relaxed) < connected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        move_time = Some((moved.load(Ordering::Relaxed), killed_at.elapsed()));
+        eprintln!("moved to {survivor_addr}: {move_time:?}");
+    }
+    let grpc = failover.unwrap_or(grpc);
     hold.cancel();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -204,8 +263,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         "| load process RSS (client side, for scale) | {:.1} MiB |",
         load_rss as f64 / 1024.0
     );
+    if let Some((moved, took)) = move_time {
+        println!(
+            "| after SIGKILL of their replica: nodes welcomed on the survivor | {moved} of {connected} in {:.2} s |",
+            took.as_secs_f64()
+        );
+    }
     drop(bare);
     drop(panel);
+    drop(survivor);
     Ok(())
 }
 
@@ -218,12 +284,13 @@ fn full_handshake_config(
     Ok(Arc::new(config))
 }
 
-/// Opens a node stream, sends Hello and waits for Welcome; returns the sender for heartbeats.
+/// Opens a node stream, sends Hello and waits for Welcome; returns the sender for heartbeats
+/// and what ends when the panel ends the stream.
 async fn open_stream(
     addr: std::net::SocketAddr,
     config: Arc<ClientConfig>,
     heartbeat_secs: u32,
-) -> anyhow::Result<mpsc::Sender<NodeMessage>> {
+) -> anyhow::Result<(mpsc::Sender<NodeMessage>, tokio::task::JoinHandle<()>)> {
     let control = wings::tls::Purpose::Control;
     let (mut client, _) = wings::tls::connect("127.0.0.1", addr.port(), config, control).await?;
     let (tx, rx) = mpsc::channel(4);
@@ -244,16 +311,23 @@ async fn open_stream(
         .await?
         .ok_or_else(|| anyhow::anyhow!("stream closed before Welcome"))?;
     // Keep the response stream alive as long as the sender lives.
-    tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
-    Ok(tx)
+    let ended = tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
+    Ok((tx, ended))
 }
 
-async fn heartbeat_until(tx: mpsc::Sender<NodeMessage>, secs: u64, hold: CancellationToken) {
+/// Heartbeats until `hold` is cancelled or the panel ends the stream (`ended`).
+async fn heartbeat_until(
+    tx: mpsc::Sender<NodeMessage>,
+    secs: u64,
+    hold: CancellationToken,
+    mut ended: tokio::task::JoinHandle<()>,
+) {
     let mut ticker = tokio::time::interval(Duration::from_secs(secs));
     let mut seq = 0;
     loop {
         tokio::select! {
             _ = hold.cancelled() => return,
+            _ = &mut ended => return,
             _ = ticker.tick() => {
                 seq += 1;
                 let beat = NodeMessage { kind: Some(node_message::Kind::Heartbeat(Heartbeat { seq, sent_at_unix_ms: 0 })) };
