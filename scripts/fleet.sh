@@ -48,6 +48,9 @@ free_port http_a; free_port grpc_a; free_port http_b; free_port grpc_b
 free_port http_front; free_port grpc_front; free_port stats
 export DATABASE_URL="$SERVICES_POSTGRES_URL" REDIS_URL="$SERVICES_REDIS_URL"
 export TRUSTED_PROXIES=127.0.0.1
+# Every node connection comes from HAProxy's address: the per-address handshake cap would be a
+# cap of 16 for the whole fleet.
+export PANEL_GRPC_MAX_HANDSHAKES=256 PANEL_GRPC_MAX_HANDSHAKES_PER_IP=256
 "$bin/api" migrate >"$tmp/migrate.log" 2>&1
 
 start_replica() { # id, http port, grpc port

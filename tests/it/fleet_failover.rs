@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
-use serde_json::json;
+use serde_json::{Value, json};
 use tests::{Proc, Rest, bin_path, run};
 
 use crate::binaries::wings_env;
@@ -135,18 +135,37 @@ async fn killing_the_replica_holding_the_nodes_loses_nothing() {
     // The tenant: start, then stop and start in turn every 100 ms, through HAProxy.
     let stop = Arc::new(AtomicBool::new(false));
     let client = {
-        let (stop, owner, path) = (stop.clone(), owner.clone(), path.clone());
+        let (stop, path) = (stop.clone(), path.clone());
+        let url = format!("http://{}{path}/power", proxy.front);
+        let token = owner.token.clone().expect("logged in");
         tokio::spawn(async move {
-            let (mut sent, mut refused) = (Vec::new(), Vec::new());
+            let http = reqwest::Client::new();
+            let (mut sent, mut refused, mut unanswered) = (Vec::new(), Vec::new(), Vec::new());
             let mut tick = tokio::time::interval(EVERY);
             for action in ["start", "stop"].into_iter().cycle() {
                 tick.tick().await;
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let (status, body) = owner
-                    .post(&format!("{path}/power"), json!({"action": action}))
+                let answer = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"action": action}))
+                    .send()
                     .await;
+                let (status, body) = match answer {
+                    Ok(answer) => {
+                        let status = answer.status();
+                        (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+                    }
+                    // The one in flight when its replica died (HAProxy does not send a POST
+                    // again once it reached a replica): its row, if it was written, is
+                    // checked below with all the others.
+                    Err(e) => {
+                        unanswered.push(format!("{action}: {e}"));
+                        continue;
+                    }
+                };
                 match body["command_id"].as_str() {
                     Some(id) if status == StatusCode::ACCEPTED => sent.push(id.to_owned()),
                     // The server's own state refuses it (a start while it is starting): an
@@ -154,10 +173,13 @@ async fn killing_the_replica_holding_the_nodes_loses_nothing() {
                     _ if status == StatusCode::CONFLICT && body["error"]["code"] == "conflict" => {
                         refused.push(format!("{action}: {}", body["error"]["message"]));
                     }
+                    _ if status.is_server_error() => {
+                        unanswered.push(format!("{action}: {status} {body}"))
+                    }
                     _ => panic!("{action}: {status} {body}"),
                 }
             }
-            (sent, refused)
+            (sent, refused, unanswered)
         })
     };
     // Console lines, with when they came.
@@ -215,7 +237,7 @@ async fn killing_the_replica_holding_the_nodes_loses_nothing() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
-    let (sent, refused) = client.await.unwrap();
+    let (sent, refused, unanswered) = client.await.unwrap();
     reader.abort();
 
     // Every command ends acked or failed with a reason.
@@ -246,6 +268,35 @@ async fn killing_the_replica_holding_the_nodes_loses_nothing() {
             .entry(row["state"].as_str().unwrap().to_owned())
             .or_default() += 1;
     }
+    // Every row the server has, the unanswered POSTs' included, has ended.
+    let sid = server["id"].as_str().unwrap();
+    let rows = db
+        .query_all(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT id, state FROM commands WHERE server_id = $1",
+            [sid.into()],
+        ))
+        .await
+        .unwrap();
+    let states: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "id").unwrap(),
+                r.try_get("", "state").unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        states
+            .iter()
+            .all(|(_, state)| state == "acked" || state == "failed"),
+        "a command row left pending: {states:?}"
+    );
+    assert!(
+        unanswered.len() <= 2,
+        "only the POSTs in flight at the kill went unanswered: {unanswered:?}"
+    );
     // None ran twice: Wings logs each command it runs; an acked one ran exactly once.
     let log = wings[0].log();
     for id in &sent {
@@ -270,11 +321,13 @@ async fn killing_the_replica_holding_the_nodes_loses_nothing() {
             .unwrap_or_default()
     };
     println!(
-        "kill -9 of replica {}: its nodes back on {}: {back:?}; {} commands sent ({ends:?}, failed because {reasons:?}), {} refused by the server's state (409) {refused:?}; longest gap between console lines {gaps:?}",
+        "kill -9 of replica {}: its nodes back on {}: {back:?}; {} commands sent ({ends:?}, failed because {reasons:?}), {} refused by the server's state (409) {refused:?}, {} unanswered at the kill {unanswered:?}, {} rows for the server, all ended; longest gap between console lines {gaps:?}",
         victim.name,
         survivor.name,
         sent.len(),
         refused.len(),
+        unanswered.len(),
+        states.len(),
     );
     assert!(sent.len() > 30, "the client kept sending ({})", sent.len());
 }

@@ -155,6 +155,8 @@ pub(crate) async fn deploy(dir: &Path, extra: &[(&str, &str)]) -> Deployment {
                 std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL (run scripts/test.sh)"),
             ),
             ("TRUSTED_PROXIES", "127.0.0.1".into()),
+            // Nodes come through HAProxy, all from its address (deploy/haproxy.cfg).
+            ("PANEL_GRPC_MAX_HANDSHAKES_PER_IP", "256".into()),
             (
                 "RATE_LIMITS",
                 "api=1000000/1m,login=1000/1m,register=1000/1m,verify=1000/1m".into(),

@@ -307,7 +307,14 @@ impl Fleet {
             }
             hold.sent.push_back(command_id.to_owned());
         }
-        Some(self.registry.send(node_id, message).await)
+        let sent = self.registry.send(node_id, message).await;
+        if !sent {
+            // Not sent after all: a later redelivery on this stream must try again.
+            if let Some(hold) = lock(&self.holds).get_mut(node_id) {
+                hold.sent.retain(|id| id != command_id);
+            }
+        }
+        Some(sent)
     }
 
     /// `NOTIFY` on `channel` (PostgreSQL only). False when it could not be sent.

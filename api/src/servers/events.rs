@@ -156,6 +156,17 @@ impl Inner {
         let _ = channel.tx.send(stamped);
     }
 
+    /// Hands another replica's event to this replica's subscribers of the server, if it has
+    /// any: the backlog lives in Redis, so no mirror is kept here for servers nobody here
+    /// watches.
+    pub(super) fn deliver_to_subscribers(&mut self, server_id: &str, stamped: Stamped) {
+        if let Some(channel) = self.servers.get(server_id)
+            && channel.subscribers > 0
+        {
+            let _ = channel.tx.send(stamped);
+        }
+    }
+
     /// Forgets a server here: its open streams on this replica end.
     pub(super) fn remove(&mut self, server_id: &str) {
         self.servers.remove(server_id);

@@ -49,8 +49,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first and the longest wait between attempts to reach Redis again.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const LAST_RETRY: Duration = Duration::from_secs(5);
-/// The largest message taken from the channel (a console line is at most 16 KiB).
-const MAX_MESSAGE: usize = 64 << 10;
+/// The largest message taken from the channel: a console line is at most 16 KiB, and JSON
+/// writes a control character as six bytes (`\u001b`).
+const MAX_MESSAGE: usize = 128 << 10;
 /// The published form of a removed server.
 const REMOVED: &str = "-";
 
@@ -377,7 +378,7 @@ async fn listen(
                 } else if let Ok(stamped) = serde_json::from_slice::<Stamped>(payload)
                     && stamped.origin != origin
                 {
-                    inner.deliver(server, stamped);
+                    inner.deliver_to_subscribers(server, stamped);
                 }
             }
             Ok::<(), redis::RedisError>(())
@@ -493,12 +494,8 @@ async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
         let mut pipe = redis::pipe();
         for (member, (user_key, server_key)) in &leases {
             for key in [user_key, server_key] {
-                pipe.cmd("ZADD")
-                    .arg(key)
-                    .arg("XX")
-                    .arg(until)
-                    .arg(member)
-                    .ignore();
+                // Not `XX`: a member a Redis outage let expire is counted again.
+                pipe.cmd("ZADD").arg(key).arg(until).arg(member).ignore();
                 pipe.cmd("PEXPIRE").arg(key).arg(lease_ms()).ignore();
             }
         }
