@@ -280,6 +280,17 @@ impl Fleet {
                 vec![now.into()],
             ))
             .await?;
+        // And the other way: a node whose stream is held here is online, whatever a late
+        // write (an older stream's end, a replica that thought the lease gone) said.
+        let ours: Vec<String> = lock(&self.holds).keys().cloned().collect();
+        if !ours.is_empty() {
+            crate::db::entities::node::Entity::update_many()
+                .col_expr(crate::db::entities::node::Column::Online, Expr::value(true))
+                .filter(crate::db::entities::node::Column::Online.eq(false))
+                .filter(crate::db::entities::node::Column::Id.is_in(ours))
+                .exec(&self.db)
+                .await?;
+        }
         Ok(())
     }
 

@@ -104,6 +104,11 @@ async fn send_again(
     row: command_row::Model,
     line: Option<String>,
 ) -> Result<(), Error> {
+    if row.action == CommandKind::Console && line.is_none() {
+        // A console line is never stored: it may well have reached the node already (its ack
+        // settles the row); if not, the sweep fails it with its reason.
+        return Ok(());
+    }
     let command = match rebuild(state, &row, line).await {
         Ok(command) => command,
         Err(reason) => {
