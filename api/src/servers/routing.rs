@@ -12,7 +12,7 @@
 //! A start or restart is built with the server's spec read again (secrets included) by the
 //! holder: secrets never travel between replicas. A console line is not kept in the database;
 //! it rides in the note (base64), so a console line whose node moves before its ack is not
-//! sent again: it is failed with that reason.
+//! sent again: its ack (if the node had it) or the sweep settles it.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
