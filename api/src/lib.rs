@@ -251,6 +251,21 @@ impl Panel {
         let http_addr = http_listener
             .local_addr()
             .map_err(|e| Error::io("HTTP listener", e))?;
+        let advertised = config
+            .fleet
+            .advertise
+            .clone()
+            .or_else(|| (!grpc_addr.ip().is_unspecified()).then(|| grpc_addr.to_string()));
+        match advertised {
+            Some(addr) => state.transfers.advertise(addr),
+            None if state.fleet.shared() => tracing::warn!(
+                "{} is unset and {} is unspecified ({grpc_addr}): file requests for nodes held \
+                 by other replicas are refused with 409 node_offline",
+                config::PANEL_GRPC_ADVERTISE,
+                config::PANEL_GRPC_ADDR,
+            ),
+            None => {}
+        }
         let stop_accepting = CancellationToken::new();
         let shutdown = CancellationToken::new();
         let http_task = tokio::spawn(http::serve(
