@@ -37,7 +37,7 @@ async fn replica(stack: &Stack, rest: &Rest, extra: &[(&str, &str)]) -> (Proc, R
 }
 
 /// Upload, download (same SHA-256), listing and mkdir all through replica B while node-1's
-/// control stream is on replica A.
+/// control stream is on replica A; a request too large to route is 413.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root"]
 async fn files_work_through_a_replica_that_does_not_hold_the_node() {
@@ -71,6 +71,15 @@ async fn files_work_through_a_replica_that_does_not_hold_the_node() {
         .collect();
     assert!(names.contains(&"data.bin"), "{listing}");
     assert!(names.contains(&"made"), "{listing}");
+    // A request too large for a PostgreSQL note cannot be routed: 413, nothing half sent.
+    let long = format!("/{}", "a".repeat(4000));
+    let (status, error) = files
+        .op("rename", json!({"from": long, "to": format!("{long}b")}))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    assert_eq!(code(&error), "payload_too_large");
+    let message = error["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("replica that holds the node"), "{error}");
     // Through A (the holder), the same file.
     let (status, _, again) = Files::new(&stack.alice, &url).get("/data.bin").await;
     assert_eq!(status, StatusCode::OK);
