@@ -54,7 +54,10 @@ export PANEL_GRPC_MAX_HANDSHAKES=256 PANEL_GRPC_MAX_HANDSHAKES_PER_IP=256
 "$bin/api" migrate >"$tmp/migrate.log" 2>&1
 
 start_replica() { # id, http port, grpc port
+  # PANEL_GRPC_ADVERTISE: where a node's file transfers for this replica come straight here
+  # (the node's own way in is HAProxy, which may lead to the other replica).
   PANEL_REPLICA_ID="$1" PANEL_HTTP_ADDR="127.0.0.1:$2" PANEL_GRPC_ADDR="127.0.0.1:$3" \
+    PANEL_GRPC_ADVERTISE="127.0.0.1:$3" \
     "$bin/api" serve >>"$tmp/replica-$1.log" 2>&1 &
   pids+=($!)
   eval "pid_$1=$!"

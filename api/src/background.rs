@@ -15,7 +15,8 @@
 //!   The same connection listens for the fleet: a new holder of a node
 //!   ([`crate::nodes::fleet::OWNERS_CHANNEL`]: the old one drops its stream) and a command for
 //!   a node held here ([`crate::nodes::fleet::COMMANDS_CHANNEL`], see
-//!   [`crate::servers::routing`]).
+//!   [`crate::servers::routing`]), and a file request for a node held here
+//!   ([`crate::nodes::fleet::FILES_CHANNEL`], see [`crate::transfers::route`]).
 //! - [`hold_nodes`] renews this replica's leases and re-reads every holder.
 //! - [`export_node_metrics`] refreshes the node gauges from the database.
 //! - [`reload_certificates`] picks up changed certificate and issuer files.
@@ -179,20 +180,21 @@ pub async fn listen_node_changes(
     }
 }
 
-/// Listens on the node, owners and commands channels and acts on each announcement;
+/// Listens on the node, owners, commands and files channels and acts on each announcement;
 /// returns only when the connection fails.
 async fn listen(
     state: &Arc<AppState>,
     pool: &sea_orm::sqlx::PgPool,
     wake: &Notify,
 ) -> Result<std::convert::Infallible, sea_orm::sqlx::Error> {
-    use crate::nodes::fleet::{COMMANDS_CHANNEL, OWNERS_CHANNEL};
+    use crate::nodes::fleet::{COMMANDS_CHANNEL, FILES_CHANNEL, OWNERS_CHANNEL};
     let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool).await?;
     listener
         .listen_all([
             crate::db::NODE_CHANGES_CHANNEL,
             OWNERS_CHANNEL,
             COMMANDS_CHANNEL,
+            FILES_CHANNEL,
         ])
         .await?;
     tracing::debug!("listening for node, owner and command announcements");
@@ -220,6 +222,13 @@ async fn listen(
                     {
                         tracing::warn!(error = %e, "cannot send a command for another replica");
                     }
+                });
+            }
+            FILES_CHANNEL => {
+                let state = state.clone();
+                let payload = note.payload().to_owned();
+                tokio::spawn(async move {
+                    crate::transfers::route::on_note(&state, &payload).await;
                 });
             }
             _ => {

@@ -251,6 +251,20 @@ impl Panel {
         let http_addr = http_listener
             .local_addr()
             .map_err(|e| Error::io("HTTP listener", e))?;
+        let advertised = match &config.fleet.advertise {
+            Some(addr) => Some((addr.clone(), true)),
+            None => (!grpc_addr.ip().is_unspecified()).then(|| (grpc_addr.to_string(), false)),
+        };
+        match advertised {
+            Some((addr, configured)) => state.transfers.advertise(addr, configured),
+            None if state.fleet.shared() => tracing::warn!(
+                "{} is unset and {} is unspecified ({grpc_addr}): file requests for nodes held \
+                 by other replicas are refused with 409 node_offline",
+                config::PANEL_GRPC_ADVERTISE,
+                config::PANEL_GRPC_ADDR,
+            ),
+            None => {}
+        }
         let stop_accepting = CancellationToken::new();
         let shutdown = CancellationToken::new();
         let http_task = tokio::spawn(http::serve(

@@ -10,6 +10,11 @@
 //! transfers' connection is not the control stream's, a transfer that stalls can never hold
 //! up heartbeats and commands.
 //!
+//! A node whose stream another replica holds is reached through that replica ([`route`]):
+//! the request carries this replica's advertised address (`reply_to`) and the node opens the
+//! stream here. A replica with no advertised address refuses such a request (409
+//! `node_offline`, as when the node is offline).
+//!
 //! A node has at most [`MAX_PER_NODE`] transfers at once (more are refused, 503); a node that
 //! does not open the stream within [`OPEN_TIMEOUT`], does not answer within
 //! [`ANSWER_TIMEOUT`], or whose stream breaks before the last answer, ends the request with
@@ -17,8 +22,10 @@
 //! [`CHUNK_TIMEOUT`] is broken off, and so is one whose client does not take a chunk within
 //! [`STALL`].
 
+pub mod route;
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use proto::node::v1::{
@@ -111,9 +118,33 @@ impl Drop for Slot {
 pub struct Transfers {
     pending: Mutex<HashMap<String, (String, oneshot::Sender<Channel>)>>,
     active: Active,
+    /// This replica's advertised node-channel address, once bound (unset: none), and whether
+    /// it was configured (`PANEL_GRPC_ADVERTISE`) rather than taken from the bound address.
+    reply_to: OnceLock<(String, bool)>,
 }
 
 impl Transfers {
+    /// Sets the `host:port` at which nodes held by other replicas reach this one (once, at
+    /// start).
+    pub fn advertise(&self, addr: String, configured: bool) {
+        let _ = self.reply_to.set((addr, configured));
+    }
+
+    /// This replica's advertised address, if any.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.reply_to.get().map(|(addr, _)| addr.as_str())
+    }
+
+    /// Where a node held here sends its `Files` stream: this replica's configured address
+    /// (behind a load balancer, the node's own way to the panel may lead to another replica),
+    /// else the connection its control stream came through (empty).
+    fn reply_here(&self) -> String {
+        match self.reply_to.get() {
+            Some((addr, true)) => addr.clone(),
+            _ => String::new(),
+        }
+    }
+
     fn lock(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, (String, oneshot::Sender<Channel>)>> {
@@ -171,30 +202,48 @@ impl Transfers {
     }
 }
 
-/// Sends `op` on `server`'s files to its node and waits for the node's stream. A node that is
-/// not connected is [`Error::NodeOffline`] (409); one with [`MAX_PER_NODE`] transfers open,
-/// [`Error::Unavailable`] (503); one that does not answer, [`Error::NodeGone`].
+/// Sends `op` on `server`'s files to its node (through the replica holding its stream, when
+/// that is another) and waits for the node's stream. A node that is not connected (or held
+/// by another replica while this one advertises no address) is [`Error::NodeOffline`] (409);
+/// one with [`MAX_PER_NODE`] transfers open, [`Error::Unavailable`] (503); a request too
+/// large to route, 413; a node that does not answer, [`Error::NodeGone`].
 pub async fn open(
     state: &AppState,
     server: &server::Model,
     op: file_request::Op,
 ) -> Result<Channel, Error> {
     let node_id = &server.node_id;
-    if !state.registry.is_online(node_id) {
-        return Err(Error::NodeOffline(node_id.clone()));
-    }
+    let here = state.registry.is_online(node_id);
+    let reply_to = match (here, state.transfers.reply_to()) {
+        (true, _) => state.transfers.reply_here(),
+        (false, Some(addr)) if state.nodes.link.is_online(node_id) => addr.to_owned(),
+        _ => return Err(Error::NodeOffline(node_id.clone())),
+    };
     let slot = state.transfers.slot(node_id)?;
     let id = crate::tenancy::new_id();
-    let arrived = state.transfers.expect(&id, node_id)?;
-    let message = PanelMessage {
-        kind: Some(panel_message::Kind::File(FileRequest {
-            id: id.clone(),
-            server_id: server.id.clone(),
-            op: Some(op),
-        })),
+    let request = FileRequest {
+        id: id.clone(),
+        server_id: server.id.clone(),
+        op: Some(op),
+        reply_to,
     };
+    // Built before anything is sent: one too large is refused, never half sent.
+    let note = match here {
+        true => None,
+        false => Some(route::note(node_id, &request)?),
+    };
+    let arrived = state.transfers.expect(&id, node_id)?;
     let opened = async {
-        if !state.registry.send(node_id, message).await {
+        let sent = match note {
+            None => {
+                let message = PanelMessage {
+                    kind: Some(panel_message::Kind::File(request)),
+                };
+                state.registry.send(node_id, message).await
+            }
+            Some(note) => state.fleet.notify(route::FILES_CHANNEL, &note).await,
+        };
+        if !sent {
             return Err(Error::NodeGone);
         }
         match tokio::time::timeout(OPEN_TIMEOUT, arrived).await {

@@ -117,6 +117,18 @@ async fn killing_the_replica_holding_the_nodes_loses_nothing() {
     })
     .await;
 
+    // File requests through HAProxy, so through either replica: the holder has node-1 send
+    // the transfer to its own address (the node's way in, HAProxy, may lead to the other
+    // replica), the other routes it to the holder and has the node send it back to itself.
+    for n in 0..6 {
+        let (status, body) = owner.get(&format!("{path}/files?path=/")).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "listing {n} through HAProxy: {body}"
+        );
+    }
+
     // The holder of node-1 is the replica to kill; the event stream is on the other one.
     let held_by = holder(&db, "node-1").await.expect("node-1 is held");
     let (victim, survivor) = if held_by == a.name {

@@ -38,6 +38,7 @@ impl Replica {
         let mut env = base.to_vec();
         env.retain(|(k, _)| k != "PANEL_HTTP_ADDR" && k != "PANEL_GRPC_ADDR");
         env.push(("PANEL_HTTP_ADDR".into(), http.to_string()));
+        env.push(("PANEL_GRPC_ADVERTISE".into(), grpc.clone()));
         env.push(("PANEL_GRPC_ADDR".into(), grpc));
         env.push(("PANEL_REPLICA_ID".into(), name.into()));
         Replica {

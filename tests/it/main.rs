@@ -9,6 +9,7 @@ mod boundary;
 mod dev_ca;
 mod files;
 mod files_bounds;
+mod files_fleet;
 mod files_transport;
 mod files_writes;
 mod fleet;

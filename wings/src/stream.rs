@@ -55,8 +55,9 @@ impl Ended {
 pub struct Opened {
     // Kept for the life of the stream (the control connection).
     _client: NodeControlClient<Channel>,
-    // File transfers' own connection, made with the same TLS identity on first use.
-    link: Arc<crate::files::Link>,
+    // File transfers' own connections (to this panel, and to the replicas file requests
+    // name), made with the same TLS identity on first use.
+    links: Arc<crate::files::Links>,
     tx: mpsc::Sender<NodeMessage>,
     inbound: Streaming<PanelMessage>,
     answers: Vec<NodeMessage>,
@@ -106,7 +107,7 @@ pub async fn open(
         Ok(loaded) => loaded,
         Err(e) => return Err(Ended::failed(format!("cannot load credentials: {e}"))),
     };
-    let link = Arc::new(crate::files::Link::new(
+    let links = Arc::new(crate::files::Links::new(
         &config.panel_host,
         config.panel_port,
         tls.clone(),
@@ -144,7 +145,7 @@ pub async fn open(
     };
     Ok(Opened {
         _client: client,
-        link,
+        links,
         tx,
         inbound,
         answers,
@@ -180,7 +181,7 @@ pub async fn pump(
         io_error,
         presented,
         started,
-        link,
+        links,
         ..
     } = opened;
     let mut answers = answers.into_iter();
@@ -262,7 +263,7 @@ pub async fn pump(
                         supervisor.handle(command);
                     }
                     Some(panel_message::Kind::File(request)) => {
-                        crate::files::serve(link.clone(), supervisor.clone(), request);
+                        crate::files::serve(links.clone(), supervisor.clone(), request);
                     }
                     Some(panel_message::Kind::Rotate(_)) => {
                         tracing::info!("the panel asks for a renewal now");

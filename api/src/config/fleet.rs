@@ -1,5 +1,6 @@
-//! What makes this process one replica of a fleet: its id and the lease it holds on the
-//! streams of its nodes (see the fleet module of `nodes`).
+//! What makes this process one replica of a fleet: its id, the lease it holds on the
+//! streams of its nodes (see the fleet module of `nodes`), and the address at which nodes
+//! held by other replicas reach it for file transfers (see `transfers`).
 
 use std::time::Duration;
 
@@ -9,6 +10,11 @@ use crate::error::ConfigError;
 pub const PANEL_REPLICA_ID: &str = "PANEL_REPLICA_ID";
 /// Seconds a replica's hold on a node's stream lasts without renewal (2–60, default 10).
 pub const PANEL_LEASE_SECS: &str = "PANEL_LEASE_SECS";
+/// `host:port` at which nodes reach this replica's node channel directly (default: the bound
+/// `PANEL_GRPC_ADDR` unless it is unspecified, `0.0.0.0`/`::`).
+pub const PANEL_GRPC_ADVERTISE: &str = "PANEL_GRPC_ADVERTISE";
+/// Longest [`PANEL_GRPC_ADVERTISE`]: a DNS name, a colon and a port.
+pub const MAX_ADVERTISE: usize = 253 + 1 + 5;
 
 /// This replica in the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +24,10 @@ pub struct FleetConfig {
     /// How long a hold lasts without renewal; renewed every quarter of it. A node whose
     /// replica died is offline everywhere once it passed.
     pub lease: Duration,
+    /// [`PANEL_GRPC_ADVERTISE`]: `host:port` (a DNS name, an IPv4 address or a bracketed
+    /// IPv6 address; the panel's server certificate must name that host). `None`: the bound
+    /// node-channel address when it is not unspecified.
+    pub advertise: Option<String>,
 }
 
 impl Default for FleetConfig {
@@ -25,13 +35,14 @@ impl Default for FleetConfig {
         FleetConfig {
             replica_id: generated_id(),
             lease: Duration::from_secs(10),
+            advertise: None,
         }
     }
 }
 
 impl FleetConfig {
-    /// Reads [`PANEL_REPLICA_ID`] and [`PANEL_LEASE_SECS`] through `get`, pushing problems to
-    /// `errors`.
+    /// Reads [`PANEL_REPLICA_ID`], [`PANEL_LEASE_SECS`] and [`PANEL_GRPC_ADVERTISE`] through
+    /// `get`, pushing problems to `errors`.
     pub fn from_lookup(
         get: &impl Fn(&str) -> Option<String>,
         errors: &mut Vec<ConfigError>,
@@ -57,8 +68,40 @@ impl FleetConfig {
                 )),
             }
         }
+        if let Some(raw) = get(PANEL_GRPC_ADVERTISE) {
+            let raw = raw.trim();
+            if valid_advertise(raw) {
+                config.advertise = Some(raw.to_owned());
+            } else {
+                errors.push(ConfigError::new(
+                    PANEL_GRPC_ADVERTISE,
+                    format!(
+                        "must be host:port (a DNS name, an IPv4 address or [an IPv6 address], \
+                         a port from 1 to 65535, at most {MAX_ADVERTISE} characters)"
+                    ),
+                ));
+            }
+        }
         config
     }
+}
+
+/// Whether `addr` is `host:port` as [`PANEL_GRPC_ADVERTISE`] takes it.
+pub fn valid_advertise(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        }
+    };
+    addr.len() <= MAX_ADVERTISE && port_ok && host_ok
 }
 
 fn valid_id(id: &str) -> bool {
@@ -103,5 +146,37 @@ mod tests {
         assert_eq!(errors.len(), 2);
         assert!(config.replica_id.starts_with("r-"));
         assert_ne!(FleetConfig::default().replica_id, config.replica_id);
+        assert_eq!(config.advertise, None);
+    }
+
+    #[test]
+    fn advertised_addresses_are_host_and_port() {
+        for good in ["panel-2.example.com:3001", "10.0.0.2:3001", "[::1]:3001"] {
+            assert!(valid_advertise(good), "{good}");
+        }
+        let long = format!("{}:3001", "a".repeat(MAX_ADVERTISE));
+        for bad in [
+            "",
+            "panel",
+            "panel:",
+            "panel:0",
+            "panel:70000",
+            ":3001",
+            "::1:3001",
+            "[zz]:1",
+            "a b:1",
+            "a/b:1",
+            &long,
+        ] {
+            assert!(!valid_advertise(bad), "{bad}");
+        }
+        let mut errors = Vec::new();
+        let get = |name: &str| (name == PANEL_GRPC_ADVERTISE).then(|| "[::1]:3001".to_owned());
+        let config = FleetConfig::from_lookup(&get, &mut errors);
+        assert!(errors.is_empty());
+        assert_eq!(config.advertise.as_deref(), Some("[::1]:3001"));
+        let get = |name: &str| (name == PANEL_GRPC_ADVERTISE).then(|| "nope".to_owned());
+        FleetConfig::from_lookup(&get, &mut errors);
+        assert_eq!(errors.len(), 1);
     }
 }

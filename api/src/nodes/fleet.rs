@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use proto::node::v1::PanelMessage;
+use proto::node::v1::{FileRequest, PanelMessage, panel_message};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
@@ -40,6 +40,9 @@ use crate::db::entities::node_owner;
 pub const OWNERS_CHANNEL: &str = "mamba_owners";
 /// Where the holder of a node is woken for a command (see [`crate::servers::commands`]).
 pub const COMMANDS_CHANNEL: &str = "mamba_commands";
+/// Where the holder of a node is handed a file request of another replica (see
+/// [`crate::transfers`]).
+pub const FILES_CHANNEL: &str = "mamba_files";
 
 /// Command ids remembered per held stream, so one stream gets each command once.
 const SENT_IDS: usize = 256;
@@ -326,6 +329,22 @@ impl Fleet {
             }
         }
         Some(sent)
+    }
+
+    /// Sends a file request of another replica down the node's stream held here, fenced as a
+    /// command is: only while the row names this replica with the stream's epoch. False when
+    /// this replica is not (or no longer) the holder, or the stream did not take it.
+    pub async fn send_file(&self, node_id: &str, request: FileRequest) -> bool {
+        let Some(epoch) = self.held_epoch(node_id, None) else {
+            return false;
+        };
+        if !self.row_is_ours(node_id, epoch).await {
+            return false;
+        }
+        let message = PanelMessage {
+            kind: Some(panel_message::Kind::File(request)),
+        };
+        self.registry.send(node_id, message).await
     }
 
     /// `NOTIFY` on `channel` (PostgreSQL only). False when it could not be sent.

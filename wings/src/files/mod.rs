@@ -22,6 +22,7 @@ mod archive;
 mod etag;
 mod ledger;
 mod link;
+mod links;
 mod ops;
 mod owner;
 pub mod paths;
@@ -36,6 +37,7 @@ use proto::node::v1::{FileError, FileResult};
 pub use etag::Etags;
 pub use ledger::{Lease, Ledger, Reservation, Restoring};
 pub use link::Link;
+pub use links::Links;
 pub use transfer::serve;
 
 /// Bytes per data message (the panel accepts messages up to 1 MiB).

@@ -1,5 +1,7 @@
 //! One `FileRequest`, answered on its own `Files` stream: opened on the transfers' connection
-//! ([`Link`]), first message `open` with the request's id, then the outcome (and a read's
+//! ([`Link`](super::Link)) to the panel replica the request names ([`Links`]; a malformed
+//! name is refused with an answer on the control stream's panel link, never dialled), first
+//! message `open` with the request's id, then the outcome (and a read's
 //! bytes, or a write's `ready` before its bytes come down). The blocking work runs on the
 //! blocking pool; bytes pass between it and the stream through channels of [`QUEUE`] chunks,
 //! so a transfer of any size holds a few hundred KiB here. Nothing waits on the stream for
@@ -19,7 +21,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tonic::Streaming;
 
-use super::link::{Link, Stream};
+use super::link::Stream;
+use super::links::Links;
 use super::{CHUNK, Etags, Fail, QUEUE, Target, archive, ops, upload};
 use crate::supervisor::Supervisor;
 
@@ -32,9 +35,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the panel has to read the last answer and close its side.
 const LINGER: Duration = Duration::from_secs(10);
 
-/// Answers `request` on a new `Files` stream of the transfers' connection, in the background.
-pub fn serve(link: Arc<Link>, supervisor: Arc<Supervisor>, request: FileRequest) {
-    tokio::spawn(run(link, supervisor, request));
+/// Answers `request` on a new `Files` stream of the transfers' connection to the replica it
+/// names, in the background.
+pub fn serve(links: Arc<Links>, supervisor: Arc<Supervisor>, request: FileRequest) {
+    tokio::spawn(run(links, supervisor, request));
 }
 
 fn up(kind: file_up::Kind) -> FileUp {
@@ -54,7 +58,14 @@ async fn send(tx: &mpsc::Sender<FileUp>, message: FileUp) -> bool {
     }
 }
 
-async fn run(link: Arc<Link>, supervisor: Arc<Supervisor>, request: FileRequest) {
+async fn run(links: Arc<Links>, supervisor: Arc<Supervisor>, request: FileRequest) {
+    let (link, refused) = match links.for_reply(&request.reply_to) {
+        Ok(link) => (link, None),
+        Err(reason) => {
+            tracing::warn!(request = %request.id, %reason, "refusing a file request");
+            (links.home(), Some(Fail::invalid(reason)))
+        }
+    };
     let Stream { tx, mut inbound } = match link.open(&request.id).await {
         Ok(stream) => stream,
         Err(reason) => {
@@ -62,7 +73,11 @@ async fn run(link: Arc<Link>, supervisor: Arc<Supervisor>, request: FileRequest)
             return;
         }
     };
-    if let Err(fail) = answer(&supervisor, request, &tx, &mut inbound).await {
+    let answered = match refused {
+        Some(fail) => Err(fail),
+        None => answer(&supervisor, request, &tx, &mut inbound).await,
+    };
+    if let Err(fail) = answered {
         send(&tx, up(file_up::Kind::Result(fail.result()))).await;
     }
     drop(tx);
