@@ -47,6 +47,9 @@ pub const DOWN_QUEUE: usize = 4;
 /// Transfers of one node at once (file requests of every kind count, from sent to answered
 /// or streamed to the end); the next is refused with 503 `unavailable`.
 pub const MAX_PER_NODE: usize = 8;
+/// File requests one server may have open at once, within its node's [`MAX_PER_NODE`]: one
+/// tenant cannot hold every transfer of a node (the others' file routes would all be 503).
+pub const MAX_PER_SERVER: usize = 4;
 /// How long a download waits for its client to take the next chunk before the download is
 /// reset (the REST connection closed, the node's stream dropped).
 pub const STALL: Duration = Duration::from_secs(30);
@@ -94,21 +97,38 @@ impl Channel {
 /// Transfers open per node.
 type Active = Arc<Mutex<HashMap<String, usize>>>;
 
-/// One of a node's [`MAX_PER_NODE`] transfers, held until dropped.
+/// One of a node's [`MAX_PER_NODE`] transfers (and of its server's [`MAX_PER_SERVER`]), held
+/// until dropped.
 struct Slot {
     active: Active,
-    node_id: String,
+    /// The counts it holds one of: the node's, the server's.
+    keys: [String; 2],
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = active.get_mut(&self.node_id) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                active.remove(&self.node_id);
+        for key in &self.keys {
+            if let Some(count) = active.get_mut(key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    active.remove(key);
+                }
             }
         }
+    }
+}
+
+/// A request waiting for its node's stream, forgotten however `open` ends (a client that
+/// hangs up included).
+struct Waiting<'a> {
+    transfers: &'a Transfers,
+    id: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.transfers.forget(self.id);
     }
 }
 
@@ -180,18 +200,25 @@ impl Transfers {
         self.lock().remove(id);
     }
 
-    /// A transfer slot of `node_id`, or 503 when it has [`MAX_PER_NODE`] open.
-    fn slot(&self, node_id: &str) -> Result<Slot, Error> {
+    /// A transfer slot of `server_id` on `node_id`, or 503 when the node has [`MAX_PER_NODE`]
+    /// or the server [`MAX_PER_SERVER`] open.
+    fn slot(&self, node_id: &str, server_id: &str) -> Result<Slot, Error> {
         // Counts are changed whole; a panic elsewhere does not make them wrong.
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        let count = active.entry(node_id.to_owned()).or_insert(0);
-        if *count >= MAX_PER_NODE {
+        let keys = [node_id.to_owned(), format!("server:{server_id}")];
+        let full = [MAX_PER_NODE, MAX_PER_SERVER]
+            .iter()
+            .zip(&keys)
+            .any(|(cap, key)| active.get(key).copied().unwrap_or(0) >= *cap);
+        if full {
             return Err(Error::Unavailable(RETRY_AFTER_SECS));
         }
-        *count += 1;
+        for key in &keys {
+            *active.entry(key.clone()).or_insert(0) += 1;
+        }
         Ok(Slot {
             active: self.active.clone(),
-            node_id: node_id.to_owned(),
+            keys,
         })
     }
 
@@ -219,7 +246,7 @@ pub async fn open(
         (false, Some(addr)) if state.nodes.link.is_online(node_id) => addr.to_owned(),
         _ => return Err(Error::NodeOffline(node_id.clone())),
     };
-    let slot = state.transfers.slot(node_id)?;
+    let slot = state.transfers.slot(node_id, &server.id)?;
     let id = crate::tenancy::new_id();
     let request = FileRequest {
         id: id.clone(),
@@ -233,30 +260,29 @@ pub async fn open(
         false => Some(route::note(node_id, &request)?),
     };
     let arrived = state.transfers.expect(&id, node_id)?;
-    let opened = async {
-        let sent = match note {
-            None => {
-                let message = PanelMessage {
-                    kind: Some(panel_message::Kind::File(request)),
-                };
-                state.registry.send(node_id, message).await
-            }
-            Some(note) => state.fleet.notify(route::FILES_CHANNEL, &note).await,
-        };
-        if !sent {
-            return Err(Error::NodeGone);
+    let _waiting = Waiting {
+        transfers: &state.transfers,
+        id: &id,
+    };
+    let sent = match note {
+        None => {
+            let message = PanelMessage {
+                kind: Some(panel_message::Kind::File(request)),
+            };
+            state.registry.send(node_id, message).await
         }
-        match tokio::time::timeout(OPEN_TIMEOUT, arrived).await {
-            Ok(Ok(channel)) => Ok(Channel {
-                _slot: Some(slot),
-                ..channel
-            }),
-            _ => Err(Error::NodeGone),
-        }
+        Some(note) => state.fleet.notify(route::FILES_CHANNEL, &note).await,
+    };
+    if !sent {
+        return Err(Error::NodeGone);
     }
-    .await;
-    state.transfers.forget(&id);
-    opened
+    match tokio::time::timeout(OPEN_TIMEOUT, arrived).await {
+        Ok(Ok(channel)) => Ok(Channel {
+            _slot: Some(slot),
+            ..channel
+        }),
+        _ => Err(Error::NodeGone),
+    }
 }
 
 /// The node's next answer, bounded and checked: its refusal as an error.
@@ -336,17 +362,33 @@ mod tests {
     }
 
     #[test]
-    fn a_node_has_at_most_its_cap_of_transfers() {
+    fn a_node_has_at_most_its_cap_of_transfers_and_a_server_its_share() {
         let transfers = Transfers::default();
-        let slots: Vec<Slot> = (0..MAX_PER_NODE)
-            .map(|_| transfers.slot("n1").unwrap())
+        // One server takes its share and no more; others fill the node's cap.
+        let mut slots: Vec<Slot> = (0..MAX_PER_SERVER)
+            .map(|_| transfers.slot("n1", "s1").unwrap())
             .collect();
-        assert!(matches!(transfers.slot("n1"), Err(Error::Unavailable(_))));
-        let other = transfers.slot("n2").unwrap();
+        assert!(matches!(
+            transfers.slot("n1", "s1"),
+            Err(Error::Unavailable(_))
+        ));
+        slots.extend(
+            (MAX_PER_SERVER..MAX_PER_NODE)
+                .map(|i| transfers.slot("n1", &format!("s{}", i + 2)).unwrap()),
+        );
+        assert!(matches!(
+            transfers.slot("n1", "s9"),
+            Err(Error::Unavailable(_))
+        ));
+        assert!(
+            matches!(transfers.slot("n2", "s1"), Err(Error::Unavailable(_))),
+            "a server's share is its own, whichever node is asked"
+        );
+        let other = transfers.slot("n2", "t1").unwrap();
         assert_eq!(transfers.active("n1"), MAX_PER_NODE);
         drop(slots);
         assert_eq!(transfers.active("n1"), 0);
-        assert!(transfers.slot("n1").is_ok());
+        assert!(transfers.slot("n1", "s1").is_ok());
         drop(other);
         assert_eq!(transfers.active("n2"), 0);
     }

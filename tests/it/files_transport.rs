@@ -18,6 +18,8 @@ use tests::{DbKind, Rest, eventually};
 const BIG: usize = 64 << 20;
 /// Concurrent transfers the panel allows per node (`api::transfers::MAX_PER_NODE`).
 const MAX_PER_NODE: usize = 8;
+/// And per server, within the node's (`api::transfers::MAX_PER_SERVER`).
+const MAX_PER_SERVER: usize = 4;
 
 /// Sends `GET …/files/content?path=` on a raw connection and reads only the response head;
 /// the body is never read while the socket is kept. Returns the socket and the head.
@@ -130,8 +132,9 @@ async fn stalled_downloads_never_take_the_node_offline() {
     drop(stalled);
 }
 
-/// Past [`MAX_PER_NODE`] transfers of a node the next file request is refused at once (503
-/// `unavailable` with `Retry-After`); downloads whose client stops pulling are reset within
+/// Past [`MAX_PER_SERVER`] transfers of a server, or [`MAX_PER_NODE`] of its node, the next
+/// file request is refused at once (503 `unavailable` with `Retry-After`), so one tenant
+/// cannot take every transfer of a node; downloads whose client stops pulling are reset within
 /// the stall bound (the REST connection closed short, Wings' file closed), which frees their
 /// slots: a whole download then comes through, the same bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,27 +149,41 @@ async fn transfers_are_capped_per_node_and_stalled_ones_reset() {
         ..
     } = stack(DbKind::Sqlite).await;
     template(&admin, "roomy", &["--interval-ms", "1000"], 1024).await;
-    let (url, _, _) = server(&alice, &wings, "roomy").await;
-    let files = Files::new(&alice, &url);
-    let big = noise(BIG, 6);
-    let (status, _, body) = files.put("/big", big.clone(), None).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-
-    let mut stalled = Vec::new();
-    for _ in 0..MAX_PER_NODE {
-        let (tcp, head) = stalled_download(&alice, &files, "/big").await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        stalled.push(tcp);
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        urls.push(server(&alice, &wings, "roomy").await.0);
     }
-    let response = files
-        .request(Method::GET, &format!("{}/content?path=/big", files.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(response.headers().contains_key("retry-after"));
-    let refused: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(code(&refused), "unavailable", "{refused}");
+    let [first, second, third] = [0, 1, 2].map(|i| Files::new(&alice, &urls[i]));
+    let big = noise(BIG, 6);
+    for files in [&first, &second] {
+        let (status, _, body) = files.put("/big", big.clone(), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let refused = |files: &Files, why: &'static str| {
+        let url = format!("{}/content?path=/big", files.base);
+        let request = files.request(Method::GET, &url);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{why}");
+            assert!(response.headers().contains_key("retry-after"));
+            let refused: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(code(&refused), "unavailable", "{why}: {refused}");
+        }
+    };
+
+    // One server takes its share of the node's transfers and no more; another server still
+    // gets its own; past the node's cap, a third is refused.
+    let mut stalled = Vec::new();
+    for files in [&first, &second] {
+        for _ in 0..MAX_PER_SERVER {
+            let (tcp, head) = stalled_download(&alice, files, "/big").await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            stalled.push(tcp);
+        }
+        refused(files, "past the server's share").await;
+    }
+    assert_eq!(stalled.len(), MAX_PER_NODE);
+    refused(&third, "past the node's cap").await;
     assert!(
         open_in(wings.pid(), "/big") > 0,
         "Wings is reading the file"
@@ -187,7 +204,7 @@ async fn transfers_are_capped_per_node_and_stalled_ones_reset() {
         assert!(read < BIG, "download {i} was cut short: {read} bytes");
     }
     println!("{MAX_PER_NODE} stalled downloads reset, Wings' file closed after {closed:?}");
-    let (status, _, bytes) = files.get("/big").await;
+    let (status, _, bytes) = first.get("/big").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(sha256_hex(&bytes), sha256_hex(&big), "the slots are free");
 }

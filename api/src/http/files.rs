@@ -205,7 +205,7 @@ fn parse_range(value: &str) -> Option<(Option<u64>, Option<u64>, Option<u64>)> {
     get,
     path = "/api/tenants/{tid}/servers/{sid}/files/content",
     summary = r#"Download a file"#,
-    description = r#"The bytes, streamed, with `Content-Length`, `ETag` (the SHA-256; a weak `W/"…"` for a file over 1 GiB the node has not hashed, or while its hashing slots are busy) and one `Range: bytes=…` (206 with `Content-Range`; 416 outside the file). 409 for a directory or anything but a regular file. A node that goes away midway breaks the transfer off (never a short file taken for whole), and so does a client that takes nothing for 30 s (its connection is reset). 503 `unavailable` with `Retry-After` while the node has 8 file requests open."#,
+    description = r#"The bytes, streamed, with `Content-Length`, `ETag` (the SHA-256; a weak `W/"…"` for a file over 1 GiB the node has not hashed, or while its hashing slots are busy) and one `Range: bytes=…` (206 with `Content-Range`; 416 outside the file). 409 for a directory or anything but a regular file. A node that goes away midway breaks the transfer off (never a short file taken for whole), and so does a client that takes nothing for 30 s (its connection is reset). 503 `unavailable` with `Retry-After` while the node has 8 file requests open, or the server 4."#,
     params(PathQuery),
     responses(
         (status = 200, description = "The file.", body = Vec<u8>, content_type = "application/octet-stream"),
