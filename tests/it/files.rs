@@ -143,6 +143,32 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// What most file tests start from: the stack, and one server of alice's made from a template
+/// of its own (`name`: the ticker, ticking once a second, with `disk_mb` of disk).
+pub(crate) struct OneServer {
+    pub(crate) stack: Stack,
+    /// The server's REST path.
+    pub(crate) url: String,
+    pub(crate) sid: String,
+    pub(crate) tid: String,
+    /// Its files, through the panel.
+    pub(crate) files: Files,
+}
+
+pub(crate) async fn one_server(name: &str, disk_mb: u64) -> OneServer {
+    let stack = stack(DbKind::Sqlite).await;
+    template(&stack.admin, name, &["--interval-ms", "1000"], disk_mb).await;
+    let (url, sid, tid) = server(&stack.alice, &stack.wings, name).await;
+    let files = Files::new(&stack.alice, &url);
+    OneServer {
+        stack,
+        url,
+        sid,
+        tid,
+        files,
+    }
+}
+
 /// A template running the ticker with `args` and a `disk_mb` quota.
 pub(crate) async fn template(admin: &Rest, name: &str, args: &[&str], disk_mb: u64) {
     let (status, body) = admin

@@ -10,28 +10,18 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::files::{Files, code, encode, on_disk, server, server_dir, template, zip_of};
+use crate::files::{code, encode, on_disk, one_server, server_dir, zip_of};
 use crate::files_writes::leftovers;
-use crate::servers::{Stack, stack};
-use tests::DbKind;
 
 /// M1: a 16 TiB sparse file downloads at once, with a weak ETag (never hashed), which
 /// `If-Match` never matches; listings go on meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_sparse_file_downloads_at_once_with_a_weak_etag() {
     const HUGE: u64 = (16 << 40) - (1 << 20);
-    let Stack {
-        tmp,
-        admin,
-        alice,
-        wings,
-        panel: _panel,
-        ..
-    } = stack(DbKind::Sqlite).await;
-    template(&admin, "roomy", &["--interval-ms", "1000"], 256).await;
-    let (url, sid, _) = server(&alice, &wings, "roomy").await;
-    let files = Files::new(&alice, &url);
-    let dir = server_dir(tmp.path(), &sid);
+    let s = one_server("roomy", 256).await;
+    let (tmp, wings, sid) = (&s.stack.tmp, &s.stack.wings, &s.sid);
+    let files = &s.files;
+    let dir = server_dir(tmp.path(), sid);
     let owner = std::fs::metadata(&dir).unwrap();
     let path = dir.join("huge.img");
     std::fs::File::create(&path).unwrap().set_len(HUGE).unwrap();
@@ -119,18 +109,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_of_200000_names_lists_page_by_page_in_bounded_memory() {
     const NAMES: usize = 200_000;
-    let Stack {
-        tmp,
-        admin,
-        alice,
-        wings,
-        panel: _panel,
-        ..
-    } = stack(DbKind::Sqlite).await;
-    template(&admin, "roomy", &["--interval-ms", "1000"], 256).await;
-    let (url, sid, _) = server(&alice, &wings, "roomy").await;
-    let files = Files::new(&alice, &url);
-    let big = server_dir(tmp.path(), &sid).join("big");
+    let s = one_server("roomy", 256).await;
+    let (tmp, wings, sid) = (&s.stack.tmp, &s.stack.wings, &s.sid);
+    let files = &s.files;
+    let big = server_dir(tmp.path(), sid).join("big");
     std::fs::create_dir(&big).unwrap();
     let pad = "n".repeat(92);
     for i in 0..NAMES {
@@ -172,18 +154,10 @@ async fn a_directory_of_200000_names_lists_page_by_page_in_bounded_memory() {
 /// makes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_archives_leave_no_into_behind() {
-    let Stack {
-        tmp,
-        admin,
-        alice,
-        wings,
-        panel: _panel,
-        ..
-    } = stack(DbKind::Sqlite).await;
-    template(&admin, "roomy", &["--interval-ms", "1000"], 256).await;
-    let (url, sid, _) = server(&alice, &wings, "roomy").await;
-    let files = Files::new(&alice, &url);
-    let dir = server_dir(tmp.path(), &sid);
+    let s = one_server("roomy", 256).await;
+    let (tmp, sid) = (&s.stack.tmp, &s.sid);
+    let files = &s.files;
+    let dir = server_dir(tmp.path(), sid);
     let slip = zip_of(&[("ok.txt", b"fine"), ("../../evil.txt", b"evil")], &[]);
     let (status, _, body) = files.put("/slip.zip", slip, None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -254,17 +228,8 @@ async fn refused_archives_leave_no_into_behind() {
 /// upload (whose quota walk meets it), never 503 `unavailable`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_deep_tree_is_a_conflict_never_unavailable() {
-    let Stack {
-        tmp: _tmp,
-        admin,
-        alice,
-        wings,
-        panel: _panel,
-        ..
-    } = stack(DbKind::Sqlite).await;
-    template(&admin, "roomy", &["--interval-ms", "1000"], 256).await;
-    let (url, _sid, _) = server(&alice, &wings, "roomy").await;
-    let files = Files::new(&alice, &url);
+    let s = one_server("roomy", 256).await;
+    let files = &s.files;
     let deep = "/d".repeat(300);
     let (status, body) = files.op("mkdir", json!({ "path": deep })).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
@@ -292,17 +257,9 @@ async fn a_tenants_deep_tree_is_a_conflict_never_unavailable() {
 /// bounded, and the count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_rows_of_many_long_paths_are_bounded() {
-    let Stack {
-        tmp: _tmp,
-        admin,
-        alice,
-        wings,
-        panel: _panel,
-        ..
-    } = stack(DbKind::Sqlite).await;
-    template(&admin, "roomy", &["--interval-ms", "1000"], 256).await;
-    let (url, _sid, tid) = server(&alice, &wings, "roomy").await;
-    let files = Files::new(&alice, &url);
+    let s = one_server("roomy", 256).await;
+    let (alice, tid) = (&s.stack.alice, &s.tid);
+    let files = &s.files;
     let long = format!("/{}", "p/".repeat(440));
     let paths: Vec<String> = (0..1000).map(|i| format!("{long}{i}")).collect();
     let (status, body) = files.op("delete", json!({ "paths": paths })).await;

@@ -12,9 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::files::{Files, encode, on_disk, server, server_dir, template};
-use crate::servers::{CAP, Stack, stack};
-use tests::{DbKind, eventually};
+use crate::files::{Files, encode, on_disk, one_server, server_dir};
+use crate::servers::CAP;
+use tests::eventually;
 
 /// A raw HTTP/1.1 PUT of `total` bytes, 1 MiB at a time with `pause` between, with a length
 /// (or chunked) and `extra` header lines; the status and the whole answer.
@@ -108,18 +108,10 @@ pub(crate) fn leftovers(dir: &Path) -> Vec<String> {
 async fn concurrent_uploads_together_stay_within_the_quota() {
     const MIB: usize = 1 << 20;
     const QUOTA_MB: u64 = 8;
-    let Stack {
-        tmp,
-        admin,
-        alice,
-        wings,
-        panel: _panel,
-        ..
-    } = stack(DbKind::Sqlite).await;
-    template(&admin, "eight", &["--interval-ms", "1000"], QUOTA_MB).await;
-    let (url, sid, _) = server(&alice, &wings, "eight").await;
-    let files = Files::new(&alice, &url);
-    let dir = server_dir(tmp.path(), &sid);
+    let s = one_server("eight", QUOTA_MB).await;
+    let (tmp, wings, sid) = (&s.stack.tmp, &s.stack.wings, &s.sid);
+    let files = &s.files;
+    let dir = server_dir(tmp.path(), sid);
     for chunked in [false, true] {
         let uploads = (0..4).map(|i| {
             let files = &files;
@@ -179,24 +171,16 @@ async fn concurrent_uploads_together_stay_within_the_quota() {
 /// L1: two conditional PUTs of one ETag at once: exactly one lands, the other is 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_conditional_edits_of_one_etag_have_one_winner() {
-    let Stack {
-        tmp,
-        admin,
-        alice,
-        wings,
-        panel: _panel,
-        ..
-    } = stack(DbKind::Sqlite).await;
-    template(&admin, "roomy", &["--interval-ms", "1000"], 256).await;
-    let (url, sid, _) = server(&alice, &wings, "roomy").await;
-    let files = Files::new(&alice, &url);
+    let s = one_server("roomy", 256).await;
+    let (tmp, sid) = (&s.stack.tmp, &s.sid);
+    let files = &s.files;
     let (status, etag, _) = files.put("/conf", b"v1".to_vec(), None).await;
     assert_eq!(status, StatusCode::CREATED);
     let etag = etag.unwrap();
     let header = format!("if-match: {etag}\r\n");
     let edit = || {
         put_slowly(
-            &files,
+            files,
             "/conf",
             3 << 20,
             Duration::from_millis(300),
@@ -210,7 +194,7 @@ async fn two_conditional_edits_of_one_etag_have_one_winner() {
     assert_eq!(statuses, [204, 409], "{}\n---\n{}", a.1, b.1);
     let loser = if a.0 == 409 { &a.1 } else { &b.1 };
     assert!(loser.contains("\"conflict\""), "{loser}");
-    let dir = server_dir(tmp.path(), &sid);
+    let dir = server_dir(tmp.path(), sid);
     assert_eq!(std::fs::metadata(dir.join("conf")).unwrap().len(), 3 << 20);
     assert!(leftovers(&dir).is_empty(), "{:?}", on_disk(&dir));
 }
@@ -219,17 +203,9 @@ async fn two_conditional_edits_of_one_etag_have_one_winner() {
 /// operations meanwhile); it never runs into the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_waits_for_a_write_under_way() {
-    let Stack {
-        tmp: _tmp,
-        admin,
-        alice,
-        wings,
-        panel: _panel,
-        ..
-    } = stack(DbKind::Sqlite).await;
-    template(&admin, "roomy", &["--interval-ms", "1000"], 256).await;
-    let (url, _sid, _) = server(&alice, &wings, "roomy").await;
-    let files = Files::new(&alice, &url);
+    let s = one_server("roomy", 256).await;
+    let (alice, url) = (&s.stack.alice, &s.url);
+    let files = &s.files;
     let (status, _, _) = files.put("/kept", b"before".to_vec(), None).await;
     assert_eq!(status, StatusCode::CREATED);
     let backups = format!("{url}/backups");
@@ -250,7 +226,7 @@ async fn a_restore_waits_for_a_write_under_way() {
     })
     .await;
     // An upload of 6 MiB, a MiB every 500 ms: some 3 s.
-    let upload_files = Files::new(&alice, &url);
+    let upload_files = Files::new(alice, url);
     let sent_all = Arc::new(AtomicBool::new(false));
     let flag = sent_all.clone();
     let upload = tokio::spawn(async move {

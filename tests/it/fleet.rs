@@ -91,23 +91,7 @@ impl Pair {
         };
         let a = api::Panel::start(replica("a")).await.unwrap();
         let b = api::Panel::start(replica("b")).await.unwrap();
-        let db = &a.state().db;
-        api::nodes::store::add(db, "node-1", "node1.example.com", None)
-            .await
-            .unwrap();
-        api::templates::create(
-            db,
-            api::templates::NewTemplate {
-                sensitive_input: false,
-                limits: Default::default(),
-                name: "sleeper".into(),
-                command: "sleep".into(),
-                args: vec!["3600".into()],
-                variables: vec![],
-            },
-        )
-        .await
-        .unwrap();
+        tests::node_and_sleeper(&a.state().db).await;
         let rest_a = Rest::new(format!("http://{}", a.http_addr));
         let outbox = config.security.outbox_dir.clone();
         let (owner_a, _) = rest_a.verified_user(&outbox, "fleet@example.com").await;
