@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -939,45 +940,94 @@ pub(crate) async fn raw_put(
     pause: Duration,
     chunked: bool,
 ) -> String {
-    let addr = base.trim_start_matches("http://");
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut rx, mut tx) = tcp.into_split();
-    let reader = tokio::spawn(async move {
-        let mut response = Vec::new();
-        let _ = tokio::time::timeout(CAP, rx.read_to_end(&mut response)).await;
-        response
-    });
-    let length = if chunked {
-        "transfer-encoding: chunked".to_owned()
-    } else {
-        format!("content-length: {total}")
-    };
-    let head = format!(
-        "PUT {url} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n{length}\r\n\r\n"
-    );
-    tx.write_all(head.as_bytes()).await.unwrap();
-    let chunk = vec![b'y'; 1 << 20];
-    let mut sent = 0;
-    while sent < total && !reader.is_finished() {
-        let n = chunk.len().min(total - sent);
-        let mut piece = Vec::new();
-        if chunked {
-            piece.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-        }
-        piece.extend_from_slice(&chunk[..n]);
-        if chunked {
-            piece.extend_from_slice(b"\r\n");
-        }
-        if tx.write_all(&piece).await.is_err() {
-            break;
-        }
-        sent += n;
-        tokio::time::sleep(pause).await;
+    RawPut {
+        base,
+        token,
+        url,
+        total,
+        pause,
+        chunked,
+        extra: "",
+        sent_all: None,
     }
-    if chunked && sent == total {
-        let _ = tx.write_all(b"0\r\n\r\n").await;
+    .send()
+    .await
+}
+
+/// A raw HTTP/1.1 PUT of `total` bytes written 1 MiB at a time with `pause` between, while the
+/// answer is read (it may come before the body is done).
+pub(crate) struct RawPut<'a> {
+    pub(crate) base: &'a str,
+    pub(crate) token: &'a str,
+    pub(crate) url: &'a str,
+    pub(crate) total: usize,
+    pub(crate) pause: Duration,
+    /// `Transfer-Encoding: chunked` (no length).
+    pub(crate) chunked: bool,
+    /// More header lines, each ending in `\r\n`.
+    pub(crate) extra: &'a str,
+    /// Set once the whole body is written (false if the panel answered first).
+    pub(crate) sent_all: Option<&'a AtomicBool>,
+}
+
+impl RawPut<'_> {
+    /// Sends it; what was read back.
+    pub(crate) async fn send(self) -> String {
+        let RawPut {
+            base,
+            token,
+            url,
+            total,
+            pause,
+            chunked,
+            extra,
+            sent_all,
+        } = self;
+        let addr = base.trim_start_matches("http://");
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut rx, mut tx) = tcp.into_split();
+        let reader = tokio::spawn(async move {
+            let mut response = Vec::new();
+            let _ = tokio::time::timeout(CAP * 3, rx.read_to_end(&mut response)).await;
+            response
+        });
+        let length = if chunked {
+            "transfer-encoding: chunked".to_owned()
+        } else {
+            format!("content-length: {total}")
+        };
+        let head = format!(
+            "PUT {url} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n{extra}{length}\r\n\r\n"
+        );
+        tx.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'y'; 1 << 20];
+        let mut sent = 0;
+        while sent < total && !reader.is_finished() {
+            let n = chunk.len().min(total - sent);
+            let mut piece = Vec::new();
+            if chunked {
+                piece.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            }
+            piece.extend_from_slice(&chunk[..n]);
+            if chunked {
+                piece.extend_from_slice(b"\r\n");
+            }
+            if tx.write_all(&piece).await.is_err() {
+                break;
+            }
+            sent += n;
+            if sent < total {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        if chunked && sent == total {
+            let _ = tx.write_all(b"0\r\n\r\n").await;
+        }
+        if let Some(flag) = sent_all {
+            flag.store(sent == total, std::sync::atomic::Ordering::SeqCst);
+        }
+        String::from_utf8_lossy(&reader.await.unwrap()).into_owned()
     }
-    String::from_utf8_lossy(&reader.await.unwrap()).into_owned()
 }
 
 /// The quota (413 before anything is kept), the upload cap (`FILES_MAX_UPLOAD_MB`) and the

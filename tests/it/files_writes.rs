@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::files::{Files, encode, on_disk, one_server, server_dir};
+use crate::files::{Files, RawPut, encode, on_disk, one_server, server_dir};
 use crate::servers::CAP;
 use tests::eventually;
 
@@ -29,7 +28,7 @@ async fn put_slowly(
     put_watched(files, path, total, pause, chunked, extra, None).await
 }
 
-/// [`put_slowly`], setting `sent` once the whole body is written.
+/// [`put_slowly`], setting `sent_all` once the whole body is written.
 async fn put_watched(
     files: &Files,
     path: &str,
@@ -39,53 +38,20 @@ async fn put_watched(
     extra: &str,
     sent_all: Option<&AtomicBool>,
 ) -> (u16, String) {
-    let base = &files.rest.base;
-    let addr = base.trim_start_matches("http://");
     let token = files.rest.token.clone().unwrap();
     let url = format!("{}/content?path={}", files.base, encode(path));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut rx, mut tx) = tcp.into_split();
-    let reader = tokio::spawn(async move {
-        let mut response = Vec::new();
-        let _ = tokio::time::timeout(CAP * 3, rx.read_to_end(&mut response)).await;
-        response
-    });
-    let length = if chunked {
-        "transfer-encoding: chunked".to_owned()
-    } else {
-        format!("content-length: {total}")
-    };
-    let head = format!(
-        "PUT {url} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n{extra}{length}\r\n\r\n"
-    );
-    tx.write_all(head.as_bytes()).await.unwrap();
-    let chunk = vec![b'q'; 1 << 20];
-    let mut sent = 0;
-    while sent < total && !reader.is_finished() {
-        let n = chunk.len().min(total - sent);
-        let mut piece = Vec::new();
-        if chunked {
-            piece.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-        }
-        piece.extend_from_slice(&chunk[..n]);
-        if chunked {
-            piece.extend_from_slice(b"\r\n");
-        }
-        if tx.write_all(&piece).await.is_err() {
-            break;
-        }
-        sent += n;
-        if sent < total {
-            tokio::time::sleep(pause).await;
-        }
+    let response = RawPut {
+        base: &files.rest.base,
+        token: &token,
+        url: &url,
+        total,
+        pause,
+        chunked,
+        extra,
+        sent_all,
     }
-    if chunked && sent == total {
-        let _ = tx.write_all(b"0\r\n\r\n").await;
-    }
-    if let Some(flag) = sent_all {
-        flag.store(sent == total, Ordering::SeqCst);
-    }
-    let response = String::from_utf8_lossy(&reader.await.unwrap()).into_owned();
+    .send()
+    .await;
     let status = response
         .get(9..12)
         .and_then(|s| s.parse().ok())
