@@ -1,6 +1,6 @@
 //! Writing audit rows in the contract's shape.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use serde_json::Value;
@@ -60,9 +60,16 @@ pub async fn record(db: &DatabaseConnection, event: AuditEvent) -> Result<(), Er
 /// Appends `event` to the audit log and returns the new row's id.
 pub async fn insert(db: &DatabaseConnection, event: AuditEvent) -> Result<String, Error> {
     let id = uuid::Uuid::now_v7().to_string();
+    row(id.clone(), Utc::now(), event).insert(db).await?;
+    Ok(id)
+}
+
+/// The row of `event`, with its id and time (see also `nodes::journal`, which inserts
+/// many at once).
+pub fn row(id: String, at: DateTime<Utc>, event: AuditEvent) -> audit_log::ActiveModel {
     audit_log::ActiveModel {
-        id: Set(id.clone()),
-        at: Set(Utc::now()),
+        id: Set(id),
+        at: Set(at),
         actor: Set(event.actor),
         action: Set(event.action),
         target: Set(event.target),
@@ -71,9 +78,6 @@ pub async fn insert(db: &DatabaseConnection, event: AuditEvent) -> Result<String
         details: Set(event.details),
         tenant_id: Set(event.tenant_id),
     }
-    .insert(db)
-    .await?;
-    Ok(id)
 }
 
 /// Replaces the details of row `id` (a folded row's count grows).

@@ -170,6 +170,9 @@ pub async fn listen_node_changes(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             Err(e) = listen(&state, &pool, &wake) => {
+                // Nothing announced from now on reaches this replica: admission reads the
+                // database until the listener is back and has loaded every node again.
+                state.access.go_cold();
                 tracing::warn!(error = %e, "node change listener lost its connection; polling meanwhile");
             }
         }
@@ -186,9 +189,11 @@ async fn listen(
     state: &Arc<AppState>,
     pool: &sea_orm::sqlx::PgPool,
     wake: &Notify,
-) -> Result<std::convert::Infallible, sea_orm::sqlx::Error> {
+) -> Result<std::convert::Infallible, crate::Error> {
     use crate::nodes::fleet::{COMMANDS_CHANNEL, FILES_CHANNEL, OWNERS_CHANNEL};
-    let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool).await?;
+    let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .map_err(crate::Error::internal)?;
     listener
         .listen_all([
             crate::db::NODE_CHANGES_CHANNEL,
@@ -196,8 +201,14 @@ async fn listen(
             COMMANDS_CHANNEL,
             FILES_CHANNEL,
         ])
-        .await?;
-    tracing::debug!("listening for node, owner and command announcements");
+        .await
+        .map_err(crate::Error::internal)?;
+    // Listening: every change committed after this read is announced after it.
+    let known = state.access.load(&state.db).await?;
+    tracing::info!(
+        nodes = known,
+        "admission cache loaded; following node announcements"
+    );
     // Announcements made while no connection listened: holders are re-read by the next
     // tick; commands of the nodes held here are sent again (once per stream).
     for session in state.registry.sessions() {
@@ -211,7 +222,13 @@ async fn listen(
         });
     }
     loop {
-        let note = listener.recv().await?;
+        // `try_recv`, not `recv`: `recv` reconnects by itself and silently loses what was
+        // announced meanwhile; a lost connection must make the cache cold and be reloaded.
+        let note = listener
+            .try_recv()
+            .await
+            .map_err(crate::Error::internal)?
+            .ok_or_else(|| crate::Error::internal("the listening connection was lost"))?;
         match note.channel() {
             OWNERS_CHANNEL => state.fleet.on_announcement(note.payload()),
             COMMANDS_CHANNEL => {
@@ -233,6 +250,12 @@ async fn listen(
             }
             _ => {
                 tracing::debug!(node = note.payload(), "node change announced");
+                // Judged on the database from now on, until the re-read lands; then the
+                // watcher drops what may no longer stay.
+                let read = state.access.announced(note.payload());
+                let state = state.clone();
+                let node = note.payload().to_owned();
+                tokio::spawn(async move { state.access.refresh(&state.db, &node, read).await });
                 wake.notify_one();
             }
         }

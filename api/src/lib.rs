@@ -65,6 +65,11 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// Live node streams held by this process (the gRPC edge's side of [`Self::nodes`]).
     pub registry: Arc<NodeRegistry>,
+    /// Every node's admission facts, believed while PostgreSQL's announcements keep them
+    /// fresh (see [`nodes::access`]).
+    pub access: Arc<nodes::access::AccessCache>,
+    /// The node channel's audit rows and online marks, committed in groups.
+    pub journal: nodes::journal::Journal,
     /// Which replica holds each node's stream, and this one's holds (the [`nodes::NodeLink`]).
     pub fleet: Arc<nodes::Fleet>,
     /// The node services' handles (database, node link, issuer, clock).
@@ -198,6 +203,8 @@ impl Panel {
         let state = Arc::new(AppState {
             nodes,
             registry,
+            access: Arc::default(),
+            journal: nodes::journal::Journal::start(db.clone(), clock.clone()),
             fleet,
             servers,
             db,

@@ -15,8 +15,7 @@ use time::OffsetDateTime;
 use super::Rejection;
 use super::service::NodeIdentity;
 use crate::AppState;
-use crate::audit::{self, AuditEvent};
-use crate::nodes::store;
+use crate::audit::AuditEvent;
 
 /// Why a certificate is refused at `now` for its validity window, if it is. TLS checks the
 /// window on a full handshake only; a resumed TLS 1.3 session restores the certificate without
@@ -44,7 +43,12 @@ pub(super) async fn recheck(
     let rejection = match outside_validity(identity.not_before, identity.not_after, now) {
         Some(rejection) => rejection,
         None => {
-            match store::still_admitted(&state.db, &identity.node_id, &identity.fingerprint).await {
+            let (node, fingerprint) = (&identity.node_id, &identity.fingerprint);
+            match state
+                .access
+                .still_admitted(&state.db, node, fingerprint)
+                .await
+            {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(refusal)) => Rejection::from(refusal),
                 Err(e) => {
@@ -124,8 +128,10 @@ pub(super) fn count(
     }
 }
 
+/// Writes an audit row of the node channel (committed with others, see
+/// [`crate::nodes::journal`]); a failure is logged.
 pub(super) async fn record(state: &AppState, event: AuditEvent) {
-    if let Err(e) = audit::record(&state.db, event).await {
+    if let Err(e) = state.journal.audit(event).await {
         tracing::error!(error = %e, "cannot write audit row");
     }
 }

@@ -29,7 +29,7 @@ use super::tls::{Captured, TlsSetup, classify};
 use super::{Rejection, bounds};
 use crate::AppState;
 use crate::audit::AuditEvent;
-use crate::nodes::store::{self, Admission};
+use crate::nodes::store::Admission;
 
 /// How long a rejected (but TLS-authenticated) connection is kept to deliver its gRPC status.
 const REJECT_LINGER: Duration = Duration::from_secs(5);
@@ -192,23 +192,26 @@ async fn handle(
     }
     let not_after =
         DateTime::<Utc>::from_timestamp(info.not_after.unix_timestamp(), 0).unwrap_or_default();
-    let admission =
-        match store::admit(&state.db, &info.common_name, &info.fingerprint, not_after).await {
-            Ok(Ok(admission)) => admission,
-            Ok(Err(refusal)) => {
-                let rejection = Rejection::from(refusal);
-                reject(&state, rejection, &attempt, None).await;
-                linger_with_status(stream, super::status::of_rejection(rejection)).await;
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot check node");
-                let rejection = Rejection::PanelUnavailable;
-                reject(&state, rejection, &attempt, None).await;
-                linger_with_status(stream, super::status::of_rejection(rejection)).await;
-                return;
-            }
-        };
+    let admission = match state
+        .access
+        .admit(&state.db, &info.common_name, &info.fingerprint, not_after)
+        .await
+    {
+        Ok(Ok(admission)) => admission,
+        Ok(Err(refusal)) => {
+            let rejection = Rejection::from(refusal);
+            reject(&state, rejection, &attempt, None).await;
+            linger_with_status(stream, super::status::of_rejection(rejection)).await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot check node");
+            let rejection = Rejection::PanelUnavailable;
+            reject(&state, rejection, &attempt, None).await;
+            linger_with_status(stream, super::status::of_rejection(rejection)).await;
+            return;
+        }
+    };
     state.metrics.node_accepted.inc();
     record(
         &state,

@@ -32,7 +32,6 @@ use super::{admission, bounds, status};
 use crate::AppState;
 use crate::nodes::Session;
 use crate::nodes::connections::Connection;
-use crate::nodes::store;
 use crate::servers;
 
 /// How long a node has, after the handshake, to open its stream and send `Hello`; a
@@ -167,14 +166,7 @@ impl NodeControl for NodeControlService {
             self.state.registry.unregister(&session);
             return Err(status::of_error(&e));
         }
-        if let Err(e) = store::mark(
-            &self.state.db,
-            &identity.node_id,
-            true,
-            self.state.clock.now(),
-        )
-        .await
-        {
+        if let Err(e) = self.state.journal.mark(&identity.node_id, true).await {
             self.state.registry.unregister(&session);
             return Err(status::of_error(&e));
         }
@@ -295,9 +287,7 @@ async fn pump(
                     Some(node_message::Kind::Heartbeat(_))
                         if !state.fleet.holds_stream(&session) => {}
                     Some(node_message::Kind::Heartbeat(_)) => {
-                        if let Err(e) =
-                            store::touch(&state.db, &session.node_id, state.clock.now()).await
-                        {
+                        if let Err(e) = state.journal.touch(&session.node_id).await {
                             tracing::warn!(node = %session.node_id, error = %e, "cannot record heartbeat");
                         }
                     }
@@ -385,13 +375,13 @@ async fn pump(
         false
     });
     if latest_here && held {
-        if let Err(e) = store::mark(&state.db, &session.node_id, false, state.clock.now()).await {
+        if let Err(e) = state.journal.mark(&session.node_id, false).await {
             tracing::warn!(node = %session.node_id, error = %e, "cannot mark node offline");
         }
         // A new stream of the same node may have registered while we wrote: keep the truth.
         let online = state.registry.is_online(&session.node_id);
         if online {
-            let _ = store::mark(&state.db, &session.node_id, true, state.clock.now()).await;
+            let _ = state.journal.mark(&session.node_id, true).await;
         }
         crate::nodes::lifecycle::observe(&state.metrics, &session.node_id, online, None);
     }

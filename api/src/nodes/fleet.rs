@@ -131,13 +131,24 @@ impl Fleet {
     /// the previous holder is told. Returns the new epoch.
     pub async fn claim(&self, session: &Session) -> Result<i64, Error> {
         let until = self.lease_end();
+        // On PostgreSQL the announcement goes with the write: one round trip.
+        let sql = if self.shared() {
+            "WITH claimed AS (INSERT INTO node_owners (node_id, replica_id, epoch, lease_until) \
+             VALUES ($1, $2, 1, $3) ON CONFLICT (node_id) DO UPDATE SET \
+             replica_id = excluded.replica_id, epoch = node_owners.epoch + 1, \
+             lease_until = excluded.lease_until RETURNING epoch) \
+             SELECT epoch, pg_notify('mamba_owners', \
+             'claim ' || $1 || ' ' || epoch || ' ' || $2) FROM claimed"
+        } else {
+            "INSERT INTO node_owners (node_id, replica_id, epoch, lease_until) \
+             VALUES ($1, $2, 1, $3) ON CONFLICT (node_id) DO UPDATE SET \
+             replica_id = excluded.replica_id, epoch = node_owners.epoch + 1, \
+             lease_until = excluded.lease_until RETURNING epoch"
+        };
         let row = self
             .db
             .query_one(self.statement(
-                "INSERT INTO node_owners (node_id, replica_id, epoch, lease_until) \
-                 VALUES ($1, $2, 1, $3) ON CONFLICT (node_id) DO UPDATE SET \
-                 replica_id = excluded.replica_id, epoch = node_owners.epoch + 1, \
-                 lease_until = excluded.lease_until RETURNING epoch",
+                sql,
                 vec![
                     session.node_id.clone().into(),
                     self.replica_id.clone().into(),
@@ -157,7 +168,6 @@ impl Fleet {
             },
         );
         self.learn(&session.node_id, &self.replica_id, epoch, Some(until));
-        self.announce("claim", &session.node_id, epoch).await;
         Ok(epoch)
     }
 
@@ -177,22 +187,32 @@ impl Fleet {
             }
         };
         // The lease ends now; the row (and its epoch) stays, so a claim racing this one on
-        // another stream still counts up from it and is never undone by it.
-        let ended = node_owner::Entity::update_many()
-            .col_expr(
-                node_owner::Column::LeaseUntil,
-                Expr::value(self.clock.now()),
-            )
-            .filter(node_owner::Column::NodeId.eq(&session.node_id))
-            .filter(node_owner::Column::ReplicaId.eq(&self.replica_id))
-            .filter(node_owner::Column::Epoch.eq(epoch))
-            .exec(&self.db)
+        // another stream still counts up from it and is never undone by it. On PostgreSQL
+        // the announcement goes with the write.
+        let sql = if self.shared() {
+            "WITH ended AS (UPDATE node_owners SET lease_until = $1 \
+             WHERE node_id = $2 AND replica_id = $3 AND epoch = $4 RETURNING epoch) \
+             SELECT pg_notify('mamba_owners', \
+             'release ' || $2 || ' ' || epoch || ' ' || $3) FROM ended"
+        } else {
+            "UPDATE node_owners SET lease_until = $1 \
+             WHERE node_id = $2 AND replica_id = $3 AND epoch = $4 RETURNING epoch"
+        };
+        let ended = self
+            .db
+            .query_one(self.statement(
+                sql,
+                vec![
+                    self.clock.now().into(),
+                    session.node_id.clone().into(),
+                    self.replica_id.clone().into(),
+                    epoch.into(),
+                ],
+            ))
             .await?
-            .rows_affected
-            == 1;
+            .is_some();
         if ended {
             self.forget(&session.node_id, epoch);
-            self.announce("release", &session.node_id, epoch).await;
         }
         Ok(ended)
     }
@@ -364,11 +384,6 @@ impl Fleet {
             tracing::warn!(channel, error = %e, "cannot notify the other replicas");
         }
         sent.is_ok()
-    }
-
-    async fn announce(&self, what: &str, node_id: &str, epoch: i64) {
-        let payload = format!("{what} {node_id} {epoch} {}", self.replica_id);
-        self.notify(OWNERS_CHANNEL, &payload).await;
     }
 
     async fn row_is_ours(&self, node_id: &str, epoch: i64) -> bool {

@@ -1,14 +1,18 @@
-//! Nodes: their rows in the database ([`store`]), how services reach a node ([`link`]), the
+//! Nodes: their rows in the database ([`store`]), who may speak for one ([`access`]: the
+//! admission facts, and their cache), the node channel's writes committed in groups
+//! ([`journal`]), how services reach a node ([`link`]), the
 //! live streams of connected nodes ([`registry`]), which replica holds each ([`fleet`]), every admitted connection ([`connections`]),
 //! and the node identity lifecycle: the
 //! issuer that signs node certificates ([`issuer`]), join tokens and enrolment ([`enroll`]),
 //! renewal with overlap over the stream ([`renew`]), renewal states ([`lifecycle`]), and how a
 //! node is shown ([`view`]).
 
+pub mod access;
 pub mod connections;
 pub mod enroll;
 pub mod fleet;
 pub mod issuer;
+pub mod journal;
 pub mod lifecycle;
 pub mod link;
 pub mod registry;

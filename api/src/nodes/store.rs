@@ -6,6 +6,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
 };
 
+use super::access::{NodeAccess, Verdict};
 use crate::Error;
 use crate::db::entities::node::{self, Column, Entity as Node, Model};
 
@@ -198,9 +199,11 @@ pub enum Admission {
     Next,
 }
 
-/// Admits a certificate for node `id`: the node must exist and be enabled, and the fingerprint
-/// must equal the pinned one — or, when none is pinned, it is pinned now with one conditional
-/// `UPDATE … WHERE fingerprint IS NULL`, so of two racing first connections exactly one wins.
+/// Admits a certificate for node `id` on the database (see
+/// [`super::access::AccessCache::admit`] for the cached way): the node must exist and be
+/// enabled, and the fingerprint must equal the pinned one — or, when none is pinned, it is
+/// pinned now with one conditional `UPDATE … WHERE fingerprint IS NULL`, so of two racing
+/// first connections exactly one wins.
 pub async fn admit(
     db: &DatabaseConnection,
     id: &str,
@@ -210,24 +213,17 @@ pub async fn admit(
     let Some(row) = get(db, id).await? else {
         return Ok(Err(Refusal::UnknownNode));
     };
-    if !row.enabled {
-        return Ok(Err(Refusal::Disabled));
-    }
-    match row.fingerprint.as_deref() {
-        Some(pinned) if pinned == fingerprint => {
+    match NodeAccess::from(&row).judge(fingerprint) {
+        Verdict::Matched => {
             // The expiry only changes with the certificate; skip the write on reconnects.
             if row.cert_not_after != Some(cert_not_after) {
-                Node::update_many()
-                    .col_expr(Column::CertNotAfter, Expr::value(cert_not_after))
-                    .filter(Column::Id.eq(id))
-                    .exec(db)
-                    .await?;
+                set_expiry(db, id, cert_not_after).await?;
             }
             Ok(Ok(Admission::Matched))
         }
-        Some(_) if row.next_fingerprint.as_deref() == Some(fingerprint) => Ok(Ok(Admission::Next)),
-        Some(_) => Ok(Err(Refusal::FingerprintMismatch)),
-        None => {
+        Verdict::Next => Ok(Ok(Admission::Next)),
+        Verdict::Refused(refusal) => Ok(Err(refusal)),
+        Verdict::Unpinned => {
             let pinned = Node::update_many()
                 .col_expr(Column::Fingerprint, Expr::value(fingerprint))
                 .col_expr(Column::CertNotAfter, Expr::value(cert_not_after))
@@ -237,25 +233,39 @@ pub async fn admit(
                 .exec(db)
                 .await?;
             if pinned.rows_affected == 1 {
-                Ok(Ok(Admission::Pinned))
-            } else {
-                // Lost a race (or the node changed meanwhile): decide on the row as it is now.
-                match get(db, id).await? {
-                    None => Ok(Err(Refusal::UnknownNode)),
-                    Some(r) if !r.enabled => Ok(Err(Refusal::Disabled)),
-                    Some(r) if r.fingerprint.as_deref() == Some(fingerprint) => {
-                        Ok(Ok(Admission::Matched))
-                    }
-                    Some(_) => Ok(Err(Refusal::FingerprintMismatch)),
-                }
+                return Ok(Ok(Admission::Pinned));
             }
+            // Lost a race (or the node changed meanwhile): decide on the row as it is now.
+            Ok(match get(db, id).await? {
+                None => Err(Refusal::UnknownNode),
+                Some(row) => match NodeAccess::from(&row).judge(fingerprint) {
+                    Verdict::Matched => Ok(Admission::Matched),
+                    Verdict::Next | Verdict::Unpinned => Err(Refusal::FingerprintMismatch),
+                    Verdict::Refused(refusal) => Err(refusal),
+                },
+            })
         }
     }
 }
 
-/// Checks again that a connection admitted earlier with `fingerprint` may still speak for
-/// node `id` (when it opens a stream): the node exists, is enabled and has exactly this
-/// fingerprint pinned (or as its next pin, during a renewal). Never pins: a reset must be followed by a new connection.
+/// Records the expiry of the pinned certificate.
+pub async fn set_expiry(
+    db: &DatabaseConnection,
+    id: &str,
+    cert_not_after: DateTime<Utc>,
+) -> Result<(), Error> {
+    Node::update_many()
+        .col_expr(Column::CertNotAfter, Expr::value(cert_not_after))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Checks again on the database that a connection admitted earlier with `fingerprint` may
+/// still speak for node `id` (when it opens a stream): the node exists, is enabled and has
+/// exactly this fingerprint pinned (or as its next pin, during a renewal). Never pins: a
+/// reset must be followed by a new connection.
 pub async fn still_admitted(
     db: &DatabaseConnection,
     id: &str,
@@ -263,14 +273,18 @@ pub async fn still_admitted(
 ) -> Result<Result<(), Refusal>, Error> {
     Ok(match get(db, id).await? {
         None => Err(Refusal::UnknownNode),
-        Some(row) if !row.enabled => Err(Refusal::Disabled),
-        Some(row) => match row.fingerprint.as_deref() {
-            Some(pinned) if pinned == fingerprint => Ok(()),
-            Some(_) if row.next_fingerprint.as_deref() == Some(fingerprint) => Ok(()),
-            Some(_) => Err(Refusal::FingerprintMismatch),
-            None => Err(Refusal::FingerprintReset),
-        },
+        Some(row) => still(&NodeAccess::from(&row), fingerprint),
     })
+}
+
+/// Whether a connection admitted earlier with `fingerprint` may still speak for a node with
+/// these facts.
+fn still(access: &NodeAccess, fingerprint: &str) -> Result<(), Refusal> {
+    match access.judge(fingerprint) {
+        Verdict::Matched | Verdict::Next => Ok(()),
+        Verdict::Unpinned => Err(Refusal::FingerprintReset),
+        Verdict::Refused(refusal) => Err(refusal),
+    }
 }
 
 /// Records a node as online or offline, and when it was last heard from.

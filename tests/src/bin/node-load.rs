@@ -176,6 +176,20 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     let connected = welcomed.load(Ordering::Relaxed);
     let open_time = opened_at.elapsed();
+    if connected < args.nodes {
+        // Say why, from the panel's own words.
+        let log = panel.log();
+        let alarms: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        eprintln!(
+            "{} of {} streams never came up; the panel's last warnings:\n{}",
+            args.nodes - connected,
+            args.nodes,
+            alarms[alarms.len().saturating_sub(20)..].join("\n")
+        );
+    }
     tokio::time::sleep(Duration::from_secs(6)).await; // one heartbeat round on every stream
     let rss_loaded = panel.rss_kib();
     let online = api::nodes::store::list(&db)

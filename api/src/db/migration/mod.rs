@@ -41,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(node_identity::AddNodeIdentity),
             Box::new(node_notify::AddNodeNotify),
             Box::new(fleet::AddFleet),
+            Box::new(node_notify::AnnounceAddedNodes),
         ]
     }
 }

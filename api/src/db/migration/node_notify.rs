@@ -3,6 +3,9 @@
 //! `mamba_nodes` channel (`NOTIFY`), whoever made it: any replica, or `api node …` in another
 //! process. Panels `LISTEN` and act at once instead of at their next poll. Heartbeats
 //! (`last_seen`, `online`) are not announced. SQLite has no channel: panels poll.
+//!
+//! A node added is announced too ([`AnnounceAddedNodes`]): the admission cache
+//! (`nodes::access`) learns of it without a restart.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
@@ -61,5 +64,40 @@ impl MigrationTrait for AddNodeNotify {
         )
         .await
         .map(drop)
+    }
+}
+
+/// Announces added nodes on the same channel.
+pub struct AnnounceAddedNodes;
+
+impl MigrationName for AnnounceAddedNodes {
+    fn name(&self) -> &str {
+        "m20261129_000015_node_notify_insert"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AnnounceAddedNodes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        if db.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        db.execute_unprepared(
+            "CREATE TRIGGER nodes_added AFTER INSERT ON nodes FOR EACH ROW
+               EXECUTE FUNCTION mamba_notify_node_change();",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        if db.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        db.execute_unprepared("DROP TRIGGER IF EXISTS nodes_added ON nodes;")
+            .await
+            .map(drop)
     }
 }

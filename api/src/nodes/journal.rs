@@ -1,0 +1,260 @@
+//! Group commit for the node channel's writes: its audit rows and when each node was last
+//! heard from and whether it is online.
+//!
+//! A reconnect storm (a replica died, its nodes land here at once) would otherwise be a
+//! transaction per audit row and per online mark. Writes go to one writer task instead; it
+//! takes everything queued (up to [`MAX_BATCH`]) and commits it as one transaction: one
+//! multi-row `INSERT` for the audit rows and one `UPDATE … CASE` for the nodes. While a
+//! transaction is in flight the next group queues, so the busier the channel, the larger
+//! the groups, with no timer in the way.
+//!
+//! Nothing answered is lost: [`Journal::write`] returns once the group holding the write is
+//! committed, and the node channel only answers (a `Welcome`, say) after that. A group that
+//! fails fails every write in it, each caller learns it. The queue is bounded
+//! ([`QUEUE`]): when the database falls behind, writers wait.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{CaseStatement, Expr};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Error;
+use crate::audit::{self, AuditEvent};
+use crate::clock::SharedClock;
+use crate::db::entities::{audit_log, node};
+
+/// Writes waiting for the writer before callers wait for room.
+pub const QUEUE: usize = 4096;
+/// Most writes in one transaction.
+pub const MAX_BATCH: usize = 512;
+
+/// One write of the node channel.
+#[derive(Debug)]
+pub enum Write {
+    /// An audit row.
+    Audit(AuditEvent),
+    /// The node was heard from at `at`; when `online` is set, it went online or offline.
+    Seen {
+        /// The node.
+        node_id: String,
+        /// `Some(true)`: its stream was welcomed; `Some(false)`: it ended; `None`: a
+        /// heartbeat.
+        online: Option<bool>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+/// A write and who waits for it.
+struct Queued {
+    write: Write,
+    /// When the write was handed over (the audit row's time).
+    at: DateTime<Utc>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The handle writers use; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Queued>,
+    clock: SharedClock,
+}
+
+impl Journal {
+    /// Starts the writer task on `db`; it ends when the last handle is dropped, after
+    /// committing what was queued.
+    pub fn start(db: DatabaseConnection, clock: SharedClock) -> Journal {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(db, rx));
+        Journal { tx, clock }
+    }
+
+    /// Queues `write` and returns once it is committed.
+    pub async fn write(&self, write: Write) -> Result<(), Error> {
+        let (done, committed) = oneshot::channel();
+        let queued = Queued {
+            write,
+            at: self.clock.now(),
+            done,
+        };
+        self.tx
+            .send(queued)
+            .await
+            .map_err(|_| Error::internal("the journal's writer has stopped"))?;
+        match committed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(Error::internal(message)),
+            Err(_) => Err(Error::internal("the journal's writer has stopped")),
+        }
+    }
+
+    /// An audit row, committed.
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), Error> {
+        self.write(Write::Audit(event)).await
+    }
+
+    /// The node went online or offline now, committed.
+    pub async fn mark(&self, node_id: &str, online: bool) -> Result<(), Error> {
+        let at = self.clock.now();
+        let node_id = node_id.to_owned();
+        self.write(Write::Seen {
+            node_id,
+            online: Some(online),
+            at,
+        })
+        .await
+    }
+
+    /// A heartbeat of the node now, committed.
+    pub async fn touch(&self, node_id: &str) -> Result<(), Error> {
+        let at = self.clock.now();
+        let node_id = node_id.to_owned();
+        self.write(Write::Seen {
+            node_id,
+            online: None,
+            at,
+        })
+        .await
+    }
+}
+
+async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Queued>) {
+    let mut group = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut group, MAX_BATCH).await > 0 {
+        let (writes, waiting): (Vec<_>, Vec<_>) =
+            group.drain(..).map(|q| ((q.write, q.at), q.done)).unzip();
+        let result = commit(&db, writes).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot commit the node channel's writes");
+            e.to_string()
+        });
+        for done in waiting {
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+/// What one group does to a node: its last `online` and its latest time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NodeChange {
+    online: Option<bool>,
+    at: DateTime<Utc>,
+}
+
+/// Folds a group's node writes, in order, into one change per node.
+fn fold_nodes(
+    seen: impl Iterator<Item = (String, Option<bool>, DateTime<Utc>)>,
+) -> Vec<(String, NodeChange)> {
+    let mut order = Vec::new();
+    let mut changes: HashMap<String, NodeChange> = HashMap::new();
+    for (node_id, online, at) in seen {
+        match changes.get_mut(&node_id) {
+            Some(change) => {
+                change.online = online.or(change.online);
+                change.at = change.at.max(at);
+            }
+            None => {
+                order.push(node_id.clone());
+                changes.insert(node_id, NodeChange { online, at });
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| changes.remove(&id).map(|c| (id, c)))
+        .collect()
+}
+
+async fn commit(db: &DatabaseConnection, writes: Vec<(Write, DateTime<Utc>)>) -> Result<(), Error> {
+    let mut rows = Vec::new();
+    let mut seen = Vec::new();
+    for (write, queued_at) in writes {
+        match write {
+            Write::Audit(event) => {
+                rows.push(audit::row(
+                    uuid::Uuid::now_v7().to_string(),
+                    queued_at,
+                    event,
+                ));
+            }
+            Write::Seen {
+                node_id,
+                online,
+                at,
+            } => seen.push((node_id, online, at)),
+        }
+    }
+    let nodes = fold_nodes(seen.into_iter());
+    let txn = db.begin().await?;
+    if !rows.is_empty() {
+        audit_log::Entity::insert_many(rows).exec(&txn).await?;
+    }
+    if !nodes.is_empty() {
+        let mut last_seen = CaseStatement::new();
+        let mut online = CaseStatement::new();
+        let mut any_online = false;
+        for (id, change) in &nodes {
+            last_seen = last_seen.case(node::Column::Id.eq(id.as_str()), Expr::value(change.at));
+            if let Some(value) = change.online {
+                online = online.case(node::Column::Id.eq(id.as_str()), Expr::value(value));
+                any_online = true;
+            }
+        }
+        let ids = nodes.iter().map(|(id, _)| id.as_str());
+        let mut update = node::Entity::update_many()
+            .col_expr(
+                node::Column::LastSeen,
+                last_seen.finally(Expr::col(node::Column::LastSeen)).into(),
+            )
+            .filter(node::Column::Id.is_in(ids));
+        if any_online {
+            update = update.col_expr(
+                node::Column::Online,
+                online.finally(Expr::col(node::Column::Online)).into(),
+            );
+        }
+        update.exec(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_folds_to_the_last_state_and_latest_time_per_node() {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
+        let folded = fold_nodes(
+            [
+                ("a".to_owned(), Some(true), t(10)),
+                ("b".to_owned(), None, t(11)),
+                ("a".to_owned(), None, t(12)),
+                ("a".to_owned(), Some(false), t(11)),
+                ("b".to_owned(), None, t(9)),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            folded,
+            vec![
+                (
+                    "a".to_owned(),
+                    NodeChange {
+                        online: Some(false),
+                        at: t(12)
+                    }
+                ),
+                (
+                    "b".to_owned(),
+                    NodeChange {
+                        online: None,
+                        at: t(11)
+                    }
+                ),
+            ]
+        );
+    }
+}
