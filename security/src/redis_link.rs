@@ -69,7 +69,7 @@ impl Target {
         let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
             return redis::Client::open(url)
                 .map(Target::Single)
-                .map_err(|e| Error::Limiter(format!("not a Redis URL: {}", e.category())));
+                .map_err(|e| Error::RedisUrl(format!("not a Redis URL: {}", e.category())));
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (credentials, hosts) = match rest.rsplit_once('@') {
@@ -81,12 +81,12 @@ impl Target {
             .iter()
             .any(|node| node.is_empty() || node.contains('/'))
         {
-            return Err(Error::Limiter(format!(
+            return Err(Error::RedisUrl(format!(
                 "a cluster URL is {CLUSTER_SCHEME}[user:password@]host:port[,host:port…]"
             )));
         }
         if nodes.len() > MAX_NODES {
-            return Err(Error::Limiter(format!(
+            return Err(Error::RedisUrl(format!(
                 "a cluster URL lists at most {MAX_NODES} nodes"
             )));
         }
@@ -98,10 +98,10 @@ impl Target {
             .iter()
             .map(|url| redis::Client::open(url.as_str()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Limiter(format!("not a cluster node: {}", e.category())))?;
+            .map_err(|e| Error::RedisUrl(format!("not a cluster node: {}", e.category())))?;
         let client = ClusterClientBuilder::new(urls)
             .build()
-            .map_err(|e| Error::Limiter(format!("not a cluster URL: {}", e.category())))?;
+            .map_err(|e| Error::RedisUrl(format!("not a cluster URL: {}", e.category())))?;
         Ok(Target::Cluster {
             client,
             nodes: clients,

@@ -36,17 +36,16 @@ use super::events::{Event, Stamped};
 use crate::Error;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
+use publish::{Out, REMOVED, publish};
+
+mod publish;
 
 /// How long a stream's slot holds without being renewed.
 pub const LEASE: Duration = Duration::from_secs(30);
 /// How often a replica renews the slots of the streams it holds.
 pub const RENEW_EVERY: Duration = Duration::from_secs(10);
-/// How long a console backlog outlives its last line.
-const CONSOLE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Events waiting to be published (more are counted as lost).
 const QUEUE: usize = 8192;
-/// Events sent to Redis in one pipeline.
-const BATCH: usize = 256;
 /// How long one Redis call may take before the hub acts as if Redis were down.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the start waits for Redis before it carries on (and keeps trying).
@@ -57,9 +56,6 @@ const LAST_RETRY: Duration = Duration::from_secs(5);
 /// The largest message taken from the channel: a console line is at most 16 KiB, and JSON
 /// writes a control character as six bytes (`\u001b`).
 const MAX_MESSAGE: usize = 128 << 10;
-/// The published form of a removed server.
-const REMOVED: &str = "-";
-
 /// Drops what has expired from the user's and the server's sets, refuses past either cap
 /// (0: the user's, -1: the server's), else adds the stream to both (1): `KEYS` the user's set,
 /// the server's; `ARGV` now, the user cap, the server cap, the lease's end, the member, the
@@ -80,26 +76,6 @@ return 1
 #[derive(Debug)]
 pub struct Lease {
     member: String,
-}
-
-/// What the publishing task sends.
-enum Out {
-    Event {
-        server: String,
-        payload: String,
-        console: bool,
-    },
-    Clear(String),
-    Remove(String),
-}
-
-impl Out {
-    /// The server it is about.
-    fn server(&self) -> &str {
-        match self {
-            Out::Event { server, .. } | Out::Clear(server) | Out::Remove(server) => server,
-        }
-    }
 }
 
 /// What the tasks share with the hub.
@@ -418,116 +394,6 @@ async fn listen(
         }
         if !back_off(&mut wait, &stop).await {
             return;
-        }
-    }
-}
-
-/// Publishes queued events in order, a pipeline at a time: on one server one pipeline for
-/// the batch, on a cluster one per server (its channel and backlog share its slot), sent at
-/// once; each server's events stay in order either way.
-async fn publish(mut rx: mpsc::Receiver<Out>, shared: Arc<Shared>, stop: CancellationToken) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut last_warning = None::<tokio::time::Instant>;
-    loop {
-        let n = tokio::select! {
-            _ = stop.cancelled() => return,
-            n = rx.recv_many(&mut batch, BATCH) => n,
-        };
-        if n == 0 {
-            return;
-        }
-        let Some(conn) = shared.conn.get() else {
-            shared.metrics.events_fanout_lost.inc_by(n as u64);
-            batch.clear();
-            continue;
-        };
-        let per_server = matches!(conn, Conn::Cluster(_));
-        let mut pipes: Vec<(redis::Pipeline, u64)> = Vec::new();
-        let mut index_of: HashMap<String, usize> = HashMap::new();
-        for out in batch.drain(..) {
-            let key = if per_server { out.server() } else { "" };
-            let index = *index_of.entry(key.to_owned()).or_insert_with(|| {
-                pipes.push((redis::pipe(), 0));
-                pipes.len() - 1
-            });
-            let (pipe, events) = &mut pipes[index];
-            *events += 1;
-            add_to(&shared, pipe, out);
-        }
-        let sends = pipes.into_iter().map(|(pipe, events)| {
-            let mut conn = conn.clone();
-            async move {
-                let sent = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn));
-                match sent.await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some((events, e.to_string())),
-                    Err(_) => Some((events, "timed out".to_owned())),
-                }
-            }
-        });
-        let failed: Vec<(u64, String)> = futures::future::join_all(sends)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        let Some((_, error)) = failed.first() else {
-            continue;
-        };
-        let lost: u64 = failed.iter().map(|(events, _)| events).sum();
-        shared.metrics.events_fanout_lost.inc_by(lost);
-        if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-            last_warning = Some(tokio::time::Instant::now());
-            tracing::warn!(
-                events = lost,
-                %error,
-                "REDIS_URL: cannot publish server events; other replicas' streams miss them"
-            );
-        }
-    }
-}
-
-/// Adds what publishing `out` takes to `pipe`.
-fn add_to(shared: &Shared, pipe: &mut redis::Pipeline, out: Out) {
-    match out {
-        Out::Event {
-            server,
-            payload,
-            console,
-        } => {
-            // The backlog first: a replica that hears of a line finds it there.
-            if console {
-                let key = shared.console_key(&server);
-                pipe.cmd("XADD")
-                    .arg(&key)
-                    .arg("MAXLEN")
-                    .arg(CONSOLE_MIRROR_LINES)
-                    .arg("*")
-                    .arg("m")
-                    .arg(&payload)
-                    .ignore();
-                pipe.cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(CONSOLE_TTL.as_millis() as u64)
-                    .ignore();
-            }
-            pipe.cmd("PUBLISH")
-                .arg(shared.channel(&server))
-                .arg(&payload)
-                .ignore();
-        }
-        Out::Clear(server) => {
-            // XTRIM first: the cluster client routes a pipeline by its first command naming a
-            // key of one slot, and DEL (which may name keys of many) does not count.
-            let key = shared.console_key(&server);
-            pipe.cmd("XTRIM").arg(&key).arg("MAXLEN").arg(0).ignore();
-            pipe.cmd("DEL").arg(&key).ignore();
-        }
-        Out::Remove(server) => {
-            pipe.cmd("DEL").arg(shared.console_key(&server)).ignore();
-            pipe.cmd("PUBLISH")
-                .arg(shared.channel(&server))
-                .arg(REMOVED)
-                .ignore();
         }
     }
 }
