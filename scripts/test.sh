@@ -13,6 +13,8 @@ source "$root/scripts/lib.sh"
 # What is missing, installed in one go: the servers, and Python's venv for schemathesis.
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+# The Redis Cluster tests start their own cluster (tests/src/redis_cluster.rs) with redis-cli.
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 [ -n "$(pg_bin)" ] || missing+=(postgresql)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3 python3-venv)
 # The node-boundary test builds a preload library a tenant could upload.

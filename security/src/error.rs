@@ -64,6 +64,9 @@ pub enum Error {
     /// The rate limiter's store failed (Redis unreachable, script error).
     #[error("rate limiter: {0}")]
     Limiter(String),
+    /// A Redis URL is malformed; the message says how (never the URL: it may hold a password).
+    #[error("{0}")]
+    RedisUrl(String),
     /// Envelope encryption failed: a wrong key, or tampered data (never says which byte).
     #[error("decryption failed: {0}")]
     Decrypt(&'static str),

@@ -5,6 +5,7 @@
 //! - [`tls`]: the one rustls crypto provider of the workspace and PEM loading.
 //! - [`password`]: argon2id password hashing with upgrade-on-login.
 //! - [`limiter`]: sliding-window rate limits, in Redis and in memory, with a block list.
+//! - [`redis_link`]: one Redis or a Redis Cluster behind one URL and one connection type.
 //! - [`jwt`]: access tokens (`at+jwt`, EdDSA or ES256, `kid` thumbprints, key rotation).
 //! - [`envelope`]: envelope encryption (AES-256-GCM data keys wrapped by a master key).
 //!
@@ -22,6 +23,8 @@ pub mod limiter;
 #[cfg(feature = "password")]
 pub mod password;
 pub mod pki;
+#[cfg(feature = "limiter")]
+pub mod redis_link;
 pub mod tls;
 
 pub use error::Error;

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::Error;
+use crate::redis_link::{Conn, Target, Timeouts, hash_tag};
 
 /// A boxed future, so the trait can be used as `dyn Limiter`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -297,10 +298,13 @@ if oldest[2] then reset = tonumber(oldest[2]) + window end
 return {allowed, limit - count, reset}
 "#;
 
-/// The Redis limiter.
+/// The Redis limiter, on one server or a cluster ([`crate::redis_link`]). Each call touches
+/// one key, named `<prefix>rl:{<key>}` or `<prefix>block:{<id>}`: the whole key or id is the
+/// hash tag ([`hash_tag`]), so its slot follows from all of it and never from braces a client
+/// put in its input.
 #[derive(Clone)]
 pub struct RedisLimiter {
-    connection: redis::aio::ConnectionManager,
+    connection: Conn,
     script: redis::Script,
     prefix: String,
 }
@@ -314,16 +318,13 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Connects to `url` (`redis://…`); keys are named `<prefix>rl:<key>` and `<prefix>block:<id>`.
+    /// Connects to `url` (`redis://…` or `redis-cluster://…`).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisLimiter, Error> {
-        let client = redis::Client::open(url).map_err(|e| Error::Limiter(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_millis(500))
-            .set_response_timeout(Duration::from_millis(500))
-            .set_number_of_retries(1);
-        let connection = redis::aio::ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| Error::Limiter(e.to_string()))?;
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(500),
+            response: Duration::from_millis(500),
+        };
+        let connection = Target::parse(url)?.connect(Some(timeouts)).await?;
         Ok(RedisLimiter {
             connection,
             script: redis::Script::new(SLIDING_WINDOW),
@@ -331,7 +332,7 @@ impl RedisLimiter {
         })
     }
 
-    /// PING.
+    /// PING (every primary of a cluster).
     pub async fn ping(&self) -> Result<(), Error> {
         let mut connection = self.connection.clone();
         redis::cmd("PING")
@@ -339,6 +340,16 @@ impl RedisLimiter {
             .await
             .map(drop)
             .map_err(|e| Error::Limiter(e.to_string()))
+    }
+
+    /// The key of `key`'s window.
+    pub fn window_key(&self, key: &str) -> String {
+        format!("{}rl:{}", self.prefix, hash_tag(key))
+    }
+
+    /// The key of `id`'s block.
+    pub fn block_key(&self, id: &str) -> String {
+        format!("{}block:{}", self.prefix, hash_tag(id))
     }
 }
 
@@ -354,7 +365,7 @@ impl Limiter for RedisLimiter {
             let member = format!("{now_ms}-{:016x}", rand::random::<u64>());
             let (allowed, remaining, reset_at_ms): (i64, i64, i64) = self
                 .script
-                .key(format!("{}rl:{key}", self.prefix))
+                .key(self.window_key(key))
                 .arg(now_ms)
                 .arg(rule.window_ms())
                 .arg(rule.limit)
@@ -383,7 +394,7 @@ impl Limiter for RedisLimiter {
                 .unwrap_or(u64::MAX)
                 .max(1);
             redis::cmd("SET")
-                .arg(format!("{}block:{id}", self.prefix))
+                .arg(self.block_key(id))
                 .arg(1)
                 .arg("PX")
                 .arg(ms)
@@ -397,7 +408,7 @@ impl Limiter for RedisLimiter {
         Box::pin(async move {
             let mut connection = self.connection.clone();
             redis::cmd("EXISTS")
-                .arg(format!("{}block:{id}", self.prefix))
+                .arg(self.block_key(id))
                 .query_async::<bool>(&mut connection)
                 .await
                 .map_err(|e| Error::Limiter(e.to_string()))

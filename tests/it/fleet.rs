@@ -4,6 +4,7 @@
 //! replica, a command asked of any replica reaches the node through the one holding it and
 //! ends acked or failed, and the nodes of a replica that died go offline everywhere.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,31 +38,40 @@ async fn a_rate_limit_is_one_limit_across_replicas() {
     config.security.trusted_proxies = vec![api::config::Cidr::parse("127.0.0.1").unwrap()];
     let a = api::Panel::start(config.clone()).await.unwrap();
     let b = api::Panel::start(config).await.unwrap();
-    let http = reqwest::Client::new();
-    let register = |panel: &api::Panel, n: usize| {
-        http.post(format!("http://{}/api/auth/register", panel.http_addr))
-            .header("x-forwarded-for", "203.0.113.9")
-            .json(&json!({"email": format!("fleet{n}@example.com"), "password": "a long enough passphrase"}))
-            .send()
-    };
-    let mut answered = Vec::new();
-    for (n, panel) in [&a, &b, &a].into_iter().enumerate() {
-        let response = register(panel, n).await.unwrap();
-        answered.push(response.status());
-        assert_eq!(
-            response.headers()["x-ratelimit-remaining"],
-            (2 - n).to_string().as_str(),
-            "the count goes on across replicas"
-        );
-    }
-    assert_eq!(answered, [StatusCode::CREATED; 3]);
-    for panel in [&a, &b] {
-        let response = register(panel, 9).await.unwrap();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert!(response.headers().contains_key("retry-after"));
-    }
+    one_limit_across(a.http_addr, b.http_addr, &["203.0.113.9"]).await;
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// For each client address (sent as `X-Forwarded-For`; the replicas trust 127.0.0.1 and limit
+/// `register=3/1h`): registrations through `a`, `b`, `a` are admitted with the count going on
+/// across the replicas, and the fourth is refused by either.
+pub(crate) async fn one_limit_across(a: SocketAddr, b: SocketAddr, clients: &[&str]) {
+    let http = reqwest::Client::new();
+    let register = |replica: SocketAddr, client: &str, n: usize| {
+        http.post(format!("http://{replica}/api/auth/register"))
+            .header("x-forwarded-for", client)
+            .json(&json!({"email": format!("fleet{n}-{client}@example.com"), "password": "a long enough passphrase"}))
+            .send()
+    };
+    for client in clients {
+        let mut answered = Vec::new();
+        for (n, replica) in [a, b, a].into_iter().enumerate() {
+            let response = register(replica, client, n).await.unwrap();
+            answered.push(response.status());
+            assert_eq!(
+                response.headers()["x-ratelimit-remaining"],
+                (2 - n).to_string().as_str(),
+                "{client}: the count goes on across replicas"
+            );
+        }
+        assert_eq!(answered, [StatusCode::CREATED; 3], "{client}");
+        for replica in [a, b] {
+            let response = register(replica, client, 9).await.unwrap();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{client}");
+            assert!(response.headers().contains_key("retry-after"));
+        }
+    }
 }
 
 /// Two in-process replicas (`a`, `b`) on one fresh PostgreSQL database, with node-1 and a

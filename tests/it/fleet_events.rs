@@ -1,6 +1,8 @@
 //! Server events across replicas (issue 16 item 3): a node's stream on one replica, the
 //! tenant's event streams on another.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use proto::node::v1::{ConsoleLine, NodeMessage, node_message};
@@ -41,8 +43,34 @@ async fn server_events_backlog_and_stream_caps_span_replicas() {
     let a = api::Panel::start(config.clone()).await.unwrap();
     let b = api::Panel::start(config).await.unwrap();
     tests::node_and_sleeper(&a.state().db).await;
+    let replicas = Replicas {
+        a_http: a.http_addr,
+        a_grpc: a.grpc_addr,
+        b_http: b.http_addr,
+        outbox,
+    };
+    events_span_replicas(&pki, &replicas).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Two replicas of one panel whose database has node-1 and the sleeper template
+/// ([`tests::node_and_sleeper`]).
+pub(crate) struct Replicas {
+    pub(crate) a_http: SocketAddr,
+    pub(crate) a_grpc: SocketAddr,
+    pub(crate) b_http: SocketAddr,
+    /// Where both send mail.
+    pub(crate) outbox: PathBuf,
+}
+
+/// The story of [`server_events_backlog_and_stream_caps_span_replicas`] on any two replicas:
+/// node-1's stream on A, the owner's event streams on B (and A). Returns the server's events
+/// path, every stream closed.
+pub(crate) async fn events_span_replicas(pki: &tests::TestPki, replicas: &Replicas) -> String {
+    let outbox = &replicas.outbox;
     let client = dial(
-        a.grpc_addr,
+        replicas.a_grpc,
         &pki.ca_certs(),
         Some(pki.node("node-1").identity()),
         5,
@@ -52,10 +80,10 @@ async fn server_events_backlog_and_stream_caps_span_replicas() {
     let node = client.sender();
     sim::obey(client, true, Duration::from_secs(1));
 
-    let (owner_a, _) = Rest::new(format!("http://{}", a.http_addr))
-        .verified_user(&outbox, "owner@example.com")
+    let (owner_a, _) = Rest::new(format!("http://{}", replicas.a_http))
+        .verified_user(outbox, "owner@example.com")
         .await;
-    let owner_b = Rest::new(format!("http://{}", b.http_addr))
+    let owner_b = Rest::new(format!("http://{}", replicas.b_http))
         .login("owner@example.com")
         .await;
     let (_, tenant) = owner_a.post("/api/tenants", json!({"name": "T"})).await;
@@ -160,6 +188,5 @@ async fn server_events_backlog_and_stream_caps_span_replicas() {
         }
     }
     drop(held);
-    a.shutdown().await;
-    b.shutdown().await;
+    events_path
 }

@@ -54,7 +54,7 @@ impl Replica {
         self.proc = Some(proc);
     }
 
-    fn grpc(&self) -> &str {
+    pub(crate) fn grpc(&self) -> &str {
         &self
             .env
             .iter()

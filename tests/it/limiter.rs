@@ -95,7 +95,7 @@ async fn redis_keys_expire_with_their_window() {
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{prefix}rl:k"))
+        .arg(limiter.window_key("k"))
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -9,6 +9,7 @@ mod client;
 pub mod mail;
 mod pki;
 mod process;
+mod redis_cluster;
 mod redis_server;
 pub mod rest;
 pub mod sim;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 pub use client::{IdleConnection, NodeClient, Request, connect_idle, dial, dial_with, hello, open};
 pub use pki::{NodeCert, TestPki};
 pub use process::{Proc, bin_path, panel_env, rss_kib, run, signal, start_panel};
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use rest::{EventReader, Rest};
 

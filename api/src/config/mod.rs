@@ -323,6 +323,7 @@ mod tests {
             PANEL_CA_CERT => Some("/nonexistent/ca.pem".into()),
             PANEL_GRPC_MAX_HANDSHAKES_PER_IP => Some("0".into()),
             FILES_MAX_UPLOAD_MB => Some("0".into()),
+            REDIS_URL => Some("redis-cluster://u:hunter2@a:1,,b:2".into()),
             _ => None,
         })
         .unwrap_err();
@@ -334,8 +335,13 @@ mod tests {
             PANEL_CA_CERT,
             PANEL_GRPC_MAX_HANDSHAKES_PER_IP,
             FILES_MAX_UPLOAD_MB,
+            REDIS_URL,
         ] {
             assert!(named.contains(&name), "{name} missing from {named:?}");
         }
+        assert!(
+            errors.iter().all(|e| !e.to_string().contains("hunter2")),
+            "a Redis password in an error: {errors:?}"
+        );
     }
 }

@@ -28,7 +28,8 @@ pub const PANEL_PUBLIC_URL: &str = "PANEL_PUBLIC_URL";
 pub const SMTP_URL: &str = "SMTP_URL";
 /// Folder of `.eml` files when no SMTP server is configured.
 pub const MAIL_OUTBOX_DIR: &str = "MAIL_OUTBOX_DIR";
-/// Redis for rate limits; unset: in-memory limits.
+/// Redis for rate limits and the event fan-out: `redis://host:port/` (one server) or
+/// `redis-cluster://host:port[,host:port…]` (a Redis Cluster); unset: in-memory limits.
 pub const REDIS_URL: &str = "REDIS_URL";
 /// Comma-separated IPs or CIDRs whose `X-Forwarded-For` is believed.
 pub const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
@@ -258,6 +259,11 @@ impl SecurityConfig {
             config.outbox_dir = PathBuf::from(dir);
         }
         config.redis_url = get(REDIS_URL);
+        if let Some(url) = &config.redis_url
+            && let Err(e) = security::redis_link::Target::parse(url)
+        {
+            errors.push(ConfigError::new(REDIS_URL, e.to_string()));
+        }
         for origin in get(CORS_ORIGINS)
             .unwrap_or_default()
             .split(',')

@@ -2,27 +2,32 @@
 //! subscribers of every other, a server's console backlog is one capped Redis stream, and the
 //! caps on open streams count every replica's.
 //!
-//! - **Events**: `PUBLISH {prefix}ev:{server}` with the stamped event as JSON; every replica
-//!   holds one `PSUBSCRIBE {prefix}ev:*` and hands what others published to its own
+//! - **Events**: `PUBLISH <prefix>ev:{<server>}` with the stamped event as JSON; every replica
+//!   holds one `PSUBSCRIBE <prefix>ev:*` and hands what others published to its own
 //!   subscribers (its own events it delivered already). A removed server is published as `-`.
-//! - **Console backlog**: `XADD {prefix}console:{server} MAXLEN 200`, read by a new subscriber
-//!   with `XREVRANGE … COUNT 200`; it expires a week after its last line.
-//! - **Caps**: a sorted set per user and per server (`{prefix}sse:u:…`, `{prefix}sse:s:…`) of
-//!   open streams, scored by the end of their lease ([`LEASE`]); a Lua script drops expired
-//!   members, counts and adds in one step. The replica holding a stream renews its lease every
-//!   [`RENEW_EVERY`], so a replica that dies frees its streams' slots within a lease.
+//! - **Console backlog**: `XADD <prefix>console:{<server>} MAXLEN 200`, read by a new
+//!   subscriber with `XREVRANGE … COUNT 200`; it expires a week after its last line.
+//! - **Caps**: a sorted set per user and per server (`{<prefix>sse}:u:…`, `{<prefix>sse}:s:…`)
+//!   of open streams, scored by the end of their lease ([`LEASE`]); one Lua script drops
+//!   expired members, counts both and adds to both in one step. The replica holding a stream
+//!   renews its lease every [`RENEW_EVERY`], so a replica that dies frees its streams' slots
+//!   within a lease.
 //!
-//! Every key is one key per command or script (no cross-slot operation). Publishing goes
-//! through one task per replica, in order and pipelined; what Redis refuses is counted in
-//! `mamba_events_fanout_lost_total` and logged, and the replica's own subscribers are never
-//! held up by it. A Redis that fails leaves each replica its own events, mirror and caps.
+//! On a Redis Cluster ([`security::redis_link`]) a script or pipeline must stay within one
+//! hash slot, hence the tags in braces: a server's channel and backlog share its id's slot
+//! (publishing pipelines one server's events together), and every cap set shares one slot
+//! (a user's streams span servers and a server's span users, so no tag of either name could
+//! put both sets of one stream together). Publishing goes through one task per replica, in
+//! order and pipelined; what Redis refuses is counted in `mamba_events_fanout_lost_total` and
+//! logged, and the replica's own subscribers are never held up by it. A Redis that fails
+//! leaves each replica its own events, mirror and caps.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
+use security::redis_link::{Conn, Target, hash_tag};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -31,17 +36,16 @@ use super::events::{Event, Stamped};
 use crate::Error;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
+use publish::{Out, REMOVED, publish};
+
+mod publish;
 
 /// How long a stream's slot holds without being renewed.
 pub const LEASE: Duration = Duration::from_secs(30);
 /// How often a replica renews the slots of the streams it holds.
 pub const RENEW_EVERY: Duration = Duration::from_secs(10);
-/// How long a console backlog outlives its last line.
-const CONSOLE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Events waiting to be published (more are counted as lost).
 const QUEUE: usize = 8192;
-/// Events sent to Redis in one pipeline.
-const BATCH: usize = 256;
 /// How long one Redis call may take before the hub acts as if Redis were down.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the start waits for Redis before it carries on (and keeps trying).
@@ -52,16 +56,19 @@ const LAST_RETRY: Duration = Duration::from_secs(5);
 /// The largest message taken from the channel: a console line is at most 16 KiB, and JSON
 /// writes a control character as six bytes (`\u001b`).
 const MAX_MESSAGE: usize = 128 << 10;
-/// The published form of a removed server.
-const REMOVED: &str = "-";
-
-/// Drops what has expired, refuses past the cap, adds the stream: `KEYS[1]` the set;
-/// `ARGV` now, cap, the lease's end, the member, the key's time to live (ms).
+/// Drops what has expired from the user's and the server's sets, refuses past either cap
+/// (0: the user's, -1: the server's), else adds the stream to both (1): `KEYS` the user's set,
+/// the server's; `ARGV` now, the user cap, the server cap, the lease's end, the member, the
+/// sets' time to live (ms).
 const ACQUIRE: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return -1 end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, ARGV[4], ARGV[5])
+  redis.call('PEXPIRE', key, ARGV[6])
+end
 return 1
 ";
 
@@ -71,21 +78,10 @@ pub struct Lease {
     member: String,
 }
 
-/// What the publishing task sends.
-enum Out {
-    Event {
-        server: String,
-        payload: String,
-        console: bool,
-    },
-    Clear(String),
-    Remove(String),
-}
-
 /// What the tasks share with the hub.
 struct Shared {
     prefix: String,
-    conn: OnceCell<ConnectionManager>,
+    conn: OnceCell<Conn>,
     /// The leases this replica holds: member → (user key, server key).
     live: Mutex<HashMap<String, (String, String)>>,
     clock: SharedClock,
@@ -99,12 +95,19 @@ impl Shared {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The channel of a server's events (tagged as its backlog, for one pipeline).
     fn channel(&self, server: &str) -> String {
-        format!("{}ev:{server}", self.prefix)
+        format!("{}ev:{}", self.prefix, hash_tag(server))
     }
 
     fn console_key(&self, server: &str) -> String {
-        format!("{}console:{server}", self.prefix)
+        format!("{}console:{}", self.prefix, hash_tag(server))
+    }
+
+    /// The cap sets of a user and of a server, in one slot.
+    fn cap_keys(&self, user: &str, server: &str) -> (String, String) {
+        let tag = hash_tag(&format!("{}sse", self.prefix));
+        (format!("{tag}:u:{user}"), format!("{tag}:s:{server}"))
     }
 }
 
@@ -127,8 +130,7 @@ impl Fanout {
         clock: SharedClock,
         metrics: Metrics,
     ) -> Result<Arc<Fanout>, Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::config("REDIS_URL", format!("not a Redis URL: {e}")))?;
+        let target = Target::parse(url).map_err(|e| Error::config("REDIS_URL", e.to_string()))?;
         let shared = Arc::new(Shared {
             prefix: prefix.to_owned(),
             conn: OnceCell::new(),
@@ -140,9 +142,8 @@ impl Fanout {
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::channel(QUEUE);
         let (ready, subscribed) = oneshot::channel();
-        tokio::spawn(connect(client.clone(), shared.clone(), stop.clone()));
         tokio::spawn(listen(
-            client,
+            target.pubsub_clients(),
             shared.clone(),
             origin,
             inner,
@@ -151,6 +152,7 @@ impl Fanout {
         ));
         tokio::spawn(publish(rx, shared.clone(), stop.clone()));
         tokio::spawn(renew(shared.clone(), stop.clone()));
+        tokio::spawn(connect(target, shared.clone(), stop.clone()));
         if tokio::time::timeout(START_TIMEOUT, subscribed)
             .await
             .is_err()
@@ -200,47 +202,36 @@ impl Fanout {
             return Ok(None);
         };
         let member = uuid::Uuid::new_v4().simple().to_string();
-        let user_key = format!("{}sse:u:{user}", self.shared.prefix);
-        let server_key = format!("{}sse:s:{server}", self.shared.prefix);
-        for (key, cap, refused) in [
-            (&user_key, STREAMS_PER_USER, Refused::UserCap),
-            (&server_key, STREAMS_PER_SERVER, Refused::ServerCap),
-        ] {
-            let now = self.shared.clock.now_ms();
-            let mut c = conn.clone();
-            let mut invocation = self.shared.acquire.key(key);
-            invocation
-                .arg(now)
-                .arg(cap)
-                .arg(now + lease_ms())
-                .arg(&member)
-                .arg(lease_ms());
-            let taken = tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<i64>(&mut c));
-            match taken.await {
-                Ok(Ok(1)) => continue,
-                Ok(Ok(_)) => {
-                    forget(
-                        conn.clone(),
-                        member.clone(),
-                        user_key.clone(),
-                        server_key.clone(),
-                    );
-                    return Err(refused);
+        let (user_key, server_key) = self.shared.cap_keys(user, server);
+        let now = self.shared.clock.now_ms();
+        let mut c = conn.clone();
+        let mut invocation = self.shared.acquire.key(&user_key);
+        invocation
+            .key(&server_key)
+            .arg(now)
+            .arg(STREAMS_PER_USER)
+            .arg(STREAMS_PER_SERVER)
+            .arg(now + lease_ms())
+            .arg(&member)
+            .arg(lease_ms());
+        let taken = tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<i64>(&mut c));
+        match taken.await {
+            Ok(Ok(1)) => {}
+            Ok(Ok(0)) => return Err(Refused::UserCap),
+            Ok(Ok(_)) => return Err(Refused::ServerCap),
+            failed => {
+                match failed {
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "REDIS_URL: cannot count event streams; this replica's caps hold alone")
+                    }
+                    _ => tracing::warn!(
+                        "REDIS_URL: counting event streams timed out; this replica's caps hold alone"
+                    ),
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "REDIS_URL: cannot count event streams; this replica's caps hold alone")
-                }
-                Err(_) => tracing::warn!(
-                    "REDIS_URL: counting event streams timed out; this replica's caps hold alone"
-                ),
+                // The script may have run: take the stream out again.
+                forget(conn.clone(), member, user_key, server_key);
+                return Ok(None);
             }
-            forget(
-                conn.clone(),
-                member.clone(),
-                user_key.clone(),
-                server_key.clone(),
-            );
-            return Ok(None);
         }
         self.shared
             .live()
@@ -295,7 +286,7 @@ fn lease_ms() -> i64 {
 }
 
 /// Removes a stream's member from both sets, in the background.
-fn forget(mut conn: ConnectionManager, member: String, user_key: String, server_key: String) {
+fn forget(mut conn: Conn, member: String, user_key: String, server_key: String) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -318,12 +309,12 @@ async fn back_off(wait: &mut Duration, stop: &CancellationToken) -> bool {
 }
 
 /// Makes the connection the hub's commands use (it reconnects by itself once made).
-async fn connect(client: redis::Client, shared: Arc<Shared>, stop: CancellationToken) {
+async fn connect(target: Target, shared: Arc<Shared>, stop: CancellationToken) {
     let mut wait = FIRST_RETRY;
     loop {
         let made = tokio::select! {
             _ = stop.cancelled() => return,
-            made = ConnectionManager::new(client.clone()) => made,
+            made = target.connect(None) => made,
         };
         match made {
             Ok(conn) => {
@@ -339,20 +330,25 @@ async fn connect(client: redis::Client, shared: Arc<Shared>, stop: CancellationT
 }
 
 /// Hands the other replicas' events to this replica's subscribers, resubscribing after a
-/// broken connection (events published meanwhile are not seen here).
+/// broken connection (events published meanwhile are not seen here). On a cluster it
+/// subscribes on one listed node (each hears every publication) and on the next when that one
+/// goes.
 async fn listen(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     shared: Arc<Shared>,
     origin: u64,
     inner: Weak<Mutex<Inner>>,
     ready: oneshot::Sender<()>,
     stop: CancellationToken,
 ) {
-    let channels = shared.channel("");
+    let channels = format!("{}ev:", shared.prefix);
     let pattern = format!("{channels}*");
     let mut ready = Some(ready);
     let mut wait = FIRST_RETRY;
-    loop {
+    for turn in 0.. {
+        let Some(client) = clients.get(turn % clients.len().max(1)) else {
+            return;
+        };
         let session = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.psubscribe(&pattern).await?;
@@ -365,6 +361,11 @@ async fn listen(
                 let Some(server) = message.get_channel_name().strip_prefix(&channels) else {
                     continue;
                 };
+                // `{<server>}` (a replica of an older version published `<server>`).
+                let server = server
+                    .strip_prefix('{')
+                    .and_then(|tagged| tagged.strip_suffix('}'))
+                    .unwrap_or(server);
                 let payload = message.get_payload_bytes();
                 if server.len() > 64 || payload.len() > MAX_MESSAGE {
                     continue;
@@ -393,79 +394,6 @@ async fn listen(
         }
         if !back_off(&mut wait, &stop).await {
             return;
-        }
-    }
-}
-
-/// Publishes queued events in order, a pipeline at a time.
-async fn publish(mut rx: mpsc::Receiver<Out>, shared: Arc<Shared>, stop: CancellationToken) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut last_warning = None::<tokio::time::Instant>;
-    loop {
-        let n = tokio::select! {
-            _ = stop.cancelled() => return,
-            n = rx.recv_many(&mut batch, BATCH) => n,
-        };
-        if n == 0 {
-            return;
-        }
-        let Some(conn) = shared.conn.get() else {
-            shared.metrics.events_fanout_lost.inc_by(n as u64);
-            batch.clear();
-            continue;
-        };
-        let mut pipe = redis::pipe();
-        for out in batch.drain(..) {
-            match out {
-                Out::Event {
-                    server,
-                    payload,
-                    console,
-                } => {
-                    // The backlog first: a replica that hears of a line finds it there.
-                    if console {
-                        let key = shared.console_key(&server);
-                        pipe.cmd("XADD")
-                            .arg(&key)
-                            .arg("MAXLEN")
-                            .arg(CONSOLE_MIRROR_LINES)
-                            .arg("*")
-                            .arg("m")
-                            .arg(&payload)
-                            .ignore();
-                        pipe.cmd("PEXPIRE")
-                            .arg(&key)
-                            .arg(CONSOLE_TTL.as_millis() as u64)
-                            .ignore();
-                    }
-                    pipe.cmd("PUBLISH")
-                        .arg(shared.channel(&server))
-                        .arg(&payload)
-                        .ignore();
-                }
-                Out::Clear(server) => {
-                    pipe.cmd("DEL").arg(shared.console_key(&server)).ignore();
-                }
-                Out::Remove(server) => {
-                    pipe.cmd("DEL").arg(shared.console_key(&server)).ignore();
-                    pipe.cmd("PUBLISH")
-                        .arg(shared.channel(&server))
-                        .arg(REMOVED)
-                        .ignore();
-                }
-            }
-        }
-        let mut conn = conn.clone();
-        let sent = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            shared.metrics.events_fanout_lost.inc_by(n as u64);
-            if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                last_warning = Some(tokio::time::Instant::now());
-                tracing::warn!(
-                    events = n,
-                    "REDIS_URL: cannot publish server events; other replicas' streams miss them"
-                );
-            }
         }
     }
 }
