@@ -194,6 +194,8 @@ async fn listen(
     let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool)
         .await
         .map_err(crate::Error::internal)?;
+    // A lost connection returns at once (and the cache goes cold), not after a reconnect.
+    listener.eager_reconnect(false);
     listener
         .listen_all([
             crate::db::NODE_CHANGES_CHANNEL,
@@ -209,6 +211,14 @@ async fn listen(
         nodes = known,
         "admission cache loaded; following node announcements"
     );
+    // A silently dead connection looks like a quiet one: ping ourselves, and give up on a
+    // connection that heard nothing, not even a ping, for a while.
+    let pings = CancellationToken::new();
+    let _stop_pings = pings.clone().drop_guard();
+    tokio::spawn(ping_ourselves(state.clone(), pings));
+    // Announced nodes are re-read together, however many were announced at once.
+    let (announced, to_read) = tokio::sync::mpsc::channel(REREAD_QUEUE);
+    tokio::spawn(reread(state.clone(), to_read));
     // Announcements made while no connection listened: holders are re-read by the next
     // tick; commands of the nodes held here are sent again (once per stream).
     for session in state.registry.sessions() {
@@ -224,11 +234,13 @@ async fn listen(
     loop {
         // `try_recv`, not `recv`: `recv` reconnects by itself and silently loses what was
         // announced meanwhile; a lost connection must make the cache cold and be reloaded.
-        let note = listener
-            .try_recv()
+        let note = tokio::time::timeout(crate::nodes::access::CONFIRMED_FOR, listener.try_recv())
             .await
+            .map_err(|_| crate::Error::internal("no announcement arrived, not even our own ping"))?
             .map_err(crate::Error::internal)?
             .ok_or_else(|| crate::Error::internal("the listening connection was lost"))?;
+        // Whatever arrived, the connection delivers.
+        state.access.confirm();
         match note.channel() {
             OWNERS_CHANNEL => state.fleet.on_announcement(note.payload()),
             COMMANDS_CHANNEL => {
@@ -248,17 +260,60 @@ async fn listen(
                     crate::transfers::route::on_note(&state, &payload).await;
                 });
             }
+            // A ping (ours or another replica's; node ids never start with a dot).
+            _ if note.payload().starts_with(PING) => {}
             _ => {
                 tracing::debug!(node = note.payload(), "node change announced");
                 // Judged on the database from now on, until the re-read lands; then the
                 // watcher drops what may no longer stay.
                 let read = state.access.announced(note.payload());
-                let state = state.clone();
-                let node = note.payload().to_owned();
-                tokio::spawn(async move { state.access.refresh(&state.db, &node, read).await });
+                if announced
+                    .send((note.payload().to_owned(), read))
+                    .await
+                    .is_err()
+                {
+                    return Err(crate::Error::internal("the re-reading task stopped"));
+                }
                 wake.notify_one();
             }
         }
+    }
+}
+
+/// Announced nodes waiting to be re-read before the listener waits for room.
+const REREAD_QUEUE: usize = 4096;
+/// Most nodes re-read in one query.
+const REREAD_BATCH: usize = 512;
+
+/// Re-reads announced nodes into the admission cache, all those waiting in one query,
+/// until the listener drops its end.
+async fn reread(state: Arc<AppState>, mut to_read: tokio::sync::mpsc::Receiver<(String, u64)>) {
+    let mut batch = Vec::with_capacity(REREAD_BATCH);
+    while to_read.recv_many(&mut batch, REREAD_BATCH).await > 0 {
+        state.access.refresh(&state.db, &batch).await;
+        batch.clear();
+    }
+}
+
+/// What a listener's ping announces on the node channel: `.ping <replica> <n>`.
+const PING: &str = ".ping ";
+/// How often a listener pings itself.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// Announces a ping on the node channel every [`PING_EVERY`] until `stop` is cancelled, so
+/// that a listener hears something at least that often while its connection delivers.
+async fn ping_ourselves(state: Arc<AppState>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(PING_EVERY);
+    for n in 0u64.. {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let payload = format!("{PING}{} {n}", state.fleet.replica_id());
+        state
+            .fleet
+            .notify(crate::db::NODE_CHANGES_CHANNEL, &payload)
+            .await;
     }
 }
 

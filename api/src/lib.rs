@@ -203,7 +203,7 @@ impl Panel {
         let state = Arc::new(AppState {
             nodes,
             registry,
-            access: Arc::default(),
+            access: Arc::new(nodes::access::AccessCache::new(clock.clone())),
             journal: nodes::journal::Journal::start(db.clone(), clock.clone()),
             fleet,
             servers,

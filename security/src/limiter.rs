@@ -299,14 +299,17 @@ return {allowed, limit - count, reset}
 "#;
 
 /// The Redis limiter, on one server or a cluster ([`crate::redis_link`]). Each call touches
-/// one key, named `<prefix>rl:{<key>}` or `<prefix>block:{<id>}`: the whole key or id is the
-/// hash tag ([`hash_tag`]), so its slot follows from all of it and never from braces a client
-/// put in its input.
+/// one key, named `<prefix>rl:<key>` or `<prefix>block:<id>`. On a cluster the key or id is
+/// a hash tag of the whole of it (`<prefix>rl:{<key>}`, [`hash_tag`]), so its slot follows
+/// from all of it and never from braces a client put in its input; one server keeps the
+/// plain names, so an upgrade keeps every window, block and remembered network.
 #[derive(Clone)]
 pub struct RedisLimiter {
     connection: Conn,
     script: redis::Script,
     prefix: String,
+    /// Whether keys carry hash tags (on a cluster).
+    tagged: bool,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -324,11 +327,14 @@ impl RedisLimiter {
             connect: Duration::from_millis(500),
             response: Duration::from_millis(500),
         };
-        let connection = Target::parse(url)?.connect(Some(timeouts)).await?;
+        let target = Target::parse(url)?;
+        let tagged = target.is_cluster();
+        let connection = target.connect(Some(timeouts)).await?;
         Ok(RedisLimiter {
             connection,
             script: redis::Script::new(SLIDING_WINDOW),
             prefix: prefix.to_owned(),
+            tagged,
         })
     }
 
@@ -344,12 +350,20 @@ impl RedisLimiter {
 
     /// The key of `key`'s window.
     pub fn window_key(&self, key: &str) -> String {
-        format!("{}rl:{}", self.prefix, hash_tag(key))
+        format!("{}rl:{}", self.prefix, self.name(key))
     }
 
     /// The key of `id`'s block.
     pub fn block_key(&self, id: &str) -> String {
-        format!("{}block:{}", self.prefix, hash_tag(id))
+        format!("{}block:{}", self.prefix, self.name(id))
+    }
+
+    fn name(&self, text: &str) -> String {
+        if self.tagged {
+            hash_tag(text)
+        } else {
+            text.to_owned()
+        }
     }
 }
 

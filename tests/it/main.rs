@@ -13,6 +13,7 @@ mod files_fleet;
 mod files_transport;
 mod files_writes;
 mod fleet;
+mod fleet_admission;
 mod fleet_cluster;
 mod fleet_events;
 mod fleet_failover;

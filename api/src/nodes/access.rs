@@ -11,6 +11,11 @@
 //!   *after* it began to listen (so a change committed during the load is announced after
 //!   it), and again as soon as the listener loses its connection: a cold cache answers
 //!   nothing and admission reads the database, as on SQLite, which has no announcements;
+//! - a connection that died silently (no reset ever came: a NAT or firewall forgot it, a
+//!   pooler accepted `LISTEN` and delivers nothing) looks exactly like a quiet one, so the
+//!   absence of an error proves nothing: the listener announces a ping of its own every
+//!   second, and the cache answers only while an announcement arrived within
+//!   [`CONFIRMED_FOR`] ([`AccessCache::confirm`]);
 //! - an announcement marks the node's entry as being refreshed *before* anything else
 //!   happens (the watcher is woken after), so from then on the node is judged on the
 //!   database until the re-read lands; a re-read overtaken by a newer announcement is
@@ -28,9 +33,15 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 
+use crate::clock::SharedClock;
+
 use super::store::{self, Admission, Refusal};
 use crate::Error;
 use crate::db::entities::node::Model;
+
+/// How long an arrived announcement proves the listener hears announcements: the listener
+/// pings itself every second, so this is three pings.
+pub const CONFIRMED_FOR: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The facts admission needs about one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,34 +117,45 @@ enum Entry {
 #[derive(Debug)]
 struct Inner {
     freshness: Freshness,
+    /// When an announcement last arrived (none since the load: not yet believed).
+    confirmed: Option<DateTime<Utc>>,
     /// Numbers the re-reads, so an overtaken one is recognised.
     next_read: u64,
     nodes: HashMap<String, Entry>,
 }
 
-/// Every node's admission facts, believed only while announcements keep them fresh.
-#[derive(Debug)]
-pub struct AccessCache {
-    inner: Mutex<Inner>,
-}
-
-impl Default for AccessCache {
-    fn default() -> Self {
-        AccessCache {
-            inner: Mutex::new(Inner {
-                freshness: Freshness::Cold,
-                next_read: 0,
-                nodes: HashMap::new(),
-            }),
-        }
+impl Inner {
+    fn believed(&self, now: DateTime<Utc>) -> bool {
+        let window = chrono::Duration::from_std(CONFIRMED_FOR).unwrap_or_default();
+        self.freshness == Freshness::Live && self.confirmed.is_some_and(|at| now - at <= window)
     }
 }
 
+/// Every node's admission facts, believed only while announcements keep them fresh.
+pub struct AccessCache {
+    inner: Mutex<Inner>,
+    clock: SharedClock,
+}
+
 impl AccessCache {
-    /// The node's facts, when the cache is live and knows them for sure.
+    /// A cold cache reading the time from `clock`.
+    pub fn new(clock: SharedClock) -> AccessCache {
+        AccessCache {
+            inner: Mutex::new(Inner {
+                freshness: Freshness::Cold,
+                confirmed: None,
+                next_read: 0,
+                nodes: HashMap::new(),
+            }),
+            clock,
+        }
+    }
+
+    /// The node's facts, when the cache is live, heard an announcement within
+    /// [`CONFIRMED_FOR`], and knows the node for sure.
     pub fn lookup(&self, node_id: &str) -> Option<NodeAccess> {
         let inner = self.lock();
-        if inner.freshness != Freshness::Live {
+        if !inner.believed(self.clock.now()) {
             return None;
         }
         match inner.nodes.get(node_id) {
@@ -142,9 +164,16 @@ impl AccessCache {
         }
     }
 
-    /// Whether the cache is believed.
+    /// Whether the cache is believed now.
     pub fn is_live(&self) -> bool {
-        self.lock().freshness == Freshness::Live
+        self.lock().believed(self.clock.now())
+    }
+
+    /// An announcement arrived (any: the listener's own pings keep them coming): the
+    /// listener hears them, now.
+    pub fn confirm(&self) {
+        let now = self.clock.now();
+        self.lock().confirmed = Some(now);
     }
 
     /// The announcements stopped (the listener lost its connection): nothing is believed
@@ -152,11 +181,13 @@ impl AccessCache {
     pub fn go_cold(&self) {
         let mut inner = self.lock();
         inner.freshness = Freshness::Cold;
+        inner.confirmed = None;
         inner.nodes.clear();
     }
 
     /// Loads every node; called by the listener once it listens, so any change committed
-    /// after this read is announced after it. The cache is live afterwards.
+    /// after this read is announced after it. The cache is live afterwards, and believed
+    /// once an announcement arrives.
     pub async fn load(&self, db: &DatabaseConnection) -> Result<usize, Error> {
         let rows = store::list(db).await?;
         let mut inner = self.lock();
@@ -165,6 +196,7 @@ impl AccessCache {
             .map(|row| (row.id.clone(), Entry::Known(NodeAccess::from(row))))
             .collect();
         inner.freshness = Freshness::Live;
+        inner.confirmed = None;
         Ok(inner.nodes.len())
     }
 
@@ -180,17 +212,22 @@ impl AccessCache {
         read
     }
 
-    /// Re-reads `node_id` after announcement `read`; dropped if a newer announcement (or a
-    /// reload) came meanwhile. On a database error the node stays judged on the database.
-    pub async fn refresh(&self, db: &DatabaseConnection, node_id: &str, read: u64) {
-        let row = match store::get(db, node_id).await {
-            Ok(row) => row,
+    /// Re-reads the announced nodes, each with its announcement's number, in one query;
+    /// a re-read overtaken by a newer announcement (or a reload) is dropped. On a database
+    /// error the nodes stay judged on the database until their next change or the next load.
+    pub async fn refresh(&self, db: &DatabaseConnection, announced: &[(String, u64)]) {
+        let ids: Vec<&str> = announced.iter().map(|(id, _)| id.as_str()).collect();
+        let rows = match store::get_many(db, &ids).await {
+            Ok(rows) => rows,
             Err(e) => {
-                tracing::warn!(node = node_id, error = %e, "cannot re-read a node; it is checked in the database until its next change");
+                tracing::warn!(nodes = ids.len(), error = %e, "cannot re-read announced nodes; they are checked in the database until their next change");
                 return;
             }
         };
-        self.settle(node_id, read, row.as_ref());
+        let rows: HashMap<&str, &Model> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
+        for (id, read) in announced {
+            self.settle(id, *read, rows.get(id.as_str()).copied());
+        }
     }
 
     /// Lands re-read `read` of `node_id` (`None`: the node is gone), unless it was overtaken.
@@ -236,7 +273,7 @@ impl AccessCache {
             match access.judge(fingerprint) {
                 Verdict::Matched => {
                     if access.cert_not_after != Some(cert_not_after) {
-                        store::set_expiry(db, id, cert_not_after).await?;
+                        store::set_expiry(db, id, fingerprint, cert_not_after).await?;
                         self.expiry_written(id, fingerprint, cert_not_after);
                     }
                     return Ok(Ok(Admission::Matched));
@@ -300,15 +337,21 @@ mod tests {
         );
     }
 
+    fn cache() -> AccessCache {
+        AccessCache::new(std::sync::Arc::new(crate::clock::SystemClock))
+    }
+
     fn seeded(cache: &AccessCache, node: &str, facts: NodeAccess) {
         let mut inner = cache.lock();
         inner.freshness = Freshness::Live;
         inner.nodes.insert(node.to_owned(), Entry::Known(facts));
+        drop(inner);
+        cache.confirm();
     }
 
     #[test]
     fn a_cold_cache_and_an_announced_node_answer_nothing() {
-        let cache = AccessCache::default();
+        let cache = cache();
         assert_eq!(cache.lookup("n1"), None, "cold");
         seeded(&cache, "n1", access(true, Some("a"), None));
         assert_eq!(cache.lookup("n1"), Some(access(true, Some("a"), None)));
@@ -323,8 +366,22 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_that_hears_nothing_stops_answering() {
+        let clock = std::sync::Arc::new(crate::clock::ShiftedClock::default());
+        let cache = AccessCache::new(clock.clone());
+        seeded(&cache, "n1", access(true, Some("a"), None));
+        assert!(cache.lookup("n1").is_some());
+        // A connection that died silently: no error, no announcement either.
+        clock.advance(CONFIRMED_FOR + std::time::Duration::from_millis(10));
+        assert_eq!(cache.lookup("n1"), None);
+        assert!(!cache.is_live());
+        cache.confirm();
+        assert!(cache.lookup("n1").is_some(), "heard again");
+    }
+
+    #[test]
     fn an_overtaken_re_read_is_dropped() {
-        let cache = AccessCache::default();
+        let cache = cache();
         seeded(&cache, "n1", access(true, Some("a"), None));
         let first = cache.announced("n1");
         let second = cache.announced("n1");
@@ -358,7 +415,7 @@ mod tests {
 
     #[test]
     fn a_written_expiry_is_kept_for_the_same_certificate_only() {
-        let cache = AccessCache::default();
+        let cache = cache();
         seeded(&cache, "n1", access(true, Some("a"), None));
         let at = Utc::now();
         cache.expiry_written("n1", "b", at);

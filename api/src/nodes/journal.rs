@@ -9,8 +9,9 @@
 //! the groups, with no timer in the way.
 //!
 //! Nothing answered is lost: [`Journal::write`] returns once the group holding the write is
-//! committed, and the node channel only answers (a `Welcome`, say) after that. A group that
-//! fails fails every write in it, each caller learns it. The queue is bounded
+//! committed, and the node channel only answers (a `Welcome`, say) after that. When a group
+//! fails, its writes are committed one by one, so one bad write fails only its own caller.
+//! The queue is bounded
 //! ([`QUEUE`]): when the database falls behind, writers wait.
 
 use std::collections::HashMap;
@@ -31,7 +32,7 @@ pub const QUEUE: usize = 4096;
 pub const MAX_BATCH: usize = 512;
 
 /// One write of the node channel.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Write {
     /// An audit row.
     Audit(AuditEvent),
@@ -125,12 +126,24 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Queued>) {
     while rx.recv_many(&mut group, MAX_BATCH).await > 0 {
         let (writes, waiting): (Vec<_>, Vec<_>) =
             group.drain(..).map(|q| ((q.write, q.at), q.done)).unzip();
-        let result = commit(&db, writes).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot commit the node channel's writes");
-            e.to_string()
-        });
-        for done in waiting {
-            let _ = done.send(result.clone());
+        match commit(&db, &writes).await {
+            Ok(()) => {
+                for done in waiting {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            // One bad write must not fail the others: each is committed on its own, and
+            // its caller learns its own outcome.
+            Err(e) => {
+                tracing::warn!(error = %e, writes = writes.len(), "a group of node channel writes failed; committing them one by one");
+                for (write, done) in writes.iter().zip(waiting) {
+                    let alone = commit(&db, std::slice::from_ref(write)).await;
+                    let _ = done.send(alone.map_err(|e| {
+                        tracing::error!(error = %e, "cannot commit a node channel write");
+                        e.to_string()
+                    }));
+                }
+            }
         }
     }
 }
@@ -166,7 +179,7 @@ fn fold_nodes(
         .collect()
 }
 
-async fn commit(db: &DatabaseConnection, writes: Vec<(Write, DateTime<Utc>)>) -> Result<(), Error> {
+async fn commit(db: &DatabaseConnection, writes: &[(Write, DateTime<Utc>)]) -> Result<(), Error> {
     let mut rows = Vec::new();
     let mut seen = Vec::new();
     for (write, queued_at) in writes {
@@ -174,15 +187,15 @@ async fn commit(db: &DatabaseConnection, writes: Vec<(Write, DateTime<Utc>)>) ->
             Write::Audit(event) => {
                 rows.push(audit::row(
                     uuid::Uuid::now_v7().to_string(),
-                    queued_at,
-                    event,
+                    *queued_at,
+                    event.clone(),
                 ));
             }
             Write::Seen {
                 node_id,
                 online,
                 at,
-            } => seen.push((node_id, online, at)),
+            } => seen.push((node_id.clone(), *online, *at)),
         }
     }
     let nodes = fold_nodes(seen.into_iter());

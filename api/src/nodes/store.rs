@@ -107,6 +107,14 @@ pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<Model>, Err
     Ok(Node::find_by_id(id).one(db).await?)
 }
 
+/// The nodes among `ids` that exist.
+pub async fn get_many(db: &DatabaseConnection, ids: &[&str]) -> Result<Vec<Model>, Error> {
+    Ok(Node::find()
+        .filter(Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?)
+}
+
 /// Enables or disables a node. A running panel drops a disabled node's stream (see `watch`);
 /// disabling also deletes the node's join tokens.
 pub async fn set_enabled(db: &DatabaseConnection, id: &str, enabled: bool) -> Result<Model, Error> {
@@ -217,7 +225,7 @@ pub async fn admit(
         Verdict::Matched => {
             // The expiry only changes with the certificate; skip the write on reconnects.
             if row.cert_not_after != Some(cert_not_after) {
-                set_expiry(db, id, cert_not_after).await?;
+                set_expiry(db, id, fingerprint, cert_not_after).await?;
             }
             Ok(Ok(Admission::Matched))
         }
@@ -248,15 +256,17 @@ pub async fn admit(
     }
 }
 
-/// Records the expiry of the pinned certificate.
+/// Records the expiry of the pinned certificate, if `fingerprint` is still the pinned one.
 pub async fn set_expiry(
     db: &DatabaseConnection,
     id: &str,
+    fingerprint: &str,
     cert_not_after: DateTime<Utc>,
 ) -> Result<(), Error> {
     Node::update_many()
         .col_expr(Column::CertNotAfter, Expr::value(cert_not_after))
         .filter(Column::Id.eq(id))
+        .filter(Column::Fingerprint.eq(fingerprint))
         .exec(db)
         .await?;
     Ok(())

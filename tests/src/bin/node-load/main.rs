@@ -3,10 +3,20 @@
 //! 1. Resident memory of the real `api serve` process per connected node: this separate load
 //!    process opens `--nodes` real mTLS streams over loopback, one dev-CA certificate per node,
 //!    each sending heartbeats, and reads the panel's VmRSS before and after.
-//! 2. Full mTLS handshakes per second (session resumption off) against a bare rustls server
-//!    (this binary in `--bare-server` mode, a separate process) and against the panel's gRPC
-//!    port, where each connection also passes the CN + pinned-fingerprint check and gets its
-//!    `Welcome`. The ratio is the cost of admission.
+//! 2. Full mTLS handshakes per second (session resumption off), side by side:
+//!    - a bare rustls server (this binary in `--bare-server` mode, a separate process) that
+//!      writes one byte once the handshake is done;
+//!    - the panel's gRPC port up to *admission*: the handshake, the CN + pinned-fingerprint
+//!      check and the audit row, proven by the panel's first HTTP/2 frame (it speaks HTTP/2
+//!      only to an admitted connection) — the same work as the bare server plus admission;
+//!    - a reference gRPC server in the same process as the bare one (same certificates,
+//!      HTTP/2 and tonic as the panel, a `Welcome` for every `Hello`, and nothing else): the
+//!      cost of the protocol alone;
+//!    - the panel up to its `Welcome`: admission, the stream, the node's ownership claim
+//!      and its online mark, as a reconnecting Wings sees it.
+//!
+//!    The ratios say what admission costs over TLS, and what the panel costs over the
+//!    protocol.
 //!
 //! 3. With `--replicas 2` (PostgreSQL and Redis from `TEST_POSTGRES_URL` / `TEST_REDIS_URL`):
 //!    the streams are held by a first replica while a second runs beside it on the same
@@ -17,6 +27,8 @@
 //! Run by hand (see the README): `cargo run --release -p tests --bin node-load`.
 #![forbid(unsafe_code)]
 
+mod reference;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,9 +38,9 @@ use clap::Parser;
 use proto::node::v1::{Heartbeat, Hello, NodeMessage, node_message};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
@@ -61,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match &args.bare_server {
-        Some(dir) => runtime.block_on(bare_server(dir.clone())),
+        Some(dir) => runtime.block_on(reference::serve(dir.clone())),
         None => runtime.block_on(bench(args)),
     }
 }
@@ -119,6 +131,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     );
     let bare_addr: std::net::SocketAddr = bare
         .wait_for_line("bare listening addr=", Duration::from_secs(30))
+        .await
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .parse()?;
+    let floor_addr: std::net::SocketAddr = bare
+        .wait_for_line("grpc listening addr=", Duration::from_secs(30))
         .await
         .rsplit('=')
         .next()
@@ -222,6 +242,19 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     })
     .await;
     eprintln!("handshakes + admission against the panel…");
+    let admit_run = run_handshakes(args.handshakes, args.concurrency, &configs, move |config| {
+        admitted(grpc, config)
+    })
+    .await;
+    eprintln!("handshakes + Hello/Welcome against the reference gRPC server…");
+    let floor_run = run_handshakes(
+        args.handshakes,
+        args.concurrency,
+        &configs,
+        move |config| async move { open_stream(floor_addr, config, 5).await.map(drop) },
+    )
+    .await;
+    eprintln!("handshakes + admission + Hello/Welcome against the panel…");
     let panel_run = run_handshakes(
         args.handshakes,
         args.concurrency,
@@ -234,27 +267,44 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     println!();
     println!("{}", tests::bench::heading("node channel under load"));
     println!();
-    println!("| measure | bare rustls | panel gRPC port (CN + fingerprint check) |");
-    println!("|---|---:|---:|");
     println!(
-        "| full mTLS handshakes/s ({} × {} clients) | {:.0} | {:.0} |",
-        args.handshakes,
-        args.concurrency,
-        bare_run.rate(),
-        panel_run.rate()
+        "| full mTLS handshakes ({} × {} clients) | handshakes/s | p50 / p99 (ms) | errors |",
+        args.handshakes, args.concurrency
     );
-    println!(
-        "| latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} |",
-        bare_run.pct(50.0),
-        bare_run.pct(99.0),
-        panel_run.pct(50.0),
-        panel_run.pct(99.0)
-    );
-    println!("| errors | {} | {} |", bare_run.errors, panel_run.errors);
+    println!("|---|---:|---:|---:|");
+    for (what, run) in [
+        ("bare rustls (TLS only)", &bare_run),
+        (
+            "panel, up to admission (TLS + CN/fingerprint + audit row)",
+            &admit_run,
+        ),
+        (
+            "reference gRPC server (TLS + HTTP/2 + Hello/Welcome, no admission)",
+            &floor_run,
+        ),
+        (
+            "panel, up to Welcome (+ stream, ownership claim, online mark)",
+            &panel_run,
+        ),
+    ] {
+        println!(
+            "| {what} | {:.0} | {:.1} / {:.1} | {} |",
+            run.rate(),
+            run.pct(50.0),
+            run.pct(99.0),
+            run.errors
+        );
+    }
     println!();
+    let ratio = |a: &Run, b: &Run| a.rate() / b.rate().max(f64::MIN_POSITIVE);
     println!(
-        "ratio panel / bare handshakes per second: {:.2}",
-        panel_run.rate() / bare_run.rate().max(f64::MIN_POSITIVE)
+        "ratio panel admission / bare rustls handshakes per second: {:.2}",
+        ratio(&admit_run, &bare_run)
+    );
+    println!(
+        "ratio panel Welcome / bare rustls: {:.2}; panel Welcome / reference gRPC: {:.2}",
+        ratio(&panel_run, &bare_run),
+        ratio(&panel_run, &floor_run)
     );
     println!();
     println!(
@@ -368,6 +418,23 @@ async fn bare_handshake(
     Ok(())
 }
 
+/// A handshake with the panel up to its first HTTP/2 frame, which the panel sends once it has
+/// decided on the connection (CN, pinned fingerprint, audit row committed). A refused node
+/// would get one too (and a status on its first stream): every node here is admitted, which
+/// the Welcome run shows.
+async fn admitted(addr: std::net::SocketAddr, config: Arc<ClientConfig>) -> anyhow::Result<()> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut tls = TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    // A frame header: 9 bytes (the server's SETTINGS).
+    let mut header = [0u8; 9];
+    tls.read_exact(&mut header).await?;
+    anyhow::ensure!(header[3] == 0x4, "the first frame is not SETTINGS");
+    Ok(())
+}
+
 struct Run {
     elapsed: Duration,
     latencies_ms: Vec<f64>,
@@ -432,41 +499,6 @@ where
         elapsed,
         latencies_ms,
         errors,
-    }
-}
-
-/// The bare rustls server: the same CA, server certificate and client verification as the
-/// panel, and nothing else — it writes one byte after each handshake and closes.
-async fn bare_server(dir: PathBuf) -> anyhow::Result<()> {
-    let layout = security::pki::CertLayout::new(dir);
-    let roots = Arc::new(security::tls::root_store(&security::tls::read_certs(
-        &layout.ca_cert(),
-    )?)?);
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        roots,
-        security::tls::provider(),
-    )
-    .build()?;
-    let config = rustls::ServerConfig::builder_with_provider(security::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            security::tls::read_certs(&layout.server_cert())?,
-            security::tls::read_key(&layout.server_key())?,
-        )?;
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    eprintln!("bare listening addr={}", listener.local_addr()?);
-    loop {
-        let (tcp, _) = listener.accept().await?;
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            if let Ok(mut tls) = acceptor.accept(tcp).await {
-                let _ = tls.write_all(b"k").await;
-                let _ = tls.shutdown().await;
-            }
-        });
     }
 }
 
