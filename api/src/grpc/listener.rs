@@ -231,7 +231,8 @@ async fn handle(
         },
     )
     .await;
-    tracing::info!(node = %info.common_name, %peer, pinned_now = admission == Admission::Pinned, "node authenticated");
+    // At debug: the audit row records every admission; "node online" follows at Welcome.
+    tracing::debug!(node = %info.common_name, %peer, pinned_now = admission == Admission::Pinned, "node authenticated");
 
     // Kept where `kick` and the watcher reach it from now on, stream or not.
     let connection = state.registry.connections.add(

@@ -2,11 +2,11 @@
 //! heard from and whether it is online.
 //!
 //! A reconnect storm (a replica died, its nodes land here at once) would otherwise be a
-//! transaction per audit row and per online mark. Writes go to one writer task instead; it
-//! takes everything queued (up to [`MAX_BATCH`]) and commits it as one transaction: one
-//! multi-row `INSERT` for the audit rows and one `UPDATE … CASE` for the nodes. While a
-//! transaction is in flight the next group queues, so the busier the channel, the larger
-//! the groups, with no timer in the way.
+//! statement per audit row and per online mark. Writes go to one writer task instead; it
+//! takes everything queued (up to [`MAX_BATCH`]) and commits it with one statement per kind,
+//! each atomic by itself: one multi-row `INSERT` for the audit rows and one `UPDATE … CASE`
+//! for the nodes. While a group is being written the next one queues, so the busier the
+//! channel, the larger the groups, with no timer in the way.
 //!
 //! Nothing answered is lost: [`Journal::write`] returns once the group holding the write is
 //! committed, and the node channel only answers (a `Welcome`, say) after that. When a group
@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{CaseStatement, Expr};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Error;
@@ -28,7 +28,7 @@ use crate::db::entities::{audit_log, node};
 
 /// Writes waiting for the writer before callers wait for room.
 pub const QUEUE: usize = 4096;
-/// Most writes in one transaction.
+/// Most writes in one group.
 pub const MAX_BATCH: usize = 512;
 
 /// One write of the node channel.
@@ -124,25 +124,39 @@ impl Journal {
 async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Queued>) {
     let mut group = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut group, MAX_BATCH).await > 0 {
-        let (writes, waiting): (Vec<_>, Vec<_>) =
-            group.drain(..).map(|q| ((q.write, q.at), q.done)).unzip();
-        match commit(&db, &writes).await {
-            Ok(()) => {
-                for done in waiting {
-                    let _ = done.send(Ok(()));
-                }
+        let (audits, seen): (Vec<_>, Vec<_>) = group
+            .drain(..)
+            .partition(|q| matches!(q.write, Write::Audit(_)));
+        // Each kind is one statement, atomic by itself: no transaction around them (three
+        // round trips fewer per group), and the two run side by side.
+        tokio::join!(commit_kind(&db, audits), commit_kind(&db, seen));
+    }
+}
+
+/// Commits writes of one kind as one statement and answers each caller; when it fails,
+/// each write is committed on its own, so one bad write fails only its own caller.
+async fn commit_kind(db: &DatabaseConnection, queued: Vec<Queued>) {
+    if queued.is_empty() {
+        return;
+    }
+    let (writes, waiting): (Vec<_>, Vec<_>) = queued
+        .into_iter()
+        .map(|q| ((q.write, q.at), q.done))
+        .unzip();
+    match commit(db, &writes).await {
+        Ok(()) => {
+            for done in waiting {
+                let _ = done.send(Ok(()));
             }
-            // One bad write must not fail the others: each is committed on its own, and
-            // its caller learns its own outcome.
-            Err(e) => {
-                tracing::warn!(error = %e, writes = writes.len(), "a group of node channel writes failed; committing them one by one");
-                for (write, done) in writes.iter().zip(waiting) {
-                    let alone = commit(&db, std::slice::from_ref(write)).await;
-                    let _ = done.send(alone.map_err(|e| {
-                        tracing::error!(error = %e, "cannot commit a node channel write");
-                        e.to_string()
-                    }));
-                }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, writes = writes.len(), "a group of node channel writes failed; committing them one by one");
+            for (write, done) in writes.iter().zip(waiting) {
+                let alone = commit(db, std::slice::from_ref(write)).await;
+                let _ = done.send(alone.map_err(|e| {
+                    tracing::error!(error = %e, "cannot commit a node channel write");
+                    e.to_string()
+                }));
             }
         }
     }
@@ -179,6 +193,8 @@ fn fold_nodes(
         .collect()
 }
 
+/// Writes `writes` with one statement per kind: a multi-row `INSERT` of the audit rows, one
+/// `UPDATE … CASE` of the nodes (callers pass one kind at a time, see [`commit_kind`]).
 async fn commit(db: &DatabaseConnection, writes: &[(Write, DateTime<Utc>)]) -> Result<(), Error> {
     let mut rows = Vec::new();
     let mut seen = Vec::new();
@@ -199,9 +215,10 @@ async fn commit(db: &DatabaseConnection, writes: &[(Write, DateTime<Utc>)]) -> R
         }
     }
     let nodes = fold_nodes(seen.into_iter());
-    let txn = db.begin().await?;
     if !rows.is_empty() {
-        audit_log::Entity::insert_many(rows).exec(&txn).await?;
+        audit_log::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
     }
     if !nodes.is_empty() {
         let mut last_seen = CaseStatement::new();
@@ -227,9 +244,8 @@ async fn commit(db: &DatabaseConnection, writes: &[(Write, DateTime<Utc>)]) -> R
                 online.finally(Expr::col(node::Column::Online)).into(),
             );
         }
-        update.exec(&txn).await?;
+        update.exec(db).await?;
     }
-    txn.commit().await?;
     Ok(())
 }
 
