@@ -7,7 +7,8 @@
 //! ends, three heartbeats are missed, or it is kicked. Acks, server status and console lines
 //! are accepted only for this node's own commands and servers. Admitting a stream takes the
 //! node for this replica ([`crate::nodes::fleet`]); a stream fenced off by a newer one
-//! elsewhere records no status and marks nothing offline (its acks still count).
+//! elsewhere records no status, passes on no console or stats line and marks nothing
+//! offline (its acks still count).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -310,6 +311,10 @@ async fn pump(
                             tracing::warn!(node = %session.node_id, error = %e, "cannot record a status");
                         }
                     }
+                    // Console and stats of a stream dropped from this replica's holds (a
+                    // newer one elsewhere is the node's voice now) are not passed on.
+                    Some(node_message::Kind::Stats(_) | node_message::Kind::Console(_))
+                        if !state.fleet.holds_stream(&session) => {}
                     Some(node_message::Kind::Stats(stats)) => {
                         if owned(&state, &session.node_id, &mut owns, &stats.server_id).await {
                             servers::on_stats(&state.servers, stats);
