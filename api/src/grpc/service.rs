@@ -32,6 +32,7 @@ use super::{admission, bounds, status};
 use crate::AppState;
 use crate::nodes::Session;
 use crate::nodes::connections::Connection;
+use crate::nodes::registry::Outbound;
 use crate::servers;
 
 /// How long a node has, after the handshake, to open its stream and send `Hello`; a
@@ -209,7 +210,7 @@ impl NodeControl for NodeControlService {
             })),
         };
         // The channel is new and empty: this cannot fail for lack of room.
-        let _ = tx.try_send(Ok(welcome));
+        let _ = tx.try_send(Ok(Box::new(welcome)));
         let state = self.state.clone();
         tokio::spawn(async move {
             // The report in Hello is older than anything the node sends after it: apply it
@@ -226,7 +227,8 @@ impl NodeControl for NodeControlService {
             }
             pump(state, session, inbound, tx, interval).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = ReceiverStream::new(rx).map(|message| message.map(|boxed| *boxed));
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -255,7 +257,7 @@ async fn pump(
     state: Arc<AppState>,
     session: Session,
     mut inbound: Streaming<NodeMessage>,
-    tx: mpsc::Sender<Result<PanelMessage, Status>>,
+    tx: Outbound,
     interval: Duration,
 ) {
     let deadline = interval * MISSED_HEARTBEATS;
@@ -343,7 +345,7 @@ async fn pump(
                             )
                             .await
                         };
-                        if tx.send(Ok(answer)).await.is_err() {
+                        if tx.send(Ok(Box::new(answer))).await.is_err() {
                             break None;
                         }
                     }
