@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // File transfers hand their chunks on without copying them.
         .bytes(".mamba.node.v1")
+        // Small stream buffers: the panel keeps one control stream per node (see `codec`).
+        .codec_path("crate::codec::NodeCodec")
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .compile_fds(files)?;

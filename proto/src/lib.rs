@@ -1,7 +1,9 @@
 //! The node channel's protocol: the `.proto` files under `proto/` and the prost/tonic types
-//! generated from them at build time. Nothing else lives here. The `server` feature brings the
-//! panel side, `client` the Wings side.
+//! generated from them at build time, with the codec they use ([`codec`]). Nothing else lives
+//! here. The `server` feature brings the panel side, `client` the Wings side.
 #![forbid(unsafe_code)]
+
+pub mod codec;
 
 /// `mamba.node.v1`: the one long-lived stream between Wings and the panel.
 pub mod node {

@@ -19,6 +19,7 @@ use proto::node::v1::node_control_server::NodeControlServer;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{Attempt, outside_validity, record, reject};
@@ -240,7 +241,6 @@ async fn handle(
         &info.fingerprint,
         CancellationToken::new(),
     );
-    let close = connection.close.clone();
     let welcomed = CancellationToken::new();
     let identity = Arc::new(NodeIdentity {
         node_id: info.common_name,
@@ -251,9 +251,25 @@ async fn handle(
         resumed,
         next_pin: admission == Admission::Next,
         peer,
-        connection: connection.clone(),
-        welcomed: welcomed.clone(),
+        connection,
+        welcomed,
     });
+    // Served from a task of its own: a task keeps room for its largest step for as long as it
+    // lives, and the admission steps above (database, audit) need several times what serving
+    // a held connection does.
+    tokio::spawn(serve_admitted(state, stream, identity, shutdown));
+}
+
+/// Serves HTTP/2 + tonic on an admitted connection until it ends, is kicked, is not welcomed
+/// on a stream within the Hello timeout, or the panel shuts down; then forgets it.
+async fn serve_admitted(
+    state: Arc<AppState>,
+    stream: TlsStream<TcpStream>,
+    identity: Arc<NodeIdentity>,
+    shutdown: CancellationToken,
+) {
+    let (connection, peer) = (identity.connection.clone(), identity.peer);
+    let (close, welcomed) = (connection.close.clone(), identity.welcomed.clone());
     let service = NodeControlServer::new(NodeControlService::new(state.clone(), identity))
         .max_decoding_message_size(bounds::MAX_MESSAGE_BYTES);
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

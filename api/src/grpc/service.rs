@@ -33,6 +33,7 @@ use super::{admission, bounds, status};
 use crate::AppState;
 use crate::nodes::Session;
 use crate::nodes::connections::Connection;
+use crate::nodes::registry::Outbound;
 use crate::servers;
 
 /// How long a node has, after the handshake, to open its stream and send `Hello`; a
@@ -210,7 +211,7 @@ impl NodeControl for NodeControlService {
             })),
         };
         // The channel is new and empty: this cannot fail for lack of room.
-        let _ = tx.try_send(Ok(welcome));
+        let _ = tx.try_send(Ok(Box::new(welcome)));
         let state = self.state.clone();
         tokio::spawn(async move {
             // The report in Hello is older than anything the node sends after it: apply it
@@ -227,7 +228,8 @@ impl NodeControl for NodeControlService {
             }
             pump(state, session, inbound, tx, interval).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = ReceiverStream::new(rx).map(|message| message.map(|boxed| *boxed));
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -256,7 +258,7 @@ async fn pump(
     state: Arc<AppState>,
     session: Session,
     mut inbound: Streaming<NodeMessage>,
-    tx: mpsc::Sender<Result<PanelMessage, Status>>,
+    tx: Outbound,
     interval: Duration,
 ) {
     let deadline = interval * MISSED_HEARTBEATS;
@@ -348,7 +350,7 @@ async fn pump(
                             )
                             .await
                         };
-                        if tx.send(Ok(answer)).await.is_err() {
+                        if tx.send(Ok(Box::new(answer))).await.is_err() {
                             break None;
                         }
                     }
