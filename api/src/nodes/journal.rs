@@ -6,7 +6,8 @@
 //! takes everything queued (up to [`MAX_BATCH`]) and commits it with one statement per kind,
 //! each atomic by itself: one multi-row `INSERT` for the audit rows and one `UPDATE … CASE`
 //! for the nodes. While a group is being written the next one queues, so the busier the
-//! channel, the larger the groups, with no timer in the way.
+//! channel, the larger the groups; a small group also waits [`GATHER`] (1 ms) for the writes
+//! in flight to join it, as PostgreSQL's `commit_delay` does.
 //!
 //! Nothing answered is lost: [`Journal::write`] returns once the group holding the write is
 //! committed, and the node channel only answers (a `Welcome`, say) after that. When a group
@@ -28,6 +29,10 @@ use crate::db::entities::{audit_log, node};
 
 /// Writes waiting for the writer before callers wait for room.
 pub const QUEUE: usize = 4096;
+/// A group smaller than this waits [`GATHER`] for more before it is written.
+pub const GATHER_BELOW: usize = 16;
+/// How long a small group waits for more.
+pub const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 /// Most writes in one group.
 pub const MAX_BATCH: usize = 512;
 
@@ -124,6 +129,17 @@ impl Journal {
 async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Queued>) {
     let mut group = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut group, MAX_BATCH).await > 0 {
+        if group.len() < GATHER_BELOW {
+            // A small group waits a moment for the writes in flight to join it, as
+            // PostgreSQL's `commit_delay` does: fewer, larger statements under load.
+            tokio::time::sleep(GATHER).await;
+            while group.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(queued) => group.push(queued),
+                    Err(_) => break,
+                }
+            }
+        }
         let (audits, seen): (Vec<_>, Vec<_>) = group
             .drain(..)
             .partition(|q| matches!(q.write, Write::Audit(_)));

@@ -61,6 +61,10 @@ struct Args {
     /// Panel replicas: 1 (SQLite), or 2 on PostgreSQL and Redis (the failover measurement).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     replicas: u8,
+    /// glibc's `MALLOC_ARENA_MAX` for the panel processes (unset: glibc's default, 8 arenas
+    /// per core), as a deployment would set it in the service's environment.
+    #[arg(long)]
+    malloc_arena_max: Option<u8>,
     /// Internal: serve bare rustls with the certificates under this directory.
     #[arg(long, hide = true)]
     bare_server: Option<PathBuf>,
@@ -110,6 +114,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
 
     let mut env = load_env(&pki, &db_url);
+    if let Some(arenas) = args.malloc_arena_max {
+        env.push(("MALLOC_ARENA_MAX".into(), arenas.to_string()));
+    }
     if args.replicas == 2 {
         env.push(("REDIS_URL".into(), std::env::var("TEST_REDIS_URL")?));
     }
@@ -178,16 +185,23 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             let Some(next) = failover.filter(|_| !hold.is_cancelled()) else {
                 return;
             };
-            for _ in 0..20 {
+            // As Wings does: again and again, backing off (the survivor's handshake caps
+            // refuse what is over them), for at most a minute here.
+            let (started, mut wait, mut last) = (Instant::now(), 100, String::new());
+            while started.elapsed() < Duration::from_secs(60) {
                 match open_stream(next, config.clone(), 5).await {
                     Ok((tx, ended)) => {
                         moved.fetch_add(1, Ordering::Relaxed);
                         return heartbeat_until(tx, 5, hold, ended).await;
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => {
+                        last = e.to_string();
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        wait = (wait * 2).min(1_000);
+                    }
                 }
             }
-            eprintln!("a node could not move to the survivor");
+            eprintln!("a node could not move to the survivor in a minute: {last}");
         });
     }
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -323,6 +337,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         rss_loaded as f64 / 1024.0
     );
     println!("| panel RSS per connected node | {per_node:.1} KiB |");
+    println!(
+        "| panel's MALLOC_ARENA_MAX | {} |",
+        args.malloc_arena_max
+            .map_or("unset (glibc: 8 per core)".to_owned(), |n| n.to_string())
+    );
     println!(
         "| load process RSS (client side, for scale) | {:.1} MiB |",
         load_rss as f64 / 1024.0
