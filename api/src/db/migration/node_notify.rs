@@ -13,6 +13,15 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 /// The channel panels listen on; the payload is the node id.
 pub const CHANNEL: &str = "mamba_nodes";
 
+/// Runs `sql` on PostgreSQL; nothing on SQLite (no channels there).
+async fn on_postgres(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    db.execute_unprepared(sql).await.map(drop)
+}
+
 /// Adds the trigger that announces node changes.
 pub struct AddNodeNotify;
 
@@ -25,11 +34,8 @@ impl MigrationName for AddNodeNotify {
 #[async_trait::async_trait]
 impl MigrationTrait for AddNodeNotify {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        if db.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        db.execute_unprepared(
+        on_postgres(
+            manager,
             "CREATE OR REPLACE FUNCTION mamba_notify_node_change() RETURNS trigger AS $$
              BEGIN
                IF TG_OP = 'DELETE' THEN
@@ -49,21 +55,16 @@ impl MigrationTrait for AddNodeNotify {
                EXECUTE FUNCTION mamba_notify_node_change();",
         )
         .await
-        .map(drop)
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        if db.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        db.execute_unprepared(
+        on_postgres(
+            manager,
             "DROP TRIGGER IF EXISTS nodes_access_changed ON nodes;
              DROP TRIGGER IF EXISTS nodes_removed ON nodes;
              DROP FUNCTION IF EXISTS mamba_notify_node_change();",
         )
         .await
-        .map(drop)
     }
 }
 
@@ -79,25 +80,15 @@ impl MigrationName for AnnounceAddedNodes {
 #[async_trait::async_trait]
 impl MigrationTrait for AnnounceAddedNodes {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        if db.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        db.execute_unprepared(
+        on_postgres(
+            manager,
             "CREATE TRIGGER nodes_added AFTER INSERT ON nodes FOR EACH ROW
                EXECUTE FUNCTION mamba_notify_node_change();",
         )
         .await
-        .map(drop)
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        if db.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        db.execute_unprepared("DROP TRIGGER IF EXISTS nodes_added ON nodes;")
-            .await
-            .map(drop)
+        on_postgres(manager, "DROP TRIGGER IF EXISTS nodes_added ON nodes;").await
     }
 }

@@ -136,22 +136,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         &[],
         dir,
     );
-    let bare_addr: std::net::SocketAddr = bare
-        .wait_for_line("bare listening addr=", Duration::from_secs(30))
-        .await
-        .rsplit('=')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .parse()?;
-    let floor_addr: std::net::SocketAddr = bare
-        .wait_for_line("grpc listening addr=", Duration::from_secs(30))
-        .await
-        .rsplit('=')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .parse()?;
+    let bare_addr = listening(&bare, "bare").await?;
+    let floor_addr = listening(&bare, "grpc").await?;
 
     // 1. Memory per connected node.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -250,31 +236,26 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // 2. Handshakes per second.
-    eprintln!("handshakes against the bare rustls server…");
-    let bare_run = run_handshakes(args.handshakes, args.concurrency, &configs, move |config| {
+    let (n, c) = (args.handshakes, args.concurrency);
+    let bare_run = run_handshakes("the bare rustls server", n, c, &configs, move |config| {
         bare_handshake(bare_addr, config)
     })
     .await;
-    eprintln!("handshakes + admission against the panel…");
-    let admit_run = run_handshakes(args.handshakes, args.concurrency, &configs, move |config| {
-        admitted(grpc, config)
+    let admit_run = run_handshakes(
+        "the panel, up to admission",
+        n,
+        c,
+        &configs,
+        move |config| admitted(grpc, config),
+    )
+    .await;
+    let floor_run = run_handshakes("the reference gRPC server", n, c, &configs, move |config| {
+        stream_welcomed(floor_addr, config)
     })
     .await;
-    eprintln!("handshakes + Hello/Welcome against the reference gRPC server…");
-    let floor_run = run_handshakes(
-        args.handshakes,
-        args.concurrency,
-        &configs,
-        move |config| async move { open_stream(floor_addr, config, 5).await.map(drop) },
-    )
-    .await;
-    eprintln!("handshakes + admission + Hello/Welcome against the panel…");
-    let panel_run = run_handshakes(
-        args.handshakes,
-        args.concurrency,
-        &configs,
-        move |config| async move { open_stream(grpc, config, 5).await.map(drop) },
-    )
+    let panel_run = run_handshakes("the panel, up to Welcome", n, c, &configs, move |config| {
+        stream_welcomed(grpc, config)
+    })
     .await;
 
     let per_node = rss_loaded.saturating_sub(rss_idle) as f64 / connected.max(1) as f64;
@@ -437,6 +418,22 @@ async fn bare_handshake(
     Ok(())
 }
 
+/// The address the reference servers' process says its `what` server listens on.
+async fn listening(servers: &tests::Proc, what: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let line = servers
+        .wait_for_line(&format!("{what} listening addr="), Duration::from_secs(30))
+        .await;
+    Ok(line.rsplit('=').next().unwrap_or_default().trim().parse()?)
+}
+
+/// A stream opened and welcomed (the panel's, or the reference gRPC server's), then dropped.
+async fn stream_welcomed(
+    addr: std::net::SocketAddr,
+    config: Arc<ClientConfig>,
+) -> anyhow::Result<()> {
+    open_stream(addr, config, 5).await.map(drop)
+}
+
 /// A handshake with the panel up to its first HTTP/2 frame, which the panel sends once it has
 /// decided on the connection (CN, pinned fingerprint, audit row committed). A refused node
 /// would get one too (and a status on its first stream): every node here is admitted, which
@@ -471,6 +468,7 @@ impl Run {
 }
 
 async fn run_handshakes<F, Fut>(
+    against: &str,
     total: usize,
     concurrency: usize,
     configs: &[Arc<ClientConfig>],
@@ -480,6 +478,7 @@ where
     F: Fn(Arc<ClientConfig>) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
+    eprintln!("handshakes against {against}…");
     // Warm-up, not counted.
     for config in configs.iter().take(20) {
         let _ = op(config.clone()).await;
