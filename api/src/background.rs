@@ -239,8 +239,6 @@ async fn listen(
             .map_err(|_| crate::Error::internal("no announcement arrived, not even our own ping"))?
             .map_err(crate::Error::internal)?
             .ok_or_else(|| crate::Error::internal("the listening connection was lost"))?;
-        // Whatever arrived, the connection delivers.
-        state.access.confirm();
         match note.channel() {
             OWNERS_CHANNEL => state.fleet.on_announcement(note.payload()),
             COMMANDS_CHANNEL => {
@@ -277,6 +275,9 @@ async fn listen(
                 wake.notify_one();
             }
         }
+        // Whatever arrived, the connection delivers; believed from here (after an announced
+        // node was marked, never before).
+        state.access.confirm();
     }
 }
 

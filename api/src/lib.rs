@@ -70,6 +70,10 @@ pub struct AppState {
     pub access: Arc<nodes::access::AccessCache>,
     /// The node channel's audit rows and online marks, committed in groups.
     pub journal: nodes::journal::Journal,
+    /// Held (read) by each stream's task for its whole life: a stopping panel takes it
+    /// (write) once they all ended, so that each node's last writes (released, offline) are
+    /// committed before the process ends.
+    pub streams: Arc<tokio::sync::RwLock<()>>,
     /// Which replica holds each node's stream, and this one's holds (the [`nodes::NodeLink`]).
     pub fleet: Arc<nodes::Fleet>,
     /// The node services' handles (database, node link, issuer, clock).
@@ -205,6 +209,7 @@ impl Panel {
             registry,
             access: Arc::new(nodes::access::AccessCache::new(clock.clone())),
             journal: nodes::journal::Journal::start(db.clone(), clock.clone()),
+            streams: Arc::default(),
             fleet,
             servers,
             db,
@@ -347,11 +352,9 @@ impl Panel {
             http_task.abort();
         }
         self.state.registry.kick_all(Kick::Shutdown);
-        // Give the streams a moment to deliver their final status.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !self.state.registry.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Give the streams a moment to deliver their final status and to record their nodes
+        // released and offline (through the journal, whose writer still runs).
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.state.streams.write()).await;
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = task.await;

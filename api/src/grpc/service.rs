@@ -213,7 +213,9 @@ impl NodeControl for NodeControlService {
         // The channel is new and empty: this cannot fail for lack of room.
         let _ = tx.try_send(Ok(Box::new(welcome)));
         let state = self.state.clone();
+        let alive = self.state.streams.clone().read_owned().await;
         tokio::spawn(async move {
+            let _alive = alive;
             // The report in Hello is older than anything the node sends after it: apply it
             // before reading on, so a later status is never overwritten by it.
             if let Err(e) =

@@ -296,29 +296,3 @@ fn still(access: &NodeAccess, fingerprint: &str) -> Result<(), Refusal> {
         Verdict::Refused(refusal) => Err(refusal),
     }
 }
-
-/// Records a node as online or offline, and when it was last heard from.
-pub async fn mark(
-    db: &DatabaseConnection,
-    id: &str,
-    online: bool,
-    seen: DateTime<Utc>,
-) -> Result<(), Error> {
-    Node::update_many()
-        .col_expr(Column::Online, Expr::value(online))
-        .col_expr(Column::LastSeen, Expr::value(seen))
-        .filter(Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
-/// Records a heartbeat.
-pub async fn touch(db: &DatabaseConnection, id: &str, seen: DateTime<Utc>) -> Result<(), Error> {
-    Node::update_many()
-        .col_expr(Column::LastSeen, Expr::value(seen))
-        .filter(Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(())
-}
