@@ -403,15 +403,23 @@ async fn heartbeat_until(
     }
 }
 
+/// A full mTLS handshake with `addr` (the panel's name `localhost`).
+async fn dial(
+    addr: std::net::SocketAddr,
+    config: Arc<ClientConfig>,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?)
+}
+
 async fn bare_handshake(
     addr: std::net::SocketAddr,
     config: Arc<ClientConfig>,
 ) -> anyhow::Result<()> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let mut tls = TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost")?, tcp)
-        .await?;
+    let mut tls = dial(addr, config).await?;
     // TLS 1.3 finishes on the client first: the server's byte proves it verified us.
     let mut ack = [0u8; 1];
     tls.read_exact(&mut ack).await?;
@@ -439,11 +447,7 @@ async fn stream_welcomed(
 /// would get one too (and a status on its first stream): every node here is admitted, which
 /// the Welcome run shows.
 async fn admitted(addr: std::net::SocketAddr, config: Arc<ClientConfig>) -> anyhow::Result<()> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let mut tls = TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost")?, tcp)
-        .await?;
+    let mut tls = dial(addr, config).await?;
     // A frame header: 9 bytes (the server's SETTINGS).
     let mut header = [0u8; 9];
     tls.read_exact(&mut header).await?;
